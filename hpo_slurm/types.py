@@ -1,0 +1,92 @@
+"""Plain data shared by every layer: searcher actions, exit reasons, trial and run states."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any, Dict, Optional, Union
+
+
+class ExitReason(str, enum.Enum):
+    """Why a trial ended before its searcher closed it."""
+
+    ERRORED = "errored"  # failed more than max_restarts times
+    INVALID_HP = "invalid_hp"  # the script raised trial.InvalidHP
+    USER_CANCELED = "user_canceled"  # the user stopped it (hpo-slurm stop)
+
+
+@dataclass(frozen=True)
+class Create:
+    """Create trial ``trial_id`` with ``hparams``; ``parent`` names a trial whose latest checkpoint it starts from."""
+
+    trial_id: int
+    hparams: Dict[str, Any]
+    parent: Optional[int] = None
+
+
+@dataclass(frozen=True)
+class Train:
+    """Train ``trial_id`` until the absolute length ``length`` and report a validation there."""
+
+    trial_id: int
+    length: int
+
+
+@dataclass(frozen=True)
+class Close:
+    """The searcher needs nothing more from ``trial_id``."""
+
+    trial_id: int
+
+
+@dataclass(frozen=True)
+class Shutdown:
+    """The search is over. ``failure`` is True when no trial completed."""
+
+    failure: bool = False
+
+
+Action = Union[Create, Train, Close, Shutdown]
+
+
+def action_to_json(action: Action) -> Dict[str, Any]:
+    """A JSON-able dict for an action (used by snapshots, the event log and tests)."""
+    kind = type(action).__name__.lower()
+    return {"type": kind, **{k: v for k, v in action.__dict__.items()}}
+
+
+def action_from_json(data: Dict[str, Any]) -> Action:
+    kinds = {"create": Create, "train": Train, "close": Close, "shutdown": Shutdown}
+    fields = dict(data)
+    return kinds[fields.pop("type")](**fields)
+
+
+class TrialState(str, enum.Enum):
+    PENDING = "PENDING"  # created by the searcher, no run yet
+    QUEUED = "QUEUED"  # a run is submitted, not started
+    RUNNING = "RUNNING"
+    PAUSED = "PAUSED"  # finished a rung, waiting for a promotion decision
+    COMPLETED = "COMPLETED"
+    STOPPED_EARLY = "STOPPED_EARLY"
+    ERRORED = "ERRORED"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (TrialState.COMPLETED, TrialState.STOPPED_EARLY, TrialState.ERRORED)
+
+
+class RunState(str, enum.Enum):
+    """One job attempt of a trial."""
+
+    SUBMITTED = "SUBMITTED"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    PREEMPTED = "PREEMPTED"
+    TIMEOUT = "TIMEOUT"
+    CANCELLED = "CANCELLED"
+    LOST = "LOST"
+
+    @property
+    def terminal(self) -> bool:
+        return self not in (RunState.SUBMITTED, RunState.RUNNING)
