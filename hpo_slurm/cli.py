@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import click
 
@@ -58,6 +59,179 @@ def preview(config_path: str, as_json: bool, seconds_per_unit, gpus) -> None:
         click.echo(json.dumps(plan))
     else:
         render_plan(plan)
+
+
+
+def _root_option(function):
+    return click.option(
+        "--root", type=click.Path(file_okay=False), default=None,
+        help="Folder holding experiments (default: $HPO_SLURM_ROOT, else ./hpo-runs).",
+    )(function)
+
+
+def _root(root) -> Path:
+    from .experiment import default_root
+
+    return Path(root) if root else default_root()
+
+
+@cli.command()
+@click.argument("config_path", metavar="CONFIG", type=click.Path(dir_okay=False))
+@click.option("--name", default=None, help="Experiment name (default: the config's name).")
+@_root_option
+@click.option("--executor", type=click.Choice(["auto", "local", "slurm"]), default="auto", show_default=True,
+              help="Where trials run: slurm when sbatch is on PATH, else local processes.")
+@click.option("--context", type=click.Path(file_okay=False, exists=True), default=None,
+              help="Model folder to copy (default: the config's folder); .hpoignore is honoured.")
+@click.option("--detach", is_flag=True, help="Run the driver in the background, logging to driver.log.")
+def launch(config_path: str, name, root, executor: str, context, detach: bool) -> None:
+    """Start a search: copy the config and model folder, then drive the trials.
+
+    \b
+    Example:
+      hpo-slurm launch examples/quadratic/adaptive.yaml --name first-try
+    """
+    from . import experiment
+    from .config import check_name, load_config
+    from .executors import resolve_executor_name
+
+    config = load_config(config_path)
+    for warning in config.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    name = name or config.name
+    check_name(name, "--name", "name")
+    layout = experiment.create(config, Path(config_path), _root(root), name, resolve_executor_name(executor),
+                               Path(context) if context else None)
+    click.echo(f"experiment {name} created in {layout.dir}", err=True)
+    _drive(layout, detach)
+
+
+@cli.command()
+@click.argument("name")
+@_root_option
+@click.option("--detach", is_flag=True, help="Run the driver in the background, logging to driver.log.")
+def resume(name: str, root, detach: bool) -> None:
+    """Restart the driver of an experiment after it stopped (crash, reboot, Ctrl-C).
+
+    It re-adopts queued and running jobs, ingests what finished meanwhile, and carries on.
+
+    \b
+    Example:
+      hpo-slurm resume first-try
+    """
+    from . import experiment
+
+    layout = experiment.find(_root(root), name)
+    _drive(layout, detach)
+
+
+def _drive(layout, detach: bool) -> None:
+    import subprocess
+
+    if detach:
+        with open(layout.driver_log, "ab") as log_file:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "hpo_slurm.cli", "resume", layout.name, "--root", str(layout.dir.parent)],
+                stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            )
+        click.echo(f"driver started in the background (pid {process.pid}); follow it with "
+                   f"`hpo-slurm status {layout.name} --watch`", err=True)
+        return
+    from .live import drive_with_view
+
+    try:
+        driver = drive_with_view(layout)
+    except KeyboardInterrupt:
+        click.echo(f"\ndriver stopped; trials keep their work. Continue with `hpo-slurm resume {layout.name}`", err=True)
+        sys.exit(130)
+    click.echo(f"experiment {layout.name}: {driver.experiment['state']}", err=True)
+
+
+@cli.command()
+@click.argument("name", required=False)
+@_root_option
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--watch", is_flag=True, help="Refresh in place until interrupted.")
+def status(name, root, as_json: bool, watch: bool) -> None:
+    """Show experiments, or one experiment's progress, best trial and trials.
+
+    \b
+    Example:
+      hpo-slurm status                 # every experiment under the root
+      hpo-slurm status first-try --json
+    """
+    from . import experiment
+    from .status import summarize
+    from .views import experiments_table, print_summary
+
+    root_path = _root(root)
+    if name is None:
+        summaries = [summarize(layout, with_trials=False) for layout in experiment.list_all(root_path)]
+        if as_json:
+            click.echo(json.dumps({"experiments": summaries}))
+        elif not summaries:
+            click.echo(f"no experiments in {root_path}")
+        else:
+            from rich.console import Console
+
+            Console().print(experiments_table(summaries))
+        return
+    layout = experiment.find(root_path, name)
+    if as_json:
+        click.echo(json.dumps(summarize(layout)))
+    elif watch:
+        from .live import watch_status
+
+        watch_status(layout)
+    else:
+        print_summary(summarize(layout))
+
+
+@cli.command()
+@click.argument("name")
+@_root_option
+@click.option("--timeout", type=float, default=120.0, show_default=True, help="Seconds to wait for the jobs to end.")
+def stop(name: str, root, timeout: float) -> None:
+    """Stop a search: cancel its queued and running work and close it.
+
+    \b
+    Example:
+      hpo-slurm stop first-try
+    """
+    import time as _time
+
+    from . import experiment
+    from .lock import driver_alive
+    from .runner import run_driver
+
+    layout = experiment.find(_root(root), name)
+    layout.stop_request.touch()
+    if driver_alive(layout.lock)["alive"]:
+        deadline = _time.monotonic() + timeout
+        while driver_alive(layout.lock)["alive"] and _time.monotonic() < deadline:
+            _time.sleep(0.5)
+    else:
+        run_driver(layout, max_ticks=int(timeout / 0.25))
+    click.echo(f"experiment {name}: stopped", err=True)
+
+
+@cli.command()
+@click.argument("name")
+@click.argument("trial_id", type=int)
+@_root_option
+@click.option("--follow", "-f", is_flag=True, help="Keep printing the latest run's output as it grows.")
+def logs(name: str, trial_id: int, root, follow: bool) -> None:
+    """Print a trial's output, run by run.
+
+    \b
+    Example:
+      hpo-slurm logs first-try 3 --follow
+    """
+    from . import experiment
+    from .logs import print_trial_logs
+
+    layout = experiment.find(_root(root), name)
+    print_trial_logs(layout, trial_id, follow)
 
 
 def main() -> None:

@@ -1,0 +1,499 @@
+"""The driver: one loop that turns searcher decisions into jobs and job results into searcher events.
+
+One tick:
+1. poll: ONE batched status query for every live job (no more often than the poll interval);
+2. ingest: new metric lines of every trial with a run, from stored byte offsets; a validation at a
+   trial's target length becomes a searcher event;
+3. decide: ended jobs become successes, preemptions, time-outs or failures; the searcher's actions
+   become trial and run records;
+4. persist: everything the tick changed, with the searcher snapshot, in ONE transaction;
+5. act: cancel, then submit the runs recorded in 4 and record their job ids (a second transaction).
+
+Polling comes before ingesting so a job seen as ended has all its lines read before its end is judged.
+Crash safety comes from the order of 4 and 5: a run is recorded, under a unique name, before it is
+submitted, and bound to its job id after. A driver that restarts looks unbound runs up by name before
+submitting anything, and re-adopts live jobs. Side effects on files (spec files, stop files) happen
+in 5 too, after the decision that asks for them is durable.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable, Deque, Dict, Iterable, List, Optional
+
+from .checkpoints import collect_garbage, latest_checkpoint_path
+from .config import ExperimentConfig
+from .executors.base import Executor, JobRequest, JobState, JobStatus, SubmitError
+from .fsio import read_json, write_json_atomic
+from .ingest import is_better, metric_value, read_new_lines
+from .layout import ExperimentLayout, run_name
+from .searchers import Searcher
+from .store import Store
+from .types import Action, Close, Create, ExitReason, RunState, Shutdown, Train, TrialState
+
+log = logging.getLogger("hpo_slurm.driver")
+
+SUBMIT_BACKOFF_S = (5.0, 15.0, 60.0, 300.0)
+
+
+@dataclass
+class _Changes:
+    """What one tick changed, written in one transaction."""
+
+    new_trials: List[int] = field(default_factory=list)
+    trials: Dict[int, Dict[str, Any]] = field(default_factory=dict)
+    new_runs: List[str] = field(default_factory=list)
+    runs: Dict[str, Dict[str, Any]] = field(default_factory=dict)
+    metrics: List[Dict[str, Any]] = field(default_factory=list)
+    events: List[Dict[str, Any]] = field(default_factory=list)
+    experiment: Dict[str, Any] = field(default_factory=dict)
+    searcher_touched: bool = False
+    cancel: List[str] = field(default_factory=list)  # run ids
+    touched_trials: set = field(default_factory=set)
+
+    def empty(self) -> bool:
+        return not (self.new_trials or self.trials or self.new_runs or self.runs or self.metrics
+                    or self.events or self.experiment or self.searcher_touched)
+
+
+class Driver:
+    """Owns one experiment while it runs. Build with ``Driver.open``; call ``tick()`` until ``done``."""
+
+    def __init__(
+        self,
+        layout: ExperimentLayout,
+        config: ExperimentConfig,
+        store: Store,
+        executor: Executor,
+        searcher: Searcher,
+        clock: Callable[[], float] = time.time,
+        poll_interval_s: float = 1.0,
+    ):
+        self.layout = layout
+        self.config = config
+        self.store = store
+        self.executor = executor
+        self.searcher = searcher
+        self.clock = clock
+        self.poll_interval_s = poll_interval_s
+        self.experiment = store.experiment()
+        self.job_prefix = f"hpo.{self.experiment['uid'][:8]}."
+        self.trials: Dict[int, Dict[str, Any]] = {row["id"]: row for row in store.trials()}
+        self.runs: Dict[str, Dict[str, Any]] = {row["id"]: row for row in store.runs()}
+        self.active: Dict[int, List[str]] = {}  # trial id -> its unfinished runs, oldest first
+        for run in sorted(self.runs.values(), key=lambda r: (r["trial_id"], r["seq"])):
+            if not RunState(run["state"]).terminal:
+                self.active.setdefault(run["trial_id"], []).append(run["id"])
+        self._changes = _Changes()
+        self._last_poll = -math.inf
+        self._next_submit_at = -math.inf
+        self._submit_failures = 0
+        self._stopping = False
+
+    # ---- life cycle -----------------------------------------------------------------------------
+    def start(self, fresh: bool) -> None:
+        """Begin a new search (``fresh``) or reconcile with the jobs an earlier driver left."""
+        if fresh and self.layout.stop_request.exists():
+            self._set_experiment(state="STOPPED", ended_at=self.clock())
+            self._persist()
+            return
+        if fresh:
+            self._apply(self.searcher.initial())
+            self._changes.searcher_touched = True
+            self._event("experiment_started", None, {"executor": self.executor.name})
+            self._persist()
+        else:
+            self._reconcile()
+        self._act()
+
+    @property
+    def done(self) -> bool:
+        state = self.experiment["state"]
+        return state != "RUNNING" and not any(self._live_runs())
+
+    def tick(self) -> None:
+        now = self.clock()
+        if now - self._last_poll >= self.poll_interval_s:
+            self._last_poll = now
+            statuses = self._poll()
+        else:
+            statuses = {}
+        for trial_id in list(self.active):
+            self._ingest(trial_id)
+        for run_id, status in statuses.items():
+            self._on_job_status(run_id, status)
+        if not self._stopping and self.layout.stop_request.exists():
+            self._stop_all()
+        self._persist()
+        self._act()
+
+    # ---- 1. poll --------------------------------------------------------------------------------
+    def _live_runs(self) -> Iterable[Dict[str, Any]]:
+        for run_ids in self.active.values():
+            for run_id in run_ids:
+                run = self.runs[run_id]
+                if run["job_id"]:
+                    yield run
+
+    def _poll(self) -> Dict[str, JobStatus]:
+        by_job = {run["job_id"]: run["id"] for run in self._live_runs()}
+        if not by_job:
+            return {}
+        states = self.executor.poll(list(by_job))
+        return {by_job[job_id]: status for job_id, status in states.items() if job_id in by_job}
+
+    # ---- 2. ingest ------------------------------------------------------------------------------
+    def _ingest(self, trial_id: int) -> None:
+        trial = self.trials[trial_id]
+        lines, offset, warnings = read_new_lines(self.layout.metrics_file(trial_id), trial["metrics_offset"] or 0)
+        for warning in warnings:
+            log.warning(warning)
+        if offset != trial["metrics_offset"]:
+            self._set_trial(trial_id, metrics_offset=offset)
+        searcher = self.config.searcher
+        for line in lines:
+            self._changes.metrics.append({
+                "trial_id": trial_id, "run_id": line.run, "kind": line.kind, "length": line.length,
+                "metrics": json.dumps(line.metrics, sort_keys=True), "time": line.time,
+            })
+            if line.kind != "validation":
+                continue
+            value = metric_value(line.metrics, searcher.metric)
+            if math.isnan(value):
+                log.warning("trial %s: validation at %s has no numeric %r: counted as the worst",
+                            trial_id, line.length, searcher.metric)
+            fields: Dict[str, Any] = {"latest_metric": value if math.isfinite(value) else None}
+            if is_better(value, trial["best_metric"], searcher.smaller_is_better):
+                fields.update(best_metric=value, best_length=line.length)
+            self._set_trial(trial_id, **fields)
+            target = trial["target_length"]
+            if not trial["closed"] and target is not None and line.length >= target > (trial["validated_length"] or 0):
+                self._set_trial(trial_id, validated_length=target, target_length=None, state=TrialState.PAUSED.value)
+                self._event("validation", trial_id, {"length": target, "metric": value})
+                self._searcher_call(self.searcher.on_validation, trial_id, target, value)
+
+    # ---- 3. decide ------------------------------------------------------------------------------
+    def _on_job_status(self, run_id: str, status: JobStatus) -> None:
+        run = self.runs[run_id]
+        trial_id = run["trial_id"]
+        if status.state == JobState.PENDING:
+            return
+        if status.state == JobState.RUNNING:
+            if run["state"] == RunState.SUBMITTED.value:
+                self._set_run(run_id, state=RunState.RUNNING.value, started_at=self.clock())
+                if not self.trials[trial_id]["closed"] and self.trials[trial_id]["target_length"] is not None:
+                    self._set_trial(trial_id, state=TrialState.RUNNING.value)
+            return
+        self._on_job_ended(run_id, status)
+
+    def _on_job_ended(self, run_id: str, status: JobStatus) -> None:
+        run = self.runs[run_id]
+        trial_id = run["trial_id"]
+        trial = self.trials[trial_id]
+        result = _read_result(self.layout.result_file(run_id))
+        stop_reason = result.get("stop_reason") if result else None
+        outcome, reason = self._judge(run, trial, status, result, stop_reason)
+        self._finish_run(run_id, outcome, reason, status.exit_code)
+        if trial["closed"] or outcome in (RunState.SUCCEEDED, RunState.CANCELLED):
+            return
+        if result and result.get("status") == "invalid_hp":
+            self._early_exit(trial_id, ExitReason.INVALID_HP, f"invalid hyperparameters: {result.get('message', '')}")
+        elif outcome == RunState.PREEMPTED:
+            self._set_trial(trial_id, preemptions=(trial["preemptions"] or 0) + 1)
+            self._record_run(trial_id)
+        elif outcome == RunState.TIMEOUT:
+            self._record_run(trial_id)
+        else:
+            restarts = (trial["restarts"] or 0) + 1
+            self._set_trial(trial_id, restarts=restarts, message=reason)
+            if restarts > self.config.max_restarts:
+                self._early_exit(trial_id, ExitReason.ERRORED,
+                                 f"failed {restarts} times (max_restarts {self.config.max_restarts}); last: {reason}")
+            else:
+                self._record_run(trial_id)
+
+    def _judge(self, run, trial, status: JobStatus, result, stop_reason):
+        """How a run ended, and why: (RunState, reason)."""
+        if (trial["validated_length"] or 0) >= run["to_length"]:
+            return RunState.SUCCEEDED, ""
+        if run["state"] == RunState.CANCELLED.value or trial["closed"] or stop_reason == "search_stopped":
+            return RunState.CANCELLED, "stopped by the search"
+        if result and result.get("status") == "invalid_hp":
+            return RunState.FAILED, "invalid hyperparameters"
+        if stop_reason == "preempted" or status.state == JobState.PREEMPTED:
+            return RunState.PREEMPTED, "preempted"
+        if stop_reason == "time_limit" or status.state == JobState.TIMEOUT:
+            return RunState.TIMEOUT, "reached its time limit"
+        if result is None and status.state == JobState.UNKNOWN:
+            return RunState.LOST, "the job vanished without a result"
+        if result and result.get("status") == "exited":
+            return RunState.FAILED, f"exited without reporting validation at length {run['to_length']}"
+        if result and result.get("message"):
+            return RunState.FAILED, result["message"]
+        if status.state == JobState.CANCELLED:
+            return RunState.FAILED, "cancelled outside hpo-slurm"
+        detail = f" (exit code {status.exit_code})" if status.exit_code is not None else ""
+        return RunState.FAILED, f"job ended {status.state.value.lower()}{detail} {status.reason}".strip()
+
+    def _finish_run(self, run_id: str, outcome: RunState, reason: str, exit_code: Optional[int]) -> None:
+        run = self.runs[run_id]
+        self._set_run(run_id, state=outcome.value, ended_at=self.clock(), reason=reason, exit_code=exit_code)
+        self.active[run["trial_id"]].remove(run_id)
+        if not self.active[run["trial_id"]]:
+            del self.active[run["trial_id"]]
+        self._event("run_ended", run["trial_id"], {"run": run_id, "state": outcome.value, "reason": reason})
+        self._changes.touched_trials.add(run["trial_id"])
+
+    def _early_exit(self, trial_id: int, reason: ExitReason, message: str) -> None:
+        log.warning("trial %s: %s", trial_id, message)
+        self._set_trial(trial_id, state=TrialState.ERRORED.value, exit_reason=reason.value, message=message,
+                        target_length=None, ended_at=self.clock())
+        self._event("early_exit", trial_id, {"reason": reason.value, "message": message})
+        self._searcher_call(self.searcher.on_early_exit, trial_id, reason)
+        if not self.trials[trial_id]["closed"]:
+            self._mark_closed(trial_id)
+            self._searcher_call(self.searcher.on_closed, trial_id)
+
+    def _searcher_call(self, callback: Callable[..., List[Action]], *args: Any) -> None:
+        self._changes.searcher_touched = True
+        self._apply(callback(*args))
+
+    def _apply(self, actions: Iterable[Action]) -> None:
+        queue: Deque[Action] = deque(actions)
+        while queue:
+            action = queue.popleft()
+            if isinstance(action, Create):
+                self._create_trial(action)
+                self._event("created", action.trial_id, {"hparams": action.hparams, "parent": action.parent})
+                queue.extend(self.searcher.on_created(action.trial_id))
+            elif isinstance(action, Train):
+                self._set_trial(action.trial_id, target_length=action.length)
+                self._record_run(action.trial_id)
+            elif isinstance(action, Close):
+                if not self.trials[action.trial_id]["closed"]:
+                    self._close_trial(action.trial_id)
+                    queue.extend(self.searcher.on_closed(action.trial_id))
+            elif isinstance(action, Shutdown):
+                state = "ERRORED" if action.failure else "COMPLETED"
+                self._set_experiment(state=state, ended_at=self.clock())
+                self._event("shutdown", None, {"failure": action.failure})
+
+    def _create_trial(self, action: Create) -> None:
+        parent_checkpoint = None
+        if action.parent is not None:
+            found = latest_checkpoint_path(self.layout, action.parent)
+            parent_checkpoint = str(found) if found else None
+        row = {
+            "id": action.trial_id, "hparams": json.dumps(action.hparams, sort_keys=True), "parent": action.parent,
+            "parent_checkpoint": parent_checkpoint, "state": TrialState.PENDING.value, "target_length": None,
+            "validated_length": 0, "latest_metric": None, "best_metric": None, "best_length": None,
+            "restarts": 0, "preemptions": 0, "closed": 0, "exit_reason": None, "message": None,
+            "metrics_offset": 0, "checkpoint_bytes": 0, "created_at": self.clock(), "ended_at": None,
+        }
+        self.trials[action.trial_id] = row
+        self._changes.new_trials.append(action.trial_id)
+
+    def _record_run(self, trial_id: int) -> None:
+        """Record the run that trains ``trial_id`` to its target; it is submitted in the act phase."""
+        trial = self.trials[trial_id]
+        seq = 1 + max((r["seq"] for r in self._runs_of(trial_id)), default=0)
+        run_id = run_name(trial_id, seq)
+        self.runs[run_id] = {
+            "id": run_id, "trial_id": trial_id, "seq": seq, "from_length": trial["validated_length"] or 0,
+            "to_length": trial["target_length"], "state": RunState.SUBMITTED.value, "job_id": None, "gpus": None,
+            "time_minutes": self.config.slurm.time_minutes, "recorded_at": self.clock(), "submitted_at": None,
+            "started_at": None, "ended_at": None, "exit_code": None, "reason": None,
+        }
+        self._changes.new_runs.append(run_id)
+        self.active.setdefault(trial_id, []).append(run_id)
+        if not any(self.runs[r]["job_id"] for r in self.active[trial_id]):
+            self._set_trial(trial_id, state=TrialState.PENDING.value)
+
+    def _runs_of(self, trial_id: int) -> List[Dict[str, Any]]:
+        return [run for run in self.runs.values() if run["trial_id"] == trial_id]
+
+    def _close_trial(self, trial_id: int) -> None:
+        trial = self.trials[trial_id]
+        if trial["state"] != TrialState.ERRORED.value:
+            finished = (trial["validated_length"] or 0) >= self.config.searcher.max_length
+            state = TrialState.COMPLETED if finished else TrialState.STOPPED_EARLY
+            self._set_trial(trial_id, state=state.value, target_length=None, ended_at=self.clock())
+        self._mark_closed(trial_id)
+        self._event("closed", trial_id, {})
+
+    def _mark_closed(self, trial_id: int) -> None:
+        """The trial gets no more work: its unsubmitted runs are dropped, its unfinished work cancelled."""
+        self._set_trial(trial_id, closed=1)
+        for run_id in list(self.active.get(trial_id, [])):
+            run = self.runs[run_id]
+            if not run["job_id"]:
+                self._finish_run(run_id, RunState.CANCELLED, "not needed any more", None)
+            elif (self.trials[trial_id]["validated_length"] or 0) < run["to_length"]:
+                self._set_run(run_id, state=RunState.CANCELLED.value, reason="stopped by the search")
+                self._changes.cancel.append(run_id)
+
+    def _stop_all(self) -> None:
+        """The user asked to stop: close every open trial and cancel all work."""
+        self._stopping = True
+        for trial_id, trial in self.trials.items():
+            if not trial["closed"]:
+                self._set_trial(trial_id, state=TrialState.STOPPED_EARLY.value, exit_reason=ExitReason.USER_CANCELED.value,
+                                target_length=None, ended_at=self.clock())
+                self._mark_closed(trial_id)
+        for run in self._live_runs():
+            if run["id"] not in self._changes.cancel:
+                self._changes.cancel.append(run["id"])
+        if self.experiment["state"] == "RUNNING":
+            self._set_experiment(state="STOPPED", ended_at=self.clock())
+        self._event("stopped", None, {})
+
+    # ---- bookkeeping ----------------------------------------------------------------------------
+    def _set_trial(self, trial_id: int, **fields: Any) -> None:
+        self.trials[trial_id].update(fields)
+        if trial_id not in self._changes.new_trials:
+            self._changes.trials.setdefault(trial_id, {}).update(fields)
+
+    def _set_run(self, run_id: str, **fields: Any) -> None:
+        self.runs[run_id].update(fields)
+        if run_id not in self._changes.new_runs:
+            self._changes.runs.setdefault(run_id, {}).update(fields)
+
+    def _set_experiment(self, **fields: Any) -> None:
+        self.experiment.update(fields)
+        self._changes.experiment.update(fields)
+
+    def _event(self, kind: str, trial_id: Optional[int], data: Dict[str, Any]) -> None:
+        self._changes.events.append({"time": self.clock(), "kind": kind, "trial_id": trial_id, "data": data})
+
+    # ---- 4. persist -----------------------------------------------------------------------------
+    def _persist(self) -> None:
+        changes = self._changes
+        if changes.empty():
+            return
+        with self.store.transaction():
+            self.store.insert_trials(self.trials[t] for t in changes.new_trials)
+            for trial_id, fields in changes.trials.items():
+                self.store.update_trial(trial_id, **fields)
+            self.store.insert_runs(self.runs[r] for r in changes.new_runs)
+            for run_id, fields in changes.runs.items():
+                self.store.update_run(run_id, **fields)
+            self.store.insert_metrics(changes.metrics)
+            self.store.append_events(changes.events)
+            if changes.experiment:
+                self.store.update_experiment(**changes.experiment)
+            if changes.searcher_touched:
+                self.store.save_snapshot(self.searcher.snapshot(), self.clock())
+        self._changes = _Changes(cancel=changes.cancel, touched_trials=changes.touched_trials)
+
+    # ---- 5. act ---------------------------------------------------------------------------------
+    def _act(self) -> None:
+        changes = self._changes
+        if changes.cancel:
+            self._cancel(changes.cancel)
+            changes.cancel = []
+        if self.clock() >= self._next_submit_at:
+            self._submit_ready()
+        for trial_id in changes.touched_trials:
+            validations = {row["length"]: metric_value(row["metrics"], self.config.searcher.metric)
+                           for row in self.store.metrics(trial_id, kind="validation")}
+            used = collect_garbage(self.layout, self.config, self.trials, trial_id, validations)
+            self._set_trial(trial_id, checkpoint_bytes=used)
+        changes.touched_trials = set()
+        self._persist()
+
+    def _cancel(self, run_ids: List[str]) -> None:
+        job_ids = []
+        for run_id in run_ids:
+            stop_file = self.layout.run_stop_file(run_id)
+            stop_file.parent.mkdir(parents=True, exist_ok=True)
+            stop_file.touch()
+            if self.runs[run_id]["job_id"]:
+                job_ids.append(self.runs[run_id]["job_id"])
+        if job_ids:
+            self.executor.cancel(job_ids)
+
+    def _ready_runs(self) -> List[Dict[str, Any]]:
+        """Unsubmitted runs whose trial has no earlier run still going, in recording order."""
+        ready = []
+        for run_ids in self.active.values():
+            first = self.runs[run_ids[0]]
+            if not first["job_id"] and first["state"] == RunState.SUBMITTED.value:
+                ready.append(first)
+        return sorted(ready, key=lambda r: (r["recorded_at"], r["trial_id"]))
+
+    def _request(self, run: Dict[str, Any]) -> JobRequest:
+        return JobRequest(
+            run_id=run["id"], job_name=self.job_prefix + run["id"], run_dir=self.layout.run_dir(run["id"]),
+            spec_path=self.layout.spec_file(run["id"]), gpus=self.config.slots_per_trial,
+            time_minutes=run["time_minutes"],
+        )
+
+    def _submit_ready(self) -> None:
+        ready = self._ready_runs()
+        if not ready:
+            return
+        for run in ready:
+            self._write_spec(run)
+        try:
+            submitted = self.executor.submit([self._request(run) for run in ready])
+        except SubmitError as exc:
+            self._submit_failures += 1
+            delay = SUBMIT_BACKOFF_S[min(self._submit_failures, len(SUBMIT_BACKOFF_S)) - 1]
+            log.warning("submission failed (%s); %s", exc, f"retrying in {delay:.0f}s" if exc.retry else "not retrying")
+            if exc.retry:
+                self._next_submit_at = self.clock() + delay
+            else:
+                for run in ready:
+                    self._on_job_ended(run["id"], JobStatus(JobState.FAILED, reason=f"submission refused: {exc}"))
+            return
+        self._submit_failures = 0
+        now = self.clock()
+        for run, job in zip(ready, submitted):
+            self._set_run(run["id"], job_id=job.job_id, gpus=job.gpus, submitted_at=now)
+            if not self.trials[run["trial_id"]]["closed"]:
+                self._set_trial(run["trial_id"], state=TrialState.QUEUED.value)
+
+    def _write_spec(self, run: Dict[str, Any]) -> None:
+        trial = self.trials[run["trial_id"]]
+        run_dir = self.layout.run_dir(run["id"])
+        run_dir.mkdir(parents=True, exist_ok=True)
+        self.layout.trial_dir(trial["id"]).mkdir(parents=True, exist_ok=True)
+        config = self.config
+        write_json_atomic(self.layout.spec_file(run["id"]), {
+            "experiment": self.layout.name, "experiment_dir": str(self.layout.dir.resolve()),
+            "trial_id": trial["id"], "run_id": run["id"], "hparams": json.loads(trial["hparams"]),
+            "target_length": run["to_length"], "from_length": run["from_length"],
+            "unit": config.searcher.unit, "parent_checkpoint": trial["parent_checkpoint"],
+            "entrypoint": config.entrypoint, "context_dir": str(self.layout.context.resolve()),
+            "metric": config.searcher.metric, "smaller_is_better": config.searcher.smaller_is_better,
+            "data": config.data, "records_per_epoch": config.records_per_epoch,
+        })
+
+    # ---- restart --------------------------------------------------------------------------------
+    def _reconcile(self) -> None:
+        """Bind runs recorded but never bound to a job (a crash between submit and record), and adopt
+        the live jobs of the previous driver."""
+        unbound = [self.runs[ids[0]] for ids in self.active.values()
+                   if not self.runs[ids[0]]["job_id"] and self.runs[ids[0]]["state"] == RunState.SUBMITTED.value]
+        if unbound:
+            found = self.executor.find([self._request(run) for run in unbound])
+            for run_id, job_id in found.items():
+                log.info("run %s: re-adopted job %s submitted before the driver stopped", run_id, job_id)
+                self._set_run(run_id, job_id=job_id, submitted_at=self.clock())
+        for run in self._live_runs():
+            self.executor.adopt(run["job_id"], run["gpus"] or "")
+        self._event("resumed", None, {"adopted": sum(1 for _ in self._live_runs())})
+        self._persist()
+
+
+def _read_result(path) -> Optional[Dict[str, Any]]:
+    try:
+        result = read_json(path)
+    except (OSError, ValueError):
+        return None
+    return result if isinstance(result, dict) else None

@@ -1,0 +1,38 @@
+"""Where runs execute: ``local`` processes (the embedded default) or ``slurm`` jobs."""
+
+from __future__ import annotations
+
+import shutil
+
+from ..config import ExperimentConfig
+from ..errors import UserError
+from .base import Executor
+
+EXECUTOR_CHOICES = ("auto", "local", "slurm")
+
+
+def resolve_executor_name(choice: str) -> str:
+    """``auto`` means slurm when ``sbatch`` is on PATH and the Slurm executor is available, else local."""
+    if choice != "auto":
+        return choice
+    return "slurm" if shutil.which("sbatch") and _slurm_available() else "local"
+
+
+def make_executor(name: str, config: ExperimentConfig) -> Executor:
+    if name == "local":
+        from .local import LocalExecutor
+
+        return LocalExecutor(signal_delay_s=config.slurm.signal_delay_s)
+    if name == "slurm":
+        if not _slurm_available():
+            raise UserError("the slurm executor is not available in this installation")
+        from .slurm import SlurmExecutor  # type: ignore[import-not-found]
+
+        return SlurmExecutor(config)
+    raise UserError(f"unknown executor {name!r}: expected one of {', '.join(EXECUTOR_CHOICES)}")
+
+
+def _slurm_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(__name__ + ".slurm") is not None

@@ -1,0 +1,79 @@
+"""What the driver needs from a place that runs jobs: submit a batch, poll all live jobs at once,
+find jobs by name after a crash, cancel."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+
+class JobState(str, enum.Enum):
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    COMPLETED = "COMPLETED"  # ended by itself; the run's result file tells how it went
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+    PREEMPTED = "PREEMPTED"
+    TIMEOUT = "TIMEOUT"
+    UNKNOWN = "UNKNOWN"  # the scheduler no longer knows the job
+
+    @property
+    def live(self) -> bool:
+        return self in (JobState.PENDING, JobState.RUNNING)
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    state: JobState
+    exit_code: Optional[int] = None
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    """One run to start. ``job_name`` is unique on the cluster so a restarted driver can find it."""
+
+    run_id: str
+    job_name: str
+    run_dir: Path
+    spec_path: Path
+    gpus: int
+    time_minutes: Optional[int] = None
+
+
+@dataclass(frozen=True)
+class Submitted:
+    job_id: str
+    gpus: str = ""  # the devices handed out, when the executor chooses them
+
+
+class SubmitError(Exception):
+    """Submission failed. ``retry`` says whether trying again later can succeed."""
+
+    def __init__(self, message: str, retry: bool):
+        super().__init__(message)
+        self.retry = retry
+
+
+class Executor:
+    name = "base"
+
+    def submit(self, requests: Sequence[JobRequest]) -> List[Submitted]:
+        """Start every request; the result is in request order."""
+        raise NotImplementedError
+
+    def poll(self, job_ids: Sequence[str]) -> Dict[str, JobStatus]:
+        """The state of every given job, in one query. Jobs it cannot see are UNKNOWN."""
+        raise NotImplementedError
+
+    def find(self, requests: Sequence[JobRequest]) -> Dict[str, str]:
+        """Run id -> job id for requests that were submitted but whose job id was never recorded."""
+        raise NotImplementedError
+
+    def adopt(self, job_id: str, gpus: str) -> None:
+        """A job started by an earlier driver of this experiment is live: account for it."""
+
+    def cancel(self, job_ids: Sequence[str]) -> None:
+        raise NotImplementedError

@@ -1,0 +1,154 @@
+"""Runs as local processes through submitit's local executor: the embedded default with no Slurm.
+
+Each run gets its own controller process in a new session, so Ctrl-C on the driver leaves trials
+running and a restarted driver re-adopts them by pid. GPUs, when the machine has any, are handed out
+per run through CUDA_VISIBLE_DEVICES.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Set
+
+import submitit
+from submitit.local import local as submitit_local
+
+from ..job import run_job
+from .base import Executor, JobRequest, JobState, JobStatus, SubmitError, Submitted
+
+NO_TIME_LIMIT_MINUTES = 60 * 24 * 30
+
+
+def count_local_gpus() -> int:
+    """``HPO_SLURM_LOCAL_GPUS`` if set, else the GPUs ``nvidia-smi -L`` lists, else 0."""
+    override = os.environ.get("HPO_SLURM_LOCAL_GPUS")
+    if override is not None:
+        return int(override)
+    try:
+        listing = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return 0
+    return sum(1 for line in listing.stdout.splitlines() if line.startswith("GPU "))
+
+
+class _DetachedLocalExecutor(submitit.LocalExecutor):
+    """submitit's local executor, but each controller starts in its own session."""
+
+    def _submit_command(self, command: str) -> submitit_local.LocalJob:
+        env = dict(os.environ)
+        env.update(
+            SUBMITIT_LOCAL_NTASKS="1",
+            SUBMITIT_LOCAL_COMMAND=command,
+            SUBMITIT_LOCAL_TIMEOUT_S=str(int(60 * self.parameters.get("timeout_min", NO_TIME_LIMIT_MINUTES))),
+            SUBMITIT_LOCAL_SIGNAL_DELAY_S=str(int(self.parameters.get("signal_delay_s", 30))),
+            SUBMITIT_LOCAL_NODEID="0",
+            SUBMITIT_LOCAL_JOB_NUM_NODES="1",
+            SUBMITIT_STDERR_TO_STDOUT="",
+            SUBMITIT_EXECUTOR="local",
+            CUDA_VISIBLE_DEVICES=self.parameters.get("cuda_devices", ""),
+            SUBMITIT_LOCAL_WITH_SHELL="",
+        )
+        process = subprocess.Popen(
+            [sys.executable, "-m", "submitit.local._local", str(self.folder)],
+            env=env,
+            start_new_session=True,
+            stdin=subprocess.DEVNULL,
+        )
+        return submitit_local.LocalJob(folder=self.folder, job_id=str(process.pid), process=process, tasks=[0])
+
+    @classmethod
+    def _valid_parameters(cls) -> Set[str]:
+        return {"setup", "cuda_devices"}
+
+
+class LocalExecutor(Executor):
+    name = "local"
+
+    def __init__(self, gpus: Optional[int] = None, signal_delay_s: int = 30):
+        self.total_gpus = count_local_gpus() if gpus is None else gpus
+        self.signal_delay_s = signal_delay_s
+        self._processes: Dict[str, subprocess.Popen] = {}
+        self._gpus_by_job: Dict[str, List[int]] = {}
+
+    def submit(self, requests: Sequence[JobRequest]) -> List[Submitted]:
+        submitted = []
+        for request in requests:
+            devices = self._take_gpus(request.gpus) if self.total_gpus else []
+            executor = _DetachedLocalExecutor(folder=request.run_dir)
+            executor.update_parameters(
+                timeout_min=request.time_minutes or NO_TIME_LIMIT_MINUTES,
+                signal_delay_s=self.signal_delay_s,
+                cuda_devices=",".join(str(d) for d in devices),
+            )
+            try:
+                job = executor.submit(run_job, str(request.spec_path))
+            except OSError as exc:
+                raise SubmitError(f"could not start a local process: {exc}", retry=True) from exc
+            self._processes[job.job_id] = job._process
+            self._gpus_by_job[job.job_id] = devices
+            submitted.append(Submitted(job.job_id, ",".join(str(d) for d in devices)))
+        return submitted
+
+    def _take_gpus(self, count: int) -> List[int]:
+        busy = {d for devices in self._gpus_by_job.values() for d in devices}
+        free = [d for d in range(self.total_gpus) if d not in busy]
+        if count > len(free):
+            raise SubmitError(f"{count} GPUs wanted, {len(free)} of {self.total_gpus} free", retry=True)
+        return free[:count]
+
+    def adopt(self, job_id: str, gpus: str) -> None:
+        self._gpus_by_job[job_id] = [int(d) for d in gpus.split(",") if d.strip()]
+
+    def poll(self, job_ids: Sequence[str]) -> Dict[str, JobStatus]:
+        return {job_id: self._status(job_id) for job_id in job_ids}
+
+    def _status(self, job_id: str) -> JobStatus:
+        process = self._processes.get(job_id)
+        if process is not None:
+            code = process.poll()
+            if code is None:
+                return JobStatus(JobState.RUNNING)
+            self._release(job_id)
+            return JobStatus(JobState.COMPLETED if code == 0 else JobState.FAILED, exit_code=code)
+        if _is_our_controller(job_id):
+            return JobStatus(JobState.RUNNING)
+        self._release(job_id)
+        return JobStatus(JobState.UNKNOWN)
+
+    def _release(self, job_id: str) -> None:
+        self._processes.pop(job_id, None)
+        self._gpus_by_job.pop(job_id, None)
+
+    def find(self, requests: Sequence[JobRequest]) -> Dict[str, str]:
+        """submitit names the pickled job after the controller's pid once it has started it."""
+        found = {}
+        for request in requests:
+            pickles = sorted(Path(request.run_dir).glob("*_submitted.pkl"))
+            if pickles:
+                found[request.run_id] = pickles[-1].name.split("_")[0]
+        return found
+
+    def cancel(self, job_ids: Sequence[str]) -> None:
+        """SIGTERM to each controller, which passes it to the trial: it checkpoints and exits."""
+        for job_id in job_ids:
+            if self._status(job_id).state.live:
+                try:
+                    os.kill(int(job_id), signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+
+
+def _is_our_controller(job_id: str) -> bool:
+    """The pid is alive, not a zombie, and is a submitit local controller (not a reused pid)."""
+    try:
+        with open(f"/proc/{int(job_id)}/stat", "rb") as stat:
+            state = stat.read().rsplit(b")", 1)[1].split()[0]
+        with open(f"/proc/{int(job_id)}/cmdline", "rb") as cmdline:
+            command = cmdline.read()
+    except (OSError, ValueError, IndexError):
+        return False
+    return state != b"Z" and b"submitit.local._local" in command

@@ -1,0 +1,106 @@
+"""Creating and finding experiment folders. ``create`` publishes a complete folder by rename, so a
+failed launch leaves nothing half-created."""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import List, Optional
+
+from .config import ExperimentConfig, check_name
+from .errors import UserError
+from .layout import ExperimentLayout
+from .store import Store
+
+DEFAULT_ROOT = "hpo-runs"
+ALWAYS_IGNORED = (".git", "__pycache__", "*.pyc", ".hpo-*", "hpo-runs")
+
+
+def default_root() -> Path:
+    return Path(os.environ.get("HPO_SLURM_ROOT") or DEFAULT_ROOT)
+
+
+def find(root: Path, name: str) -> ExperimentLayout:
+    """The experiment ``name`` under ``root``, or a UserError saying it is not there."""
+    check_name(name, "--name", "name")
+    layout = ExperimentLayout(Path(root) / name)
+    if not layout.database.is_file():
+        raise UserError(f"no experiment named {name!r} in {root}")
+    return layout
+
+
+def list_all(root: Path) -> List[ExperimentLayout]:
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    return [ExperimentLayout(p) for p in sorted(root.iterdir()) if (p / "experiment.db").is_file()]
+
+
+def create(
+    config: ExperimentConfig,
+    config_path: Path,
+    root: Path,
+    name: str,
+    executor: str,
+    context: Optional[Path] = None,
+) -> ExperimentLayout:
+    """Make ``root/name`` with the config, a copy of the model folder and a new database."""
+    root = Path(root)
+    final = root / name
+    if final.exists():
+        raise UserError(f"experiment {name!r} already exists in {root}: use `hpo-slurm resume {name}` or another --name")
+    context = Path(context) if context else Path(config_path).resolve().parent
+    if not context.is_dir():
+        raise UserError(f"--context {context}: not a folder")
+    root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".hpo-{name}-", dir=root))
+    try:
+        layout = ExperimentLayout(staging)
+        shutil.copyfile(config_path, layout.config)
+        copy_context(context, layout.context, exclude=[root.resolve()])
+        store = Store.open(layout.database)
+        store.create_experiment(
+            name=name, uid=uuid.uuid4().hex, state="RUNNING", searcher=config.searcher.name,
+            executor=executor, config=Path(config_path).read_text(), created_at=time.time(),
+            ended_at=None, message=None,
+        )
+        store.close()
+        os.rename(staging, final)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return ExperimentLayout(final)
+
+
+def copy_context(source: Path, target: Path, exclude: List[Path]) -> None:
+    """Copy the model folder, leaving out ``.hpoignore`` patterns, VCS folders and the runs root."""
+    patterns = list(ALWAYS_IGNORED) + _read_ignore_file(source / ".hpoignore")
+    excluded = {p.resolve() for p in exclude}
+
+    def ignore(directory: str, names: List[str]) -> List[str]:
+        skipped = []
+        for name in names:
+            full = Path(directory, name)
+            relative = full.relative_to(source).as_posix()
+            if full.resolve() in excluded or any(
+                fnmatch.fnmatch(name, pattern) or fnmatch.fnmatch(relative, pattern.strip("/"))
+                for pattern in patterns
+            ):
+                skipped.append(name)
+        return skipped
+
+    shutil.copytree(source, target, ignore=ignore, symlinks=True)
+
+
+def _read_ignore_file(path: Path) -> List[str]:
+    if not path.is_file():
+        return []
+    lines = (line.strip() for line in path.read_text().splitlines())
+    return [line for line in lines if line and not line.startswith("#")]
+
+

@@ -1,0 +1,84 @@
+"""Where everything lives in an experiment folder. Pure path arithmetic: no I/O.
+
+    <root>/<experiment>/
+      config.yaml, context/, experiment.db, driver.lock, driver.log, stop-requested
+      trials/<id>/metrics.jsonl          appended by the trial
+      trials/<id>/checkpoints/<name>/    published by rename
+      runs/<run>/spec.json               what the job runs (hyperparameters travel here, never on a command line)
+      runs/<run>/result.json             how the job's last attempt ended
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+CHECKPOINT_META = "hpo_checkpoint.json"
+
+
+class ExperimentLayout:
+    def __init__(self, directory: Path):
+        self.dir = Path(directory)
+
+    @property
+    def name(self) -> str:
+        return self.dir.name
+
+    @property
+    def config(self) -> Path:
+        return self.dir / "config.yaml"
+
+    @property
+    def context(self) -> Path:
+        return self.dir / "context"
+
+    @property
+    def database(self) -> Path:
+        return self.dir / "experiment.db"
+
+    @property
+    def lock(self) -> Path:
+        return self.dir / "driver.lock"
+
+    @property
+    def driver_log(self) -> Path:
+        return self.dir / "driver.log"
+
+    @property
+    def stop_request(self) -> Path:
+        return self.dir / "stop-requested"
+
+    def trial_dir(self, trial_id: int) -> Path:
+        return self.dir / "trials" / str(trial_id)
+
+    def metrics_file(self, trial_id: int) -> Path:
+        return self.trial_dir(trial_id) / "metrics.jsonl"
+
+    def checkpoints_dir(self, trial_id: int) -> Path:
+        return self.trial_dir(trial_id) / "checkpoints"
+
+    def run_dir(self, run_id: str) -> Path:
+        return self.dir / "runs" / run_id
+
+    def spec_file(self, run_id: str) -> Path:
+        return self.run_dir(run_id) / "spec.json"
+
+    def result_file(self, run_id: str) -> Path:
+        return self.run_dir(run_id) / "result.json"
+
+    def run_stop_file(self, run_id: str) -> Path:
+        """Written by the driver when the searcher no longer needs this run's work."""
+        return self.run_dir(run_id) / "stop"
+
+    def attempts_file(self, run_id: str) -> Path:
+        """One line per start of the job (a job Slurm requeues starts again under the same id)."""
+        return self.run_dir(run_id) / "attempts.jsonl"
+
+
+def checkpoint_name(length: int) -> str:
+    """Checkpoint folders sort by length: ``length-000000250``."""
+    return f"length-{length:09d}"
+
+
+def run_name(trial_id: int, seq: int) -> str:
+    """A run's unique name within its experiment: ``t12-r3`` is trial 12's third run."""
+    return f"t{trial_id}-r{seq}"

@@ -1,0 +1,58 @@
+"""Running a driver for an experiment folder: lock, log file, restore, loop until done."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Callable, Optional
+
+from .config import load_config
+from .driver import Driver
+from .executors import make_executor
+from .layout import ExperimentLayout
+from .lock import DriverLock
+from .searchers import make_searcher, restore_searcher
+from .store import Store
+
+LOCAL_TICK_S = 0.25
+
+
+def run_driver(
+    layout: ExperimentLayout,
+    on_tick: Optional[Callable[[Driver], None]] = None,
+    max_ticks: Optional[int] = None,
+) -> Driver:
+    """Drive the experiment until its search is over (or ``max_ticks``). Raises UserError when another
+    driver holds the experiment. The caller may interrupt with KeyboardInterrupt: jobs keep running
+    and ``resume`` picks them up."""
+    lock = DriverLock(layout.lock)
+    lock.acquire()
+    handler = logging.FileHandler(layout.driver_log)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    package_logger = logging.getLogger("hpo_slurm")
+    package_logger.addHandler(handler)
+    package_logger.setLevel(logging.INFO)
+    store = Store.open(layout.database)
+    try:
+        config = load_config(str(layout.config))
+        experiment = store.experiment()
+        snapshot = store.load_snapshot()
+        searcher = restore_searcher(config, snapshot) if snapshot else make_searcher(config)
+        executor = make_executor(experiment["executor"], config)
+        interval = LOCAL_TICK_S if executor.name == "local" else config.slurm.poll_interval_s
+        driver = Driver(layout, config, store, executor, searcher, poll_interval_s=interval)
+        driver.start(fresh=snapshot is None)
+        ticks = 0
+        while not driver.done and (max_ticks is None or ticks < max_ticks):
+            time.sleep(LOCAL_TICK_S if executor.name == "local" else min(1.0, interval))
+            driver.tick()
+            lock.heartbeat()
+            ticks += 1
+            if on_tick:
+                on_tick(driver)
+        return driver
+    finally:
+        store.close()
+        lock.release()
+        package_logger.removeHandler(handler)
+        handler.close()

@@ -1,0 +1,222 @@
+"""The API a training script uses inside its job. Imports nothing heavy (no torch, sqlite or rich).
+
+    from hpo_slurm import trial
+    ctx = trial.init()
+    start = ctx.latest_checkpoint and load(ctx.latest_checkpoint)
+    for step in range(start_length, ctx.target_length):
+        ...
+        if ctx.should_stop():
+            with ctx.checkpoint(step) as path: save(path)
+            return
+    ctx.report_validation(ctx.target_length, {"validation_loss": loss})
+    with ctx.checkpoint(ctx.target_length) as path: save(path)
+
+Trials never open the experiment database: they append metric lines and publish checkpoint folders
+under the experiment folder, and the driver ingests them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import shutil
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, Optional
+
+from .fsio import append_line, read_json, write_json_atomic
+from .layout import CHECKPOINT_META, ExperimentLayout, checkpoint_name
+
+SPEC_ENV = "HPO_SLURM_SPEC"
+STOP_SIGNALS = ("SIGTERM", "SIGUSR1", "SIGUSR2")
+INVALID_HP_FILE = "invalid_hp.json"
+
+
+class InvalidHP(Exception):
+    """Raise when this trial's hyperparameters cannot train; the searcher replaces the trial."""
+
+
+class TrialContext:
+    """This run of a trial: its hyperparameters, the length to reach, and where to report."""
+
+    def __init__(self, spec: Dict[str, Any]):
+        self.spec = spec
+        self.trial_id: int = spec["trial_id"]
+        self.run_id: str = spec["run_id"]
+        self.hparams: Dict[str, Any] = spec["hparams"]
+        self.target_length: int = spec["target_length"]
+        self.unit: str = spec.get("unit", "batches")
+        self.data: Dict[str, Any] = spec.get("data", {})
+        self.records_per_epoch: int = spec.get("records_per_epoch", 0)
+        self._layout = ExperimentLayout(Path(spec["experiment_dir"]))
+        self._stop_reason: Optional[str] = None
+        self._last_stop_check = 0.0
+
+    # ---- where to resume from -------------------------------------------------------------
+    @property
+    def trial_dir(self) -> Path:
+        return self._layout.trial_dir(self.trial_id)
+
+    @property
+    def latest_checkpoint(self) -> Optional[Path]:
+        """The newest published checkpoint of this trial, else its PBT parent's, else None."""
+        found = latest_checkpoint_in(self._layout.checkpoints_dir(self.trial_id))
+        if found is not None:
+            return found
+        parent = self.spec.get("parent_checkpoint")
+        if parent and Path(parent).is_dir():
+            return Path(parent)
+        return None
+
+    @property
+    def latest_checkpoint_length(self) -> int:
+        """The length stored with ``latest_checkpoint`` (0 when there is none)."""
+        path = self.latest_checkpoint
+        return checkpoint_length(path) if path is not None else 0
+
+    # ---- reporting ----------------------------------------------------------------------------
+    def report_validation(self, length: int, metrics: Dict[str, Any]) -> None:
+        self._report("validation", length, metrics)
+
+    def report_training(self, length: int, metrics: Dict[str, Any]) -> None:
+        self._report("training", length, metrics)
+
+    def _report(self, kind: str, length: int, metrics: Dict[str, Any]) -> None:
+        if not isinstance(length, int) or isinstance(length, bool) or length < 0:
+            raise ValueError(f"length must be a non-negative integer, got {length!r}")
+        if not isinstance(metrics, dict):
+            raise TypeError(f"metrics must be a dict, got {type(metrics).__name__}")
+        line = {
+            "kind": kind,
+            "length": length,
+            "metrics": {str(k): _jsonable_metric(v) for k, v in metrics.items()},
+            "run": self.run_id,
+            "time": time.time(),
+        }
+        self.trial_dir.mkdir(parents=True, exist_ok=True)
+        append_line(self._layout.metrics_file(self.trial_id), json.dumps(line, allow_nan=True))
+
+    # ---- checkpoints --------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def checkpoint(self, length: int, metadata: Optional[Dict[str, Any]] = None) -> Iterator[Path]:
+        """A fresh directory to save into; published atomically (by rename) when the block exits
+        without an exception. A checkpoint at the same length replaces the older one."""
+        parent = self._layout.checkpoints_dir(self.trial_id)
+        parent.mkdir(parents=True, exist_ok=True)
+        final = parent / checkpoint_name(length)
+        tmp = parent / f".tmp-{checkpoint_name(length)}-{os.getpid()}"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+        try:
+            yield tmp
+            meta = {"length": length, "run": self.run_id, "trial_id": self.trial_id, "time": time.time()}
+            meta.update(metadata or {})
+            write_json_atomic(tmp / CHECKPOINT_META, meta)
+            if final.exists():
+                old = parent / f".old-{checkpoint_name(length)}-{os.getpid()}"
+                os.replace(final, old)
+                os.replace(tmp, final)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, final)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+
+    # ---- stopping -----------------------------------------------------------------------------
+    def should_stop(self) -> bool:
+        """True once the job is being preempted, reaches its time-limit warning, or the search
+        stopped this trial. Checkpoint and return when it is."""
+        if self._stop_reason is not None:
+            return True
+        now = time.monotonic()
+        if now - self._last_stop_check >= 1.0:
+            self._last_stop_check = now
+            if self._layout.stop_request.exists() or self._layout.run_stop_file(self.run_id).exists():
+                self._stop_reason = "search_stopped"
+        return self._stop_reason is not None
+
+    @property
+    def stop_reason(self) -> Optional[str]:
+        return self._stop_reason
+
+    def request_stop(self, reason: str) -> None:
+        """Mark this run as asked to stop (signal handlers call this)."""
+        if self._stop_reason is None:
+            self._stop_reason = reason
+
+
+def init(install_signal_handlers: bool = True) -> TrialContext:
+    """The context of the run this process belongs to, read from the job's environment.
+
+    Installs handlers so SIGTERM (preemption), SIGUSR1/SIGUSR2 (time-limit warning) make
+    ``should_stop()`` true instead of killing the process, and records ``InvalidHP`` for the driver.
+    """
+    spec_path = os.environ.get(SPEC_ENV)
+    if not spec_path:
+        raise RuntimeError(f"{SPEC_ENV} is not set: run this script through hpo-slurm")
+    ctx = TrialContext(read_json(Path(spec_path)))
+    if install_signal_handlers:
+        install_stop_handlers(ctx.request_stop)
+        _install_invalid_hp_hook(ctx)
+    return ctx
+
+
+def install_stop_handlers(on_stop: Callable[[str], None]) -> None:
+    """Route the stop signals to ``on_stop(reason)``; reasons are ``preempted`` or ``time_limit``."""
+
+    def handler(signum: int, frame: Any) -> None:
+        on_stop("preempted" if signum == signal.SIGTERM else "time_limit")
+
+    for name in STOP_SIGNALS:
+        signal.signal(getattr(signal, name), handler)
+
+
+def record_invalid_hp(run_dir: Path, message: str) -> None:
+    write_json_atomic(run_dir / INVALID_HP_FILE, {"message": message})
+
+
+def _install_invalid_hp_hook(ctx: TrialContext) -> None:
+    previous = sys.excepthook
+    run_dir = ctx._layout.run_dir(ctx.run_id)
+
+    def hook(kind, value, traceback):  # type: ignore[no-untyped-def]
+        if isinstance(value, InvalidHP):
+            record_invalid_hp(run_dir, str(value))
+        previous(kind, value, traceback)
+
+    sys.excepthook = hook
+
+
+def latest_checkpoint_in(directory: Path) -> Optional[Path]:
+    """The published checkpoint with the greatest length in ``directory``, or None."""
+    if not directory.is_dir():
+        return None
+    names = sorted(
+        entry.name
+        for entry in os.scandir(directory)
+        if entry.is_dir() and entry.name.startswith("length-") and (Path(entry.path) / CHECKPOINT_META).exists()
+    )
+    return directory / names[-1] if names else None
+
+
+def checkpoint_length(path: Path) -> int:
+    return int(read_json(Path(path) / CHECKPOINT_META)["length"])
+
+
+def _jsonable_metric(value: Any) -> Any:
+    """Numbers stay numbers (NaN and infinities included); numpy/torch scalars become floats."""
+    if isinstance(value, (bool, str)) or value is None:
+        return value
+    if isinstance(value, int):
+        return value
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    return number if not math.isnan(number) else float("nan")
