@@ -28,6 +28,7 @@ from typing import Any, Callable, Deque, Dict, Iterable, List, Optional
 
 from .checkpoints import collect_garbage, latest_checkpoint_path
 from .config import ExperimentConfig
+from .faults import CrashPoints
 from .executors.base import Executor, JobRequest, JobState, JobStatus, SubmitError
 from .fsio import read_json, write_json_atomic
 from .ingest import is_better, metric_value, read_new_lines
@@ -94,6 +95,7 @@ class Driver:
         self._next_submit_at = -math.inf
         self._submit_failures = 0
         self._stopping = False
+        self._crash = CrashPoints.from_environment()
 
     # ---- life cycle -----------------------------------------------------------------------------
     def start(self, fresh: bool) -> None:
@@ -439,6 +441,7 @@ class Driver:
             return
         for run in ready:
             self._write_spec(run)
+        self._crash.reached("before_submit")
         try:
             submitted = self.executor.submit([self._request(run) for run in ready])
         except SubmitError as exc:
@@ -451,6 +454,7 @@ class Driver:
                 for run in ready:
                     self._on_job_ended(run["id"], JobStatus(JobState.FAILED, reason=f"submission refused: {exc}"))
             return
+        self._crash.reached("after_submit")
         self._submit_failures = 0
         now = self.clock()
         for run, job in zip(ready, submitted):
