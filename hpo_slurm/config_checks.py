@@ -1,0 +1,562 @@
+"""The pieces ``config.py`` builds an experiment config from: a YAML loader with YAML 1.2 scalars,
+typed reads that raise ``ConfigError`` naming the key path, unknown-key checks with a did-you-mean,
+hyperparameter spaces, and the ``slurm:`` section's formats.
+
+Every check takes the value and its key path (``searcher.max_trials``, ``slurm.setup[2]``) and either
+returns the value in its Python form or raises one ``ConfigError`` whose text is one line:
+``search.yaml: searcher.max_trials: expected a positive integer, got -3``.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import math
+import os
+import re
+from typing import Any, Dict, Iterable, List, Mapping, NoReturn, Optional, Sequence, Tuple
+
+import yaml
+
+from .errors import ConfigError
+from .space import Categorical, Const, Double, Int, Log, Nested
+
+LENGTH_UNITS = ("batches", "records", "epochs")
+HP_TYPES = ("const", "int", "double", "log", "categorical")
+Length = Tuple[int, str]  # (amount, unit), unit one of LENGTH_UNITS
+
+
+# ---------------------------------------------------------------------------------------------
+# YAML
+# ---------------------------------------------------------------------------------------------
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader with YAML 1.2 core-schema scalars, as Determined's CLI (ruamel.yaml) reads them:
+    ``1e-4`` is a float, ``1:30:00`` is a string (YAML 1.1 makes it the integer 5400), ``on``/``no``
+    are strings, dates stay strings. Duplicate keys are an error instead of last-one-wins."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+                key = self.construct_object(key_node, deep=deep)
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key!r}", key_node.start_mark)
+                seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _construct_int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int:
+    text = loader.construct_scalar(node)
+    if text.startswith("0o"):
+        return int(text[2:], 8)
+    if text.startswith("0x"):
+        return int(text[2:], 16)
+    return int(text, 10)  # "010" is ten, as in YAML 1.2 (YAML 1.1 reads it as octal eight)
+
+
+_Loader.yaml_implicit_resolvers = {}
+for _tag, _pattern, _first in (
+    ("bool", r"^(?:true|True|TRUE|false|False|FALSE)$", "tTfF"),
+    ("int", r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$", "-+0123456789"),
+    ("float", r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
+              r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$", "-+.0123456789"),
+    ("null", r"^(?:~|null|Null|NULL|)$", ["~", "n", "N", ""]),
+    ("merge", r"^(?:<<)$", "<"),
+):
+    _Loader.add_implicit_resolver(f"tag:yaml.org,2002:{_tag}", re.compile(_pattern), list(_first))
+_Loader.add_constructor("tag:yaml.org,2002:int", _construct_int)
+
+
+def yaml_load(text: str, source: str) -> Any:
+    """Parse YAML text; a syntax error becomes ``ConfigError(source, "line N, column M", ...)``."""
+    try:
+        return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(source, where, f"not valid YAML: {exc.problem or exc.context}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(source, "", f"not valid YAML: {exc}") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Messages
+# ---------------------------------------------------------------------------------------------
+
+def show(value: Any) -> str:
+    """A value as a message shows it, on one line: ``-3``, ``'abc'``, ``true``, ``null``, ``a list``."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return repr(value if len(value) <= 60 else value[:57] + "...")
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return type(value).__name__
+
+
+def suggest(word: Any, choices: Iterable[str], aliases: Optional[Mapping[str, str]] = None) -> Optional[str]:
+    """The choice ``word`` was most likely meant to be, or None: an alias, a different case, a close
+    spelling (difflib), or a prefix (``logarithmic`` -> ``log``)."""
+    if not isinstance(word, str) or not word:
+        return None
+    lowered = {c.lower(): c for c in choices}
+    key = word.lower()
+    if aliases and key in aliases:
+        return aliases[key]
+    if key in lowered:
+        return lowered[key]
+    close = difflib.get_close_matches(key, list(lowered), n=1, cutoff=0.6)
+    if close:
+        return lowered[close[0]]
+    if len(key) < 3:
+        return None
+    prefixed = [c for k, c in lowered.items() if len(k) >= 3 and (key.startswith(k) or k.startswith(key))]
+    return prefixed[0] if len(prefixed) == 1 else None
+
+
+def join(path: str, key: Any) -> str:
+    """Key path of ``key`` below ``path``: ``join("searcher", "name") == "searcher.name"``."""
+    return f"{path}.{key}" if path else str(key)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+# ---------------------------------------------------------------------------------------------
+# Typed reads
+# ---------------------------------------------------------------------------------------------
+
+class Checker:
+    """Typed reads of YAML values for one config file; collects warnings as message lines."""
+
+    def __init__(self, source: str):
+        self.source = source
+        self.warnings: List[str] = []
+
+    def fail(self, path: str, message: str) -> NoReturn:
+        raise ConfigError(self.source, path, message)
+
+    def warn(self, path: str, message: str) -> None:
+        self.warnings.append(f"{self.source}: {path}: {message}" if path else f"{self.source}: {message}")
+
+    def mapping(self, value: Any, path: str) -> Dict[str, Any]:
+        """A mapping with string keys; null reads as an empty mapping."""
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            self.fail(path, f"expected a mapping, got {show(value)}")
+        for key in value:
+            if not isinstance(key, str):
+                self.fail(join(path, show(key)), f"expected a string key, got {show(key)}")
+        return value
+
+    def check_keys(
+        self,
+        mapping: Mapping[str, Any],
+        path: str,
+        known: Iterable[str],
+        ignored: Mapping[str, Optional[str]] = {},  # noqa: B006 - read only
+        elsewhere: Mapping[str, str] = {},  # noqa: B006 - read only
+        warn_ignored: bool = True,
+    ) -> List[str]:
+        """Fail on the first key that is neither ``known`` nor ``ignored``, suggesting the nearest
+        known key; ``elsewhere`` maps keys that are valid somewhere else to the error to give.
+        Warns once per ignored key present (``ignored`` maps it to a hint or None) unless
+        ``warn_ignored`` is False. Returns the ignored keys present, in file order."""
+        known = set(known)
+        present = []
+        for key in mapping:
+            if key in known:
+                continue
+            if key in ignored:
+                present.append(key)
+                if warn_ignored:
+                    hint = f" ({ignored[key]})" if ignored[key] else ""
+                    self.warn(join(path, key), f"not used by hpo-slurm{hint}, ignored")
+                continue
+            if key in elsewhere:
+                self.fail(join(path, key), elsewhere[key])
+            guess = suggest(key, sorted(known | set(ignored)))
+            if guess:
+                self.fail(join(path, key), f"unknown key; did you mean {guess!r}?")
+            if len(known) <= 8:
+                self.fail(join(path, key), f"unknown key; expected one of {', '.join(sorted(known))}")
+            self.fail(join(path, key), "unknown key")
+        return present
+
+    def required(self, mapping: Mapping[str, Any], key: str, path: str, hint: str = "") -> Any:
+        value = mapping.get(key)
+        if value is None:
+            self.fail(join(path, key), "missing required key" + (f"; {hint}" if hint else ""))
+        return value
+
+    def integer(self, value: Any, path: str, minimum: Optional[int] = None,
+                maximum: Optional[int] = None) -> int:
+        """An integer (an integral float such as ``1e3`` counts, a bool does not) in range."""
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if not _is_int(value) or (minimum is not None and value < minimum) or (
+                maximum is not None and value > maximum):
+            if minimum == 1 and maximum is None:
+                what = "a positive integer"
+            elif minimum == 0 and maximum is None:
+                what = "a non-negative integer"
+            elif minimum is not None and maximum is not None:
+                what = f"an integer from {minimum} to {maximum}"
+            elif minimum is not None:
+                what = f"an integer >= {minimum}"
+            else:
+                what = "an integer"
+            self.fail(path, f"expected {what}, got {show(value)}")
+        return value
+
+    def number(
+        self,
+        value: Any,
+        path: str,
+        minimum: Optional[float] = None,
+        maximum: Optional[float] = None,
+        above: Optional[float] = None,
+    ) -> float:
+        """A finite int or float (not a bool) with ``minimum <= value <= maximum`` and ``value > above``."""
+        ok = _is_number(value) and math.isfinite(value)
+        ok = ok and (minimum is None or value >= minimum) and (maximum is None or value <= maximum)
+        ok = ok and (above is None or value > above)
+        if not ok:
+            if minimum is not None and maximum is not None:
+                what = f"a number from {minimum:g} to {maximum:g}"
+            elif above is not None:
+                what = f"a number > {above:g}"
+            elif minimum is not None:
+                what = f"a number >= {minimum:g}"
+            else:
+                what = "a number"
+            self.fail(path, f"expected {what}, got {show(value)}")
+        return float(value)
+
+    def boolean(self, value: Any, path: str) -> bool:
+        if not isinstance(value, bool):
+            self.fail(path, f"expected true or false, got {show(value)}")
+        return value
+
+    def string(self, value: Any, path: str, what: str = "a non-empty string", multiline: bool = False) -> str:
+        """A non-empty string; one line unless ``multiline``."""
+        if not isinstance(value, str) or not value.strip():
+            self.fail(path, f"expected {what}, got {show(value)}")
+        if not multiline and ("\n" in value.strip() or "\r" in value):
+            self.fail(path, f"expected {what} on one line, got {show(value)}")
+        return value.strip()
+
+    def choice(self, value: Any, path: str, choices: Sequence[str], what: str,
+               aliases: Optional[Mapping[str, str]] = None) -> str:
+        """One of ``choices``; otherwise an error naming the nearest choice or listing them all."""
+        if isinstance(value, str) and value in choices:
+            return value
+        guess = suggest(value, choices, aliases)
+        hint = f"did you mean {guess!r}?" if guess else f"expected one of {', '.join(choices)}"
+        self.fail(path, f"unknown {what} {show(value)}; {hint}")
+
+    def length(self, value: Any, path: str, minimum: int = 1) -> Length:
+        """A training length: ``{batches: N}``, ``{records: N}``, ``{epochs: N}`` or a bare integer
+        of batches, with ``N >= minimum``."""
+        if _is_int(value) or (isinstance(value, float) and value.is_integer()):
+            return self.integer(value, path, minimum=minimum), "batches"
+        if not isinstance(value, dict):
+            self.fail(path, f"expected a length such as {{batches: 1000}}, {{epochs: 3}} or an integer "
+                            f"number of batches, got {show(value)}")
+        mapping = self.mapping(value, path)
+        self.check_keys(mapping, path, LENGTH_UNITS)
+        if len(mapping) != 1:
+            self.fail(path, f"expected exactly one of batches, records or epochs, got {len(mapping)} keys")
+        (unit, amount), = mapping.items()
+        return self.integer(amount, join(path, unit), minimum=minimum), unit
+
+
+# ---------------------------------------------------------------------------------------------
+# Hyperparameters
+# ---------------------------------------------------------------------------------------------
+
+_HP_KEYS = {
+    "const": ("type", "val"),
+    "int": ("type", "minval", "maxval", "count"),
+    "double": ("type", "minval", "maxval", "count"),
+    "log": ("type", "minval", "maxval", "base", "count"),
+    "categorical": ("type", "vals"),
+}
+_HP_ALIASES = {
+    "logarithmic": "log", "loguniform": "log", "log_uniform": "log", "float": "double", "real": "double",
+    "uniform": "double", "integer": "int", "randint": "int", "choice": "categorical", "constant": "const",
+}
+
+
+def parse_hyperparameters(ck: Checker, value: Any, path: str = "hyperparameters") -> Nested:
+    """Determined's hyperparameters as a ``Nested`` tree, in file order. A mapping with a ``type`` key
+    is a parameter; a mapping without one nests further (so does one whose ``type`` is itself a
+    mapping: a nested hyperparameter named ``type``); anything else (scalars, lists) is a const."""
+    mapping = ck.mapping(value, path)
+    return Nested(tuple((name, _hp_node(ck, node, join(path, name))) for name, node in mapping.items()))
+
+
+def _hp_node(ck: Checker, value: Any, path: str):
+    if not isinstance(value, dict):
+        return Const(copy.deepcopy(value))
+    if "type" not in value or isinstance(value["type"], dict):  # a nested hyperparameter may be named type
+        return parse_hyperparameters(ck, value, path) if value else Const({})
+    kind = value["type"]
+    if kind not in HP_TYPES:
+        guess = suggest(kind, HP_TYPES, _HP_ALIASES)
+        hint = (f"did you mean {guess!r}?" if guess else
+                f"expected one of {', '.join(HP_TYPES)} (a nested hyperparameter named 'type' is "
+                f"written type: {{type: const, val: ...}})")
+        ck.fail(join(path, "type"), f"unknown hyperparameter type {show(kind)}; {hint}")
+    ck.check_keys(value, path, _HP_KEYS[kind])
+    if kind == "const":
+        if "val" not in value:
+            ck.fail(join(path, "val"), "missing required key")
+        return Const(copy.deepcopy(value["val"]))
+    if kind == "categorical":
+        vals = ck.required(value, "vals", path)
+        if not isinstance(vals, list) or not vals:
+            ck.fail(join(path, "vals"), f"expected a non-empty list, got {show(vals)}")
+        return Categorical(tuple(copy.deepcopy(vals)))
+    read = ck.integer if kind == "int" else ck.number
+    minval = read(ck.required(value, "minval", path), join(path, "minval"))
+    maxval = read(ck.required(value, "maxval", path), join(path, "maxval"))
+    if maxval <= minval:
+        what = "an integer" if kind == "int" else "a number"
+        ck.fail(join(path, "maxval"), f"expected {what} greater than minval ({minval:g}), got {maxval:g}")
+    count = value.get("count")
+    count = None if count is None else ck.integer(count, join(path, "count"), minimum=1)
+    if kind == "int":
+        return Int(minval, maxval, count)
+    if kind == "double":
+        return Double(minval, maxval, count)
+    base = value.get("base")
+    base = 10.0 if base is None else ck.number(base, join(path, "base"), above=0)
+    if base == 1:
+        ck.fail(join(path, "base"), "expected a number > 0 other than 1, got 1")
+    return Log(minval, maxval, base, count)
+
+
+def require_grid_counts(ck: Checker, space: Nested, path: str = "hyperparameters") -> None:
+    """Grid search needs ``count`` on every int, double and log hyperparameter."""
+    for keys, param in space.leaves():
+        if isinstance(param, (Int, Double, Log)) and param.count is None:
+            ck.fail(".".join((path,) + keys + ("count",)),
+                    "missing; grid search needs a count on every int, double and log hyperparameter")
+
+
+def grid_size(space: Nested) -> int:
+    """Points in the grid, computed without building it (``Nested.grid_size`` builds each axis)."""
+    size = 1
+    for _, param in space.leaves():
+        if isinstance(param, Int):
+            size *= min(param.count or 0, param.maxval - param.minval + 1)
+        elif isinstance(param, (Double, Log)):
+            size *= param.count or 0
+        elif isinstance(param, Categorical):
+            size *= len(param.vals)
+    return size
+
+
+# ---------------------------------------------------------------------------------------------
+# The slurm: section
+# ---------------------------------------------------------------------------------------------
+
+SLURM_KEYS = ("partition", "account", "qos", "time", "cpus_per_task", "mem", "constraint", "gpu_type",
+              "extra_args", "setup", "signal_delay", "poll_interval", "array_template", "sbatch_args")
+SLURM_IGNORED = {
+    "slots_per_node": "hpo-slurm runs one trial per job; GPUs per trial come from resources.slots_per_trial",
+}
+# sbatch options with their own setting: extra_args must not set them, sbatch_args may (and sets it)
+_DEDICATED = {"partition": "partition", "account": "account", "qos": "qos", "time": "time",
+              "cpus-per-task": "cpus_per_task", "mem": "mem", "constraint": "constraint"}
+_MANAGED = {
+    "gpus": "set resources.slots_per_trial (and slurm.gpu_type) instead",
+    "gpus-per-node": "set resources.slots_per_trial (and slurm.gpu_type) instead",
+    "gpus-per-task": "set resources.slots_per_trial (and slurm.gpu_type) instead",
+    "signal": "set slurm.signal_delay instead",
+    **{name: "hpo-slurm sets it for every job" for name in ("array", "job-name", "output", "error", "wrap")},
+}
+_OPTION_RE = re.compile(r"[a-z][a-z0-9-]*")
+_TIME_RE = re.compile(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?")
+_MEM_RE = re.compile(r"([0-9]+)([KMGTkmgt]?)")
+_GPU_TYPE_RE = re.compile(r"[A-Za-z0-9_.-]+")
+_TIME_FORMS = 'minutes, "MM:SS", "HH:MM:SS", "D-HH", "D-HH:MM" or "D-HH:MM:SS"'
+
+
+def slurm_time_minutes(ck: Checker, value: Any, path: str) -> int:
+    """A Slurm time limit in whole minutes, seconds rounded up."""
+    seconds = None
+    if _is_int(value):
+        seconds = value * 60
+    elif isinstance(value, str):
+        match = _TIME_RE.fullmatch(value.strip())
+        if match:
+            days, first, second, third = match.groups()
+            if days is not None:  # D-HH[:MM[:SS]]
+                h, m, s = int(first), int(second or 0), int(third or 0)
+                if h < 24 and m < 60 and s < 60:
+                    seconds = ((int(days) * 24 + h) * 60 + m) * 60 + s
+            elif third is not None:  # HH:MM:SS
+                if int(second) < 60 and int(third) < 60:
+                    seconds = (int(first) * 60 + int(second)) * 60 + int(third)
+            elif second is not None:  # MM:SS
+                if int(second) < 60:
+                    seconds = int(first) * 60 + int(second)
+            else:  # MM
+                seconds = int(first) * 60
+    if seconds is None:
+        ck.fail(path, f"expected a Slurm time limit ({_TIME_FORMS}), got {show(value)}")
+    if seconds <= 0:
+        ck.fail(path, f"expected a time limit of at least 1 minute, got {show(value)}")
+    return -(-seconds // 60)
+
+
+def slurm_mem(ck: Checker, value: Any, path: str) -> str:
+    """Memory per node as sbatch takes it: an integer of megabytes or digits with K, M, G or T."""
+    if _is_int(value) and value >= 0:
+        return f"{value}M"
+    match = _MEM_RE.fullmatch(value.strip()) if isinstance(value, str) else None
+    if not match:
+        ck.fail(path, f'expected a memory size such as "16G", "4000M" or an integer of megabytes, '
+                      f"got {show(value)}")
+    return match.group(1) + (match.group(2).upper() or "M")
+
+
+def _word(ck: Checker, value: Any, path: str) -> str:
+    """A one-line sbatch value without spaces (partition, account, qos)."""
+    text = ck.string(value if not _is_int(value) else str(value), path)
+    if any(c.isspace() for c in text):
+        ck.fail(path, f"expected a value without spaces, got {show(text)}")
+    return text
+
+
+def _option_value(ck: Checker, value: Any, path: str) -> str:
+    """An extra sbatch option's value: a string or number, or true for a bare flag (stored as "")."""
+    if value is True:
+        return ""
+    if _is_number(value):
+        return str(value)
+    return ck.string(value, path, what="a string, a number or true")
+
+
+def _sbatch_args(ck: Checker, value: Any, path: str) -> List[Tuple[str, Any, str]]:
+    """Determined's ``slurm.sbatch_args`` (``["--time=1:00:00", "--exclusive"]``) as
+    (option name, value or True, key path)."""
+    if not isinstance(value, list):
+        ck.fail(path, f"expected a list of sbatch options, got {show(value)}")
+    options = []
+    for i, item in enumerate(value):
+        item_path = f"{path}[{i}]"
+        text = ck.string(item, item_path, what="an sbatch option such as '--mail-type=END'")
+        if not text.startswith("--"):
+            ck.fail(item_path, f"expected a long sbatch option such as '--mail-type=END', got {show(text)}")
+        name, rest = re.fullmatch(r"([^=\s]*)(?:(?:=|\s+)(.*))?", text[2:], re.S).groups()
+        options.append((name, True if rest is None else rest.strip(), item_path))
+    return options
+
+
+def parse_slurm(ck: Checker, value: Any, path: str, base_dir: str) -> Dict[str, Any]:
+    """The ``slurm:`` section as keyword arguments of ``SlurmConfig``. ``array_template`` is
+    resolved against ``base_dir`` and must exist."""
+    section = ck.mapping(value, path)
+    ck.check_keys(section, path, SLURM_KEYS, SLURM_IGNORED)
+    given = {key: (val, join(path, key)) for key, val in section.items() if val is not None}
+    extra: Dict[str, str] = {}
+    extra_paths: Dict[str, str] = {}
+
+    def add_extra(name: Any, val: Any, where: str, from_sbatch_args: bool) -> None:
+        if not isinstance(name, str) or not _OPTION_RE.fullmatch(name):
+            ck.fail(where, f"expected an sbatch option name of lowercase letters, digits and '-', "
+                           f"got {show(name)}")
+        if name in _MANAGED:
+            ck.fail(where, f"--{name} cannot be set here; {_MANAGED[name]}")
+        if name in _DEDICATED:
+            field = _DEDICATED[name]
+            if not from_sbatch_args:
+                ck.fail(where, f"set {join(path, field)} instead of an extra --{name}")
+            if field in given:
+                ck.fail(where, f"--{name} is also set by {given[field][1]}; keep one")
+            given[field] = (val, where)
+            return
+        if name in extra:
+            ck.fail(where, f"--{name} is also set by {extra_paths[name]}; keep one")
+        if val is False or val is None:
+            ck.fail(where, f"expected a string, a number or true, got {show(val)}")
+        extra[name], extra_paths[name] = _option_value(ck, val, where), where
+
+    if "extra_args" in given:
+        extra_args, where = given.pop("extra_args")
+        for name, val in ck.mapping(extra_args, where).items():
+            add_extra(name, val, join(where, name), from_sbatch_args=False)
+    if "sbatch_args" in given:
+        sbatch_args, where = given.pop("sbatch_args")
+        for name, val, item_path in _sbatch_args(ck, sbatch_args, where):
+            add_extra(name, val, item_path, from_sbatch_args=True)
+
+    out: Dict[str, Any] = {"extra_args": tuple(extra.items())}
+    for key in ("partition", "account", "qos"):
+        if key in given:
+            out[key] = _word(ck, *given[key])
+    if "constraint" in given:
+        out["constraint"] = ck.string(*given["constraint"])
+    if "time" in given:
+        out["time_minutes"] = slurm_time_minutes(ck, *given["time"])
+    if "cpus_per_task" in given:
+        val, where = given["cpus_per_task"]
+        out["cpus_per_task"] = ck.integer(int(val) if isinstance(val, str) and val.isdigit() else val,
+                                          where, minimum=1)
+    if "mem" in given:
+        out["mem"] = slurm_mem(ck, *given["mem"])
+    if "gpu_type" in given:
+        val, where = given["gpu_type"]
+        if not isinstance(val, str) or not _GPU_TYPE_RE.fullmatch(val):
+            ck.fail(where, f"expected a GPU type of letters, digits, '_', '-' and '.', got {show(val)}")
+        out["gpu_type"] = val
+    if "setup" in given:
+        out["setup"] = _setup_lines(ck, *given["setup"])
+    if "signal_delay" in given:
+        out["signal_delay_s"] = ck.integer(given["signal_delay"][0], given["signal_delay"][1], 10, 65535)
+        if "time_minutes" in out and out["signal_delay_s"] >= out["time_minutes"] * 60:
+            ck.fail(given["signal_delay"][1], f"expected fewer seconds than the time limit "
+                                              f"({out['time_minutes'] * 60} s), got {out['signal_delay_s']}")
+    if "poll_interval" in given:
+        out["poll_interval_s"] = ck.number(*given["poll_interval"], above=0)
+    if "array_template" in given:
+        val, where = given["array_template"]
+        text = os.path.expanduser(ck.string(val, where, what="a file path"))
+        resolved = os.path.abspath(os.path.join(base_dir, text))
+        if not os.path.isfile(resolved):
+            ck.fail(where, f"no such file: {resolved}")
+        out["array_template"] = resolved
+    return out
+
+
+def _setup_lines(ck: Checker, value: Any, path: str) -> Tuple[str, ...]:
+    """Shell lines from a string (split at newlines) or a list of strings; blank lines dropped."""
+    if isinstance(value, str):
+        items = [(value, path)]
+    elif isinstance(value, list):
+        items = [(item, f"{path}[{i}]") for i, item in enumerate(value)]
+    else:
+        ck.fail(path, f"expected a shell line or a list of shell lines, got {show(value)}")
+    lines: List[str] = []
+    for item, where in items:
+        if not isinstance(item, str):
+            ck.fail(where, f"expected a shell line, got {show(item)}")
+        lines.extend(line.rstrip() for line in item.splitlines() if line.strip())
+    return tuple(lines)
