@@ -1,5 +1,8 @@
 """One driver per experiment: an advisory file lock plus host, pid and heartbeat in the lock file.
 
+The lock is ``flock`` (tied to the open file, so reading the lock file elsewhere in the process never
+drops it, unlike POSIX record locks; Linux NFS clients map it to a server-side lock).
+
 The kernel releases the file lock when the driver dies, whatever killed it, so a dead driver on this
 host never blocks a resume. A driver on another host (the experiment folder is shared) is seen by its
 heartbeat: it is live while its heartbeat is younger than ``STALE_AFTER_S``.
@@ -30,7 +33,7 @@ class DriverLock:
         """Become the experiment's driver, or raise UserError naming the live one."""
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             os.close(fd)
             holder = read_lock(self.path) or {}
@@ -38,7 +41,7 @@ class DriverLock:
                 f"{self.path.parent.name}: a driver is already running "
                 f"(pid {holder.get('pid', '?')} on {holder.get('host', '?')})"
             ) from None
-        holder = read_lock(self.path)
+        holder = _read_fd(fd)
         if holder and holder.get("host") != socket.gethostname() and is_fresh(holder):
             os.close(fd)
             raise UserError(
@@ -67,6 +70,14 @@ class DriverLock:
 
     def __exit__(self, *exc: Any) -> None:
         self.release()
+
+
+def _read_fd(fd: int) -> Optional[Dict[str, Any]]:
+    try:
+        text = os.pread(fd, 4096, 0).decode()
+        return json.loads(text) if text.strip() else None
+    except (OSError, ValueError):
+        return None
 
 
 def read_lock(path: Path) -> Optional[Dict[str, Any]]:
@@ -99,7 +110,7 @@ def _locked(path: Path) -> bool:
     except OSError:
         return False
     try:
-        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         return True
     finally:

@@ -26,9 +26,22 @@ def _metric(value: Optional[float]) -> str:
     return "-" if value is None else f"{value:.6g}"
 
 
-def _hparams(hparams: Dict[str, Any], width: int = 60) -> str:
-    text = json.dumps(hparams, separators=(",", "="))[1:-1].replace('"', "")
+def _hparams(hparams: Dict[str, Any], width: int = 70) -> str:
+    """``optimizer.lr=0.0123 layers=3``: nested keys dotted, floats to four significant digits."""
+    text = " ".join(f"{key}={_value(value)}" for key, value in _flatten(hparams))
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _flatten(tree: Dict[str, Any], prefix: str = ""):
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            yield from _flatten(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
+def _value(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else json.dumps(value) if not isinstance(value, str) else value
 
 
 def experiments_table(summaries: List[Dict[str, Any]]) -> Table:
