@@ -35,6 +35,7 @@ from .ingest import is_better, metric_value, read_new_lines
 from .layout import ExperimentLayout, run_name
 from .searchers import Searcher
 from .store import Store
+from .timefit import fitted_time_minutes
 from .types import Action, Close, Create, ExitReason, RunState, Shutdown, Train, TrialState
 
 log = logging.getLogger("hpo_slurm.driver")
@@ -96,6 +97,7 @@ class Driver:
         self._submit_failures = 0
         self._stopping = False
         self._crash = CrashPoints.from_environment()
+        self._uncertain: set = set()  # runs whose last submission attempt may have created a job
 
     # ---- life cycle -----------------------------------------------------------------------------
     def start(self, fresh: bool) -> None:
@@ -201,6 +203,9 @@ class Driver:
         stop_reason = result.get("stop_reason") if result else None
         outcome, reason = self._judge(run, trial, status, result, stop_reason)
         self._finish_run(run_id, outcome, reason, status.exit_code)
+        requeued = _attempts(self.layout.attempts_file(run_id)) - 1
+        if requeued > 0:  # the scheduler preempted and requeued the job under the same id
+            self._set_trial(trial_id, preemptions=(trial["preemptions"] or 0) + requeued)
         if trial["closed"] or outcome in (RunState.SUCCEEDED, RunState.CANCELLED):
             return
         if result and result.get("status") == "invalid_hp":
@@ -308,7 +313,11 @@ class Driver:
         self.runs[run_id] = {
             "id": run_id, "trial_id": trial_id, "seq": seq, "from_length": trial["validated_length"] or 0,
             "to_length": trial["target_length"], "state": RunState.SUBMITTED.value, "job_id": None, "gpus": None,
-            "time_minutes": self.config.slurm.time_minutes, "recorded_at": self.clock(), "submitted_at": None,
+            "time_minutes": fitted_time_minutes(
+                self._runs_of(trial_id), trial["validated_length"] or 0, trial["target_length"],
+                self.config.slurm.time_minutes, self.config.slurm.signal_delay_s,
+            ),
+            "recorded_at": self.clock(), "submitted_at": None,
             "started_at": None, "ended_at": None, "exit_code": None, "reason": None,
         }
         self._changes.new_runs.append(run_id)
@@ -442,25 +451,43 @@ class Driver:
         for run in ready:
             self._write_spec(run)
         self._crash.reached("before_submit")
+        uncertain = [run for run in ready if run["id"] in self._uncertain]
+        if uncertain:
+            # an earlier attempt failed in a way that may have created jobs: look before resubmitting
+            found = self.executor.find([self._request(run) for run in uncertain])
+            self._bind(found)
+            ready = [run for run in ready if run["id"] not in found]
+            if not ready:
+                return
         try:
             submitted = self.executor.submit([self._request(run) for run in ready])
         except SubmitError as exc:
+            self._bind({run["id"]: job for run, job in zip(ready, exc.submitted)})
+            failed = ready[len(exc.submitted):]
             self._submit_failures += 1
             delay = SUBMIT_BACKOFF_S[min(self._submit_failures, len(SUBMIT_BACKOFF_S)) - 1]
             log.warning("submission failed (%s); %s", exc, f"retrying in {delay:.0f}s" if exc.retry else "not retrying")
             if exc.retry:
                 self._next_submit_at = self.clock() + delay
+                self._uncertain.update(run["id"] for run in failed)
             else:
-                for run in ready:
+                for run in failed:
                     self._on_job_ended(run["id"], JobStatus(JobState.FAILED, reason=f"submission refused: {exc}"))
             return
         self._crash.reached("after_submit")
         self._submit_failures = 0
+        self._bind({run["id"]: job for run, job in zip(ready, submitted)})
+
+    def _bind(self, jobs: Dict[str, Any]) -> None:
+        """Record the job of each run (a Submitted, or a job id found by name)."""
         now = self.clock()
-        for run, job in zip(ready, submitted):
-            self._set_run(run["id"], job_id=job.job_id, gpus=job.gpus, submitted_at=now)
-            if not self.trials[run["trial_id"]]["closed"]:
-                self._set_trial(run["trial_id"], state=TrialState.QUEUED.value)
+        for run_id, job in jobs.items():
+            job_id, gpus = (job, "") if isinstance(job, str) else (job.job_id, job.gpus)
+            self._set_run(run_id, job_id=job_id, gpus=gpus, submitted_at=now)
+            self._uncertain.discard(run_id)
+            trial_id = self.runs[run_id]["trial_id"]
+            if not self.trials[trial_id]["closed"]:
+                self._set_trial(trial_id, state=TrialState.QUEUED.value)
 
     def _write_spec(self, run: Dict[str, Any]) -> None:
         trial = self.trials[run["trial_id"]]
@@ -488,11 +515,19 @@ class Driver:
             found = self.executor.find([self._request(run) for run in unbound])
             for run_id, job_id in found.items():
                 log.info("run %s: re-adopted job %s submitted before the driver stopped", run_id, job_id)
-                self._set_run(run_id, job_id=job_id, submitted_at=self.clock())
+            self._bind(found)
         for run in self._live_runs():
             self.executor.adopt(run["job_id"], run["gpus"] or "")
         self._event("resumed", None, {"adopted": sum(1 for _ in self._live_runs())})
         self._persist()
+
+
+def _attempts(path) -> int:
+    try:
+        with open(path, "rb") as handle:
+            return sum(1 for line in handle if line.strip())
+    except OSError:
+        return 0
 
 
 def _read_result(path) -> Optional[Dict[str, Any]]:

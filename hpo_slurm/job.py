@@ -105,8 +105,8 @@ def _run_command(entrypoint: str, spec: Dict[str, Any], spec_path: str) -> Dict[
     for name in STOP_SIGNALS:
         signal.signal(getattr(signal, name), forward)
     code = child.wait()
-    for name in STOP_SIGNALS:
-        signal.signal(getattr(signal, name), signal.SIG_DFL)
+    for name in STOP_SIGNALS:  # the trial is over: a late signal must not kill us before the result is written
+        signal.signal(getattr(signal, name), signal.SIG_IGN)
     if _search_stopped(spec):
         stop_reason = "search_stopped"
     return _outcome(code, stop_reason, f"`{entrypoint}` exited with status {code}")

@@ -38,7 +38,7 @@ def run_driver(
         experiment = store.experiment()
         snapshot = store.load_snapshot()
         searcher = restore_searcher(config, snapshot) if snapshot else make_searcher(config)
-        executor = make_executor(experiment["executor"], config)
+        executor = make_executor(experiment["executor"], config, layout)
         interval = LOCAL_TICK_S if executor.name == "local" else config.slurm.poll_interval_s
         driver = Driver(layout, config, store, executor, searcher, poll_interval_s=interval)
         driver.start(fresh=snapshot is None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 
 from ..config import ExperimentConfig
+from ..layout import ExperimentLayout
 from ..errors import UserError
 from .base import Executor
 
@@ -18,7 +19,7 @@ def resolve_executor_name(choice: str) -> str:
     return "slurm" if shutil.which("sbatch") and _slurm_available() else "local"
 
 
-def make_executor(name: str, config: ExperimentConfig) -> Executor:
+def make_executor(name: str, config: ExperimentConfig, layout: ExperimentLayout) -> Executor:
     if name == "local":
         from .local import LocalExecutor
 
@@ -26,9 +27,9 @@ def make_executor(name: str, config: ExperimentConfig) -> Executor:
     if name == "slurm":
         if not _slurm_available():
             raise UserError("the slurm executor is not available in this installation")
-        from .slurm import SlurmExecutor  # type: ignore[import-not-found]
+        from .slurm import SlurmExecutor
 
-        return SlurmExecutor(config)
+        return SlurmExecutor(config, layout.dir)
     raise UserError(f"unknown executor {name!r}: expected one of {', '.join(EXECUTOR_CHOICES)}")
 
 

@@ -50,11 +50,13 @@ class Submitted:
 
 
 class SubmitError(Exception):
-    """Submission failed. ``retry`` says whether trying again later can succeed."""
+    """Submission failed. ``retry`` says whether trying again later can succeed; ``submitted`` holds
+    the jobs of the leading requests that did go out before the failure."""
 
-    def __init__(self, message: str, retry: bool):
+    def __init__(self, message: str, retry: bool, submitted: Sequence["Submitted"] = ()):
         super().__init__(message)
         self.retry = retry
+        self.submitted = list(submitted)
 
 
 class Executor:

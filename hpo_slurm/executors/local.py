@@ -80,7 +80,7 @@ class LocalExecutor(Executor):
             devices = self._take_gpus(request.gpus) if self.total_gpus else []
             executor = _DetachedLocalExecutor(folder=request.run_dir)
             executor.update_parameters(
-                timeout_min=request.time_minutes or NO_TIME_LIMIT_MINUTES,
+                timeout_min=NO_TIME_LIMIT_MINUTES,  # slurm.time is Slurm's; local runs have no limit
                 signal_delay_s=self.signal_delay_s,
                 cuda_devices=",".join(str(d) for d in devices),
             )
