@@ -88,8 +88,11 @@ def _run_command(entrypoint: str, spec: Dict[str, Any], spec_path: str) -> Dict[
     env[SPEC_ENV] = str(spec_path)
     # `python3 train.py` must find the interpreter hpo-slurm runs in, as an activated venv would.
     env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
+    # The shell traps the stop signals (a trapped signal is reset to its default in the trial), so it
+    # waits for the trial to checkpoint and passes on its exit status instead of dying first.
     child = subprocess.Popen(
-        ["/bin/sh", "-c", entrypoint], cwd=spec["context_dir"], env=env, start_new_session=True
+        ["/bin/sh", "-c", f"trap : {' '.join(n[3:] for n in STOP_SIGNALS)}\n{entrypoint}"],
+        cwd=spec["context_dir"], env=env, start_new_session=True,
     )
     stop_reason: Optional[str] = None
 
@@ -105,6 +108,7 @@ def _run_command(entrypoint: str, spec: Dict[str, Any], spec_path: str) -> Dict[
     for name in STOP_SIGNALS:
         signal.signal(getattr(signal, name), forward)
     code = child.wait()
+    _wait_for_group(child.pid)
     for name in STOP_SIGNALS:  # the trial is over: a late signal must not kill us before the result is written
         signal.signal(getattr(signal, name), signal.SIG_IGN)
     if _search_stopped(spec):
@@ -124,6 +128,9 @@ def _run_function(entrypoint: str, spec: Dict[str, Any], spec_path: str) -> Dict
         function(ctx)
     except InvalidHP as exc:
         return {"status": "invalid_hp", "exit_code": 0, "stop_reason": None, "message": str(exc)}
+    except SystemExit as exc:  # sys.exit() in the trial ends the trial, not the job wrapper
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        return _outcome(code, ctx.stop_reason, f"`{entrypoint}` called sys.exit({exc.code!r})")
     except Exception:  # the trial's own error: recorded, then the job fails
         traceback.print_exc()
         message = traceback.format_exc(limit=-1).strip().splitlines()[-1]
@@ -137,11 +144,24 @@ def _search_stopped(spec: Dict[str, Any]) -> bool:
     return layout.stop_request.exists() or layout.run_stop_file(spec["run_id"]).exists()
 
 
+def _wait_for_group(pgid: int, limit_s: float = 60.0) -> None:
+    """Wait (bounded) until every process of the trial's group has exited: a trial's helper
+    processes may still be writing its checkpoint."""
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except (ProcessLookupError, PermissionError):
+            return
+        time.sleep(0.05)
+
+
 def _outcome(code: int, stop_reason: Optional[str], failure: str) -> Dict[str, Any]:
-    """``exited``: the script returned 0 (the driver checks it reached its target); ``stopped``: it
-    ended because it was asked to; ``failed``: anything else."""
-    if code == 0:
-        return {"status": "exited", "exit_code": 0, "stop_reason": stop_reason}
+    """``stopped``: it ended because it was asked to (preemption, time limit, the search);
+    ``exited``: the script returned 0 (the driver checks it reached its target); ``failed``: anything
+    else."""
     if stop_reason is not None:
         return {"status": "stopped", "exit_code": code, "stop_reason": stop_reason}
+    if code == 0:
+        return {"status": "exited", "exit_code": 0, "stop_reason": None}
     return {"status": "failed", "exit_code": code, "stop_reason": None, "message": failure}

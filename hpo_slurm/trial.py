@@ -197,12 +197,14 @@ def latest_checkpoint_in(directory: Path) -> Optional[Path]:
     """The published checkpoint with the greatest length in ``directory``, or None."""
     if not directory.is_dir():
         return None
-    names = sorted(
-        entry.name
-        for entry in os.scandir(directory)
-        if entry.is_dir() and entry.name.startswith("length-") and (Path(entry.path) / CHECKPOINT_META).exists()
-    )
-    return directory / names[-1] if names else None
+    lengths = {}
+    for entry in os.scandir(directory):
+        if entry.is_dir() and entry.name.startswith("length-") and (Path(entry.path) / CHECKPOINT_META).exists():
+            try:
+                lengths[int(entry.name[len("length-"):])] = entry.name
+            except ValueError:
+                continue
+    return directory / lengths[max(lengths)] if lengths else None
 
 
 def checkpoint_length(path: Path) -> int:
