@@ -1,0 +1,194 @@
+"""Searches on the real local Slurm cluster: arrays, GPUs, preemption, time limits, failures, crashes.
+
+Needs `scripts/local-slurm.sh up` (CI runs it). Marked `slurm`.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from driver_helpers import cli, copy_example, start_cli, status, wait_for, write_config
+from slurm_cluster import reconfigure, require_cluster, sacct_rows, slurm, wait_until_idle
+
+pytestmark = pytest.mark.slurm
+
+FAST_POLL = {"poll_interval": 1, "partition": "debug", "mem": "500M"}
+
+
+@pytest.fixture(autouse=True)
+def cluster():
+    require_cluster()
+    wait_until_idle()
+    yield
+    subprocess.run(["scancel", "-u", "root"], capture_output=True)
+
+
+@pytest.fixture
+def quadratic(tmp_path):
+    return copy_example("quadratic", tmp_path)
+
+
+def launch_slurm(config: Path, root: Path, timeout: float = 600):
+    done = cli("launch", str(config), "--root", str(root), "--executor", "slurm", timeout=timeout)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def job_prefix(root: Path, name: str) -> str:
+    import sqlite3
+
+    conn = sqlite3.connect(root / name / "experiment.db")
+    uid = conn.execute("SELECT uid FROM experiment").fetchone()[0]
+    conn.close()
+    return f"hpo.{uid[:8]}."
+
+
+def attempts(experiment: Path):
+    for path in sorted(experiment.glob("runs/*/attempts.jsonl")):
+        for line in path.read_text().splitlines():
+            yield path.parent.name, json.loads(line)
+
+
+def test_adaptive_search_with_gpus_runs_as_arrays(quadratic, tmp_path):
+    config = write_config(quadratic / "adaptive.yaml", quadratic / "gpus.yaml", name="gpus",
+                          resources={"slots_per_trial": 1}, slurm={**FAST_POLL, "time": 10},
+                          data={"sleep_per_unit": 0.05})
+    root = tmp_path / "runs"
+    launch_slurm(config, root)
+    summary = status(root, "gpus")
+    assert summary["state"] == "COMPLETED" and len(summary["trials"]) == 16
+    assert all(t["state"] in ("COMPLETED", "STOPPED_EARLY") for t in summary["trials"])
+    rows = sacct_rows(job_prefix(root, "gpus"))
+    assert any("_" in job_id for job_id, _, _ in rows), "no array jobs in sacct"
+    assert all(state == "COMPLETED" for _, _, state in rows)
+    # concurrent trials saw different GPUs
+    seen = [a for _, a in attempts(root / "gpus")]
+    assert all(a["cuda_visible_devices"] not in (None, "") for a in seen)
+    assert len({a["cuda_visible_devices"] for a in seen}) >= 2
+
+
+def test_preempted_trials_resume_from_checkpoints_and_match_an_uninterrupted_search(quadratic, tmp_path):
+    changes = dict(resources={"slots_per_trial": 1}, searcher={"max_trials": 4, "max_concurrent_trials": 4},
+                   data={"sleep_per_unit": 0.25})
+    reference = write_config(quadratic / "random.yaml", quadratic / "reference.yaml", name="reference",
+                             **{**changes, "data": {"sleep_per_unit": 0.0}})
+    preempted = write_config(quadratic / "random.yaml", quadratic / "preempted.yaml", name="preempted",
+                             slurm={**FAST_POLL, "time": 10}, **changes)
+    root = tmp_path / "runs"
+    done = cli("launch", str(reference), "--root", str(root), "--executor", "local", timeout=300)
+    assert done.returncode == 0, done.stderr
+    driver = start_cli("launch", str(preempted), "--root", str(root), "--executor", "slurm")
+    experiment = root / "preempted"
+    for round_ in range(3):
+        # once trials have trained a little in their current jobs, take every GPU from an urgent job
+        wait_for(lambda: _running_trials_reported(experiment, round_), timeout=120, what="trials to train")
+        slurm("sbatch", "-p", "urgent", "--gres=gpu:4", "-J", "urgent-preemptor", "--wrap", "sleep 3")
+        time.sleep(6)
+    out, err = driver.communicate(timeout=600)
+    assert driver.returncode == 0, err[-3000:]
+    summary = status(root, "preempted")
+    assert summary["state"] == "COMPLETED"
+    trials = {t["id"]: t for t in summary["trials"]}
+    assert sum(t["preemptions"] for t in trials.values()) >= 3
+    assert all(t["restarts"] == 0 for t in trials.values())
+    expected = {t["id"]: t["best_metric"] for t in status(root, "reference")["trials"]}
+    assert {i: t["best_metric"] for i, t in trials.items()} == expected
+
+
+def _running_trials_reported(experiment: Path, round_: int) -> bool:
+    """Every running attempt has written a few training lines since it started."""
+    running = slurm("squeue", "-h", "-t", "RUNNING", "-o", "%j").split()
+    if len([n for n in running if n.startswith("hpo.")]) == 0:
+        return False
+    lines = 0
+    for path in experiment.glob("trials/*/metrics.jsonl"):
+        lines += path.read_text().count("training")
+    return lines >= 4 * (round_ + 1)
+
+
+def test_a_time_limit_shorter_than_the_work_is_finished_over_several_jobs(quadratic, tmp_path):
+    config = write_config(quadratic / "single.yaml", quadratic / "timed.yaml", name="timed",
+                          slurm={**FAST_POLL, "time": 1, "signal_delay": 40},
+                          data={"sleep_per_unit": 1.0}, searcher={"max_length": {"batches": 40}})
+    root = tmp_path / "runs"
+    launch_slurm(config, root, timeout=900)
+    (trial,) = status(root, "timed")["trials"]
+    assert trial["state"] == "COMPLETED" and trial["restarts"] == 0
+    states = [r["state"] for r in trial["runs"]]
+    assert states[-1] == "SUCCEEDED" and "TIMEOUT" in states, states
+
+
+def test_failures_are_retried_then_errored_and_the_search_completes(quadratic, tmp_path):
+    config = write_config(quadratic / "random.yaml", quadratic / "flaky.yaml", name="flaky",
+                          max_restarts=1, searcher={"max_trials": 3}, slurm={**FAST_POLL, "time": 5},
+                          data={"fail_once_trial": 2})
+    root = tmp_path / "runs"
+    launch_slurm(config, root)
+    trials = {t["id"]: t for t in status(root, "flaky")["trials"]}
+    assert trials[2]["state"] == "COMPLETED" and trials[2]["restarts"] == 1
+    assert [r["state"] for r in trials[2]["runs"]] == ["FAILED", "SUCCEEDED"]
+    broken = write_config(quadratic / "single.yaml", quadratic / "broken.yaml", name="broken",
+                          max_restarts=2, slurm={**FAST_POLL, "time": 5}, data={"fail_always": True})
+    launch_slurm(broken, root)
+    summary = status(root, "broken")
+    (trial,) = summary["trials"]
+    assert trial["state"] == "ERRORED" and len(trial["runs"]) == 3
+    assert summary["state"] == "ERRORED"
+    rows = sacct_rows(job_prefix(root, "broken"))
+    assert len(rows) == 3 and all(state == "FAILED" for _, _, state in rows)
+
+
+def test_driver_killed_five_times_loses_and_duplicates_nothing(quadratic, tmp_path):
+    config = write_config(quadratic / "adaptive.yaml", quadratic / "crashy.yaml", name="crashy",
+                          slurm={**FAST_POLL, "time": 10}, data={"sleep_per_unit": 0.05})
+    root = tmp_path / "runs"
+    rng = random.Random(99)
+    crash_points = ["after_submit:1", "before_submit:3", "after_submit:4"]
+    args = ["launch", str(config), "--root", str(root), "--executor", "slurm"]
+    for kill in range(len(crash_points) + 3):
+        if kill < len(crash_points):
+            process = start_cli(*args, env={"HPO_SLURM_CRASH_AT": crash_points[kill]})
+            process.wait(timeout=300)
+        else:
+            process = start_cli(*args)
+            time.sleep(rng.uniform(2.0, 6.0))
+            process.send_signal(signal.SIGKILL)
+            process.wait(timeout=30)
+        assert process.returncode == -signal.SIGKILL, process.stderr.read()[-3000:]
+        args = ["resume", "crashy", "--root", str(root)]
+    done = cli(*args, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = status(root, "crashy")
+    assert summary["state"] == "COMPLETED" and len(summary["trials"]) == 16
+    for t in summary["trials"]:
+        assert t["restarts"] == 0 and all(r["state"] == "SUCCEEDED" for r in t["runs"]), t
+    # nothing submitted twice: every Slurm job of the experiment is bound to exactly one run
+    rows = sacct_rows(job_prefix(root, "crashy"))
+    bound = [r["job_id"] for t in summary["trials"] for r in t["runs"]]
+    assert sorted(job_id for job_id, _, _ in rows) == sorted(bound)
+    for run, attempt in attempts(root / "crashy"):
+        assert attempt["attempt"] == 1, run
+
+
+def test_a_lowered_max_array_size_splits_arrays(quadratic, tmp_path):
+    config = write_config(quadratic / "random.yaml", quadratic / "split.yaml", name="split",
+                          searcher={"max_trials": 8, "max_concurrent_trials": 8},
+                          slurm={**FAST_POLL, "time": 5})
+    root = tmp_path / "runs"
+    reconfigure("--max-array-size", "3")
+    try:
+        launch_slurm(config, root)
+    finally:
+        reconfigure()
+    assert status(root, "split")["state"] == "COMPLETED"
+    arrays = {}
+    for job_id, _, _ in sacct_rows(job_prefix(root, "split")):
+        base, _, index = job_id.partition("_")
+        arrays.setdefault(base, []).append(index)
+    assert len(arrays) >= 3 and all(len(tasks) <= 3 for tasks in arrays.values()), arrays
