@@ -75,6 +75,7 @@ class Driver:
         searcher: Searcher,
         clock: Callable[[], float] = time.time,
         poll_interval_s: float = 1.0,
+        submit: bool = True,
     ):
         self.layout = layout
         self.config = config
@@ -83,6 +84,7 @@ class Driver:
         self.searcher = searcher
         self.clock = clock
         self.poll_interval_s = poll_interval_s
+        self.submit_enabled = submit  # False: record runs but leave them unsubmitted (sweep status)
         self.experiment = store.experiment()
         self.job_prefix = f"hpo.{self.experiment['uid'][:8]}."
         self.trials: Dict[int, Dict[str, Any]] = {row["id"]: row for row in store.trials()}
@@ -407,7 +409,7 @@ class Driver:
         if changes.cancel:
             self._cancel(changes.cancel)
             changes.cancel = []
-        if self.clock() >= self._next_submit_at:
+        if self.submit_enabled and self.clock() >= self._next_submit_at:
             self._submit_ready()
         for trial_id in changes.touched_trials:
             validations = {row["length"]: metric_value(row["metrics"], self.config.searcher.metric)
@@ -502,6 +504,8 @@ class Driver:
             "unit": config.searcher.unit, "parent_checkpoint": trial["parent_checkpoint"],
             "entrypoint": config.entrypoint, "context_dir": str(self.layout.context.resolve()),
             "metric": config.searcher.metric, "smaller_is_better": config.searcher.smaller_is_better,
+            "time_limit_s": run["time_minutes"] * 60 if run["time_minutes"] else None,
+            "signal_delay_s": config.slurm.signal_delay_s,
             "data": config.data, "records_per_epoch": config.records_per_epoch,
         })
 

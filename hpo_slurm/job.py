@@ -26,7 +26,9 @@ from typing import Any, Dict, Optional
 
 from .fsio import append_line, read_json, write_json_atomic
 from .layout import ExperimentLayout
-from .trial import INVALID_HP_FILE, SPEC_ENV, STOP_SIGNALS, InvalidHP, TrialContext, install_stop_handlers
+from .trial import (
+    INVALID_HP_FILE, SPEC_ENV, STOP_SIGNALS, InvalidHP, TrialContext, install_stop_handlers, stop_reason_for,
+)
 
 MODULE_ENTRYPOINT = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
@@ -95,11 +97,12 @@ def _run_command(entrypoint: str, spec: Dict[str, Any], spec_path: str) -> Dict[
         cwd=spec["context_dir"], env=env, start_new_session=True,
     )
     stop_reason: Optional[str] = None
+    started = time.monotonic()
 
     def forward(signum: int, frame: Any) -> None:
         nonlocal stop_reason
         if stop_reason is None:
-            stop_reason = "preempted" if signum == signal.SIGTERM else "time_limit"
+            stop_reason = stop_reason_for(signum, spec, time.monotonic() - started)
         try:
             os.killpg(child.pid, signum)
         except ProcessLookupError:
@@ -122,7 +125,7 @@ def _run_function(entrypoint: str, spec: Dict[str, Any], spec_path: str) -> Dict
     os.chdir(spec["context_dir"])
     sys.path.insert(0, spec["context_dir"])
     ctx = TrialContext(spec)
-    install_stop_handlers(ctx.request_stop)
+    install_stop_handlers(ctx.request_stop, spec)
     try:
         function = getattr(importlib.import_module(module_name), function_name)
         function(ctx)

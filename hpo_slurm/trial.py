@@ -34,6 +34,7 @@ from .layout import CHECKPOINT_META, ExperimentLayout, checkpoint_name
 SPEC_ENV = "HPO_SLURM_SPEC"
 STOP_SIGNALS = ("SIGTERM", "SIGUSR1", "SIGUSR2")
 INVALID_HP_FILE = "invalid_hp.json"
+TIME_LIMIT_SLACK_S = 60.0
 
 
 class InvalidHP(Exception):
@@ -162,16 +163,30 @@ def init(install_signal_handlers: bool = True) -> TrialContext:
         raise RuntimeError(f"{SPEC_ENV} is not set: run this script through hpo-slurm")
     ctx = TrialContext(read_json(Path(spec_path)))
     if install_signal_handlers:
-        install_stop_handlers(ctx.request_stop)
+        install_stop_handlers(ctx.request_stop, ctx.spec)
         _install_invalid_hp_hook(ctx)
     return ctx
 
 
-def install_stop_handlers(on_stop: Callable[[str], None]) -> None:
-    """Route the stop signals to ``on_stop(reason)``; reasons are ``preempted`` or ``time_limit``."""
+def stop_reason_for(signum: int, spec: Dict[str, Any], elapsed_s: float) -> str:
+    """``preempted`` or ``time_limit``. SIGTERM is a preemption. The warning signal (USR1/USR2) means
+    the time limit only when it comes near the end of the run's time; earlier, the scheduler sent it
+    for a preemption (Slurm does with ``preempt_send_user_signal``)."""
+    if signum == signal.SIGTERM:
+        return "preempted"
+    limit = spec.get("time_limit_s")
+    if limit is None:
+        return "time_limit"
+    warned_at = limit - spec.get("signal_delay_s", 0)
+    return "time_limit" if elapsed_s >= warned_at - TIME_LIMIT_SLACK_S else "preempted"
+
+
+def install_stop_handlers(on_stop: Callable[[str], None], spec: Dict[str, Any]) -> None:
+    """Route the stop signals to ``on_stop(reason)`` (see ``stop_reason_for``)."""
+    started = time.monotonic()
 
     def handler(signum: int, frame: Any) -> None:
-        on_stop("preempted" if signum == signal.SIGTERM else "time_limit")
+        on_stop(stop_reason_for(signum, spec, time.monotonic() - started))
 
     for name in STOP_SIGNALS:
         signal.signal(getattr(signal, name), handler)
