@@ -11,7 +11,7 @@ import math
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Set
 
 from .config import ExperimentConfig
 from .layout import CHECKPOINT_META, ExperimentLayout
@@ -45,8 +45,10 @@ def collect_garbage(
     trials: Dict[int, Dict[str, Any]],
     trial_id: int,
     validation_metrics: Optional[Dict[int, float]] = None,
+    referenced: Optional[Set[str]] = None,
 ) -> int:
-    """Delete the trial's checkpoints the policy does not keep; returns the bytes still used."""
+    """Delete the trial's checkpoints the policy does not keep; returns the bytes still used.
+    ``referenced`` are checkpoint paths that PBT children still have to start from."""
     checkpoints = published_checkpoints(layout, trial_id)
     if not checkpoints:
         return 0
@@ -63,11 +65,9 @@ def collect_garbage(
     keep.update(ranked[: policy.save_trial_best])
     if policy.save_experiment_best and ranked and trial_id in _best_trials(trials, config, policy.save_experiment_best):
         keep.add(ranked[0])
-    referenced = {t["parent_checkpoint"] for t in trials.values()
-                  if t["parent_checkpoint"] and not TrialState(t["state"]).terminal}
     used = 0
     for length, path in checkpoints.items():
-        if length in keep or str(path) in referenced:
+        if length in keep or str(path) in (referenced or ()):
             used += _folder_bytes(path)
         else:
             shutil.rmtree(path, ignore_errors=True)

@@ -24,23 +24,24 @@ import math
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Callable, Deque, Dict, Iterable, List, Optional
+from typing import Any, Callable, Deque, Dict, Iterable, List, Optional, Tuple
 
-from .checkpoints import collect_garbage, latest_checkpoint_path
 from .config import ExperimentConfig
-from .faults import CrashPoints
 from .executors.base import Executor, JobRequest, JobState, JobStatus, SubmitError
-from .fsio import read_json, write_json_atomic
-from .ingest import is_better, metric_value, read_new_lines
+from .faults import CrashPoints
+from .ingest import is_better, metric_value
 from .layout import ExperimentLayout, run_name
-from .searchers import Searcher
+from .searchers import Searcher, make_searcher, restore_searcher
 from .store import Store
 from .timefit import fitted_time_minutes
 from .types import Action, Close, Create, ExitReason, RunState, Shutdown, Train, TrialState
+from .workspace import FileWorkspace, Workspace
 
 log = logging.getLogger("hpo_slurm.driver")
 
 SUBMIT_BACKOFF_S = (5.0, 15.0, 60.0, 300.0)
+SNAPSHOT_EVERY_EVENTS = 5000  # searcher snapshots are O(search); between them, its inputs are logged
+SNAPSHOT_EVERY_S = 60.0
 
 
 @dataclass
@@ -54,13 +55,13 @@ class _Changes:
     metrics: List[Dict[str, Any]] = field(default_factory=list)
     events: List[Dict[str, Any]] = field(default_factory=list)
     experiment: Dict[str, Any] = field(default_factory=dict)
-    searcher_touched: bool = False
+    searcher_events: List[Dict[str, Any]] = field(default_factory=list)
     cancel: List[str] = field(default_factory=list)  # run ids
     touched_trials: set = field(default_factory=set)
 
     def empty(self) -> bool:
         return not (self.new_trials or self.trials or self.new_runs or self.runs or self.metrics
-                    or self.events or self.experiment or self.searcher_touched)
+                    or self.events or self.experiment or self.searcher_events)
 
 
 class Driver:
@@ -76,8 +77,10 @@ class Driver:
         clock: Callable[[], float] = time.time,
         poll_interval_s: float = 1.0,
         submit: bool = True,
+        workspace: Optional[Workspace] = None,
     ):
         self.layout = layout
+        self.workspace = workspace or FileWorkspace(layout)
         self.config = config
         self.store = store
         self.executor = executor
@@ -89,10 +92,15 @@ class Driver:
         self.job_prefix = f"hpo.{self.experiment['uid'][:8]}."
         self.trials: Dict[int, Dict[str, Any]] = {row["id"]: row for row in store.trials()}
         self.runs: Dict[str, Dict[str, Any]] = {row["id"]: row for row in store.runs()}
+        self.runs_by_trial: Dict[int, List[str]] = {}  # every run of a trial, oldest first
         self.active: Dict[int, List[str]] = {}  # trial id -> its unfinished runs, oldest first
         for run in sorted(self.runs.values(), key=lambda r: (r["trial_id"], r["seq"])):
+            self.runs_by_trial.setdefault(run["trial_id"], []).append(run["id"])
             if not RunState(run["state"]).terminal:
                 self.active.setdefault(run["trial_id"], []).append(run["id"])
+        self._event_seq = store.last_searcher_event()
+        self._snapshot_seq = store.snapshot_event_seq()
+        self._snapshot_at = clock()
         self._changes = _Changes()
         self._last_poll = -math.inf
         self._next_submit_at = -math.inf
@@ -100,17 +108,17 @@ class Driver:
         self._stopping = False
         self._crash = CrashPoints.from_environment()
         self._uncertain: set = set()  # runs whose last submission attempt may have created a job
+        self._children = {t for t, row in self.trials.items() if row["parent_checkpoint"]}  # PBT children
 
     # ---- life cycle -----------------------------------------------------------------------------
     def start(self, fresh: bool) -> None:
         """Begin a new search (``fresh``) or reconcile with the jobs an earlier driver left."""
-        if fresh and self.layout.stop_request.exists():
+        if fresh and self.workspace.stop_requested():
             self._set_experiment(state="STOPPED", ended_at=self.clock())
             self._persist()
             return
         if fresh:
-            self._apply(self.searcher.initial())
-            self._changes.searcher_touched = True
+            self._apply(self._feed("initial"))
             self._event("experiment_started", None, {"executor": self.executor.name})
             self._persist()
         else:
@@ -133,7 +141,7 @@ class Driver:
             self._ingest(trial_id)
         for run_id, status in statuses.items():
             self._on_job_status(run_id, status)
-        if not self._stopping and self.layout.stop_request.exists():
+        if not self._stopping and self.workspace.stop_requested():
             self._stop_all()
         self._persist()
         self._act()
@@ -156,7 +164,7 @@ class Driver:
     # ---- 2. ingest ------------------------------------------------------------------------------
     def _ingest(self, trial_id: int) -> None:
         trial = self.trials[trial_id]
-        lines, offset, warnings = read_new_lines(self.layout.metrics_file(trial_id), trial["metrics_offset"] or 0)
+        lines, offset, warnings = self.workspace.read_metrics(trial_id, trial["metrics_offset"] or 0)
         for warning in warnings:
             log.warning(warning)
         if offset != trial["metrics_offset"]:
@@ -181,7 +189,7 @@ class Driver:
             if not trial["closed"] and target is not None and line.length >= target > (trial["validated_length"] or 0):
                 self._set_trial(trial_id, validated_length=target, target_length=None, state=TrialState.PAUSED.value)
                 self._event("validation", trial_id, {"length": target, "metric": value})
-                self._searcher_call(self.searcher.on_validation, trial_id, target, value)
+                self._apply(self._feed("validation", trial_id, target, value))
 
     # ---- 3. decide ------------------------------------------------------------------------------
     def _on_job_status(self, run_id: str, status: JobStatus) -> None:
@@ -201,11 +209,11 @@ class Driver:
         run = self.runs[run_id]
         trial_id = run["trial_id"]
         trial = self.trials[trial_id]
-        result = _read_result(self.layout.result_file(run_id))
+        result = self.workspace.read_result(run_id)
         stop_reason = result.get("stop_reason") if result else None
         outcome, reason = self._judge(run, trial, status, result, stop_reason)
         self._finish_run(run_id, outcome, reason, status.exit_code)
-        requeued = _attempts(self.layout.attempts_file(run_id)) - 1
+        requeued = self.workspace.attempts(run_id) - 1
         if requeued > 0:  # the scheduler preempted and requeued the job under the same id
             self._set_trial(trial_id, preemptions=(trial["preemptions"] or 0) + requeued)
         if trial["closed"] or outcome in (RunState.SUCCEEDED, RunState.CANCELLED):
@@ -263,14 +271,16 @@ class Driver:
         self._set_trial(trial_id, state=TrialState.ERRORED.value, exit_reason=reason.value, message=message,
                         target_length=None, ended_at=self.clock())
         self._event("early_exit", trial_id, {"reason": reason.value, "message": message})
-        self._searcher_call(self.searcher.on_early_exit, trial_id, reason)
+        self._apply(self._feed("early_exit", trial_id, reason.value))
         if not self.trials[trial_id]["closed"]:
             self._mark_closed(trial_id)
-            self._searcher_call(self.searcher.on_closed, trial_id)
+            self._apply(self._feed("closed", trial_id))
 
-    def _searcher_call(self, callback: Callable[..., List[Action]], *args: Any) -> None:
-        self._changes.searcher_touched = True
-        self._apply(callback(*args))
+    def _feed(self, kind: str, *args: Any) -> List[Action]:
+        """Give the searcher one event, logging it so a restart can replay it after the last snapshot."""
+        self._event_seq += 1
+        self._changes.searcher_events.append({"seq": self._event_seq, "kind": kind, "args": json.dumps(args)})
+        return feed_searcher(self.searcher, kind, args)
 
     def _apply(self, actions: Iterable[Action]) -> None:
         queue: Deque[Action] = deque(actions)
@@ -279,14 +289,14 @@ class Driver:
             if isinstance(action, Create):
                 self._create_trial(action)
                 self._event("created", action.trial_id, {"hparams": action.hparams, "parent": action.parent})
-                queue.extend(self.searcher.on_created(action.trial_id))
+                queue.extend(self._feed("created", action.trial_id))
             elif isinstance(action, Train):
                 self._set_trial(action.trial_id, target_length=action.length)
                 self._record_run(action.trial_id)
             elif isinstance(action, Close):
                 if not self.trials[action.trial_id]["closed"]:
                     self._close_trial(action.trial_id)
-                    queue.extend(self.searcher.on_closed(action.trial_id))
+                    queue.extend(self._feed("closed", action.trial_id))
             elif isinstance(action, Shutdown):
                 state = "ERRORED" if action.failure else "COMPLETED"
                 self._set_experiment(state=state, ended_at=self.clock())
@@ -295,8 +305,7 @@ class Driver:
     def _create_trial(self, action: Create) -> None:
         parent_checkpoint = None
         if action.parent is not None:
-            found = latest_checkpoint_path(self.layout, action.parent)
-            parent_checkpoint = str(found) if found else None
+            parent_checkpoint = self.workspace.latest_checkpoint(action.parent)
         row = {
             "id": action.trial_id, "hparams": json.dumps(action.hparams, sort_keys=True), "parent": action.parent,
             "parent_checkpoint": parent_checkpoint, "state": TrialState.PENDING.value, "target_length": None,
@@ -306,6 +315,8 @@ class Driver:
         }
         self.trials[action.trial_id] = row
         self._changes.new_trials.append(action.trial_id)
+        if parent_checkpoint:
+            self._children.add(action.trial_id)
 
     def _record_run(self, trial_id: int) -> None:
         """Record the run that trains ``trial_id`` to its target; it is submitted in the act phase."""
@@ -323,12 +334,13 @@ class Driver:
             "started_at": None, "ended_at": None, "exit_code": None, "reason": None,
         }
         self._changes.new_runs.append(run_id)
+        self.runs_by_trial.setdefault(trial_id, []).append(run_id)
         self.active.setdefault(trial_id, []).append(run_id)
         if not any(self.runs[r]["job_id"] for r in self.active[trial_id]):
             self._set_trial(trial_id, state=TrialState.PENDING.value)
 
     def _runs_of(self, trial_id: int) -> List[Dict[str, Any]]:
-        return [run for run in self.runs.values() if run["trial_id"] == trial_id]
+        return [self.runs[run_id] for run_id in self.runs_by_trial.get(trial_id, [])]
 
     def _close_trial(self, trial_id: int) -> None:
         trial = self.trials[trial_id]
@@ -397,11 +409,29 @@ class Driver:
                 self.store.update_run(run_id, **fields)
             self.store.insert_metrics(changes.metrics)
             self.store.append_events(changes.events)
+            if changes.searcher_events:
+                changes.experiment["progress"] = self.searcher.progress()
             if changes.experiment:
                 self.store.update_experiment(**changes.experiment)
-            if changes.searcher_touched:
-                self.store.save_snapshot(self.searcher.snapshot(), self.clock())
+            self.store.append_searcher_events(changes.searcher_events)
+            if self._snapshot_due():
+                self.store.save_snapshot(self.searcher.snapshot(), self.clock(), self._event_seq)
+                self._snapshot_seq, self._snapshot_at = self._event_seq, self.clock()
         self._changes = _Changes(cancel=changes.cancel, touched_trials=changes.touched_trials)
+
+    def _snapshot_due(self) -> bool:
+        behind = self._event_seq - self._snapshot_seq
+        return behind > 0 and (
+            behind >= SNAPSHOT_EVERY_EVENTS or self.clock() - self._snapshot_at >= SNAPSHOT_EVERY_S
+            or self.experiment["state"] != "RUNNING"
+        )
+
+    def checkpoint_searcher(self) -> None:
+        """Snapshot the searcher now (a driver that is about to exit calls this)."""
+        if self._event_seq > self._snapshot_seq:
+            with self.store.transaction():
+                self.store.save_snapshot(self.searcher.snapshot(), self.clock(), self._event_seq)
+            self._snapshot_seq = self._event_seq
 
     # ---- 5. act ---------------------------------------------------------------------------------
     def _act(self) -> None:
@@ -411,20 +441,21 @@ class Driver:
             changes.cancel = []
         if self.submit_enabled and self.clock() >= self._next_submit_at:
             self._submit_ready()
-        for trial_id in changes.touched_trials:
-            validations = {row["length"]: metric_value(row["metrics"], self.config.searcher.metric)
-                           for row in self.store.metrics(trial_id, kind="validation")}
-            used = collect_garbage(self.layout, self.config, self.trials, trial_id, validations)
-            self._set_trial(trial_id, checkpoint_bytes=used)
+        if changes.touched_trials:
+            referenced = {self.trials[t]["parent_checkpoint"] for t in self._children
+                          if not TrialState(self.trials[t]["state"]).terminal}
+            for trial_id in changes.touched_trials:
+                validations = {row["length"]: metric_value(row["metrics"], self.config.searcher.metric)
+                               for row in self.store.metrics(trial_id, kind="validation")}
+                used = self.workspace.collect_garbage(self.config, self.trials, trial_id, validations, referenced)
+                self._set_trial(trial_id, checkpoint_bytes=used)
         changes.touched_trials = set()
         self._persist()
 
     def _cancel(self, run_ids: List[str]) -> None:
         job_ids = []
         for run_id in run_ids:
-            stop_file = self.layout.run_stop_file(run_id)
-            stop_file.parent.mkdir(parents=True, exist_ok=True)
-            stop_file.touch()
+            self.workspace.request_stop(run_id)
             if self.runs[run_id]["job_id"]:
                 job_ids.append(self.runs[run_id]["job_id"])
         if job_ids:
@@ -441,8 +472,8 @@ class Driver:
 
     def _request(self, run: Dict[str, Any]) -> JobRequest:
         return JobRequest(
-            run_id=run["id"], job_name=self.job_prefix + run["id"], run_dir=self.layout.run_dir(run["id"]),
-            spec_path=self.layout.spec_file(run["id"]), gpus=self.config.slots_per_trial,
+            run_id=run["id"], job_name=self.job_prefix + run["id"], run_dir=self.workspace.run_dir(run["id"]),
+            spec_path=self.workspace.spec_path(run["id"]), gpus=self.config.slots_per_trial,
             time_minutes=run["time_minutes"],
         )
 
@@ -493,16 +524,14 @@ class Driver:
 
     def _write_spec(self, run: Dict[str, Any]) -> None:
         trial = self.trials[run["trial_id"]]
-        run_dir = self.layout.run_dir(run["id"])
-        run_dir.mkdir(parents=True, exist_ok=True)
-        self.layout.trial_dir(trial["id"]).mkdir(parents=True, exist_ok=True)
         config = self.config
-        write_json_atomic(self.layout.spec_file(run["id"]), {
+        self.workspace.prepare_run(run["id"], trial["id"], {
             "experiment": self.layout.name, "experiment_dir": str(self.layout.dir.resolve()),
+            "context_dir": str(self.layout.context.resolve()),
             "trial_id": trial["id"], "run_id": run["id"], "hparams": json.loads(trial["hparams"]),
             "target_length": run["to_length"], "from_length": run["from_length"],
             "unit": config.searcher.unit, "parent_checkpoint": trial["parent_checkpoint"],
-            "entrypoint": config.entrypoint, "context_dir": str(self.layout.context.resolve()),
+            "entrypoint": config.entrypoint,
             "metric": config.searcher.metric, "smaller_is_better": config.searcher.smaller_is_better,
             "time_limit_s": run["time_minutes"] * 60 if run["time_minutes"] else None,
             "signal_delay_s": config.slurm.signal_delay_s,
@@ -526,17 +555,28 @@ class Driver:
         self._persist()
 
 
-def _attempts(path) -> int:
-    try:
-        with open(path, "rb") as handle:
-            return sum(1 for line in handle if line.strip())
-    except OSError:
-        return 0
+def feed_searcher(searcher: Searcher, kind: str, args: Iterable[Any]) -> List[Action]:
+    """Deliver one logged event (as ``Driver._feed`` records it) to the searcher."""
+    args = list(args)
+    if kind == "initial":
+        return searcher.initial()
+    if kind == "created":
+        return searcher.on_created(*args)
+    if kind == "validation":
+        return searcher.on_validation(*args)
+    if kind == "early_exit":
+        return searcher.on_early_exit(args[0], ExitReason(args[1]))
+    if kind == "closed":
+        return searcher.on_closed(*args)
+    raise ValueError(f"unknown searcher event {kind!r}")
 
 
-def _read_result(path) -> Optional[Dict[str, Any]]:
-    try:
-        result = read_json(path)
-    except (OSError, ValueError):
-        return None
-    return result if isinstance(result, dict) else None
+def load_searcher(config: ExperimentConfig, store: Store) -> Tuple[Searcher, bool]:
+    """The searcher as the last driver left it: its snapshot with the later logged events replayed
+    (their actions were already applied). Also whether the search is new (no event yet)."""
+    snapshot = store.load_snapshot()
+    searcher = restore_searcher(config, snapshot) if snapshot else make_searcher(config)
+    events = store.searcher_events(after=store.snapshot_event_seq())
+    for event in events:
+        feed_searcher(searcher, event["kind"], json.loads(event["args"]))
+    return searcher, snapshot is None and not events

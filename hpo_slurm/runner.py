@@ -7,11 +7,10 @@ import time
 from typing import Callable, Optional
 
 from .config import load_config
-from .driver import Driver
+from .driver import Driver, load_searcher
 from .executors import make_executor
 from .layout import ExperimentLayout
 from .lock import DriverLock
-from .searchers import make_searcher, restore_searcher
 from .store import Store
 
 LOCAL_TICK_S = 0.25
@@ -36,20 +35,26 @@ def run_driver(
     try:
         config = load_config(str(layout.config))
         experiment = store.experiment()
-        snapshot = store.load_snapshot()
-        searcher = restore_searcher(config, snapshot) if snapshot else make_searcher(config)
+        if experiment["executor"] == "array":  # a sweep's searcher runs uncapped (see hpo_slurm.sweep)
+            from .sweep import sweep_config
+            searcher, fresh = load_searcher(sweep_config(config), store)
+        else:
+            searcher, fresh = load_searcher(config, store)
         executor = make_executor(experiment["executor"], config, layout)
         interval = LOCAL_TICK_S if executor.name == "local" else config.slurm.poll_interval_s
         driver = Driver(layout, config, store, executor, searcher, poll_interval_s=interval)
-        driver.start(fresh=snapshot is None)
+        driver.start(fresh=fresh)
         ticks = 0
-        while not driver.done and (max_ticks is None or ticks < max_ticks):
-            time.sleep(LOCAL_TICK_S if executor.name == "local" else min(1.0, interval))
-            driver.tick()
-            lock.heartbeat()
-            ticks += 1
-            if on_tick:
-                on_tick(driver)
+        try:
+            while not driver.done and (max_ticks is None or ticks < max_ticks):
+                time.sleep(LOCAL_TICK_S if executor.name == "local" else min(1.0, interval))
+                driver.tick()
+                lock.heartbeat()
+                ticks += 1
+                if on_tick:
+                    on_tick(driver)
+        finally:
+            driver.checkpoint_searcher()
         return driver
     finally:
         store.close()

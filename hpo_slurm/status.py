@@ -9,7 +9,6 @@ from .config import load_config
 from .errors import UserError
 from .layout import ExperimentLayout
 from .lock import driver_alive
-from .searchers import restore_searcher
 from .store import Store
 from .types import TrialState
 
@@ -26,12 +25,11 @@ def summarize(layout: ExperimentLayout, with_trials: bool = True) -> Dict[str, A
             experiment = store.experiment()
             trials = store.trials()
             runs = store.runs() if with_trials else []
-            snapshot = store.load_snapshot()
     finally:
         store.close()
     config = load_config(str(layout.config))
     smaller = config.searcher.smaller_is_better
-    progress = _progress(config, snapshot)
+    progress = float(experiment.get("progress") or 0.0)
     runs_by_trial: Dict[int, List[Dict[str, Any]]] = {}
     for run in runs:
         runs_by_trial.setdefault(run["trial_id"], []).append(run)
@@ -90,15 +88,6 @@ def _best(trials: List[Dict[str, Any]], smaller_is_better: bool) -> Any:
     best = pick(scored, key=lambda t: t["best_metric"])
     return {"trial_id": best["id"], "metric": best["best_metric"], "length": best["best_length"],
             "hparams": json.loads(best["hparams"])}
-
-
-def _progress(config, snapshot) -> float:
-    if snapshot is None:
-        return 0.0
-    try:
-        return float(restore_searcher(config, snapshot).progress())
-    except (ValueError, KeyError, TypeError):
-        return 0.0
 
 
 def _gpu_hours(runs: List[Dict[str, Any]], gpus_per_trial: int) -> float:

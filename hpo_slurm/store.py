@@ -56,7 +56,14 @@ def _migration_1(db: sqlite_utils.Database) -> None:
     db["searcher"].create({"id": int, "snapshot": str, "updated_at": float}, pk="id")
 
 
-MIGRATIONS: List[Callable[[sqlite_utils.Database], None]] = [_migration_1]
+def _migration_2(db: sqlite_utils.Database) -> None:
+    """Searcher inputs are logged; snapshots are taken now and then and say how far they cover."""
+    db["searcher_events"].create({"seq": int, "kind": str, "args": str}, pk="seq")
+    db["searcher"].add_column("event_seq", int)
+    db["experiment"].add_column("progress", float)
+
+
+MIGRATIONS: List[Callable[[sqlite_utils.Database], None]] = [_migration_1, _migration_2]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -191,13 +198,32 @@ class Store:
     def events(self) -> List[Dict[str, Any]]:
         return [{**row, "data": json.loads(row["data"])} for row in self.db.query("SELECT * FROM events ORDER BY seq")]
 
-    # ---- searcher snapshot --------------------------------------------------------------------
-    def save_snapshot(self, snapshot: Dict[str, Any], now: float) -> None:
-        self.db["searcher"].upsert({"id": 1, "snapshot": json.dumps(snapshot, sort_keys=True), "updated_at": now}, pk="id")
+    # ---- searcher: snapshot plus the events logged since --------------------------------------
+    def save_snapshot(self, snapshot: Dict[str, Any], now: float, event_seq: int) -> None:
+        """The searcher's state after its first ``event_seq`` logged events."""
+        self.db["searcher"].upsert(
+            {"id": 1, "snapshot": json.dumps(snapshot, sort_keys=True), "updated_at": now, "event_seq": event_seq},
+            pk="id",
+        )
 
     def load_snapshot(self) -> Optional[Dict[str, Any]]:
         row = next(self.db.query("SELECT snapshot FROM searcher WHERE id = 1"), None)
         return json.loads(row["snapshot"]) if row else None
+
+    def snapshot_event_seq(self) -> int:
+        row = next(self.db.query("SELECT event_seq FROM searcher WHERE id = 1"), None)
+        return (row["event_seq"] or 0) if row else 0
+
+    def append_searcher_events(self, rows: Iterable[Dict[str, Any]]) -> None:
+        """Rows of ``seq`` (1, 2, ...), ``kind`` and ``args`` (a JSON list)."""
+        self.db["searcher_events"].insert_all(rows)
+
+    def searcher_events(self, after: int = 0) -> List[Dict[str, Any]]:
+        return list(self.db.query("SELECT * FROM searcher_events WHERE seq > ? ORDER BY seq", [after]))
+
+    def last_searcher_event(self) -> int:
+        row = next(self.db.query("SELECT MAX(seq) AS seq FROM searcher_events"), None)
+        return (row["seq"] or 0) if row else 0
 
     def _update(self, table: str, key: str, value: Any, fields: Dict[str, Any]) -> None:
         if not fields:

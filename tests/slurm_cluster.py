@@ -49,7 +49,7 @@ def sacct_rows(name_prefix: str) -> List[List[str]]:
     return [row.split("|") for row in text.splitlines() if row.split("|")[1].startswith(name_prefix)]
 
 
-def wait_until_idle(timeout: float = 120) -> None:
+def wait_until_idle(timeout: float = 300) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not slurm("squeue", "-h").strip():

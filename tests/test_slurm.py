@@ -23,11 +23,17 @@ FAST_POLL = {"poll_interval": 1, "partition": "debug", "mem": "500M"}
 
 
 @pytest.fixture(autouse=True)
-def cluster():
+def cluster(tmp_path):
     require_cluster()
     wait_until_idle()
     yield
-    subprocess.run(["scancel", "-u", "root"], capture_output=True)
+    # cancel whatever this test's experiments left behind (and its preemptor jobs)
+    for db in tmp_path.glob("**/experiment.db"):
+        prefix = job_prefix(db.parent.parent, db.parent.name)
+        for job_id, _, state in sacct_rows(prefix):
+            if state in ("PENDING", "RUNNING", "REQUEUED"):
+                subprocess.run(["scancel", job_id], capture_output=True)
+    subprocess.run(["scancel", "--name", "urgent-preemptor"], capture_output=True)
 
 
 @pytest.fixture
@@ -88,7 +94,7 @@ def test_preempted_trials_resume_from_checkpoints_and_match_an_uninterrupted_sea
     for round_ in range(3):
         # once trials have trained a little in their current jobs, take every GPU from an urgent job
         wait_for(lambda: _running_trials_reported(experiment, round_), timeout=120, what="trials to train")
-        slurm("sbatch", "-p", "urgent", "--gres=gpu:4", "-J", "urgent-preemptor", "--wrap", "sleep 3")
+        slurm("sbatch", "-p", "urgent", "--gres=gpu:4", "-J", "urgent-preemptor", "-o", "/dev/null", "--wrap", "sleep 3")
         time.sleep(6)
     out, err = driver.communicate(timeout=600)
     assert driver.returncode == 0, err[-3000:]

@@ -1,0 +1,118 @@
+"""Everything the driver reads from and writes to the experiment folder, behind one small interface,
+so the same driver loop runs against real files (local and Slurm jobs) or in memory (the simulator).
+
+Jobs never need the driver: they write metric lines, results and checkpoints here, and a driver that
+comes back later reads them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Set, Tuple
+
+from .checkpoints import collect_garbage, latest_checkpoint_path
+from .config import ExperimentConfig
+from .fsio import read_json, write_json_atomic
+from .ingest import MetricLine, read_new_lines
+from .layout import ExperimentLayout
+
+
+class Workspace:
+    """The driver's view of what jobs leave behind. Offsets are opaque integers owned by the workspace."""
+
+    def stop_requested(self) -> bool:
+        raise NotImplementedError
+
+    def read_metrics(self, trial_id: int, offset: int) -> Tuple[List[MetricLine], int, List[str]]:
+        """New complete metric lines after ``offset``, the new offset, and warnings for bad lines."""
+        raise NotImplementedError
+
+    def read_result(self, run_id: str) -> Optional[Dict[str, Any]]:
+        """How the run's last attempt ended (``job.run_job``'s result), or None."""
+        raise NotImplementedError
+
+    def attempts(self, run_id: str) -> int:
+        """How many times the run's job started (more than one when the scheduler requeued it)."""
+        raise NotImplementedError
+
+    def latest_checkpoint(self, trial_id: int) -> Optional[str]:
+        raise NotImplementedError
+
+    def prepare_run(self, run_id: str, trial_id: int, spec: Dict[str, Any]) -> None:
+        """Make what the run's job reads (its spec) before it is submitted."""
+        raise NotImplementedError
+
+    def request_stop(self, run_id: str) -> None:
+        """Ask a running job to checkpoint and end (it sees ``should_stop()``)."""
+        raise NotImplementedError
+
+    def collect_garbage(self, config: ExperimentConfig, trials: Dict[int, Dict[str, Any]], trial_id: int,
+                        validations: Dict[int, float], referenced: Set[str]) -> int:
+        """Apply the checkpoint policy to one trial; the bytes its checkpoints still use."""
+        raise NotImplementedError
+
+    def run_dir(self, run_id: str) -> Path:
+        raise NotImplementedError
+
+    def spec_path(self, run_id: str) -> Path:
+        raise NotImplementedError
+
+
+class FileWorkspace(Workspace):
+    """The experiment folder on a (possibly shared) filesystem."""
+
+    def __init__(self, layout: ExperimentLayout):
+        self.layout = layout
+
+    def stop_requested(self) -> bool:
+        return self.layout.stop_request.exists()
+
+    def read_metrics(self, trial_id: int, offset: int) -> Tuple[List[MetricLine], int, List[str]]:
+        return read_new_lines(self.layout.metrics_file(trial_id), offset)
+
+    def read_result(self, run_id: str) -> Optional[Dict[str, Any]]:
+        try:
+            result = read_json(self.layout.result_file(run_id))
+        except (OSError, ValueError):
+            return None
+        return result if isinstance(result, dict) else None
+
+    def attempts(self, run_id: str) -> int:
+        try:
+            with open(self.layout.attempts_file(run_id), "rb") as handle:
+                return sum(1 for line in handle if line.strip())
+        except OSError:
+            return 0
+
+    def latest_checkpoint(self, trial_id: int) -> Optional[str]:
+        found = latest_checkpoint_path(self.layout, trial_id)
+        return str(found) if found else None
+
+    def prepare_run(self, run_id: str, trial_id: int, spec: Dict[str, Any]) -> None:
+        self.layout.run_dir(run_id).mkdir(parents=True, exist_ok=True)
+        self.layout.trial_dir(trial_id).mkdir(parents=True, exist_ok=True)
+        write_json_atomic(self.layout.spec_file(run_id), spec)
+
+    def request_stop(self, run_id: str) -> None:
+        stop_file = self.layout.run_stop_file(run_id)
+        stop_file.parent.mkdir(parents=True, exist_ok=True)
+        stop_file.touch()
+
+    def collect_garbage(self, config: ExperimentConfig, trials: Dict[int, Dict[str, Any]], trial_id: int,
+                        validations: Dict[int, float], referenced: Set[str]) -> int:
+        return collect_garbage(self.layout, config, trials, trial_id, validations, referenced)
+
+    def run_dir(self, run_id: str) -> Path:
+        return self.layout.run_dir(run_id)
+
+    def spec_path(self, run_id: str) -> Path:
+        return self.layout.spec_file(run_id)
+
+    def spec_base(self) -> Dict[str, str]:
+        return {"experiment": self.layout.name, "experiment_dir": str(self.layout.dir.resolve()),
+                "context_dir": str(self.layout.context.resolve())}
+
+
+def dumps_metrics(metrics: Dict[str, Any]) -> str:
+    return json.dumps(metrics, sort_keys=True)
