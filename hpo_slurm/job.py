@@ -44,6 +44,7 @@ def is_module_entrypoint(entrypoint: str) -> bool:
 def run_job(spec_path: str) -> Dict[str, Any]:
     """Run one attempt of a run. Returns the result it also writes to ``result.json``; raises
     ``TrialFailed`` when the trial failed so the scheduler records the job as failed."""
+    spec_path = os.path.abspath(spec_path)
     spec = read_json(Path(spec_path))
     layout = ExperimentLayout(Path(spec["experiment_dir"]))
     run_id = spec["run_id"]

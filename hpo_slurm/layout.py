@@ -17,7 +17,7 @@ CHECKPOINT_META = "hpo_checkpoint.json"
 
 class ExperimentLayout:
     def __init__(self, directory: Path):
-        self.dir = Path(directory)
+        self.dir = Path(directory).absolute()  # jobs run in other folders: every path they get is absolute
 
     @property
     def name(self) -> str:

@@ -56,7 +56,10 @@ class _DetachedLocalExecutor(submitit.LocalExecutor):
             [sys.executable, "-m", "submitit.local._local", str(self.folder)],
             env=env,
             start_new_session=True,
+            # the controller must not hold the driver's terminal or pipes open after the driver exits
             stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         return submitit_local.LocalJob(folder=self.folder, job_id=str(process.pid), process=process, tasks=[0])
 
