@@ -1,9 +1,11 @@
 """The contract every search method keeps.
 
 A search method is a pure state machine: events in, actions out, no I/O and no clock. All of its state
-lives in ``self.state``, a JSON-able dict with the random generator's state inside, so
-``restore(snapshot())`` continues exactly where it left off and the same seed with the same events gives
-the same actions.
+lives in ``self.state``, a JSON-able dict, plus the ``Context`` it shares with the rest of the search:
+the random generator's state and the next trial id (as Determined keeps its RNG next to the method
+state). ``snapshot()`` of the method together with ``Context.snapshot()`` is the whole state, so
+restoring both continues exactly where it left off and the same seed with the same events gives the
+same actions. The brackets of a tournament share one ``Context``: one random stream, one id sequence.
 
 Trial ids are assigned by the method (1, 2, 3, ... in creation order). Lengths are absolute, in the
 searcher's unit. A ``Train(t, L)`` asks for trial ``t`` to be trained until length ``L`` and validated
@@ -16,13 +18,56 @@ infinities as the worst possible value.
 
 from __future__ import annotations
 
-from typing import Any, Dict, List
+import math
+import sys
+from typing import Any, Dict, List, Optional
 
+from ..rng import Rng
 from ..types import Action, ExitReason
+
+#: The signed metric of an early-exited trial, or of a NaN / infinite / missing metric.
+WORST = sys.float_info.max
+
+
+def signed_metric(value: Any, smaller_is_better: bool) -> float:
+    """``value`` as a float where smaller is always better; non-numbers and non-finite values are WORST."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return WORST
+    if not math.isfinite(number):
+        return WORST
+    return number if smaller_is_better else -number
+
+
+class Context:
+    """The random generator and trial-id counter one search shares across all of its parts."""
+
+    def __init__(self, rng: Rng, next_trial_id: int = 1):
+        self.rng = rng
+        self.next_trial_id = next_trial_id
+
+    @classmethod
+    def from_seed(cls, seed: int) -> "Context":
+        return cls(Rng(seed))
+
+    @classmethod
+    def from_snapshot(cls, data: Dict[str, Any]) -> "Context":
+        return cls(Rng(data["rng"]), data["next_trial_id"])
+
+    def new_trial_id(self) -> int:
+        trial_id = self.next_trial_id
+        self.next_trial_id += 1
+        return trial_id
+
+    def snapshot(self) -> Dict[str, Any]:
+        return {"rng": self.rng.state, "next_trial_id": self.next_trial_id}
 
 
 class SearchMethod:
     """One search algorithm. Subclasses implement the callbacks; callers never mutate ``state``."""
+
+    state: Dict[str, Any]
 
     def initial(self) -> List[Action]:
         """The actions that start the search. Called once, before any event."""
@@ -37,8 +82,8 @@ class SearchMethod:
         raise NotImplementedError
 
     def on_early_exit(self, trial_id: int, reason: ExitReason) -> List[Action]:
-        """Trial ``trial_id`` ended without completing its outstanding Train. The driver calls
-        ``on_closed`` for it afterwards; the method must not ask it for more work."""
+        """Trial ``trial_id`` ended without completing its outstanding Train (or, rarely, while paused).
+        The driver calls ``on_closed`` for it afterwards; the method must not ask it for more work."""
         raise NotImplementedError
 
     def on_closed(self, trial_id: int) -> List[Action]:
@@ -50,5 +95,19 @@ class SearchMethod:
         raise NotImplementedError
 
     def snapshot(self) -> Dict[str, Any]:
-        """A JSON-able copy of the whole state."""
+        """A JSON-able copy of the whole state (the shared Context is saved by its owner)."""
         raise NotImplementedError
+
+    # Sizing, read by the wrapper's invariant checks and by preview.
+
+    def trial_budget(self) -> int:
+        """The most trials the method creates, not counting replacements of invalid-HP trials."""
+        raise NotImplementedError
+
+    def concurrency_cap(self) -> int:
+        """The most trials it ever has with an outstanding Train at once."""
+        raise NotImplementedError
+
+    def brackets(self) -> Optional[List[Dict[str, Any]]]:
+        """The bracket layout for successive-halving methods, else None."""
+        return None

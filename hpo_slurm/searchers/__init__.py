@@ -1,0 +1,54 @@
+"""Search methods (pure state machines) behind one driver-facing ``Searcher``.
+
+    searcher = make_searcher(config)              # a fresh search, seeded by config.seed
+    searcher = restore_searcher(config, snapshot) # continue from Searcher.snapshot()
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Optional
+
+from ..config import ExperimentConfig
+from .adaptive_asha import adaptive_asha
+from .asha import AsyncHalving
+from .base import Context, SearchMethod
+from .grid import GridSearch
+from .pbt import PBT
+from .random_search import RandomSearch, single_search
+from .wrapper import Searcher
+
+_METHODS = {
+    "single": single_search,
+    "random": RandomSearch,
+    "grid": GridSearch,
+    "async_halving": AsyncHalving,
+    "adaptive_asha": adaptive_asha,
+    "pbt": PBT,
+}
+
+
+def build_method(config: ExperimentConfig, ctx: Context, state: Optional[Dict[str, Any]] = None) -> SearchMethod:
+    name = config.searcher.name
+    if name not in _METHODS:
+        raise ValueError(f"unknown searcher {name!r}; expected one of {', '.join(_METHODS)}")
+    return _METHODS[name](config.searcher, config.hyperparameters, ctx, state)
+
+
+def make_searcher(config: ExperimentConfig) -> Searcher:
+    """A fresh search for ``config``; call ``initial()`` on it first."""
+    ctx = Context.from_seed(config.seed)
+    return Searcher(config.searcher.name, build_method(config, ctx), ctx)
+
+
+def restore_searcher(config: ExperimentConfig, snapshot: Dict[str, Any]) -> Searcher:
+    """The search ``snapshot`` (from ``Searcher.snapshot()``, possibly through JSON) was taken of."""
+    if snapshot.get("searcher") != config.searcher.name:
+        raise ValueError(
+            f"the snapshot is of a {snapshot.get('searcher')!r} search, the config asks for {config.searcher.name!r}"
+        )
+    ctx = Context.from_snapshot(snapshot["context"])
+    method = build_method(config, ctx, snapshot["method"])
+    return Searcher(config.searcher.name, method, ctx, snapshot["wrapper"])
+
+
+__all__ = ["Searcher", "make_searcher", "restore_searcher", "build_method"]

@@ -1,0 +1,61 @@
+"""``grid``: one trial per grid point (``Nested.grid()``), each trained straight to ``max_length``.
+
+Determined's grid.go: at most ``max_concurrent_trials`` in flight (0: all at once); the next grid point
+starts whenever a trial closes. A grid point whose trial fails is not retried by the searcher.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Dict, List, Optional
+
+from ..config import SearcherConfig
+from ..space import Nested
+from ..types import Action, Close, Create, ExitReason, Train
+from .base import Context, SearchMethod
+
+
+class GridSearch(SearchMethod):
+    def __init__(
+        self, config: SearcherConfig, space: Nested, ctx: Context, state: Optional[Dict[str, Any]] = None
+    ):
+        self.ctx = ctx
+        self.max_length = config.max_length
+        self.points = space.grid()
+        cap = config.max_concurrent_trials
+        self.cap = min(cap, len(self.points)) if cap > 0 else len(self.points)
+        self.state = copy.deepcopy(state) if state else {"next_point": 0, "closed": 0}
+
+    def initial(self) -> List[Action]:
+        actions: List[Action] = []
+        for _ in range(self.cap):
+            actions += self._create()
+        return actions
+
+    def on_validation(self, trial_id: int, length: int, metric: float) -> List[Action]:
+        return [Close(trial_id)]
+
+    def on_early_exit(self, trial_id: int, reason: ExitReason) -> List[Action]:
+        return []
+
+    def on_closed(self, trial_id: int) -> List[Action]:
+        self.state["closed"] += 1
+        return self._create() if self.state["next_point"] < len(self.points) else []
+
+    def progress(self) -> float:
+        return self.state["closed"] / len(self.points)
+
+    def snapshot(self) -> Dict[str, Any]:
+        return copy.deepcopy(self.state)
+
+    def trial_budget(self) -> int:
+        return len(self.points)
+
+    def concurrency_cap(self) -> int:
+        return self.cap
+
+    def _create(self) -> List[Action]:
+        point = self.points[self.state["next_point"]]
+        self.state["next_point"] += 1
+        trial_id = self.ctx.new_trial_id()
+        return [Create(trial_id, copy.deepcopy(point)), Train(trial_id, self.max_length)]

@@ -1,0 +1,102 @@
+"""``preview``: the plan comes from running the real searcher on a constant metric."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from hpo_slurm.config import ExperimentConfig, SearcherConfig
+from hpo_slurm.preview import build_plan, render_plan, simulate
+from hpo_slurm.searchers import make_searcher
+from hpo_slurm.space import Double, Int, Nested
+
+SPACE = Nested((("lr", Double(0.001, 0.1)), ("layers", Int(1, 8))))
+
+
+def config(slots_per_trial: int = 1, **searcher) -> ExperimentConfig:
+    searcher.setdefault("metric", "loss")
+    return ExperimentConfig(
+        source="t.yaml", name="t", entrypoint="x", hyperparameters=SPACE,
+        searcher=SearcherConfig(**searcher), slots_per_trial=slots_per_trial,
+    )
+
+
+def determined_example(**extra) -> ExperimentConfig:
+    return config(name="adaptive_asha", max_trials=100, max_length=1000, divisor=4, max_rungs=5, **extra)
+
+
+def test_determined_worked_example():
+    assert build_plan(determined_example()) == {
+        "searcher": "adaptive_asha",
+        "brackets": [
+            {"num_rungs": 4, "rung_lengths": [15, 62, 250, 1000], "max_trials": 70, "max_concurrent_trials": 6},
+            {"num_rungs": 3, "rung_lengths": [62, 250, 1000], "max_trials": 22, "max_concurrent_trials": 5},
+            {"num_rungs": 2, "rung_lengths": [250, 1000], "max_trials": 8, "max_concurrent_trials": 5},
+        ],
+        "plan": [
+            {"length": 15, "trials": 53},
+            {"length": 62, "trials": 30},
+            {"length": 250, "trials": 13},
+            {"length": 1000, "trials": 4},
+        ],
+        "total_trials": 100,
+        "total_length": 9905,
+        "unit": "batches",
+    }
+
+
+def test_gpu_hours_default_to_slots_per_trial():
+    plan = build_plan(determined_example(slots_per_trial=2), seconds_per_unit=0.5)
+    assert plan["gpus_per_trial"] == 2
+    assert plan["gpu_hours"] == pytest.approx(9905 * 0.5 * 2 / 3600)
+    plan = build_plan(determined_example(slots_per_trial=0), seconds_per_unit=3.6, gpus=4)
+    assert plan["gpus_per_trial"] == 4 and plan["gpu_hours"] == pytest.approx(9905 * 3.6 * 4 / 3600)
+    assert build_plan(determined_example(slots_per_trial=0), seconds_per_unit=1.0)["gpus_per_trial"] == 1
+    assert "gpu_hours" not in build_plan(determined_example())
+
+
+def test_plan_without_brackets_for_other_searchers():
+    plan = build_plan(config(name="random", max_trials=10, max_length=50, unit="epochs"))
+    assert "brackets" not in plan
+    assert plan["plan"] == [{"length": 50, "trials": 10}]
+    assert plan["total_length"] == 500 and plan["unit"] == "epochs"
+
+
+def test_async_halving_brackets_come_from_the_searcher():
+    cfg = config(name="async_halving", max_trials=12, num_rungs=3, divisor=3, max_length=90, max_concurrent_trials=0)
+    plan = build_plan(cfg)
+    assert plan["brackets"] == make_searcher(cfg).brackets() == [
+        {"num_rungs": 3, "rung_lengths": [10, 30, 90], "max_trials": 12, "max_concurrent_trials": 9}
+    ]
+    assert plan["plan"] == [{"length": 10, "trials": 8}, {"length": 30, "trials": 3}, {"length": 90, "trials": 1}]
+
+
+def test_pbt_total_length_counts_only_training_done():
+    cfg = config(name="pbt", population_size=6, num_rounds=4, length_per_round=100, truncate_fraction=0.34)
+    plan = build_plan(cfg)
+    assert plan["total_trials"] == 12
+    assert plan["plan"] == [{"length": l, "trials": n} for l, n in [(100, 2), (200, 2), (300, 2), (400, 6)]]
+    assert plan["total_length"] == 6 * 400  # children continue from their parents' checkpoints
+    run = simulate(make_searcher(cfg))
+    assert sum(1 for parent in run["parent"].values() if parent is not None) == 6
+
+
+def test_plan_is_json_and_deterministic():
+    cfg = determined_example()
+    plan = build_plan(cfg, seconds_per_unit=1.0)
+    assert json.loads(json.dumps(plan)) == plan == build_plan(cfg, seconds_per_unit=1.0)
+
+
+def test_render_plan(capsys):
+    render_plan(build_plan(determined_example(), seconds_per_unit=0.5))
+    out = capsys.readouterr().out
+    assert "adaptive_asha: 100 trials" in out and "9,905 batches" in out
+    assert "15, 62, 250, 1000" in out
+    assert "53" in out and "GPU-hours" in out
+
+
+def test_render_plan_without_brackets_or_gpu_hours(capsys):
+    render_plan(build_plan(config(name="single", max_length=100)))
+    out = capsys.readouterr().out
+    assert "single: 1 trial," in out and "Brackets" not in out and "GPU-hours" not in out
