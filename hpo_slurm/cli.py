@@ -234,6 +234,9 @@ def logs(name: str, trial_id: int, root, follow: bool) -> None:
     print_trial_logs(layout, trial_id, follow)
 
 
+from .cli_results import register as _register_results; _register_results(cli)  # noqa: E402,E702
+
+
 def main() -> None:
     cli(prog_name="hpo-slurm")
 

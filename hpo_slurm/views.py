@@ -4,6 +4,7 @@ when output is not a terminal."""
 from __future__ import annotations
 
 import json
+import os
 from typing import Any, Dict, List, Optional
 
 from rich.console import Console, Group
@@ -44,10 +45,23 @@ def _value(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else json.dumps(value) if not isinstance(value, str) else value
 
 
+PIPE_WIDTH = 160  # when output is not a terminal, wrap tables at this width instead of rich's 80
+
+
+def output_console(stderr: bool = False) -> Console:
+    """A console for command output: the terminal's width on a terminal; when piped or redirected, no
+    colour (rich's own rule) and a width of ``$COLUMNS`` or PIPE_WIDTH, so tables stay one line a row."""
+    console = Console(stderr=stderr)
+    if not console.is_terminal and not os.environ.get("COLUMNS"):
+        console = Console(stderr=stderr, width=PIPE_WIDTH)
+    return console
+
+
 def experiments_table(summaries: List[Dict[str, Any]]) -> Table:
     table = Table(title="Experiments", title_justify="left")
+    longest = max((len(s["name"]) for s in summaries), default=4)
     for column in ("name", "state", "searcher", "driver", "progress", "trials", "best"):
-        table.add_column(column)
+        table.add_column(column, no_wrap=True, min_width=min(longest, 40) if column == "name" else None)
     for s in summaries:
         driver = "alive" if s["driver"]["alive"] else "-"
         trials = sum(s["trial_counts"].values())
@@ -75,16 +89,36 @@ def summary_panel(s: Dict[str, Any]) -> Panel:
     return Panel(Group(*lines, Group(Text(f"progress {s['progress']:.0%}"), bar)), title=s["name"], title_align="left")
 
 
-def trials_table(trials: List[Dict[str, Any]], limit: Optional[int] = None) -> Table:
-    table = Table(title="Trials", title_justify="left")
-    for column in ("id", "state", "length", "latest", "best", "restarts", "preempt", "jobs", "hyperparameters"):
-        table.add_column(column, overflow="fold" if column == "hyperparameters" else "ellipsis")
+COMPACT_BELOW = 130  # narrower consoles get the compact trials table
+
+
+def trials_table(trials: List[Dict[str, Any]], limit: Optional[int] = None, width: Optional[int] = None,
+                 one_line: bool = False) -> Table:
+    """The trials, latest ``limit`` only when given. Below COMPACT_BELOW columns of ``width`` the table
+    drops the job ids, shows restarts/preemptions only when some trial has any, and lists the
+    hyperparameters one per line (or cut to one line with ``one_line``, for live views that must fit
+    the screen), so states and numbers are never cut."""
+    compact = width is not None and width < COMPACT_BELOW
     shown = trials if limit is None else trials[-limit:]
+    troubled = any(t["restarts"] or t["preemptions"] for t in shown)
+    columns = ["id", "state", "length", "latest", "best"]
+    columns += (["rst/pre"] if troubled else []) if compact else ["restarts", "preempt", "jobs"]
+    table = Table(title="Trials", title_justify="left")
+    for column in columns:  # never cut a state or a number; the hyperparameters column gives way instead
+        table.add_column(column, no_wrap=column in ("id", "state", "length", "latest", "best"))
+    table.add_column("hyperparameters", overflow="ellipsis" if compact else "fold", no_wrap=compact,
+                     max_width=max(12, width - 62 - 10 * troubled) if compact and one_line else None)
     for t in shown:
         jobs = ",".join(r["job_id"] for r in t["runs"] if r["job_id"])
         length = str(t["length_done"]) + (f"→{t['target_length']}" if t["target_length"] else "")
-        table.add_row(str(t["id"]), _state(t["state"]), length, _metric(t["latest_metric"]), _metric(t["best_metric"]),
-                      str(t["restarts"]), str(t["preemptions"]), _short(jobs, 24), _hparams(t["hparams"]))
+        cells = [str(t["id"]), _state(t["state"]), length, _metric(t["latest_metric"]), _metric(t["best_metric"])]
+        if compact:
+            cells += [f"{t['restarts']}/{t['preemptions']}"] if troubled else []
+            pairs = [f"{key}={_value(value)}" for key, value in _flatten(t["hparams"])]
+            cells.append((" " if one_line else "\n").join(pairs))
+        else:
+            cells += [str(t["restarts"]), str(t["preemptions"]), _short(jobs, 24), _hparams(t["hparams"])]
+        table.add_row(*cells)
     return table
 
 
@@ -102,7 +136,7 @@ def _bytes(count: int) -> str:
 
 
 def print_summary(summary: Dict[str, Any], console: Optional[Console] = None) -> None:
-    console = console or Console()
+    console = console or output_console()
     console.print(summary_panel(summary))
     if summary.get("trials"):
-        console.print(trials_table(summary["trials"]))
+        console.print(trials_table(summary["trials"], width=console.width))

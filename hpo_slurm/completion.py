@@ -1,0 +1,28 @@
+"""Shell completion of experiment names, for click's completion (``_HPO_SLURM_COMPLETE=bash_source``).
+
+Light on purpose: this module is imported whenever the command line is, so it imports only click and
+reads the root folder only when the shell asks for candidates.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List
+
+import click
+from click.shell_completion import CompletionItem
+
+
+def complete_experiment_names(ctx: click.Context, param: click.Parameter, incomplete: str) -> List[CompletionItem]:
+    """Names of the experiments under the root that start with ``incomplete``. The root is the
+    command's ``--root`` when already typed, else ``$HPO_SLURM_ROOT``, else ``./hpo-runs``. Never
+    raises: an unreadable root completes to nothing."""
+    from .experiment import default_root
+
+    root = (ctx.params or {}).get("root")
+    try:
+        folder = Path(root) if root else default_root()
+        names = sorted(p.name for p in folder.iterdir() if (p / "experiment.db").is_file())
+    except OSError:
+        return []
+    return [CompletionItem(name) for name in names if name.startswith(incomplete)]
