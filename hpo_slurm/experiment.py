@@ -10,7 +10,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import List, Optional
+from typing import Callable, List, Optional
 
 from .config import ExperimentConfig, check_name
 from .errors import UserError
@@ -48,8 +48,10 @@ def create(
     name: str,
     executor: str,
     context: Optional[Path] = None,
+    progress: Optional[Callable[[int, int], None]] = None,
 ) -> ExperimentLayout:
-    """Make ``root/name`` with the config, a copy of the model folder and a new database."""
+    """Make ``root/name`` with the config, a copy of the model folder and a new database.
+    ``progress(copied_bytes, total_bytes)`` is called as the model folder is copied."""
     root = Path(root)
     final = root / name
     if final.exists():
@@ -62,7 +64,7 @@ def create(
     try:
         layout = ExperimentLayout(staging)
         shutil.copyfile(config_path, layout.config)
-        copy_context(context, layout.context, exclude=[root.resolve()])
+        copy_context(context, layout.context, exclude=[root.resolve()], progress=progress)
         store = Store.open(layout.database)
         store.create_experiment(
             name=name, uid=uuid.uuid4().hex, state="RUNNING", searcher=config.searcher.name,
@@ -77,7 +79,9 @@ def create(
     return ExperimentLayout(final)
 
 
-def copy_context(source: Path, target: Path, exclude: List[Path]) -> None:
+def copy_context(
+    source: Path, target: Path, exclude: List[Path], progress: Optional[Callable[[int, int], None]] = None,
+) -> None:
     """Copy the model folder, leaving out ``.hpoignore`` patterns, VCS folders and the runs root."""
     patterns = list(ALWAYS_IGNORED) + _read_ignore_file(source / ".hpoignore")
     excluded = {p.resolve() for p in exclude}
@@ -94,7 +98,28 @@ def copy_context(source: Path, target: Path, exclude: List[Path]) -> None:
                 skipped.append(name)
         return skipped
 
-    shutil.copytree(source, target, ignore=ignore, symlinks=True)
+    if progress is None:
+        shutil.copytree(source, target, ignore=ignore, symlinks=True)
+        return
+    total = sum(path.stat().st_size for path in _kept_files(source, ignore))
+    copied = 0
+
+    def copy(src: str, dst: str) -> None:
+        nonlocal copied
+        shutil.copy2(src, dst)
+        copied += os.path.getsize(src)
+        progress(copied, total)
+
+    shutil.copytree(source, target, ignore=ignore, symlinks=True, copy_function=copy)
+
+
+def _kept_files(source: Path, ignore: Callable[[str, List[str]], List[str]]) -> List[Path]:
+    kept = []
+    for directory, folders, files in os.walk(source):
+        skipped = set(ignore(directory, folders + files))
+        folders[:] = [f for f in folders if f not in skipped]
+        kept.extend(Path(directory, f) for f in files if f not in skipped and Path(directory, f).is_file())
+    return kept
 
 
 def _read_ignore_file(path: Path) -> List[str]:
