@@ -152,10 +152,10 @@ def test_failures_are_retried_then_errored_and_the_search_completes(quadratic, t
 
 def test_driver_killed_five_times_loses_and_duplicates_nothing(quadratic, tmp_path):
     config = write_config(quadratic / "adaptive.yaml", quadratic / "crashy.yaml", name="crashy",
-                          slurm={**FAST_POLL, "time": 10}, data={"sleep_per_unit": 0.05})
+                          slurm={**FAST_POLL, "time": 10}, data={"sleep_per_unit": 0.2})
     root = tmp_path / "runs"
     rng = random.Random(99)
-    crash_points = ["after_submit:1", "before_submit:3", "after_submit:4"]
+    crash_points = ["after_submit:1", "before_submit:2", "after_submit:2"]
     args = ["launch", str(config), "--root", str(root), "--executor", "slurm"]
     for kill in range(len(crash_points) + 3):
         if kill < len(crash_points):
