@@ -10,7 +10,6 @@ Nothing here touches the filesystem beyond reading that file (and checking ``slu
 from __future__ import annotations
 
 import copy
-import math
 import os
 import re
 import shlex
@@ -314,11 +313,6 @@ def _searcher(ck: Checker, value: Any, space: Nested) -> SearcherConfig:
         out["stop_once"] = get("stop_once", ck.boolean, False)
     if name == "async_halving":
         out["num_rungs"] = need("num_rungs", ck.integer, minimum=1)
-        needed = math.ceil(out["divisor"] ** (out["num_rungs"] - 1))
-        if out["max_trials"] < needed:
-            ck.warn("searcher.max_trials", f"with {out['max_trials']} trials, num_rungs {out['num_rungs']} and "
-                                           f"divisor {out['divisor']:g}, no trial reaches max_length; "
-                                           f"it takes at least {needed} trials (or fewer rungs)")
     if name == "adaptive_asha":
         out["mode"] = get("mode", lambda v, p: ck.choice(v, p, ASHA_MODES, "mode"), "standard")
         out["max_rungs"] = get("max_rungs", ck.integer, 5, minimum=1)

@@ -786,15 +786,3 @@ def test_config_objects_are_frozen():
         config.name = "other"  # type: ignore[misc]
     assert copy.deepcopy(config) == config
 
-
-def test_async_halving_that_can_never_reach_max_length_is_warned_about(tmp_path):
-    path = tmp_path / "ah.yaml"
-    path.write_text(
-        "entrypoint: python3 train.py\n"
-        "searcher: {name: async_halving, metric: loss, max_trials: 12, num_rungs: 3, divisor: 4,"
-        " max_length: {batches: 64}}\n"
-    )
-    config = load_config(str(path))
-    assert any("searcher.max_trials" in w and "at least 16 trials" in w for w in config.warnings)
-    path.write_text(path.read_text().replace("max_trials: 12", "max_trials: 16"))
-    assert not load_config(str(path)).warnings

@@ -348,3 +348,17 @@ def test_shutdown_once_after_the_last_close():
     assert not searcher.is_shutdown
     assert searcher.on_closed(1) == [Shutdown(failure=False)]
     assert searcher.is_shutdown and searcher.progress() == 1.0
+
+
+@pytest.mark.parametrize("searcher", [
+    dict(name="adaptive_asha", max_trials=16, max_length=64, divisor=4, max_concurrent_trials=4),
+    dict(name="async_halving", max_trials=5, num_rungs=3, max_length=64, divisor=4, max_concurrent_trials=2),
+    dict(name="adaptive_asha", max_trials=7, max_length=1000, divisor=3, mode="conservative"),
+])
+def test_every_bracket_trains_a_trial_to_max_length_even_when_too_small_to_promote(searcher):
+    cfg = config(**searcher)
+    result = run(cfg, lambda trial, length: 1.0 / trial)
+    brackets = result["searcher"].brackets() or [{}]
+    reached = [t for t, length in result["final"].items() if length == cfg.searcher.max_length]
+    assert len(reached) >= len(brackets)
+    assert len(result["shutdowns"]) == 1 and len(result["closes"]) == len(result["creates"])

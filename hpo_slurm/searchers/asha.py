@@ -229,14 +229,27 @@ class AsyncHalving(SearchMethod):
         return None
 
     def _close_out(self) -> List[Action]:
-        """Close unpromoted trials in every rung that has nothing outstanding at or below it."""
+        """Close unpromoted trials in every rung that has nothing outstanding at or below it. A settled
+        rung below the top that promoted nobody (too few trials for ``1/divisor`` of them to be a whole
+        trial) first sends its best open trial up, so every bracket trains at least one trial to
+        max_length."""
         actions: List[Action] = []
-        for rung in self.state["rungs"]:
+        for index, rung in enumerate(self.state["rungs"]):
             if rung["outstanding"] > 0:
                 break
+            best = None
+            if index < self.num_rungs - 1 and not any(promoted for _, _, promoted in rung["metrics"]):
+                best = next((entry for entry in rung["metrics"] if not self._closed(entry[0])), None)
+                if best is not None:
+                    best[2] = True
             for trial_id, _, promoted in rung["metrics"]:
                 if not promoted and str(trial_id) not in self.state["closed"]:
                     actions.append(self._close(trial_id))
+            if best is not None:
+                self._move_up(best[0], index)
+                if self.lengths[index + 1] <= self.lengths[index]:
+                    return actions + self._report_promoting(best[0], best[1])
+                return actions + [Train(best[0], self.lengths[index + 1])]
         return actions
 
     def _report_stopping(self, trial_id: int, metric: float) -> List[Action]:
