@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from .completion import complete_experiment_names
 from .errors import UserError
 
 
@@ -84,7 +85,9 @@ def _root(root) -> Path:
 @click.option("--context", type=click.Path(file_okay=False, exists=True), default=None,
               help="Model folder to copy (default: the config's folder); .hpoignore is honoured.")
 @click.option("--detach", is_flag=True, help="Run the driver in the background, logging to driver.log.")
-def launch(config_path: str, name, root, executor: str, context, detach: bool) -> None:
+@click.option("--as-job", is_flag=True,
+              help="Run the driver itself as a Slurm job that requeues itself (sites that forbid long login-node processes).")
+def launch(config_path: str, name, root, executor: str, context, detach: bool, as_job: bool) -> None:
     """Start a search: copy the config and model folder, then drive the trials.
 
     \b
@@ -100,14 +103,27 @@ def launch(config_path: str, name, root, executor: str, context, detach: bool) -
         click.echo(f"warning: {warning}", err=True)
     name = name or config.name
     check_name(name, "--name", "name")
-    layout = experiment.create(config, Path(config_path), _root(root), name, resolve_executor_name(executor),
-                               Path(context) if context else None)
+    from .live import progress
+
+    with progress("copying the model folder", unit="bytes") as copied:
+        layout = experiment.create(config, Path(config_path), _root(root), name, resolve_executor_name(executor),
+                                   Path(context) if context else None, progress=copied)
     click.echo(f"experiment {name} created in {layout.dir}", err=True)
+    if as_job:
+        from . import driver_job
+        from .store import Store
+
+        store = Store.open(layout.database, readonly=True)
+        uid = store.experiment()["uid"]
+        store.close()
+        job_id = driver_job.submit(driver_job.render(config, layout, uid), layout)
+        click.echo(f"driver submitted as Slurm job {job_id}; follow it with `hpo-slurm status {name} --watch`", err=True)
+        return
     _drive(layout, detach)
 
 
 @cli.command()
-@click.argument("name")
+@click.argument("name", shell_complete=complete_experiment_names)
 @_root_option
 @click.option("--detach", is_flag=True, help="Run the driver in the background, logging to driver.log.")
 def resume(name: str, root, detach: bool) -> None:
@@ -125,6 +141,10 @@ def resume(name: str, root, detach: bool) -> None:
     _drive(layout, detach)
 
 
+class _TimeLimitWarning(BaseException):
+    """SIGUSR1 reached the driver: stop cleanly so its job can requeue itself."""
+
+
 def _drive(layout, detach: bool) -> None:
     import subprocess
 
@@ -137,18 +157,28 @@ def _drive(layout, detach: bool) -> None:
         click.echo(f"driver started in the background (pid {process.pid}); follow it with "
                    f"`hpo-slurm status {layout.name} --watch`", err=True)
         return
+    import signal
+
+    from .driver_job import REQUEUE_EXIT_CODE
     from .live import drive_with_view
 
+    def time_limit_warning(signum, frame):
+        raise _TimeLimitWarning()
+
+    signal.signal(signal.SIGUSR1, time_limit_warning)
     try:
         driver = drive_with_view(layout)
     except KeyboardInterrupt:
         click.echo(f"\ndriver stopped; trials keep their work. Continue with `hpo-slurm resume {layout.name}`", err=True)
         sys.exit(130)
+    except _TimeLimitWarning:
+        click.echo("driver stopped on SIGUSR1 (its job's time-limit warning); trials keep their work", err=True)
+        sys.exit(REQUEUE_EXIT_CODE)
     click.echo(f"experiment {layout.name}: {driver.experiment['state']}", err=True)
 
 
 @cli.command()
-@click.argument("name", required=False)
+@click.argument("name", required=False, shell_complete=complete_experiment_names)
 @_root_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--watch", is_flag=True, help="Refresh in place until interrupted.")
@@ -172,9 +202,9 @@ def status(name, root, as_json: bool, watch: bool) -> None:
         elif not summaries:
             click.echo(f"no experiments in {root_path}")
         else:
-            from rich.console import Console
+            from .views import output_console
 
-            Console().print(experiments_table(summaries))
+            output_console().print(experiments_table(summaries))
         return
     layout = experiment.find(root_path, name)
     if as_json:
@@ -188,7 +218,7 @@ def status(name, root, as_json: bool, watch: bool) -> None:
 
 
 @cli.command()
-@click.argument("name")
+@click.argument("name", shell_complete=complete_experiment_names)
 @_root_option
 @click.option("--timeout", type=float, default=120.0, show_default=True, help="Seconds to wait for the jobs to end.")
 def stop(name: str, root, timeout: float) -> None:
@@ -216,7 +246,7 @@ def stop(name: str, root, timeout: float) -> None:
 
 
 @cli.command()
-@click.argument("name")
+@click.argument("name", shell_complete=complete_experiment_names)
 @click.argument("trial_id", type=int)
 @_root_option
 @click.option("--follow", "-f", is_flag=True, help="Keep printing the latest run's output as it grows.")

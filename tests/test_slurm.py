@@ -198,3 +198,27 @@ def test_a_lowered_max_array_size_splits_arrays(quadratic, tmp_path):
         base, _, index = job_id.partition("_")
         arrays.setdefault(base, []).append(index)
     assert len(arrays) >= 3 and all(len(tasks) <= 3 for tasks in arrays.values()), arrays
+
+
+def test_the_driver_runs_as_a_job_that_requeues_itself(quadratic, tmp_path):
+    config = write_config(quadratic / "random.yaml", quadratic / "asjob.yaml", name="asjob",
+                          searcher={"max_trials": 4, "max_concurrent_trials": 2},
+                          slurm={**FAST_POLL, "time": 5}, data={"sleep_per_unit": 0.1})
+    root = tmp_path / "runs"
+    done = cli("launch", str(config), "--root", str(root), "--executor", "slurm", "--as-job")
+    assert done.returncode == 0, done.stderr
+    driver_job = done.stderr.split("Slurm job ")[1].split(";")[0]
+    wait_for(lambda: status(root, "asjob")["driver"]["alive"] and any(
+        t["runs"] for t in status(root, "asjob")["trials"]), timeout=120, what="the driver job to submit runs")
+    # the time-limit warning the job would get: the driver stops, the job requeues itself and resumes
+    slurm("scancel", "--signal=USR1", "--batch", driver_job)
+    wait_for(lambda: status(root, "asjob")["state"] == "COMPLETED", timeout=300, interval=1,
+             what="the search to complete")
+    log = (root / "asjob" / "driver-job.log").read_text()
+    assert "requeueing the driver job" in log
+    restarts = slurm("scontrol", "show", "job", driver_job)
+    assert "Restarts=1" in restarts or "Restarts=2" in restarts
+    summary = status(root, "asjob")
+    assert all(t["state"] == "COMPLETED" for t in summary["trials"])
+    jobs = [r["job_id"] for t in summary["trials"] for r in t["runs"]]
+    assert len(jobs) == len(set(jobs)) == 4  # nothing submitted twice across the driver's requeue
