@@ -192,11 +192,13 @@ def status(name, root, as_json: bool, watch: bool) -> None:
     """
     from . import experiment
     from .status import summarize
+    from .sweep import refresh as refresh_sweep  # a sweep has no driver: status ingests its tasks' files
     from .views import experiments_table, print_summary
 
     root_path = _root(root)
     if name is None:
-        summaries = [summarize(layout, with_trials=False) for layout in experiment.list_all(root_path)]
+        summaries = [refresh_sweep(layout, quiet=True) or summarize(layout, with_trials=False)
+                     for layout in experiment.list_all(root_path)]
         if as_json:
             click.echo(json.dumps({"experiments": summaries}))
         elif not summaries:
@@ -207,6 +209,7 @@ def status(name, root, as_json: bool, watch: bool) -> None:
             output_console().print(experiments_table(summaries))
         return
     layout = experiment.find(root_path, name)
+    refresh_sweep(layout)
     if as_json:
         click.echo(json.dumps(summarize(layout)))
     elif watch:
@@ -265,6 +268,9 @@ def logs(name: str, trial_id: int, root, follow: bool) -> None:
 
 
 from .cli_results import register as _register_results; _register_results(cli)  # noqa: E402,E702
+
+
+from .sweep import register as _register_sweep; _register_sweep(cli)  # noqa: E402,E702
 
 
 def main() -> None:

@@ -30,6 +30,10 @@ def make_executor(name: str, config: ExperimentConfig, layout: ExperimentLayout)
         from .slurm import SlurmExecutor
 
         return SlurmExecutor(config, layout.dir)
+    if name == "array":  # a sweep's (hpo-slurm sweep); resume and stop drive it like any other
+        from .array import ArrayExecutor
+
+        return ArrayExecutor(config, layout.dir)
     raise UserError(f"unknown executor {name!r}: expected one of {', '.join(EXECUTOR_CHOICES)}")
 
 
