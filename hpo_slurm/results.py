@@ -14,10 +14,9 @@ from dataclasses import dataclass
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from .config import ExperimentConfig, load_config
-from .errors import UserError
 from .layout import ExperimentLayout
 from .space import Categorical, Const, Nested, Param
-from .store import Store
+from .status import open_readonly
 
 Curve = List[Tuple[int, float]]
 
@@ -56,10 +55,7 @@ class Results:
 
 def load(layout: ExperimentLayout) -> Results:
     """Read the experiment's config and database, or raise a UserError naming what is unreadable."""
-    try:
-        store = Store.open(layout.database, readonly=True)
-    except Exception as exc:  # sqlite3 errors have no common useful base here
-        raise UserError(f"{layout.database}: cannot read the experiment database ({exc})") from exc
+    store = open_readonly(layout)
     try:
         with store.snapshot_read():
             experiment = store.experiment()

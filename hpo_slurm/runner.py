@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional, Tuple
 
 from .config import load_config
 from .driver import Driver, load_searcher
@@ -16,6 +17,32 @@ from .store import Store
 LOCAL_TICK_S = 0.25
 
 
+@contextlib.contextmanager
+def driver_session(layout: ExperimentLayout, log_to_terminal: bool = True) -> Iterator[Tuple[DriverLock, Store]]:
+    """The experiment's driver lock (UserError when another driver holds it), its log file and its
+    database, for as long as the block runs. With ``log_to_terminal`` False, warnings go to
+    driver.log only."""
+    lock = DriverLock(layout.lock)
+    lock.acquire()
+    handler = logging.FileHandler(layout.driver_log)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    package_logger = logging.getLogger("hpo_slurm")
+    previous = package_logger.level, package_logger.propagate
+    package_logger.addHandler(handler)
+    package_logger.setLevel(logging.INFO)
+    package_logger.propagate = log_to_terminal
+    store = Store.open(layout.database)
+    try:
+        yield lock, store
+    finally:
+        store.close()
+        lock.release()
+        package_logger.removeHandler(handler)
+        package_logger.setLevel(previous[0])
+        package_logger.propagate = previous[1]
+        handler.close()
+
+
 def run_driver(
     layout: ExperimentLayout,
     on_tick: Optional[Callable[[Driver], None]] = None,
@@ -24,19 +51,12 @@ def run_driver(
     """Drive the experiment until its search is over (or ``max_ticks``). Raises UserError when another
     driver holds the experiment. The caller may interrupt with KeyboardInterrupt: jobs keep running
     and ``resume`` picks them up."""
-    lock = DriverLock(layout.lock)
-    lock.acquire()
-    handler = logging.FileHandler(layout.driver_log)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    package_logger = logging.getLogger("hpo_slurm")
-    package_logger.addHandler(handler)
-    package_logger.setLevel(logging.INFO)
-    store = Store.open(layout.database)
-    try:
+    with driver_session(layout) as (lock, store):
         config = load_config(str(layout.config))
         experiment = store.experiment()
         if experiment["executor"] == "array":  # a sweep's searcher runs uncapped (see hpo_slurm.sweep)
             from .sweep import sweep_config
+
             searcher, fresh = load_searcher(sweep_config(config), store)
         else:
             searcher, fresh = load_searcher(config, store)
@@ -56,8 +76,3 @@ def run_driver(
         finally:
             driver.checkpoint_searcher()
         return driver
-    finally:
-        store.close()
-        lock.release()
-        package_logger.removeHandler(handler)
-        handler.close()

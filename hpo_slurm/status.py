@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from typing import Any, Dict, List
 
 from .config import load_config
@@ -13,13 +14,18 @@ from .store import Store
 from .types import TrialState
 
 
+def open_readonly(layout: ExperimentLayout) -> Store:
+    """The experiment database for reading, or a UserError saying it cannot be read."""
+    try:
+        return Store.open(layout.database, readonly=True)
+    except sqlite3.Error as exc:
+        raise UserError(f"{layout.database}: cannot read the experiment database ({exc})") from exc
+
+
 def summarize(layout: ExperimentLayout, with_trials: bool = True) -> Dict[str, Any]:
     """One JSON-able object: the experiment, its driver, the best trial and (optionally) every trial
     with its runs. Reads one consistent snapshot of the database."""
-    try:
-        store = Store.open(layout.database, readonly=True)
-    except Exception as exc:  # sqlite3 errors have no common useful base here
-        raise UserError(f"{layout.database}: cannot read the experiment database ({exc})") from exc
+    store = open_readonly(layout)
     try:
         with store.snapshot_read():
             experiment = store.experiment()

@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import logging
 import shutil
 from collections import deque
 from pathlib import Path
@@ -251,37 +250,19 @@ def resubmit_failed(layout: ExperimentLayout, max_jobs: Optional[int]) -> None:
 
 @contextlib.contextmanager
 def _driving(layout: ExperimentLayout, executor, submit: bool) -> Iterator[Any]:
-    """A driver for one or two ticks: the experiment's lock (UserError when held), its log file, the
-    searcher as the last driver left it (with the sweep's uncapped config)."""
+    """A driver for one or two ticks: the experiment's lock (UserError when held), its log file (not
+    the terminal of `status`), the searcher as the last driver left it (with the sweep's uncapped
+    config)."""
     from .driver import Driver, load_searcher
-    from .lock import DriverLock
-    from .store import Store
+    from .runner import driver_session
 
-    lock = DriverLock(layout.lock)
-    lock.acquire()
-    handler = logging.FileHandler(layout.driver_log)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    package_logger = logging.getLogger("hpo_slurm")
-    package_logger.addHandler(handler)
-    previous_level = package_logger.level
-    package_logger.setLevel(logging.INFO)
-    propagate = package_logger.propagate
-    package_logger.propagate = False  # warnings go to driver.log, not the terminal of `status`
-    store = Store.open(layout.database)
-    try:
+    with driver_session(layout, log_to_terminal=False) as (_, store):
         config = executor.config
         _bind_placeholders(store, executor)
         searcher, _ = load_searcher(sweep_config(config), store)
         driver = Driver(layout, config, store, executor, searcher, poll_interval_s=0.0, submit=submit)
         yield driver
         driver.checkpoint_searcher()
-    finally:
-        store.close()
-        lock.release()
-        package_logger.removeHandler(handler)
-        package_logger.setLevel(previous_level)
-        package_logger.propagate = propagate
-        handler.close()
 
 
 def _bind_placeholders(store, executor) -> None:
