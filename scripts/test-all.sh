@@ -11,6 +11,10 @@ python3 -m pip install --quiet --disable-pip-version-check -e '.[torch,examples,
 if [ "$(id -u)" = 0 ] && [ "${HPO_SLURM_SKIP_CLUSTER:-0}" != 1 ]; then
   bash scripts/local-slurm.sh up
   export HPO_SLURM_REQUIRE_CLUSTER=1   # Slurm tests must run, not skip
+  if [ "${CI:-}" = true ]; then
+    # CI owns this cluster: jobs an earlier session left queued would only slow the tests down
+    scancel --user "$(id -un)" 2>/dev/null || true
+  fi
 fi
 
 python3 -m pytest "$@"
