@@ -24,7 +24,7 @@ def fitted_time_minutes(
         return None
     seconds = units = 0.0
     for run in earlier_runs:
-        if run["state"] == "SUCCEEDED" and run["started_at"] and run["ended_at"]:
+        if run["state"] == "SUCCEEDED" and run["started_at"] is not None and run["ended_at"] is not None:
             trained = run["to_length"] - run["from_length"]
             if trained > 0:
                 seconds += run["ended_at"] - run["started_at"]

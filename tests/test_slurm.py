@@ -55,6 +55,17 @@ def job_prefix(root: Path, name: str) -> str:
     return f"hpo.{uid[:8]}."
 
 
+def _time_limits(job_ids):
+    """Job id -> its time limit in minutes, from sacct."""
+    text = slurm("sacct", "-n", "-P", "-X", "-S", "now-1days", "-o", "JobID,TimelimitRaw")
+    limits = {}
+    for line in text.splitlines():
+        job_id, raw = line.split("|")
+        if job_id in job_ids:
+            limits[job_id] = int(raw)
+    return limits
+
+
 def attempts(experiment: Path):
     for path in sorted(experiment.glob("runs/*/attempts.jsonl")):
         for line in path.read_text().splitlines():
@@ -73,6 +84,13 @@ def test_adaptive_search_with_gpus_runs_as_arrays(quadratic, tmp_path):
     rows = sacct_rows(job_prefix(root, "gpus"))
     assert any("_" in job_id for job_id, _, _ in rows), "no array jobs in sacct"
     assert all(state == "COMPLETED" for _, _, state in rows)
+    # first runs ask for slurm.time; rung continuations for a limit fitted to their measured speed
+    first = {r["job_id"] for t in summary["trials"] for r in t["runs"] if r["from_length"] == 0}
+    later = {r["job_id"] for t in summary["trials"] for r in t["runs"] if r["from_length"] > 0}
+    assert later, "no rung continuations"
+    requested = _time_limits([j for j, _, _ in rows])
+    assert all(requested[j] == 10 for j in first)
+    assert all(requested[j] < 10 for j in later), requested
     # concurrent trials saw different GPUs
     seen = [a for _, a in attempts(root / "gpus")]
     assert all(a["cuda_visible_devices"] not in (None, "") for a in seen)
@@ -146,7 +164,9 @@ def test_failures_are_retried_then_errored_and_the_search_completes(quadratic, t
     (trial,) = summary["trials"]
     assert trial["state"] == "ERRORED" and len(trial["runs"]) == 3
     assert summary["state"] == "ERRORED"
-    rows = sacct_rows(job_prefix(root, "broken"))
+    # accounting lags the controller by a moment
+    rows = wait_for(lambda: [r for r in sacct_rows(job_prefix(root, "broken")) if r[2] == "FAILED"][2:] and
+                    sacct_rows(job_prefix(root, "broken")), timeout=60, what="sacct to record the jobs")
     assert len(rows) == 3 and all(state == "FAILED" for _, _, state in rows)
 
 
@@ -222,3 +242,46 @@ def test_the_driver_runs_as_a_job_that_requeues_itself(quadratic, tmp_path):
     assert all(t["state"] == "COMPLETED" for t in summary["trials"])
     jobs = [r["job_id"] for t in summary["trials"] for r in t["runs"]]
     assert len(jobs) == len(set(jobs)) == 4  # nothing submitted twice across the driver's requeue
+
+
+def test_without_accounting_the_executor_works_from_squeue_and_files(quadratic, tmp_path):
+    from hpo_slurm import experiment as experiments
+    from hpo_slurm.config import load_config
+    from hpo_slurm.driver import Driver, load_searcher
+    from hpo_slurm.executors.slurm import SlurmExecutor
+    from hpo_slurm.store import Store
+
+    path = write_config(quadratic / "random.yaml", quadratic / "nosacct.yaml", name="nosacct",
+                        searcher={"max_trials": 3}, slurm={**FAST_POLL, "time": 5}, max_restarts=1,
+                        data={"fail_once_trial": 2})
+    config = load_config(str(path))
+    layout = experiments.create(config, path, tmp_path / "runs", "nosacct", "slurm")
+    store = Store.open(layout.database)
+    executor = SlurmExecutor(config, layout.dir)
+    executor.accounting = False  # as on a cluster whose sacct is disabled
+    searcher, fresh = load_searcher(config, store)
+    driver = Driver(layout, config, store, executor, searcher, poll_interval_s=1)
+    driver.start(fresh=fresh)
+    deadline = time.monotonic() + 300
+    while not driver.done and time.monotonic() < deadline:
+        time.sleep(0.5)
+        driver.tick()
+    store.close()
+    summary = status(tmp_path / "runs", "nosacct")
+    assert summary["state"] == "COMPLETED"
+    trials = {t["id"]: t for t in summary["trials"]}
+    assert [r["state"] for r in trials[2]["runs"]] == ["FAILED", "SUCCEEDED"]
+    assert all(t["state"] == "COMPLETED" for t in trials.values())
+
+
+def test_a_refused_submission_is_reported_plainly_and_the_driver_carries_on(quadratic, tmp_path):
+    config = write_config(quadratic / "single.yaml", quadratic / "nopart.yaml", name="nopart", max_restarts=1,
+                          slurm={**FAST_POLL, "partition": "no-such-partition", "time": 5})
+    root = tmp_path / "runs"
+    done = cli("launch", str(config), "--root", str(root), "--executor", "slurm", timeout=120)
+    assert done.returncode == 0, done.stderr
+    summary = status(root, "nopart")
+    assert summary["state"] == "ERRORED"
+    (trial,) = summary["trials"]
+    assert trial["state"] == "ERRORED" and "invalid partition" in trial["message"].lower()
+    assert all(r["job_id"] is None for r in trial["runs"])
