@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import signal
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -40,8 +41,11 @@ from .workspace import FileWorkspace, Workspace
 log = logging.getLogger("hpo_slurm.driver")
 
 SUBMIT_BACKOFF_S = (5.0, 15.0, 60.0, 300.0)
+# exit codes of a job killed by SIGTERM, SIGUSR1 or SIGUSR2 (as the signal number or 128 + it)
+STOP_SIGNAL_EXITS = {n for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2) for n in (int(sig), 128 + int(sig))}
 SNAPSHOT_EVERY_EVENTS = 5000  # searcher snapshots are O(search); between them, its inputs are logged
 SNAPSHOT_EVERY_S = 60.0
+_dumps_sorted = json.JSONEncoder(sort_keys=True).encode  # json.dumps(x, sort_keys=True) without a new encoder per call
 
 
 @dataclass
@@ -109,6 +113,7 @@ class Driver:
         self._crash = CrashPoints.from_environment()
         self._uncertain: set = set()  # runs whose last submission attempt may have created a job
         self._children = {t for t, row in self.trials.items() if row["parent_checkpoint"]}  # PBT children
+        self._resolved_dirs: Optional[Tuple[str, str]] = None
 
     # ---- life cycle -----------------------------------------------------------------------------
     def start(self, fresh: bool) -> None:
@@ -173,7 +178,7 @@ class Driver:
         for line in lines:
             self._changes.metrics.append({
                 "trial_id": trial_id, "run_id": line.run, "kind": line.kind, "length": line.length,
-                "metrics": json.dumps(line.metrics, sort_keys=True), "time": line.time,
+                "metrics": _dumps_sorted(line.metrics), "time": line.time,
             })
             if line.kind != "validation":
                 continue
@@ -244,6 +249,9 @@ class Driver:
             return RunState.FAILED, "invalid hyperparameters"
         if stop_reason == "preempted" or status.state == JobState.PREEMPTED:
             return RunState.PREEMPTED, "preempted"
+        if result is None and status.exit_code in STOP_SIGNAL_EXITS:
+            # a stop signal killed the job before the trial could take it (still starting up)
+            return RunState.PREEMPTED, "preempted"
         if stop_reason == "time_limit" or status.state == JobState.TIMEOUT:
             return RunState.TIMEOUT, "reached its time limit"
         if result is None and status.state == JobState.UNKNOWN:
@@ -259,7 +267,10 @@ class Driver:
 
     def _finish_run(self, run_id: str, outcome: RunState, reason: str, exit_code: Optional[int]) -> None:
         run = self.runs[run_id]
-        self._set_run(run_id, state=outcome.value, ended_at=self.clock(), reason=reason, exit_code=exit_code)
+        started, ended = self.workspace.run_times(run_id) if run["job_id"] else (None, None)
+        # the job's own times are exact; the driver only sees states as often as it polls
+        self._set_run(run_id, state=outcome.value, reason=reason, exit_code=exit_code,
+                      started_at=started or run["started_at"], ended_at=ended or self.clock())
         self.active[run["trial_id"]].remove(run_id)
         if not self.active[run["trial_id"]]:
             del self.active[run["trial_id"]]
@@ -307,7 +318,7 @@ class Driver:
         if action.parent is not None:
             parent_checkpoint = self.workspace.latest_checkpoint(action.parent)
         row = {
-            "id": action.trial_id, "hparams": json.dumps(action.hparams, sort_keys=True), "parent": action.parent,
+            "id": action.trial_id, "hparams": _dumps_sorted(action.hparams), "parent": action.parent,
             "parent_checkpoint": parent_checkpoint, "state": TrialState.PENDING.value, "target_length": None,
             "validated_length": 0, "latest_metric": None, "best_metric": None, "best_length": None,
             "restarts": 0, "preemptions": 0, "closed": 0, "exit_reason": None, "message": None,
@@ -326,10 +337,7 @@ class Driver:
         self.runs[run_id] = {
             "id": run_id, "trial_id": trial_id, "seq": seq, "from_length": trial["validated_length"] or 0,
             "to_length": trial["target_length"], "state": RunState.SUBMITTED.value, "job_id": None, "gpus": None,
-            "time_minutes": fitted_time_minutes(
-                self._runs_of(trial_id), trial["validated_length"] or 0, trial["target_length"],
-                self.config.slurm.time_minutes, self.config.slurm.signal_delay_s,
-            ),
+            "time_minutes": None,  # fitted when it is submitted, once the trial's earlier runs have ended
             "recorded_at": self.clock(), "submitted_at": None,
             "started_at": None, "ended_at": None, "exit_code": None, "reason": None,
         }
@@ -402,11 +410,9 @@ class Driver:
             return
         with self.store.transaction():
             self.store.insert_trials(self.trials[t] for t in changes.new_trials)
-            for trial_id, fields in changes.trials.items():
-                self.store.update_trial(trial_id, **fields)
+            self.store.update_rows("trials", "id", changes.trials.items())
             self.store.insert_runs(self.runs[r] for r in changes.new_runs)
-            for run_id, fields in changes.runs.items():
-                self.store.update_run(run_id, **fields)
+            self.store.update_rows("runs", "id", changes.runs.items())
             self.store.insert_metrics(changes.metrics)
             self.store.append_events(changes.events)
             if changes.searcher_events:
@@ -421,10 +427,16 @@ class Driver:
 
     def _snapshot_due(self) -> bool:
         behind = self._event_seq - self._snapshot_seq
-        return behind > 0 and (
-            behind >= SNAPSHOT_EVERY_EVENTS or self.clock() - self._snapshot_at >= SNAPSHOT_EVERY_S
-            or self.experiment["state"] != "RUNNING"
-        )
+        if behind <= 0:
+            return False
+        if self.experiment["state"] != "RUNNING":
+            return True
+        # A snapshot costs O(trials): at least twice that many events go between two, so snapshots cost
+        # O(1) per event instead of O(trials) (quadratic in a 100k-trial search); a resume replays at
+        # most max(SNAPSHOT_EVERY_EVENTS, 2 x trials) events. An old snapshot waits for trials / 4.
+        size = len(self.trials)
+        return behind >= max(SNAPSHOT_EVERY_EVENTS, 2 * size) or (
+            self.clock() - self._snapshot_at >= SNAPSHOT_EVERY_S and behind >= size // 4)
 
     def checkpoint_searcher(self) -> None:
         """Snapshot the searcher now (a driver that is about to exit calls this)."""
@@ -445,12 +457,16 @@ class Driver:
             referenced = {self.trials[t]["parent_checkpoint"] for t in self._children
                           if not TrialState(self.trials[t]["state"]).terminal}
             for trial_id in changes.touched_trials:
-                validations = {row["length"]: metric_value(row["metrics"], self.config.searcher.metric)
-                               for row in self.store.metrics(trial_id, kind="validation")}
-                used = self.workspace.collect_garbage(self.config, self.trials, trial_id, validations, referenced)
+                used = self.workspace.collect_garbage(self.config, self.trials, trial_id,
+                                                      lambda t=trial_id: self._validations(t), referenced)
                 self._set_trial(trial_id, checkpoint_bytes=used)
         changes.touched_trials = set()
         self._persist()
+
+    def _validations(self, trial_id: int) -> Dict[int, float]:
+        """The trial's validation metric by length (read from the store only when a GC needs it)."""
+        return {row["length"]: metric_value(row["metrics"], self.config.searcher.metric)
+                for row in self.store.metrics(trial_id, kind="validation")}
 
     def _cancel(self, run_ids: List[str]) -> None:
         job_ids = []
@@ -482,6 +498,11 @@ class Driver:
         if not ready:
             return
         for run in ready:
+            earlier = [r for r in self._runs_of(run["trial_id"]) if r["id"] != run["id"]]
+            self._set_run(run["id"], time_minutes=fitted_time_minutes(
+                earlier, run["from_length"], run["to_length"],
+                self.config.slurm.time_minutes, self.config.slurm.signal_delay_s,
+            ))
             self._write_spec(run)
         self._crash.reached("before_submit")
         uncertain = [run for run in ready if run["id"] in self._uncertain]
@@ -525,9 +546,11 @@ class Driver:
     def _write_spec(self, run: Dict[str, Any]) -> None:
         trial = self.trials[run["trial_id"]]
         config = self.config
+        if self._resolved_dirs is None:  # resolved once: Path.resolve() per run was a hot spot
+            self._resolved_dirs = (str(self.layout.dir.resolve()), str(self.layout.context.resolve()))
         self.workspace.prepare_run(run["id"], trial["id"], {
-            "experiment": self.layout.name, "experiment_dir": str(self.layout.dir.resolve()),
-            "context_dir": str(self.layout.context.resolve()),
+            "experiment": self.layout.name, "experiment_dir": self._resolved_dirs[0],
+            "context_dir": self._resolved_dirs[1],
             "trial_id": trial["id"], "run_id": run["id"], "hparams": json.loads(trial["hparams"]),
             "target_length": run["to_length"], "from_length": run["from_length"],
             "unit": config.searcher.unit, "parent_checkpoint": trial["parent_checkpoint"],

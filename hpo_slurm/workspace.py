@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Set, Tuple
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from .checkpoints import collect_garbage, latest_checkpoint_path
 from .config import ExperimentConfig
@@ -36,6 +36,10 @@ class Workspace:
         """How many times the run's job started (more than one when the scheduler requeued it)."""
         raise NotImplementedError
 
+    def run_times(self, run_id: str) -> Tuple[Optional[float], Optional[float]]:
+        """When the run's last attempt started and ended, by the clock of the node it ran on."""
+        raise NotImplementedError
+
     def latest_checkpoint(self, trial_id: int) -> Optional[str]:
         raise NotImplementedError
 
@@ -48,8 +52,9 @@ class Workspace:
         raise NotImplementedError
 
     def collect_garbage(self, config: ExperimentConfig, trials: Dict[int, Dict[str, Any]], trial_id: int,
-                        validations: Dict[int, float], referenced: Set[str]) -> int:
-        """Apply the checkpoint policy to one trial; the bytes its checkpoints still use."""
+                        validations: Callable[[], Dict[int, float]], referenced: Set[str]) -> int:
+        """Apply the checkpoint policy to one trial; the bytes its checkpoints still use.
+        ``validations()`` gives the trial's validation metric by length; call it only when needed."""
         raise NotImplementedError
 
     def run_dir(self, run_id: str) -> Path:
@@ -85,6 +90,18 @@ class FileWorkspace(Workspace):
         except OSError:
             return 0
 
+    def run_times(self, run_id: str) -> Tuple[Optional[float], Optional[float]]:
+        started = None
+        try:
+            with open(self.layout.attempts_file(run_id), "rb") as handle:
+                lines = [line for line in handle if line.strip()]
+            started = float(json.loads(lines[-1])["time"]) if lines else None
+        except (OSError, ValueError, KeyError, TypeError):
+            started = None
+        result = self.read_result(run_id) or {}
+        ended = result.get("ended")
+        return started, float(ended) if isinstance(ended, (int, float)) else None
+
     def latest_checkpoint(self, trial_id: int) -> Optional[str]:
         found = latest_checkpoint_path(self.layout, trial_id)
         return str(found) if found else None
@@ -100,7 +117,7 @@ class FileWorkspace(Workspace):
         stop_file.touch()
 
     def collect_garbage(self, config: ExperimentConfig, trials: Dict[int, Dict[str, Any]], trial_id: int,
-                        validations: Dict[int, float], referenced: Set[str]) -> int:
+                        validations: Callable[[], Dict[int, float]], referenced: Set[str]) -> int:
         return collect_garbage(self.layout, config, trials, trial_id, validations, referenced)
 
     def run_dir(self, run_id: str) -> Path:
@@ -113,6 +130,3 @@ class FileWorkspace(Workspace):
         return {"experiment": self.layout.name, "experiment_dir": str(self.layout.dir.resolve()),
                 "context_dir": str(self.layout.context.resolve())}
 
-
-def dumps_metrics(metrics: Dict[str, Any]) -> str:
-    return json.dumps(metrics, sort_keys=True)

@@ -7,6 +7,7 @@ import os
 import random
 import signal
 import sqlite3
+import subprocess
 import time
 from pathlib import Path
 
@@ -102,26 +103,32 @@ def test_sigterm_is_a_preemption_and_the_trial_resumes_exactly(quadratic, tmp_pa
 
 def test_driver_killed_at_random_moments_loses_and_duplicates_nothing(quadratic, tmp_path):
     config = write_config(quadratic / "adaptive.yaml", quadratic / "crashy.yaml", name="crashy",
-                          data={"sleep_per_unit": 0.02})
+                          data={"sleep_per_unit": 0.1})
     root = tmp_path / "runs"
     experiment = root / "crashy"
     rng = random.Random(1234)
     # First exactly between recording runs and submitting them, and right after submitting (before
     # the job ids are recorded); then SIGKILL at random moments.
-    crash_points = ["before_submit:2", "after_submit:2", "before_submit:3", "after_submit:4"]
-    random_kills = 8
+    crash_points = ["before_submit:2", "after_submit:2", "before_submit:1", "after_submit:1"]
     args = ["launch", str(config), "--root", str(root), "--executor", "local"]
-    for kill in range(len(crash_points) + random_kills):
-        if kill < len(crash_points):
-            process = start_cli(*args, env={"HPO_SLURM_CRASH_AT": crash_points[kill]})
+    kills = 0
+    while kills < 12:
+        if kills < len(crash_points):
+            process = start_cli(*args, env={"HPO_SLURM_CRASH_AT": crash_points[kills]})
             process.wait(timeout=120)
         else:
             process = start_cli(*args)
-            time.sleep(rng.uniform(0.5, 1.5))
-            process.send_signal(signal.SIGKILL)
-            process.wait(timeout=30)
+            try:
+                process.wait(timeout=rng.uniform(0.5, 1.5))
+            except subprocess.TimeoutExpired:
+                process.send_signal(signal.SIGKILL)
+                process.wait(timeout=30)
+        if process.returncode == 0:  # the search ended before this kill
+            break
         assert process.returncode == -signal.SIGKILL, process.stderr.read()[-3000:]
+        kills += 1
         args = ["resume", "crashy", "--root", str(root)]
+    assert kills >= 10, f"the search ended after only {kills} kills"
     finished = cli(*args, timeout=240)
     assert finished.returncode == 0, finished.stderr[-3000:]
     summary = status(root, "crashy")
