@@ -11,7 +11,7 @@ import math
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Set
+from typing import Any, Callable, Dict, List, Optional, Set, Union
 
 from .config import ExperimentConfig
 from .layout import CHECKPOINT_META, ExperimentLayout
@@ -44,10 +44,12 @@ def collect_garbage(
     config: ExperimentConfig,
     trials: Dict[int, Dict[str, Any]],
     trial_id: int,
-    validation_metrics: Optional[Dict[int, float]] = None,
+    validation_metrics: Union[None, Dict[int, float], Callable[[], Dict[int, float]]] = None,
     referenced: Optional[Set[str]] = None,
 ) -> int:
     """Delete the trial's checkpoints the policy does not keep; returns the bytes still used.
+    ``validation_metrics`` (length -> metric, or a function giving it, called only if there are
+    checkpoints) ranks them.
     ``referenced`` are checkpoint paths that PBT children still have to start from."""
     checkpoints = published_checkpoints(layout, trial_id)
     if not checkpoints:
@@ -58,7 +60,7 @@ def collect_garbage(
     keep = set(lengths[-policy.save_trial_latest:] if policy.save_trial_latest else [])
     if not TrialState(trial["state"]).terminal:
         keep.add(lengths[-1])
-    metrics = validation_metrics or {}
+    metrics = (validation_metrics() if callable(validation_metrics) else validation_metrics) or {}
     if trial["best_length"] is not None:
         metrics.setdefault(trial["best_length"], trial["best_metric"])
     ranked = _rank_lengths(lengths, metrics, config.searcher.smaller_is_better)

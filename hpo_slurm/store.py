@@ -13,10 +13,13 @@ import contextlib
 import json
 import sqlite3
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
-import sqlite_utils
+if TYPE_CHECKING:  # imported when first needed: it costs a third of a second, and reads do without it
+    import sqlite_utils
 
+_PLAIN = {str, int, float, bool, type(None)}  # anything else (dicts, lists, ...) takes sqlite-utils' path
+_dumps_sorted = json.JSONEncoder(sort_keys=True).encode  # json.dumps(x, sort_keys=True), without a new encoder per call
 NETWORK_FILESYSTEMS = {
     "nfs", "nfs4", "lustre", "gpfs", "cifs", "smb3", "smbfs", "beegfs", "fuse.beegfs", "cephfs", "ceph",
     "glusterfs", "fuse.glusterfs", "afs", "panfs", "fuse.sshfs", "9p", "wekafs", "orangefs",
@@ -91,8 +94,23 @@ class Store:
 
     def __init__(self, conn: sqlite3.Connection, readonly: bool):
         self.conn = conn
-        self.db = sqlite_utils.Database(conn)
+        self._db: Optional["sqlite_utils.Database"] = None
         self.readonly = readonly
+
+    @property
+    def db(self) -> "sqlite_utils.Database":
+        """sqlite-utils on the same connection (for schema changes and the rare write)."""
+        if self._db is None:
+            import sqlite_utils
+
+            self._db = sqlite_utils.Database(self.conn)
+        return self._db
+
+    def _query(self, sql: str, params: Iterable[Any] = ()) -> List[Dict[str, Any]]:
+        """Rows as dicts, as ``db.query`` gives them, without sqlite-utils' per-row overhead."""
+        cursor = self.conn.execute(sql, list(params))
+        names = [column[0] for column in cursor.description]
+        return [dict(zip(names, row)) for row in cursor.fetchall()]
 
     @classmethod
     def open(cls, path: Path, readonly: bool = False) -> "Store":
@@ -149,35 +167,40 @@ class Store:
         self.db["experiment"].insert({"id": 1, **fields})
 
     def experiment(self) -> Dict[str, Any]:
-        return dict(self.db["experiment"].get(1))
+        rows = self._query("SELECT * FROM experiment WHERE id = ?", [1])
+        if not rows:
+            from sqlite_utils.db import NotFoundError
+
+            raise NotFoundError
+        return rows[0]
 
     def update_experiment(self, **fields: Any) -> None:
         self._update("experiment", "id", 1, fields)
 
     # ---- trials and runs ----------------------------------------------------------------------
     def insert_trials(self, rows: Iterable[Dict[str, Any]]) -> None:
-        self.db["trials"].insert_all(rows)
+        self._insert_all("trials", rows)
 
     def update_trial(self, trial_id: int, **fields: Any) -> None:
         self._update("trials", "id", trial_id, fields)
 
     def trials(self) -> List[Dict[str, Any]]:
-        return list(self.db.query("SELECT * FROM trials ORDER BY id"))
+        return self._query("SELECT * FROM trials ORDER BY id")
 
     def insert_runs(self, rows: Iterable[Dict[str, Any]]) -> None:
-        self.db["runs"].insert_all(rows)
+        self._insert_all("runs", rows)
 
     def update_run(self, run_id: str, **fields: Any) -> None:
         self._update("runs", "id", run_id, fields)
 
     def runs(self, trial_id: Optional[int] = None) -> List[Dict[str, Any]]:
         if trial_id is None:
-            return list(self.db.query("SELECT * FROM runs ORDER BY trial_id, seq"))
-        return list(self.db.query("SELECT * FROM runs WHERE trial_id = ? ORDER BY seq", [trial_id]))
+            return self._query("SELECT * FROM runs ORDER BY trial_id, seq")
+        return self._query("SELECT * FROM runs WHERE trial_id = ? ORDER BY seq", [trial_id])
 
     # ---- metrics and events -------------------------------------------------------------------
     def insert_metrics(self, rows: Iterable[Dict[str, Any]]) -> None:
-        self.db["metrics"].insert_all(rows)
+        self._insert_all("metrics", rows)
 
     def metrics(self, trial_id: Optional[int] = None, kind: Optional[str] = None) -> List[Dict[str, Any]]:
         where, params = [], []
@@ -188,15 +211,13 @@ class Store:
             where.append("kind = ?")
             params.append(kind)
         sql = "SELECT * FROM metrics" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id"
-        return [{**row, "metrics": json.loads(row["metrics"])} for row in self.db.query(sql, params)]
+        return [{**row, "metrics": json.loads(row["metrics"])} for row in self._query(sql, params)]
 
     def append_events(self, rows: Iterable[Dict[str, Any]]) -> None:
-        self.db["events"].insert_all(
-            {**row, "data": json.dumps(row.get("data"), sort_keys=True)} for row in rows
-        )
+        self._insert_all("events", [{**row, "data": _dumps_sorted(row.get("data"))} for row in rows])
 
     def events(self) -> List[Dict[str, Any]]:
-        return [{**row, "data": json.loads(row["data"])} for row in self.db.query("SELECT * FROM events ORDER BY seq")]
+        return [{**row, "data": json.loads(row["data"])} for row in self._query("SELECT * FROM events ORDER BY seq")]
 
     # ---- searcher: snapshot plus the events logged since --------------------------------------
     def save_snapshot(self, snapshot: Dict[str, Any], now: float, event_seq: int) -> None:
@@ -207,23 +228,48 @@ class Store:
         )
 
     def load_snapshot(self) -> Optional[Dict[str, Any]]:
-        row = next(self.db.query("SELECT snapshot FROM searcher WHERE id = 1"), None)
+        row = next(iter(self._query("SELECT snapshot FROM searcher WHERE id = 1")), None)
         return json.loads(row["snapshot"]) if row else None
 
     def snapshot_event_seq(self) -> int:
-        row = next(self.db.query("SELECT event_seq FROM searcher WHERE id = 1"), None)
+        row = next(iter(self._query("SELECT event_seq FROM searcher WHERE id = 1")), None)
         return (row["event_seq"] or 0) if row else 0
 
     def append_searcher_events(self, rows: Iterable[Dict[str, Any]]) -> None:
         """Rows of ``seq`` (1, 2, ...), ``kind`` and ``args`` (a JSON list)."""
-        self.db["searcher_events"].insert_all(rows)
+        self._insert_all("searcher_events", rows)
 
     def searcher_events(self, after: int = 0) -> List[Dict[str, Any]]:
-        return list(self.db.query("SELECT * FROM searcher_events WHERE seq > ? ORDER BY seq", [after]))
+        return self._query("SELECT * FROM searcher_events WHERE seq > ? ORDER BY seq", [after])
 
     def last_searcher_event(self) -> int:
-        row = next(self.db.query("SELECT MAX(seq) AS seq FROM searcher_events"), None)
+        row = next(iter(self._query("SELECT MAX(seq) AS seq FROM searcher_events")), None)
         return (row["seq"] or 0) if row else 0
+
+    def update_rows(self, table: str, key: str, items: Iterable[Tuple[Any, Dict[str, Any]]]) -> None:
+        """``_update`` for many rows: (key value, fields) pairs, one ``executemany`` per set of fields."""
+        groups: Dict[Tuple[str, ...], List[List[Any]]] = {}
+        for value, fields in items:
+            if fields:
+                groups.setdefault(tuple(fields), []).append([*fields.values(), value])
+        for names, params in groups.items():
+            assignments = ", ".join(f"[{name}] = ?" for name in names)
+            self.conn.executemany(f"UPDATE [{table}] SET {assignments} WHERE [{key}] = ?", params)
+
+    def _insert_all(self, table: str, rows: Iterable[Dict[str, Any]]) -> None:
+        """``db[table].insert_all(rows)``; rows that all have the same keys and only plain values go
+        through one ``executemany`` (sqlite-utils' per-row checks dominated the driver's tick)."""
+        rows = rows if isinstance(rows, list) else list(rows)
+        if not rows:
+            return
+        keys = rows[0].keys()
+        if all(row.keys() == keys for row in rows) and {type(v) for row in rows for v in row.values()} <= _PLAIN:
+            names = list(keys)
+            sql = (f"INSERT INTO [{table}] ({', '.join(f'[{name}]' for name in names)}) "
+                   f"VALUES ({', '.join('?' for _ in names)})")
+            self.conn.executemany(sql, [[row[name] for name in names] for row in rows])
+        else:
+            self.db[table].insert_all(rows)
 
     def _update(self, table: str, key: str, value: Any, fields: Dict[str, Any]) -> None:
         if not fields:

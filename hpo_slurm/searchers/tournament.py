@@ -6,6 +6,7 @@ As Determined's tournament.go. The methods share one Context, so trial ids stay 
 from __future__ import annotations
 
 import copy
+import pickle
 from typing import Any, Dict, List, Optional
 
 from ..types import Action, Create, ExitReason
@@ -42,7 +43,7 @@ class Tournament(SearchMethod):
 
     def snapshot(self) -> Dict[str, Any]:
         return {
-            "owner": copy.deepcopy(self.state["owner"]),
+            "owner": pickle.loads(pickle.dumps(self.state["owner"], pickle.HIGHEST_PROTOCOL)),  # deep copy, fast
             "methods": [method.snapshot() for method in self.methods],
         }
 

@@ -19,6 +19,7 @@ it is a failure when no trial completed (was closed by the searcher rather than 
 from __future__ import annotations
 
 import copy
+import pickle
 from typing import Any, Dict, List, Optional
 
 from ..types import Action, Close, Create, ExitReason, Shutdown, Train
@@ -119,7 +120,7 @@ class Searcher:
             "searcher": self.name,
             "context": self.ctx.snapshot(),
             "method": self.method.snapshot(),
-            "wrapper": copy.deepcopy(self.state),
+            "wrapper": pickle.loads(pickle.dumps(self.state, pickle.HIGHEST_PROTOCOL)),  # a deep copy, fast
         }
 
     def brackets(self) -> Optional[List[Dict[str, Any]]]:
