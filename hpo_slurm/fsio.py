@@ -8,14 +8,17 @@ from pathlib import Path
 from typing import Any
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write ``data`` as JSON to ``path`` so readers see the old file or the whole new one."""
+def write_json_atomic(path: Path, data: Any, durable: bool = True) -> None:
+    """Write ``data`` as JSON to ``path`` so readers see the old file or the whole new one. ``durable``
+    also syncs it to disk first (results, checkpoints); files that are rewritten if lost (a run's spec,
+    written again before any resubmission) skip that cost."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, sort_keys=True)
-        handle.flush()
-        os.fsync(handle.fileno())
+        handle.write(json.dumps(data, sort_keys=True))
+        if durable:
+            handle.flush()
+            os.fsync(handle.fileno())
     os.replace(tmp, path)
 
 

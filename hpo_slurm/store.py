@@ -70,22 +70,29 @@ MIGRATIONS: List[Callable[[sqlite_utils.Database], None]] = [_migration_1, _migr
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
-def is_network_filesystem(path: Path) -> bool:
-    """True when ``path`` lies on a filesystem type known to break SQLite's WAL mode."""
-    path = Path(path).resolve()
+def is_network_filesystem(path: Path, mounts: Optional[str] = None) -> bool:
+    """True when ``path`` lies on a filesystem type known to break SQLite's WAL mode. ``mounts`` is
+    the text of /proc/mounts (read when not given); when it cannot be read, the safe answer is True."""
+    if mounts is None:
+        try:
+            with open("/proc/mounts", encoding="utf-8") as handle:
+                mounts = handle.read()
+        except OSError:
+            return True
+    return filesystem_type(Path(path).resolve(), mounts) in NETWORK_FILESYSTEMS
+
+
+def filesystem_type(path: Path, mounts: str) -> str:
+    """The type of the filesystem whose mount point is the longest prefix of ``path``."""
     best, best_type = "", ""
-    try:
-        with open("/proc/mounts", encoding="utf-8") as mounts:
-            for line in mounts:
-                fields = line.split()
-                if len(fields) < 3:
-                    continue
-                mount_point = fields[1].replace("\\040", " ")
-                if (str(path) + "/").startswith(mount_point.rstrip("/") + "/") and len(mount_point) >= len(best):
-                    best, best_type = mount_point, fields[2]
-    except OSError:
-        return True  # unknown: take the safe journal
-    return best_type in NETWORK_FILESYSTEMS
+    for line in mounts.splitlines():
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        mount_point = fields[1].replace("\\040", " ")
+        if (str(path) + "/").startswith(mount_point.rstrip("/") + "/") and len(mount_point) >= len(best):
+            best, best_type = mount_point, fields[2]
+    return best_type
 
 
 class Store:

@@ -109,7 +109,7 @@ class FileWorkspace(Workspace):
     def prepare_run(self, run_id: str, trial_id: int, spec: Dict[str, Any]) -> None:
         self.layout.run_dir(run_id).mkdir(parents=True, exist_ok=True)
         self.layout.trial_dir(trial_id).mkdir(parents=True, exist_ok=True)
-        write_json_atomic(self.layout.spec_file(run_id), spec)
+        write_json_atomic(self.layout.spec_file(run_id), spec, durable=False)
 
     def request_stop(self, run_id: str) -> None:
         stop_file = self.layout.run_stop_file(run_id)
