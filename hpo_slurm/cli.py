@@ -273,6 +273,9 @@ from .cli_results import register as _register_results; _register_results(cli)  
 from .sweep import register as _register_sweep; _register_sweep(cli)  # noqa: E402,E702
 
 
+from .simulate import register as _register_simulate; _register_simulate(cli)  # noqa: E402,E702
+
+
 def main() -> None:
     cli(prog_name="hpo-slurm")
 

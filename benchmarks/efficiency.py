@@ -1,0 +1,241 @@
+"""Benchmark 2: search efficiency, compute to reach random search's result.
+
+Per objective and seed: random search with N trials trained to max_length sets the target (its final
+best) and the budget (its total compute). Then, for each method, the compute spent when its best metric
+AT max_length first reaches the target, as a fraction of that budget (inf when it never does):
+
+* adaptive_asha in standard mode (Determined's default: brackets of 5, 4 and 3 rungs on 256 units) and
+  async_halving (one bracket with as many rungs as adaptive_asha's biggest: the same search as
+  adaptive_asha in aggressive mode), divisor 4, max_concurrent_trials = workers, on the simulated
+  cluster, with ``MANY`` x N trials, about enough to spend random search's budget;
+* random-2x: random search with 2N trials (another seed);
+* Optuna's SuccessiveHalvingPruner and HyperbandPruner (min_resource 1, reduction factor 4, as many
+  trials), RandomSampler so that only the early stopping differs, ask/tell on the same number of
+  simulated workers: a trial trains from one report length to the next (powers of 4 and max_length,
+  every length where a pruner can decide), reports, asks ``should_prune()``; a pruned or finished trial
+  frees its worker. Compute is the sum of busy worker-seconds, the running trials' included.
+
+Objectives: multi-fidelity Hartmann-6 (mfpbench presets good, moderate, bad, terrible) and the
+learning-curve benchmark with early/final rank correlation 0.9, 0.5 and 0.1. The table also shows the
+measured Spearman correlation between the bottom rung (length 1) and max_length, and between a
+middle rung and max_length, over 2,000 random configurations.
+
+    python benchmarks/efficiency.py                  # 10 seeds, N = 32, 16 workers
+    python benchmarks/efficiency.py --seeds 3 --objectives curves-0.9
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import random
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from common import median, save, table, write_config  # noqa: E402
+
+OBJECTIVES = {
+    "hartmann-good": ("hartmann6.yaml", "hpo_slurm.benchmarks.hartmann:good"),
+    "hartmann-moderate": ("hartmann6.yaml", "hpo_slurm.benchmarks.hartmann:moderate"),
+    "hartmann-bad": ("hartmann6.yaml", "hpo_slurm.benchmarks.hartmann:bad"),
+    "hartmann-terrible": ("hartmann6.yaml", "hpo_slurm.benchmarks.hartmann:terrible"),
+    "curves-0.9": ("curves.yaml", "hpo_slurm.benchmarks.curves:high"),
+    "curves-0.5": ("curves.yaml", "hpo_slurm.benchmarks.curves:medium"),
+    "curves-0.1": ("curves.yaml", "hpo_slurm.benchmarks.curves:low"),
+}
+# Trials of the early-stopping methods, in multiples of N: "enough to spend about that budget".
+# 8N does that on Hartmann (100 units, adaptive_asha's trials cost ~1/8 of a full one on average) but
+# spends only ~0.3 of it on the curves (256 units, ~1/30), so those get 32N.
+MANY = {"hartmann6.yaml": 8, "curves.yaml": 32}
+METHODS = ("adaptive_asha", "async_halving", "random-2x", "optuna-sha", "optuna-hyperband")
+
+
+def compute_to_target(trace: List[List[float]], target: float) -> float:
+    for compute, best in trace:
+        if best <= target:
+            return compute
+    return math.inf
+
+
+def spearman(xs: List[float], ys: List[float]) -> float:
+    def ranks(values):
+        order = sorted(range(len(values)), key=values.__getitem__)
+        result = [0.0] * len(values)
+        for rank, index in enumerate(order):
+            result[index] = float(rank)
+        return result
+
+    rx, ry = ranks(xs), ranks(ys)
+    mean = (len(xs) - 1) / 2.0
+    return sum((a - mean) * (b - mean) for a, b in zip(rx, ry)) / sum((a - mean) ** 2 for a in rx)
+
+
+def measured_correlations(objective: Callable, names: List[str], max_length: int) -> Dict[str, float]:
+    rng = random.Random(0)
+    configs = [{name: rng.random() for name in names} for _ in range(2000)]
+    final = [objective(c, max_length)["loss"] for c in configs]
+    middle = max(int(max_length / 16), 1)
+    return {f"rho_{length}": spearman([objective(c, length)["loss"] for c in configs], final)
+            for length in (1, middle)}
+
+
+def run_optuna(objective: Callable, names: List[str], max_length: int, trials: int, seed: int, pruner: str,
+               target: float, workers: int) -> Dict[str, Any]:
+    """Optuna ask/tell on ``workers`` simulated workers: a trial trains from one report length to the
+    next (``seconds(b) - seconds(a)``), reports, and asks ``should_prune()``; a pruned or finished trial
+    frees its worker for the next ``ask``. Ends when the target is reached or ``trials`` have ended."""
+    import heapq
+
+    import optuna
+    from optuna.distributions import FloatDistribution
+    from optuna.trial import TrialState
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if pruner == "optuna-sha":
+        chosen = optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=4)
+    else:
+        chosen = optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max_length, reduction_factor=4)
+    study = optuna.create_study(direction="minimize", sampler=optuna.samplers.RandomSampler(seed=seed), pruner=chosen)
+    space = {name: FloatDistribution(0.0, 1.0) for name in names}
+    steps = sorted({4 ** k for k in range(20) if 4 ** k < max_length} | {max_length})
+    events: List[Any] = []  # (end time, sequence, trial, hparams, step index, result, segment start)
+    running: Dict[int, float] = {}  # trial number -> start of its current segment
+    done_seconds, best, trace, asked, sequence = 0.0, math.inf, [], 0, 0
+
+    def schedule(now: float, trial, hparams, index: int, seconds_before: float) -> None:
+        nonlocal sequence
+        result = objective(hparams, steps[index])
+        sequence += 1
+        running[trial.number] = now
+        heapq.heappush(events, (now + result["seconds"] - seconds_before, sequence, trial, hparams, index, result, now))
+
+    def start(now: float) -> None:
+        nonlocal asked
+        if asked < trials:
+            asked += 1
+            trial = study.ask(space)
+            schedule(now, trial, dict(trial.params), 0, 0.0)
+
+    for _ in range(workers):
+        start(0.0)
+    while events:
+        now, _, trial, hparams, index, result, began = heapq.heappop(events)
+        done_seconds += now - began
+        del running[trial.number]
+        value = result["loss"]
+        trial.report(value, steps[index])
+        if steps[index] == max_length:
+            study.tell(trial, value)
+            if value < best:
+                best = value
+                trace.append([done_seconds + sum(now - t for t in running.values()), value])
+                if best <= target:
+                    break  # only the compute to reach the target is measured
+            start(now)
+        elif trial.should_prune():
+            study.tell(trial, state=TrialState.PRUNED)
+            start(now)
+        else:
+            schedule(now, trial, hparams, index + 1, result["seconds"])
+    return {"compute_seconds": done_seconds, "incumbent_trace": trace, "best": best}
+
+
+def one_seed(name: str, seed: int, n: int, workers: int, root: Path, many: Optional[int] = None) -> Dict[str, Any]:
+    from hpo_slurm.config import load_config
+    from hpo_slurm.searchers.adaptive_asha import bracket_rungs
+    from hpo_slurm.simulate import load_objective, simulate
+
+    base, spec = OBJECTIVES[name]
+    objective = load_objective(spec)
+    many = many or MANY[base]
+    folder = root / f"{name}-{seed}"
+    adaptive = write_config(base, folder / "adaptive.yaml", seed=seed, max_trials=many * n,
+                            max_concurrent_trials=workers)
+    config = load_config(str(adaptive))
+    names = [path[0] for path, _ in config.hyperparameters.leaves()]
+    max_length = config.searcher.max_length
+    rungs = max(bracket_rungs(config.searcher))
+    configs = {
+        "random": write_config(base, folder / "random.yaml", seed=seed, name="random", max_trials=n,
+                               max_concurrent_trials=n),
+        "random-2x": write_config(base, folder / "random2.yaml", seed=seed + 1000, name="random",
+                                  max_trials=2 * n, max_concurrent_trials=2 * n),
+        "adaptive_asha": adaptive,
+        "async_halving": write_config(base, folder / "async.yaml", seed=seed, name="async_halving",
+                                      max_trials=many * n, num_rungs=rungs, divisor=4,
+                                      max_concurrent_trials=workers),
+    }
+    results: Dict[str, Any] = {}
+    for method, path in configs.items():
+        results[method] = simulate(path, objective, folder / "runs", name=method, workers=workers, seed=seed)
+    random_run = results["random"]
+    target, budget = random_run["best"]["metric"], random_run["compute_seconds"]
+    row: Dict[str, Any] = {"objective": name, "seed": seed, "target": target, "budget_seconds": budget}
+    for method in ("adaptive_asha", "async_halving", "random-2x"):
+        spent = compute_to_target(results[method]["incumbent_trace"], target)
+        row[method] = spent / budget
+        row[f"{method}_total"] = results[method]["compute_seconds"] / budget
+        row[f"{method}_best"] = (results[method]["best"] or {}).get("metric")
+    for method in ("optuna-sha", "optuna-hyperband"):
+        run = run_optuna(objective, names, max_length, many * n, seed, method, target, workers)
+        row[method] = compute_to_target(run["incumbent_trace"], target) / budget
+        row[f"{method}_best"] = run["best"]
+    shutil.rmtree(folder, ignore_errors=True)
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--n", type=int, default=32, help="random search's trials (the others get 2N or 8N)")
+    parser.add_argument("--workers", type=int, default=16)
+    parser.add_argument("--objectives", nargs="+", default=list(OBJECTIVES), choices=list(OBJECTIVES))
+    parser.add_argument("--many", type=int, default=None,
+                        help="trials of the early-stopping methods in multiples of N (default: MANY by config)")
+    parser.add_argument("--tag", default="efficiency", help="name of the JSON file under benchmarks/results")
+    args = parser.parse_args()
+
+    from hpo_slurm.config import load_config
+    from hpo_slurm.simulate import load_objective
+
+    root = Path(tempfile.mkdtemp(prefix="hpo-efficiency-"))
+    rows, summary = [], []
+    started = time.perf_counter()
+    for name in args.objectives:
+        base, spec = OBJECTIVES[name]
+        config = load_config(str(Path(__file__).resolve().parent / "configs" / base))
+        names = [path[0] for path, _ in config.hyperparameters.leaves()]
+        correlations = measured_correlations(load_objective(spec), names, config.searcher.max_length)
+        per_seed = []
+        for seed in range(1, args.seeds + 1):
+            per_seed.append(one_seed(name, seed, args.n, args.workers, root, args.many))
+            print(f"{name} seed {seed}: " + ", ".join(f"{m} {per_seed[-1][m]:.2f}" for m in METHODS), flush=True)
+        entry = {"objective": name, **correlations, "seeds": per_seed,
+                 **{m: median(r[m] for r in per_seed) for m in METHODS},
+                 **{f"{m}_reached": sum(math.isfinite(r[m]) for r in per_seed) for m in METHODS},
+                 "adaptive_asha_total": median(r["adaptive_asha_total"] for r in per_seed)}
+        summary.append(entry)
+        rows.append([name, correlations["rho_1"], list(correlations.values())[1],
+                     *[f"{entry[m]:.2f} ({entry[m + '_reached']}/{args.seeds})" for m in METHODS],
+                     entry["adaptive_asha_total"]])
+    shutil.rmtree(root, ignore_errors=True)
+    print()
+    print(f"compute to reach random search's best (N={args.n}, {args.workers} workers, early stopping with "
+          f"{args.many or MANY} x N trials), as a fraction of its compute; median over {args.seeds} seeds "
+          f"(seeds that reached it; inf: the method ended before reaching it)")
+    print(table(["objective", "rho(1)", "rho(mid)", *METHODS, "asha total"], rows))
+    path = save(args.tag, {"n": args.n, "many": args.many or MANY, "workers": args.workers, "seeds": args.seeds,
+                           "summary": summary,
+                               "seconds": time.perf_counter() - started})
+    print(f"\nwrote {path}")
+
+
+if __name__ == "__main__":
+    main()

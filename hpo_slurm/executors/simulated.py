@@ -1,0 +1,355 @@
+"""A simulated cluster on a virtual clock: N workers, a FIFO queue, a priority queue of events.
+
+The very same driver loop and store as ``launch`` run against it: the driver submits runs, polls them,
+reads what they "wrote" and records everything in experiment.db. Nothing here touches the filesystem:
+
+* ``VirtualClock``: the time the driver sees (``Driver(clock=...)``); only the simulation moves it.
+* ``SimulatedWorkspace``: the in-memory ``Workspace``: metric lines, results, attempts, checkpoints and
+  run specs are plain dicts.
+* ``SimulatedExecutor``: runs wait FIFO for one of ``workers`` workers. A run that starts evaluates the
+  objective ``f(hparams, length) -> {metric..., "seconds": cumulative training seconds}`` at its target
+  length; it lasts ``seconds(to) - seconds(from)`` (times a straggler factor), where ``from`` is the
+  trial's latest checkpoint, and at its end "writes" its validation line and result.
+
+Faults are drawn per run from ``hash(seed, run id)``, so they do not depend on the order in which things
+happen: a straggler runs ``straggler_factor`` times slower; a failure ends the attempt at a uniformly
+drawn point, losing its work; a preemption ends it there too, but the trial checkpoints what it reached
+(as a real trial does on the preemption signal) and the next run continues from it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import struct
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Set, Tuple
+
+from ..ingest import MetricLine
+from ..rng import Rng
+from ..workspace import Workspace
+from .base import Executor, JobRequest, JobState, JobStatus, Submitted
+
+Objective = Callable[[Dict[str, Any], int], Dict[str, Any]]
+SIM_ROOT = Path("/simulated")  # run folders and spec paths the driver names; never created
+
+
+class VirtualClock:
+    """``clock()`` is ``origin + t``: the driver sees epoch-like times, while the simulation keeps
+    ``t`` (seconds since it began, moved only by the simulation loop) so that its own arithmetic does
+    not depend on the origin."""
+
+    def __init__(self, origin: float = 0.0):
+        self.origin = float(origin)
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.origin + self.t
+
+
+@dataclass(frozen=True)
+class Faults:
+    """Probabilities, per run attempt, of a straggler, a failure and a preemption."""
+
+    stragglers: float = 0.0
+    straggler_factor: float = 4.0
+    failures: float = 0.0
+    preemptions: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("stragglers", "failures", "preemptions"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be a probability in [0, 1], got {value}")
+        if self.failures + self.preemptions > 1.0:
+            raise ValueError("failures + preemptions must not exceed 1")
+        if self.straggler_factor < 1.0:
+            raise ValueError(f"straggler_factor must be at least 1, got {self.straggler_factor}")
+
+
+class SimulatedWorkspace(Workspace):
+    """What jobs leave behind, in memory. Metric offsets are indexes into a trial's list of lines."""
+
+    def __init__(self) -> None:
+        self.lines: Dict[int, List[MetricLine]] = {}
+        self.results: Dict[str, Dict[str, Any]] = {}
+        self.starts: Dict[str, int] = {}
+        self.times: Dict[str, Tuple[Optional[float], Optional[float]]] = {}  # run -> (started, ended)
+        self.checkpoints: Dict[int, int] = {}  # trial -> length of its latest checkpoint
+        self.specs: Dict[str, Dict[str, Any]] = {}  # run -> what its job reads (dropped when it starts)
+        self.stop_requests: Set[str] = set()
+        self.stop_search = False
+
+    # the driver's side
+    def stop_requested(self) -> bool:
+        return self.stop_search
+
+    def read_metrics(self, trial_id: int, offset: int) -> Tuple[List[MetricLine], int, List[str]]:
+        lines = self.lines.get(trial_id)
+        if not lines or offset >= len(lines):
+            return [], offset, []
+        return lines[offset:], len(lines), []
+
+    def read_result(self, run_id: str) -> Optional[Dict[str, Any]]:
+        return self.results.get(run_id)
+
+    def attempts(self, run_id: str) -> int:
+        return self.starts.get(run_id, 0)
+
+    def run_times(self, run_id: str) -> Tuple[Optional[float], Optional[float]]:
+        return self.times.get(run_id, (None, None))
+
+    def latest_checkpoint(self, trial_id: int) -> Optional[str]:
+        length = self.checkpoints.get(trial_id)
+        return None if length is None else checkpoint_path(trial_id, length)
+
+    def prepare_run(self, run_id: str, trial_id: int, spec: Dict[str, Any]) -> None:
+        self.specs[run_id] = {key: spec[key] for key in ("trial_id", "hparams", "target_length", "parent_checkpoint")}
+
+    def request_stop(self, run_id: str) -> None:
+        self.stop_requests.add(run_id)
+
+    def collect_garbage(self, config, trials, trial_id, validations, referenced) -> int:
+        return 0
+
+    def run_dir(self, run_id: str) -> Path:
+        return SIM_ROOT  # nothing is written there; one constant saves building two paths per run
+
+    def spec_path(self, run_id: str) -> Path:
+        return SIM_ROOT
+
+    # the jobs' side
+    def start_length(self, trial_id: int, parent_checkpoint: Optional[str]) -> int:
+        """Where a run of the trial starts: its latest checkpoint, else its parent's, else 0."""
+        if trial_id in self.checkpoints:
+            return self.checkpoints[trial_id]
+        if parent_checkpoint:
+            return checkpoint_length(parent_checkpoint)
+        return 0
+
+
+def checkpoint_path(trial_id: int, length: int) -> str:
+    return f"sim://trials/{trial_id}/length-{length}"
+
+
+def checkpoint_length(path: str) -> int:
+    return int(path.rsplit("length-", 1)[1])
+
+
+def run_seed(seed: int, run_id: str) -> int:
+    """A stable 64-bit seed for one run's random draws (independent of Python's hash seed)."""
+    digest = hashlib.blake2b(f"{seed}:{run_id}".encode(), digest_size=8).digest()
+    return struct.unpack("<Q", digest)[0]
+
+
+class _Job:
+    __slots__ = ("job_id", "run_id", "name", "state", "exit_code", "start", "end", "outcome", "version",
+                 "trial_id", "to_length", "metrics", "reached")
+
+    def __init__(self, job_id: str, run_id: str, name: str):
+        self.job_id = job_id
+        self.run_id = run_id
+        self.name = name
+        self.state = JobState.PENDING
+        self.exit_code: Optional[int] = None
+        self.start = 0.0
+        self.end = 0.0
+        self.outcome = ""  # what happens at ``end``: completed, failed, preempted
+        self.version = 0  # bumped when the planned end is cancelled
+        self.trial_id = 0
+        self.to_length = 0
+        self.metrics: Dict[str, Any] = {}
+        self.reached = 0  # the length checkpointed at a preemption
+
+
+class SimulatedExecutor(Executor):
+    """``workers`` identical workers behind a FIFO queue, on ``clock``. The simulation loop calls
+    ``next_event_time()`` and ``advance(now)``; the driver calls submit, poll, find, cancel."""
+
+    name = "simulated"
+
+    def __init__(
+        self,
+        workspace: SimulatedWorkspace,
+        objective: Objective,
+        clock: VirtualClock,
+        workers: int,
+        seed: int = 0,
+        faults: Faults = Faults(),
+        max_length: Optional[int] = None,
+        on_validation: Optional[Callable[[int, int, Dict[str, Any], float], None]] = None,
+    ):
+        if workers < 1:
+            raise ValueError(f"workers must be at least 1, got {workers}")
+        self.workspace = workspace
+        self.objective = objective
+        self.clock = clock
+        self.workers = workers
+        self.seed = seed
+        self.faults = faults
+        self.max_length = max_length
+        self.on_validation = on_validation  # (trial, length, metrics, compute so far) when a run validates
+        self.jobs: Dict[str, _Job] = {}
+        self._by_name: Dict[str, str] = {}
+        self._queue: Deque[_Job] = deque()
+        self._running: Dict[str, _Job] = {}
+        self._events: List[Tuple[float, int, int, str]] = []  # (time, seq, version, job id)
+        self._seq = 0
+        self.busy_seconds = 0.0  # worker-seconds of ended attempts
+        self.last_end = 0.0
+        self.timeline: Optional[List[Tuple[float, int, int]]] = None  # if a list: (t, running, queued) on changes
+        self.counts = {"submitted": 0, "completed": 0, "failed": 0, "preempted": 0, "cancelled": 0,
+                       "stragglers": 0}
+
+    # ---- the driver's side ------------------------------------------------------------------------
+    def submit(self, requests: Sequence[JobRequest]) -> List[Submitted]:
+        submitted = []
+        for request in requests:
+            job_id = str(len(self.jobs) + 1)
+            job = _Job(job_id, request.run_id, request.job_name)
+            self.jobs[job_id] = job
+            self._by_name[request.job_name] = job_id
+            self._queue.append(job)
+            submitted.append(Submitted(job_id))
+        self.counts["submitted"] += len(requests)
+        self._dispatch()
+        return submitted
+
+    def poll(self, job_ids: Sequence[str]) -> Dict[str, JobStatus]:
+        statuses = {}
+        for job_id in job_ids:
+            job = self.jobs.get(job_id)
+            statuses[job_id] = JobStatus(JobState.UNKNOWN) if job is None else JobStatus(job.state, job.exit_code)
+        return statuses
+
+    def find(self, requests: Sequence[JobRequest]) -> Dict[str, str]:
+        return {r.run_id: self._by_name[r.job_name] for r in requests if r.job_name in self._by_name}
+
+    def cancel(self, job_ids: Sequence[str]) -> None:
+        now = self.clock.t
+        for job_id in job_ids:
+            job = self.jobs.get(job_id)
+            if job is None or not job.state.live:
+                continue
+            if job.state == JobState.RUNNING:
+                self._stop_running(job, now)
+            else:
+                self._queue.remove(job)
+            job.state = JobState.CANCELLED
+            self.workspace.results[job.run_id] = {"status": "stopped", "exit_code": 0, "stop_reason": "search_stopped"}
+            self.counts["cancelled"] += 1
+        self._dispatch()
+
+    # ---- the simulation loop's side ----------------------------------------------------------------
+    def next_event_time(self) -> Optional[float]:
+        events = self._events
+        while events and self.jobs[events[0][3]].version != events[0][2]:
+            heapq.heappop(events)
+        return events[0][0] if events else None
+
+    def advance(self, now: float) -> None:
+        """Everything that happens up to ``now`` (``clock.t``): runs end, queued runs take the freed workers."""
+        events = self._events
+        while events and events[0][0] <= now:
+            _, _, version, job_id = heapq.heappop(events)
+            job = self.jobs[job_id]
+            if job.version == version and job.state == JobState.RUNNING:
+                self._end(job)
+        self._dispatch()
+
+    def compute_seconds(self, now: Optional[float] = None) -> float:
+        """Worker-seconds spent so far, the running attempts' included."""
+        now = self.clock.t if now is None else now
+        return self.busy_seconds + sum(now - job.start for job in self._running.values())
+
+    @property
+    def idle(self) -> bool:
+        return not self._running and not self._queue
+
+    # ---- internals ---------------------------------------------------------------------------------
+    def _dispatch(self) -> None:
+        while self._queue and len(self._running) < self.workers:
+            self._start(self._queue.popleft())
+        if self.timeline is not None:
+            self.timeline.append((self.clock.t, len(self._running), len(self._queue)))
+
+    def _start(self, job: _Job) -> None:
+        now = self.clock.t
+        spec = self.workspace.specs.pop(job.run_id)
+        trial_id, to_length, hparams = spec["trial_id"], spec["target_length"], spec["hparams"]
+        start_length = self.workspace.start_length(trial_id, spec["parent_checkpoint"])
+        result = self.objective(hparams, to_length)
+        seconds_to = float(result["seconds"])
+        seconds_from = float(self.objective(hparams, start_length)["seconds"]) if start_length > 0 else 0.0
+        work = max(seconds_to - seconds_from, 0.0)
+        faults = self.faults
+        duration = work
+        end_kind = "completed"
+        if faults.stragglers or faults.failures or faults.preemptions:
+            rng = Rng(run_seed(self.seed, job.run_id))
+            if rng.random() < faults.stragglers:
+                duration *= faults.straggler_factor
+                self.counts["stragglers"] += 1
+            draw, at = rng.random(), rng.random()
+            if draw < faults.failures:
+                end_kind, duration = "failed", duration * at
+            elif draw < faults.failures + faults.preemptions:
+                end_kind, duration = "preempted", duration * at
+                job.reached = self._reached(hparams, start_length, to_length, seconds_from, seconds_from + work * at)
+        job.state = JobState.RUNNING
+        job.start = now
+        job.end = now + duration
+        job.outcome = end_kind
+        job.trial_id = trial_id
+        job.to_length = to_length
+        job.metrics = {key: value for key, value in result.items() if key != "seconds"}
+        self.workspace.starts[job.run_id] = self.workspace.starts.get(job.run_id, 0) + 1
+        self.workspace.times[job.run_id] = (self.clock.origin + now, None)
+        self._running[job.job_id] = job
+        self._seq += 1
+        heapq.heappush(self._events, (job.end, self._seq, job.version, job.job_id))
+
+    def _reached(self, hparams: Dict[str, Any], low: int, high: int, seconds_low: float, budget: float) -> int:
+        """The longest length in [low, high) whose cumulative seconds fit in ``budget``."""
+        lo, hi = low, high - 1
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if float(self.objective(hparams, mid)["seconds"]) <= budget:
+                lo = mid
+            else:
+                hi = mid - 1
+        return lo
+
+    def _stop_running(self, job: _Job, now: float) -> None:
+        del self._running[job.job_id]
+        self.workspace.times[job.run_id] = (self.clock.origin + job.start, self.clock.origin + now)
+        job.version += 1
+        self.busy_seconds += now - job.start
+        self.last_end = max(self.last_end, now)
+
+    def _end(self, job: _Job) -> None:
+        now = job.end
+        self._stop_running(job, now)
+        workspace = self.workspace
+        if job.outcome == "completed":
+            workspace.lines.setdefault(job.trial_id, []).append(
+                MetricLine("validation", job.to_length, job.metrics, job.run_id, self.clock.origin + now))
+            workspace.checkpoints[job.trial_id] = job.to_length
+            workspace.results[job.run_id] = {"status": "exited", "exit_code": 0, "stop_reason": None}
+            job.state, job.exit_code = JobState.COMPLETED, 0
+            self.counts["completed"] += 1
+            if self.on_validation is not None:
+                self.on_validation(job.trial_id, job.to_length, job.metrics, self.compute_seconds(now))
+        elif job.outcome == "preempted":
+            if job.reached > workspace.checkpoints.get(job.trial_id, 0):
+                workspace.checkpoints[job.trial_id] = job.reached
+            workspace.results[job.run_id] = {"status": "stopped", "exit_code": 0, "stop_reason": "preempted"}
+            job.state, job.exit_code = JobState.PREEMPTED, 0
+            self.counts["preempted"] += 1
+        else:
+            workspace.results[job.run_id] = {"status": "failed", "exit_code": 1, "stop_reason": None,
+                                             "message": "injected failure (simulated)"}
+            job.state, job.exit_code = JobState.FAILED, 1
+            self.counts["failed"] += 1

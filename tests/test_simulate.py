@@ -1,0 +1,218 @@
+"""The simulated cluster and `hpo-slurm simulate`: the real driver and store on a virtual clock."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from hpo_slurm.cli import cli
+from hpo_slurm.executors.simulated import Faults
+from hpo_slurm.simulate import Simulation, create_experiment, simulate
+from hpo_slurm.status import summarize
+
+REPO = Path(__file__).resolve().parent.parent
+CONFIGS = REPO / "benchmarks" / "configs"
+HARTMANN = "hpo_slurm.benchmarks.hartmann:good"
+CURVES = "hpo_slurm.benchmarks.curves:high"
+
+
+def config(tmp_path: Path, base: str = "hartmann6.yaml", **searcher) -> Path:
+    data = yaml.safe_load((CONFIGS / base).read_text())
+    data["searcher"].update(searcher)
+    if data["searcher"]["name"] != "adaptive_asha":
+        for key in ("mode", "divisor", "max_rungs"):
+            data["searcher"].pop(key)
+    path = tmp_path / f"{base.split('.')[0]}-{len(list(tmp_path.glob('*.yaml')))}.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def comparable(result):
+    """What must not change between equivalent runs (names, folders and wall time may)."""
+    return {k: v for k, v in result.items() if k not in ("experiment", "dir", "wall_seconds", "driver_restarts")}
+
+
+def rows(result, sql):
+    conn = sqlite3.connect(f"file:{Path(result['dir']) / 'experiment.db'}?mode=ro", uri=True)
+    try:
+        return conn.execute(sql).fetchall()
+    finally:
+        conn.close()
+
+
+def test_same_seed_same_result_other_seed_other_result(tmp_path):
+    path = config(tmp_path, max_trials=64)
+    faults = Faults(stragglers=0.2, failures=0.1, preemptions=0.1)
+    first = simulate(path, HARTMANN, tmp_path / "runs", name="a", workers=8, seed=3, faults=faults)
+    second = simulate(path, HARTMANN, tmp_path / "runs", name="b", workers=8, seed=3, faults=faults)
+    other = simulate(path, HARTMANN, tmp_path / "runs", name="c", workers=8, seed=4, faults=faults)
+    assert comparable(first) == comparable(second)
+    assert first["best"] != other["best"]
+    assert rows(first, "SELECT id, hparams, state, best_metric FROM trials") == \
+        rows(second, "SELECT id, hparams, state, best_metric FROM trials")
+
+
+def test_records_the_search_in_sqlite_like_launch(tmp_path):
+    result = simulate(config(tmp_path, max_trials=48), CURVES, tmp_path / "runs", name="rec", workers=6)
+    assert result["state"] == "COMPLETED"
+    assert result["trials"] == 48
+    assert rows(result, "SELECT executor, state FROM experiment") == [("simulated", "COMPLETED")]
+    assert rows(result, "SELECT DISTINCT state FROM runs") == [("SUCCEEDED",)]
+    assert rows(result, "SELECT COUNT(*) FROM runs")[0][0] == result["runs"]
+    # one validation line per run, ingested once, at the run's target length
+    assert rows(result, "SELECT COUNT(*) FROM metrics WHERE kind = 'validation'")[0][0] == result["runs"]
+    assert rows(result, "SELECT COUNT(*) FROM runs r JOIN metrics m ON m.run_id = r.id AND m.length = r.to_length")[0][0] \
+        == result["runs"]
+    kinds = {k for (k,) in rows(result, "SELECT DISTINCT kind FROM events")}
+    assert {"experiment_started", "created", "validation", "run_ended", "closed", "shutdown"} <= kinds
+    summary = summarize(Path(result["dir"]) and __import__("hpo_slurm.layout", fromlist=["x"]).ExperimentLayout(
+        Path(result["dir"])))
+    assert summary["state"] == "COMPLETED" and summary["progress"] == pytest.approx(1.0)
+    assert summary["best"]["metric"] <= result["best"]["metric"]
+    # busy time, makespan and utilization agree with each other
+    assert 0 < result["utilization"] <= 1
+    assert result["compute_seconds"] == pytest.approx(result["utilization"] * 6 * result["makespan_seconds"])
+
+
+def test_incumbent_trace_improves_at_full_length(tmp_path):
+    result = simulate(config(tmp_path, max_trials=64), HARTMANN, tmp_path / "runs", workers=4, seed=1)
+    trace = result["incumbent_trace"]
+    assert trace, "some trial reached max_length"
+    computes = [c for c, _ in trace]
+    metrics = [m for _, m in trace]
+    assert computes == sorted(computes) and computes[-1] <= result["compute_seconds"]
+    assert all(b < a for a, b in zip(metrics, metrics[1:]))
+    assert metrics[-1] == result["best"]["metric"]
+    best = rows(result, "SELECT MIN(json_extract(metrics, '$.loss')) FROM metrics WHERE length = 100")[0][0]
+    assert best == pytest.approx(result["best"]["metric"])
+
+
+@pytest.mark.parametrize("crash_at", [1, 7, 40])
+def test_kill_and_resume_gives_the_same_result(tmp_path, crash_at):
+    path = config(tmp_path, max_trials=64)
+    faults = Faults(stragglers=0.1, failures=0.1, preemptions=0.1)
+    whole = simulate(path, HARTMANN, tmp_path / "runs", name="whole", workers=8, seed=5, faults=faults)
+
+    layout, cfg = create_experiment(path, tmp_path / "runs", name="killed", seed=5)
+    sim = Simulation(layout, HARTMANN, workers=8, seed=5, faults=faults)
+    sim.run(max_ticks=crash_at)
+    sim.crash()  # no searcher checkpoint, the store just closes: as SIGKILL between two ticks
+    resumed = sim.run()
+    assert resumed["driver_restarts"] == 1
+    assert comparable(resumed) == {**comparable(whole), "events": resumed["events"]}
+    assert resumed["events"] == whole["events"] + 1  # the "resumed" event
+
+
+def test_crash_between_submit_and_recording_the_job_ids(tmp_path):
+    """The driver dies right after the cluster accepted a batch: the resumed driver finds the jobs
+    by name instead of submitting them twice."""
+    path = config(tmp_path, max_trials=32)
+    whole = simulate(path, CURVES, tmp_path / "runs", name="whole", workers=4, seed=2)
+    layout, _ = create_experiment(path, tmp_path / "runs", name="killed", seed=2)
+    sim = Simulation(layout, CURVES, workers=4, seed=2)
+    submit = sim.executor.submit
+    calls = {"n": 0}
+
+    class Killed(Exception):
+        pass
+
+    def submit_then_die(requests):
+        jobs = submit(requests)
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise Killed()
+        return jobs
+
+    sim.executor.submit = submit_then_die
+    with pytest.raises(Killed):
+        sim.run()
+    sim.crash()
+    sim.executor.submit = submit
+    resumed = sim.run()
+    assert resumed["runs"] == whole["runs"]  # nothing submitted twice
+    assert resumed["best"] == whole["best"]
+    assert resumed["compute_seconds"] == whole["compute_seconds"]
+
+
+def test_failures_and_preemptions_are_handled(tmp_path):
+    path = config(tmp_path, max_trials=64)
+    result = simulate(path, HARTMANN, tmp_path / "runs", workers=8, seed=7,
+                      faults=Faults(failures=0.15, preemptions=0.15))
+    injected = result["injected"]
+    assert injected["failed"] > 0 and injected["preempted"] > 0
+    assert result["state"] == "COMPLETED"
+    assert result["restarts"] == injected["failed"]  # every failure counted against max_restarts
+    assert result["preemptions"] == injected["preempted"]  # preemptions counted, not as failures
+    states = dict(rows(result, "SELECT state, COUNT(*) FROM runs GROUP BY state"))
+    assert states.get("FAILED") == injected["failed"] and states.get("PREEMPTED") == injected["preempted"]
+    # a preempted run keeps its work: the next run of the trial starts from the preemption point
+    clean = simulate(path, HARTMANN, tmp_path / "runs", name="clean", workers=8, seed=7)
+    assert result["compute_seconds"] > clean["compute_seconds"]
+    assert result["trials"] == clean["trials"] == 64
+
+
+def test_a_trial_failing_beyond_max_restarts_errors(tmp_path):
+    result = simulate(config(tmp_path, max_trials=8), HARTMANN, tmp_path / "runs", workers=4,
+                      faults=Faults(failures=1.0))
+    assert result["state"] == "ERRORED"  # no trial completed
+    assert rows(result, "SELECT DISTINCT state FROM trials") == [("ERRORED",)]
+    assert result["restarts"] == 8 * 4  # max_restarts 3: four attempts each
+    assert result["best"] is None
+
+
+def test_stragglers_slow_runs_down(tmp_path):
+    path = config(tmp_path, max_trials=32)
+    slow = simulate(path, HARTMANN, tmp_path / "runs", name="slow", workers=4, faults=Faults(stragglers=0.5))
+    fast = simulate(path, HARTMANN, tmp_path / "runs", name="fast", workers=4)
+    assert slow["injected"]["stragglers"] > 0
+    assert slow["compute_seconds"] > fast["compute_seconds"]
+    assert slow["best"] == fast["best"]  # same decisions when ranks do not depend on timing... of this seed
+
+
+def test_runs_queue_fifo_when_workers_are_busy(tmp_path):
+    result = simulate(config(tmp_path, name="random", max_trials=6, max_concurrent_trials=6), HARTMANN,
+                      tmp_path / "runs", workers=2)
+    # six equal full-length runs on two workers: three rounds of one hour each
+    assert result["makespan_seconds"] == pytest.approx(3 * 3600)
+    assert result["utilization"] == pytest.approx(1.0)
+    started = [r[0] for r in rows(result, "SELECT submitted_at FROM runs ORDER BY id")]
+    assert len(set(started)) == 1  # all submitted at once, the cluster queued them
+
+
+def test_cli_json(tmp_path):
+    path = config(tmp_path, max_trials=16)
+    done = CliRunner().invoke(cli, ["simulate", str(path), "--objective", HARTMANN, "--workers", "4", "--seed", "9",
+                                    "--root", str(tmp_path / "runs"), "--json", "--preemptions", "0.1"])
+    assert done.exit_code == 0, done.output
+    result = json.loads(done.stdout)
+    for key in ("best", "trials", "events", "compute_seconds", "makespan_seconds", "utilization", "wall_seconds",
+                "incumbent_trace"):
+        assert key in result
+    assert set(result["best"]) >= {"trial_id", "metric", "hparams"}
+    assert result["trials"] == 16 and result["seed"] == 9
+    stored = yaml.safe_load((Path(result["dir"]) / "config.yaml").read_text())
+    assert stored["reproducibility"]["experiment_seed"] == 9  # what ran is what is on disk
+    status = CliRunner().invoke(cli, ["status", result["experiment"], "--root", str(tmp_path / "runs"), "--json"])
+    assert status.exit_code == 0 and json.loads(status.stdout)["state"] == "COMPLETED"
+
+
+def test_cli_errors_are_one_line(tmp_path):
+    path = config(tmp_path, max_trials=4)
+    for objective, message in [("nomodule", "MODULE:FUNCTION"), ("hpo_slurm.benchmarks.hartmann:nope", "no function"),
+                               ("no_such_module_xyz:f", "cannot import"),
+                               ("hpo_slurm.benchmarks.curves:make", "failed on a sample"),
+                               ("hpo_slurm.benchmarks.zero:objective", None)]:
+        done = CliRunner().invoke(cli, ["simulate", str(path), "--objective", objective, "--root", str(tmp_path / "r")])
+        if message:
+            assert done.exit_code == 2 and message in done.output, done.output
+        else:
+            assert done.exit_code == 0, done.output
+    assert [p.name for p in (tmp_path / "r").iterdir()] == ["hartmann6"]  # failures created nothing
+    done = CliRunner().invoke(cli, ["simulate", str(path), "--objective", "hpo_slurm.benchmarks.zero:objective",
+                                    "--root", str(tmp_path / "r")])
+    assert done.exit_code == 2 and "already exists" in done.output
