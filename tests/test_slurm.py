@@ -285,3 +285,22 @@ def test_a_refused_submission_is_reported_plainly_and_the_driver_carries_on(quad
     (trial,) = summary["trials"]
     assert trial["state"] == "ERRORED" and "invalid partition" in trial["message"].lower()
     assert all(r["job_id"] is None for r in trial["runs"])
+
+
+def test_stop_cancels_every_job_of_the_experiment(quadratic, tmp_path):
+    config = write_config(quadratic / "random.yaml", quadratic / "stopme.yaml", name="stopme",
+                          searcher={"max_trials": 6, "max_concurrent_trials": 6},
+                          slurm={**FAST_POLL, "time": 5}, data={"sleep_per_unit": 0.5})
+    root = tmp_path / "runs"
+    done = cli("launch", str(config), "--root", str(root), "--executor", "slurm", "--detach")
+    assert done.returncode == 0, done.stderr
+    prefix = job_prefix(root, "stopme")
+    wait_for(lambda: [r for r in sacct_rows(prefix) if r[2] in ("RUNNING", "PENDING")], timeout=120,
+             what="jobs of the search in the queue")
+    stopped = cli("stop", "stopme", "--root", str(root), timeout=180)
+    assert stopped.returncode == 0, stopped.stderr
+    assert not [line for line in slurm("squeue", "-h", "-o", "%j").split() if line.startswith(prefix)]
+    summary = status(root, "stopme")
+    assert summary["state"] == "STOPPED" and summary["driver"]["alive"] is False
+    assert all(t["state"] == "STOPPED_EARLY" for t in summary["trials"])
+    assert all(r["state"] == "CANCELLED" for t in summary["trials"] for r in t["runs"])
