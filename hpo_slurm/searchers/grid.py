@@ -11,29 +11,20 @@ from typing import Any, Dict, List, Optional
 
 from ..config import SearcherConfig
 from ..space import Nested
-from ..types import Action, Close, Create, ExitReason, Train
-from .base import Context, SearchMethod
+from ..types import Action, ExitReason
+from .base import Context
+from .independent import IndependentTrials, concurrency
 
 
-class GridSearch(SearchMethod):
+class GridSearch(IndependentTrials):
     def __init__(
         self, config: SearcherConfig, space: Nested, ctx: Context, state: Optional[Dict[str, Any]] = None
     ):
         self.ctx = ctx
         self.max_length = config.max_length
         self.points = space.grid()
-        cap = config.max_concurrent_trials
-        self.cap = min(cap, len(self.points)) if cap > 0 else len(self.points)
+        self.cap = concurrency(config.max_concurrent_trials, len(self.points))
         self.state = copy.deepcopy(state) if state else {"next_point": 0, "closed": 0}
-
-    def initial(self) -> List[Action]:
-        actions: List[Action] = []
-        for _ in range(self.cap):
-            actions += self._create()
-        return actions
-
-    def on_validation(self, trial_id: int, length: int, metric: float) -> List[Action]:
-        return [Close(trial_id)]
 
     def on_early_exit(self, trial_id: int, reason: ExitReason) -> List[Action]:
         return []
@@ -45,17 +36,10 @@ class GridSearch(SearchMethod):
     def progress(self) -> float:
         return self.state["closed"] / len(self.points)
 
-    def snapshot(self) -> Dict[str, Any]:
-        return copy.deepcopy(self.state)
-
     def trial_budget(self) -> int:
         return len(self.points)
 
-    def concurrency_cap(self) -> int:
-        return self.cap
-
-    def _create(self) -> List[Action]:
+    def _next_hparams(self) -> Dict[str, Any]:
         point = self.points[self.state["next_point"]]
         self.state["next_point"] += 1
-        trial_id = self.ctx.new_trial_id()
-        return [Create(trial_id, copy.deepcopy(point)), Train(trial_id, self.max_length)]
+        return copy.deepcopy(point)

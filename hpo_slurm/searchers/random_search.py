@@ -12,11 +12,12 @@ from typing import Any, Dict, List, Optional
 
 from ..config import SearcherConfig
 from ..space import Nested
-from ..types import Action, Close, Create, ExitReason, Train
-from .base import Context, SearchMethod
+from ..types import Action, ExitReason
+from .base import Context
+from .independent import IndependentTrials, concurrency
 
 
-class RandomSearch(SearchMethod):
+class RandomSearch(IndependentTrials):
     def __init__(
         self,
         config: SearcherConfig,
@@ -32,17 +33,8 @@ class RandomSearch(SearchMethod):
         self.max_length = config.max_length
         self.max_trials = config.max_trials if max_trials is None else max_trials
         cap = config.max_concurrent_trials if max_concurrent_trials is None else max_concurrent_trials
-        self.cap = min(cap, self.max_trials) if cap > 0 else self.max_trials
+        self.cap = concurrency(cap, self.max_trials)
         self.state = copy.deepcopy(state) if state else {"created": 0, "invalid": 0, "closed": 0}
-
-    def initial(self) -> List[Action]:
-        actions: List[Action] = []
-        for _ in range(self.cap):
-            actions += self._create()
-        return actions
-
-    def on_validation(self, trial_id: int, length: int, metric: float) -> List[Action]:
-        return [Close(trial_id)]
 
     def on_early_exit(self, trial_id: int, reason: ExitReason) -> List[Action]:
         if reason == ExitReason.INVALID_HP:
@@ -59,22 +51,15 @@ class RandomSearch(SearchMethod):
         valid_closed = self.state["closed"] - self.state["invalid"]
         return max(valid_closed, 0) / self.max_trials
 
-    def snapshot(self) -> Dict[str, Any]:
-        return copy.deepcopy(self.state)
-
     def trial_budget(self) -> int:
         return self.max_trials
-
-    def concurrency_cap(self) -> int:
-        return self.cap
 
     def _valid_created(self) -> int:
         return self.state["created"] - self.state["invalid"]
 
-    def _create(self) -> List[Action]:
-        trial_id = self.ctx.new_trial_id()
+    def _next_hparams(self) -> Dict[str, Any]:
         self.state["created"] += 1
-        return [Create(trial_id, self.space.sample(self.ctx.rng)), Train(trial_id, self.max_length)]
+        return self.space.sample(self.ctx.rng)
 
 
 def single_search(config: SearcherConfig, space: Nested, ctx: Context, state=None) -> RandomSearch:
