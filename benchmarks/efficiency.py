@@ -40,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from common import median, save, table, write_config  # noqa: E402
+from hpo_slurm.benchmarks.ranks import spearman  # noqa: E402
 
 OBJECTIVES = {
     "hartmann-good": ("hartmann6.yaml", "hpo_slurm.benchmarks.hartmann:good"),
@@ -62,19 +63,6 @@ def compute_to_target(trace: List[List[float]], target: float) -> float:
         if best <= target:
             return compute
     return math.inf
-
-
-def spearman(xs: List[float], ys: List[float]) -> float:
-    def ranks(values):
-        order = sorted(range(len(values)), key=values.__getitem__)
-        result = [0.0] * len(values)
-        for rank, index in enumerate(order):
-            result[index] = float(rank)
-        return result
-
-    rx, ry = ranks(xs), ranks(ys)
-    mean = (len(xs) - 1) / 2.0
-    return sum((a - mean) * (b - mean) for a, b in zip(rx, ry)) / sum((a - mean) ** 2 for a in rx)
 
 
 def measured_correlations(objective: Callable, names: List[str], max_length: int) -> Dict[str, float]:

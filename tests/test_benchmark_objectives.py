@@ -8,21 +8,7 @@ import random
 import pytest
 
 from hpo_slurm.benchmarks import curves, hartmann, zero
-
-
-def spearman(xs, ys):
-    def ranks(values):
-        order = sorted(range(len(values)), key=values.__getitem__)
-        result = [0.0] * len(values)
-        for rank, index in enumerate(order):
-            result[index] = float(rank)
-        return result
-
-    rx, ry = ranks(xs), ranks(ys)
-    mean = (len(xs) - 1) / 2.0
-    cov = sum((a - mean) * (b - mean) for a, b in zip(rx, ry))
-    var = sum((a - mean) ** 2 for a in rx)
-    return cov / var
+from hpo_slurm.benchmarks.ranks import spearman
 
 
 def random_configs(names, count, seed=0):
