@@ -13,7 +13,6 @@ from typing import Dict
 
 from .config import ExperimentConfig
 from .errors import UserError
-from .executors.slurm_parse import parse_submitted
 from .layout import ExperimentLayout
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "templates" / "sbatch" / "driver.sbatch"
@@ -56,7 +55,7 @@ def submit(script: str, layout: ExperimentLayout) -> str:
     done = subprocess.run(["sbatch", "--parsable", str(path)], capture_output=True, text=True, cwd=layout.dir, timeout=60)
     if done.returncode != 0:
         raise UserError(f"sbatch refused the driver job: {done.stderr.strip().splitlines()[-1] if done.stderr.strip() else done.returncode}")
-    return done.stdout.strip().split(";")[0] or parse_submitted(done.stdout)
+    return done.stdout.strip().split(";")[0]  # --parsable prints "id" or "id;cluster"
 
 
 def _safe(value: str, what: str) -> str:

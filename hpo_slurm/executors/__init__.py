@@ -5,18 +5,18 @@ from __future__ import annotations
 import shutil
 
 from ..config import ExperimentConfig
-from ..layout import ExperimentLayout
 from ..errors import UserError
+from ..layout import ExperimentLayout
 from .base import Executor
 
 EXECUTOR_CHOICES = ("auto", "local", "slurm")
 
 
 def resolve_executor_name(choice: str) -> str:
-    """``auto`` means slurm when ``sbatch`` is on PATH and the Slurm executor is available, else local."""
+    """``auto`` means slurm when ``sbatch`` is on PATH, else local processes."""
     if choice != "auto":
         return choice
-    return "slurm" if shutil.which("sbatch") and _slurm_available() else "local"
+    return "slurm" if shutil.which("sbatch") else "local"
 
 
 def make_executor(name: str, config: ExperimentConfig, layout: ExperimentLayout) -> Executor:
@@ -25,8 +25,6 @@ def make_executor(name: str, config: ExperimentConfig, layout: ExperimentLayout)
 
         return LocalExecutor(signal_delay_s=config.slurm.signal_delay_s)
     if name == "slurm":
-        if not _slurm_available():
-            raise UserError("the slurm executor is not available in this installation")
         from .slurm import SlurmExecutor
 
         return SlurmExecutor(config, layout.dir)
@@ -36,8 +34,3 @@ def make_executor(name: str, config: ExperimentConfig, layout: ExperimentLayout)
         return ArrayExecutor(config, layout.dir)
     raise UserError(f"unknown executor {name!r}: expected one of {', '.join(EXECUTOR_CHOICES)}")
 
-
-def _slurm_available() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec(__name__ + ".slurm") is not None
