@@ -41,6 +41,7 @@ from .workspace import FileWorkspace, Workspace
 log = logging.getLogger("hpo_slurm.driver")
 
 SUBMIT_BACKOFF_S = (5.0, 15.0, 60.0, 300.0)
+UNKNOWN_GRACE_S = 30.0  # a job unknown to the scheduler this soon after submission is not yet LOST
 # exit codes of a job killed by SIGTERM, SIGUSR1 or SIGUSR2 (as the signal number or 128 + it)
 STOP_SIGNAL_EXITS = {n for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2) for n in (int(sig), 128 + int(sig))}
 SNAPSHOT_EVERY_EVENTS = 5000  # searcher snapshots are O(search); between them, its inputs are logged
@@ -208,7 +209,13 @@ class Driver:
                 if not self.trials[trial_id]["closed"] and self.trials[trial_id]["target_length"] is not None:
                     self._set_trial(trial_id, state=TrialState.RUNNING.value)
             return
+        if (status.state == JobState.UNKNOWN and self._recently_submitted(run)
+                and self.workspace.read_result(run_id) is None):
+            return  # a job just submitted may not be visible to the scheduler's queries yet
         self._on_job_ended(run_id, status)
+
+    def _recently_submitted(self, run: Dict[str, Any]) -> bool:
+        return self.clock() - (run["submitted_at"] or 0.0) < UNKNOWN_GRACE_S
 
     def _on_job_ended(self, run_id: str, status: JobStatus) -> None:
         run = self.runs[run_id]

@@ -18,6 +18,7 @@ import contextlib
 import dataclasses
 import json
 import shutil
+import time
 from collections import deque
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Tuple
@@ -279,7 +280,7 @@ def _bind_placeholders(store, executor) -> None:
     if changes:
         with store.transaction():
             for run_id, job_id in changes.items():
-                store.update_run(run_id, job_id=job_id)
+                store.update_run(run_id, job_id=job_id, submitted_at=time.time())  # its array just went out
 
 
 # ---- the command --------------------------------------------------------------------------------
