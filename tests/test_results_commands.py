@@ -54,13 +54,16 @@ def test_best_json_and_the_fallback_to_the_latest_checkpoint(search, tmp_path):
     assert found["trial_id"] == best["id"] and found["metric"] == best["best_metric"]
     assert found["checkpoint_at_best"] is True and os.path.isdir(found["checkpoint"])
     assert found["unit"] == "batches" and found["length"] == best["best_length"]
-    # a copy whose best-length checkpoint was collected: the latest one is given, and said so
+    # a copy whose checkpoints were all collected but an earlier one: that one is given, and said so
     copy = tmp_path / "runs"
     shutil.copytree(root / name, copy / name)
-    kept = sorted((copy / name / "trials" / str(best["id"]) / "checkpoints").iterdir())
-    shutil.copytree(kept[-1], kept[-1].with_name("length-000000001"))
-    (kept[-1].with_name("length-000000001") / "hpo_checkpoint.json").write_text(json.dumps({"length": 1}))
-    shutil.rmtree(kept[-1])
+    kept = sorted((copy / name / "trials" / str(best["id"]) / "checkpoints").glob("length-*"))
+    assert kept and best["best_length"] > 1
+    earlier = kept[-1].with_name("length-000000001")
+    shutil.copytree(kept[-1], earlier)
+    (earlier / "hpo_checkpoint.json").write_text(json.dumps({"length": 1}))
+    for folder in kept:
+        shutil.rmtree(folder)
     found = json.loads(invoke("best", name, "--root", str(copy), "--json").stdout)
     assert found["checkpoint_at_best"] is False and found["checkpoint"].endswith("length-000000001")
     assert "the best length's checkpoint is gone" in invoke("best", name, "--root", str(copy)).stdout
