@@ -8,14 +8,13 @@ import shlex
 import string
 import subprocess
 import sys
-from pathlib import Path
 from typing import Dict
 
 from .config import ExperimentConfig
 from .errors import UserError
 from .layout import ExperimentLayout
+from .templates import sbatch_template
 
-TEMPLATE = Path(__file__).resolve().parent.parent / "templates" / "sbatch" / "driver.sbatch"
 REQUEUE_EXIT_CODE = 75  # the driver stopped for its job's time limit: requeue and resume
 DRIVER_TIME_MINUTES = 24 * 60
 SIGNAL_DELAY_S = 120
@@ -26,7 +25,7 @@ def job_name(uid: str) -> str:
     return f"hpo-driver.{uid[:8]}"
 
 
-def render(config: ExperimentConfig, layout: ExperimentLayout, uid: str, template: Path = TEMPLATE) -> str:
+def render(config: ExperimentConfig, layout: ExperimentLayout, uid: str) -> str:
     """The driver's sbatch script. #SBATCH values are checked against a safe alphabet; the command is
     shell-quoted."""
     slurm = config.slurm
@@ -45,7 +44,7 @@ def render(config: ExperimentConfig, layout: ExperimentLayout, uid: str, templat
         "setup": "\n".join(slurm.setup),
         "command": command,
     }
-    return string.Template(template.read_text()).substitute(values)
+    return string.Template(sbatch_template("driver.sbatch")).substitute(values)
 
 
 def submit(script: str, layout: ExperimentLayout) -> str:

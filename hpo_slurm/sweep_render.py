@@ -16,8 +16,9 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from .config import ExperimentConfig, SlurmConfig
 from .errors import UserError
+from .templates import sbatch_template, sbatch_template_location
 
-TEMPLATE_PATH = Path(__file__).resolve().parent.parent / "templates" / "sbatch" / "array.sbatch"
+TEMPLATE_NAME = "array.sbatch"  # shipped in templates/sbatch/ (hpo_slurm.templates)
 PLACEHOLDERS = ("job_name", "array", "output", "signal_delay", "sbatch_options", "setup", "experiment_dir",
                 "python", "manifest", "command")
 REQUIRED = ("job_name", "array", "command")
@@ -87,14 +88,14 @@ def _line(name: str, value: object) -> str:
 def load_template(config: ExperimentConfig) -> Tuple[str, str]:
     """(template text, where it came from). A user template must parse and use the required
     placeholders and no unknown ones; otherwise a UserError that names the file."""
-    path = Path(config.slurm.array_template) if config.slurm.array_template else TEMPLATE_PATH
-    source = f"slurm.array_template {path}" if config.slurm.array_template else str(path)
+    if not config.slurm.array_template:
+        return sbatch_template(TEMPLATE_NAME), sbatch_template_location(TEMPLATE_NAME)
+    path = Path(config.slurm.array_template)
+    source = f"slurm.array_template {path}"
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        if config.slurm.array_template:
-            raise UserError(f"{source}: no such file") from None
-        text = DEFAULT_TEMPLATE  # an installation without the repository's templates/ folder
+        raise UserError(f"{source}: no such file") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise UserError(f"{source}: cannot read the template ({exc})") from None
     check_template(text, source)
@@ -177,38 +178,3 @@ def render_wave(
 def _tidy(script: str) -> str:
     """No runs of blank lines where an empty placeholder stood."""
     return re.sub(r"\n{3,}", "\n\n", re.sub(r"\n\n(?=#SBATCH|exec )", "\n", script)).rstrip("\n") + "\n"
-
-
-# The default template, for installations without the repository's templates/ folder; a test keeps
-# it identical to templates/sbatch/array.sbatch.
-DEFAULT_TEMPLATE = """\
-#!/bin/bash
-# hpo-slurm job-array template, used by `hpo-slurm sweep`. To change it, copy it, edit the copy and
-# point `slurm.array_template` at it. It is rendered with Python's string.Template: $$name and
-# $${name} are replaced, $$$$ is a literal $$. Values in #SBATCH lines are validated, values in the body
-# are shell-quoted; hyperparameters never appear here (each task reads its trial's spec file, found
-# through the manifest by SLURM_ARRAY_TASK_ID). Required: $$job_name, $$array and $$command.
-#
-#   $$job_name        the array's unique name, hpo.<experiment uid>.array-<n>: found by it after a crash
-#   $$array           task indices and throttle, e.g. 0-29%4 (at most max_concurrent_trials at once)
-#   $$output          each task's Slurm log, relative to the experiment folder (sbatch runs there)
-#   $$signal_delay    seconds of warning before the time limit (slurm.signal_delay)
-#   $$sbatch_options  #SBATCH lines from the slurm: section and resources.slots_per_trial
-#   $$setup           the slurm.setup lines (module load ..., conda activate ...)
-#   $$experiment_dir  the experiment folder (quoted)
-#   $$python          the Python that runs hpo-slurm (quoted)
-#   $$manifest        this array's manifest.json (quoted)
-#   $$command         $$python -m hpo_slurm.sweep_task $$manifest
-#
-# The task checkpoints and requeues itself (same job id) at the time-limit warning; a preempted task
-# is requeued by Slurm. Keep `exec` so the warning signal (B: sends it to this shell) reaches the task.
-#SBATCH --job-name=$job_name
-#SBATCH --array=$array
-#SBATCH --output=$output
-#SBATCH --open-mode=append
-#SBATCH --requeue
-#SBATCH --signal=B:USR2@$signal_delay
-$sbatch_options
-$setup
-exec $command
-"""

@@ -24,22 +24,19 @@ from hpo_slurm.searchers import make_searcher
 from hpo_slurm.sweep import planned_trials
 from hpo_slurm.sweep_plan import Limits, parse_assoc, parse_qos, plan_arrays, user_cap
 from hpo_slurm.sweep_render import (
-    DEFAULT_TEMPLATE, TEMPLATE_PATH, array_spec, check_template, option_lines, render_array, render_wave,
+    array_spec, check_template, option_lines, render_array, render_wave,
 )
+from hpo_slurm.templates import sbatch_template
 from hpo_slurm.types import Close, Create, Train
 
 HOSTILE = '"$(touch {marker})"; rm -rf x `touch {marker}` \'; touch {marker}'
-
-
-def test_the_default_template_is_the_one_in_templates():
-    assert TEMPLATE_PATH.read_text() == DEFAULT_TEMPLATE
 
 
 def test_render_quotes_every_value_in_the_body(tmp_path):
     marker = tmp_path / "pwned"
     odd = tmp_path / HOSTILE.format(marker=marker).replace("/", "_")
     script = render_array(
-        DEFAULT_TEMPLATE, job_name="hpo.0123abcd.array-3", array=array_spec(30, 4), output="jobs/array-3/%A_%a.out",
+        sbatch_template("array.sbatch"), job_name="hpo.0123abcd.array-3", array=array_spec(30, 4), output="jobs/array-3/%A_%a.out",
         signal_delay=120, options=["#SBATCH --partition=debug"], setup=[], experiment_dir=odd,
         python="/bin/echo", manifest=odd / "jobs" / "array-3" / "manifest.json",
     )
@@ -61,9 +58,9 @@ def test_render_refuses_unsafe_names_and_paths(tmp_path):
     common = dict(array="0-1", output="jobs/a/%A_%a.out", signal_delay=60, options=[], setup=[],
                   experiment_dir=tmp_path, python="python3", manifest=tmp_path / "m.json")
     with pytest.raises(ValueError):
-        render_array(DEFAULT_TEMPLATE, **{**common, "job_name": "x; touch y"})
+        render_array(sbatch_template("array.sbatch"), **{**common, "job_name": "x; touch y"})
     with pytest.raises(ValueError):
-        render_array(DEFAULT_TEMPLATE, **{**common, "job_name": "ok", "output": "../../etc/x"})
+        render_array(sbatch_template("array.sbatch"), **{**common, "job_name": "ok", "output": "../../etc/x"})
     with pytest.raises(ValueError):
         render_wave(job_name="a b", output="jobs/x.out", options=[], setup=[], python="p", manifest=tmp_path)
 

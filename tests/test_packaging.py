@@ -1,0 +1,60 @@
+"""A wheel of hpo-slurm carries what an installed copy needs outside the Python sources: the sbatch
+templates of ``templates/sbatch/``, read through ``hpo_slurm.templates``."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from hpo_slurm import driver_job, sweep_render, templates
+from hpo_slurm.config import load_config
+from hpo_slurm.layout import ExperimentLayout
+
+REPO = Path(__file__).resolve().parent.parent
+SHIPPED = ("array.sbatch", "driver.sbatch")
+
+
+def test_the_templates_read_are_the_repositorys():
+    for name in SHIPPED:
+        assert templates.sbatch_template(name) == (REPO / "templates" / "sbatch" / name).read_text()
+        assert Path(templates.sbatch_template_location(name)).resolve() == REPO / "templates" / "sbatch" / name
+
+
+def test_the_sweep_and_the_driver_job_render_the_shipped_templates(tmp_path):
+    config = load_config(REPO / "examples" / "quadratic" / "random.yaml")
+    text, source = sweep_render.load_template(config)
+    assert text == templates.sbatch_template("array.sbatch") and source.endswith("templates/sbatch/array.sbatch")
+    script = driver_job.render(config, ExperimentLayout(tmp_path / "exp"), "0123456789abcdef")
+    assert script.startswith("#!/bin/bash") and "#SBATCH --job-name=hpo-driver.01234567" in script
+
+
+@pytest.mark.slow
+def test_a_wheel_install_finds_the_templates(tmp_path):
+    source = tmp_path / "src"
+    source.mkdir()
+    for part in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / part, source / part)
+    for folder in ("hpo_slurm", "templates"):
+        shutil.copytree(REPO / folder, source / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                            "-w", str(tmp_path / "dist"), str(source)], capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, built.stderr[-2000:]
+    (wheel,) = (tmp_path / "dist").glob("hpo_slurm-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert {f"hpo_slurm/sbatch_templates/{name}" for name in SHIPPED} <= set(names)
+    zipfile.ZipFile(wheel).extractall(tmp_path / "site")
+    probe = ("import json, hpo_slurm, hpo_slurm.templates as t; "
+             "print(json.dumps([hpo_slurm.__file__] + [t.sbatch_template(n) for n in %r]))" % (SHIPPED,))
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "site")}
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    where, *texts = json.loads(done.stdout)
+    assert where.startswith(str(tmp_path / "site"))
+    assert texts == [(REPO / "templates" / "sbatch" / name).read_text() for name in SHIPPED]
