@@ -12,8 +12,8 @@ One tick:
 Polling comes before ingesting so a job seen as ended has all its lines read before its end is judged.
 Crash safety comes from the order of 4 and 5: a run is recorded, under a unique name, before it is
 submitted, and bound to its job id after. A driver that restarts looks unbound runs up by name before
-submitting anything, and re-adopts live jobs. Side effects on files (spec files, stop files) happen
-in 5 too, after the decision that asks for them is durable.
+submitting anything, and re-adopts live jobs. Side effects on files (spec files or the executor's batch
+manifest, stop files) happen in 5 too, after the decision that asks for them is durable.
 """
 
 from __future__ import annotations
@@ -493,24 +493,30 @@ class Driver:
                 ready.append(first)
         return sorted(ready, key=lambda r: (r["recorded_at"], r["trial_id"]))
 
-    def _request(self, run: Dict[str, Any]) -> JobRequest:
+    def _request(self, run: Dict[str, Any], spec: Optional[Dict[str, Any]] = None) -> JobRequest:
         return JobRequest(
             run_id=run["id"], job_name=self.job_prefix + run["id"], run_dir=self.workspace.run_dir(run["id"]),
             spec_path=self.workspace.spec_path(run["id"]), gpus=self.config.slots_per_trial,
-            time_minutes=run["time_minutes"],
+            time_minutes=run["time_minutes"], spec=spec,
         )
 
     def _submit_ready(self) -> None:
         ready = self._ready_runs()
         if not ready:
             return
+        delivered = self.executor.delivers_specs  # else each run's spec file is written here, first
+        specs: Dict[str, Dict[str, Any]] = {}
         for run in ready:
             earlier = [r for r in self._runs_of(run["trial_id"]) if r["id"] != run["id"]]
             self._set_run(run["id"], time_minutes=fitted_time_minutes(
                 earlier, run["from_length"], run["to_length"],
                 self.config.slurm.time_minutes, self.config.slurm.signal_delay_s,
             ))
-            self._write_spec(run)
+            spec = self._spec(run)
+            if delivered:
+                specs[run["id"]] = spec
+            else:
+                self.workspace.prepare_run(run["id"], run["trial_id"], spec)
         self._crash.reached("before_submit")
         uncertain = [run for run in ready if run["id"] in self._uncertain]
         if uncertain:
@@ -521,7 +527,7 @@ class Driver:
             if not ready:
                 return
         try:
-            submitted = self.executor.submit([self._request(run) for run in ready])
+            submitted = self.executor.submit([self._request(run, specs.get(run["id"])) for run in ready])
         except SubmitError as exc:
             self._bind({run["id"]: job for run, job in zip(ready, exc.submitted)})
             failed = ready[len(exc.submitted):]
@@ -550,12 +556,14 @@ class Driver:
             if not self.trials[trial_id]["closed"]:
                 self._set_trial(trial_id, state=TrialState.QUEUED.value)
 
-    def _write_spec(self, run: Dict[str, Any]) -> None:
+    def _spec(self, run: Dict[str, Any]) -> Dict[str, Any]:
+        """What the run's job reads: where the experiment is, the trial's hyperparameters, how far to
+        train and how (``job.run_job``, ``trial.TrialContext``)."""
         trial = self.trials[run["trial_id"]]
         config = self.config
         if self._resolved_dirs is None:  # resolved once: Path.resolve() per run was a hot spot
             self._resolved_dirs = (str(self.layout.dir.resolve()), str(self.layout.context.resolve()))
-        self.workspace.prepare_run(run["id"], trial["id"], {
+        return {
             "experiment": self.layout.name, "experiment_dir": self._resolved_dirs[0],
             "context_dir": self._resolved_dirs[1],
             "trial_id": trial["id"], "run_id": run["id"], "hparams": json.loads(trial["hparams"]),
@@ -566,7 +574,7 @@ class Driver:
             "time_limit_s": run["time_minutes"] * 60 if run["time_minutes"] else None,
             "signal_delay_s": config.slurm.signal_delay_s,
             "data": config.data, "records_per_epoch": config.records_per_epoch,
-        })
+        }
 
     # ---- restart --------------------------------------------------------------------------------
     def _reconcile(self) -> None:

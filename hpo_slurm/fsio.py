@@ -10,12 +10,19 @@ from typing import Any
 
 def write_json_atomic(path: Path, data: Any, durable: bool = True) -> None:
     """Write ``data`` as JSON to ``path`` so readers see the old file or the whole new one. ``durable``
-    also syncs it to disk first (results, checkpoints); files that are rewritten if lost (a run's spec,
-    written again before any resubmission) skip that cost."""
+    also syncs it to disk first (results, checkpoints, batch manifests); files that are rewritten if
+    lost (a run's spec, written again before any resubmission) skip that cost. Encodes with the C
+    encoder in one call (``json.dump`` to a file runs the pure-Python one)."""
+    write_bytes_atomic(path, json.dumps(data, sort_keys=True).encode("utf-8"), durable)
+
+
+def write_bytes_atomic(path: Path, data: bytes, durable: bool = True) -> None:
+    """Publish ``data`` at ``path`` by rename (readers never see a partial file); ``durable`` syncs
+    it to disk before the rename."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.write(json.dumps(data, sort_keys=True))
+    with open(tmp, "wb") as handle:
+        handle.write(data)
         if durable:
             handle.flush()
             os.fsync(handle.fileno())

@@ -6,7 +6,8 @@ Two entrypoint forms:
   with ``HPO_SLURM_SPEC`` set; stop signals are forwarded to its whole process group;
 - ``module:function``, imported from the context folder and called in this process with the
   ``TrialContext``.
-Hyperparameters reach the trial only through the spec file, never through a command line.
+Hyperparameters reach the trial only through the spec file, never through a command line. Jobs of
+executors that deliver specs in a batch manifest write their spec file first (``write_spec_file``).
 """
 
 from __future__ import annotations
@@ -39,6 +40,18 @@ class TrialFailed(RuntimeError):
 
 def is_module_entrypoint(entrypoint: str) -> bool:
     return bool(MODULE_ENTRYPOINT.match(entrypoint.strip()))
+
+
+def write_spec_file(spec: Dict[str, Any]) -> str:
+    """Create ``runs/<run>/spec.json`` (and the run's and trial's folders) from ``spec`` unless the
+    file exists (an earlier attempt of the same job wrote it); returns its path."""
+    layout = ExperimentLayout(Path(spec["experiment_dir"]))
+    path = layout.spec_file(spec["run_id"])
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        layout.trial_dir(spec["trial_id"]).mkdir(parents=True, exist_ok=True)
+        write_json_atomic(path, spec, durable=False)
+    return str(path)
 
 
 def run_job(spec_path: str) -> Dict[str, Any]:

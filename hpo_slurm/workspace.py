@@ -44,7 +44,8 @@ class Workspace:
         raise NotImplementedError
 
     def prepare_run(self, run_id: str, trial_id: int, spec: Dict[str, Any]) -> None:
-        """Make what the run's job reads (its spec) before it is submitted."""
+        """Make what the run's job reads (its spec file) before it is submitted. The driver skips this
+        for executors that deliver specs themselves (``Executor.delivers_specs``)."""
         raise NotImplementedError
 
     def request_stop(self, run_id: str) -> None:

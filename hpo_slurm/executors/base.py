@@ -4,9 +4,9 @@ find jobs by name after a crash, cancel."""
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 
 class JobState(str, enum.Enum):
@@ -33,7 +33,9 @@ class JobStatus:
 
 @dataclass(frozen=True)
 class JobRequest:
-    """One run to start. ``job_name`` is unique on the cluster so a restarted driver can find it."""
+    """One run to start. ``job_name`` is unique on the cluster so a restarted driver can find it.
+    ``spec`` is what the run's job reads, given only to executors with ``delivers_specs``; for the
+    others the driver has written it to ``spec_path`` before submitting."""
 
     run_id: str
     job_name: str
@@ -41,6 +43,7 @@ class JobRequest:
     spec_path: Path
     gpus: int
     time_minutes: Optional[int] = None
+    spec: Optional[Dict[str, Any]] = field(default=None, compare=False, hash=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,10 @@ class SubmitError(Exception):
 
 class Executor:
     name = "base"
+    # True: ``submit`` puts each request's ``spec`` where its job finds it (one file per batch, written
+    # durably before the job can start) and the job writes ``spec_path`` itself; the driver then
+    # writes no per-run spec file. False: the driver writes ``spec_path`` before ``submit``.
+    delivers_specs = False
 
     def submit(self, requests: Sequence[JobRequest]) -> List[Submitted]:
         """Start every request; the result is in request order."""

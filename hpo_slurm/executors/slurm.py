@@ -1,26 +1,32 @@
 """Runs as Slurm jobs through submitit.
 
-Runs submitted together with the same resources go out as one job array (submitit's batch
-submission), split below the cluster's MaxArraySize and throttled with ``%N``. Each batch is named
-``hpo.<experiment uid>.<first run>+<more>`` and its run order is written to ``jobs/batches/<name>.json``
-BEFORE sbatch runs, so a driver that dies between sbatch and recording the job ids finds the jobs
-by name afterwards. Polling is one sacct call for all live jobs (squeue when accounting is off).
+Runs submitted together with the same resources go out as one job array, split below the cluster's
+MaxArraySize and throttled with ``%N``; submitit renders and submits the sbatch script, and its task
+side runs each job. Each batch is named ``hpo.<experiment uid>.<first run>+<more>`` and gets the
+folder ``jobs/<name>/`` (submitit's folder: script, logs, result pickles). BEFORE sbatch runs, two
+files are written there and synced: ``manifest.json`` (run ids in task order and each run's spec)
+and ``task.pkl`` (one submitit pickle of ``slurm_task.run_task`` for the whole batch). Nothing is
+written per run or per task by the driver: each task links its submitit pickle name to ``task.pkl``
+and writes its run's ``spec.json`` from the manifest (``hpo_slurm.slurm_task``). A driver that dies
+between sbatch and recording the job ids finds the jobs by name afterwards, and they run as they
+are. Polling is one sacct call for all live jobs (squeue when accounting is off).
 """
 
 from __future__ import annotations
 
 import getpass
-import json
+import shlex
 import subprocess
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
+import cloudpickle
 import submitit
-from submitit.core.utils import DelayedSubmission, JobPaths
+from submitit.core.utils import DelayedSubmission
 
 from ..config import ExperimentConfig
-from ..fsio import write_json_atomic
-from ..job import run_job
+from ..fsio import read_json, write_bytes_atomic, write_json_atomic
+from ..slurm_task import MANIFEST, SHARED_PICKLE, run_task
 from .base import Executor, JobRequest, JobState, JobStatus, SubmitError, Submitted
 from .slurm_parse import is_retryable, parse_names, parse_sacct, parse_scontrol_config, parse_squeue
 
@@ -36,13 +42,33 @@ def run_slurm(args: Sequence[str]) -> str:
     return done.stdout
 
 
+class BatchExecutor(submitit.SlurmExecutor):
+    """submitit's Slurm executor, with ONE pickle for a batch of jobs instead of one per job: every
+    job of the batch runs the same ``DelayedSubmission``, which picks its work by array index. Its
+    folder must not depend on the job id (no ``%j``): it is the batch's folder."""
+
+    @property
+    def _submitit_command_str(self) -> str:
+        return " ".join([self.python, "-u -m hpo_slurm.slurm_task", shlex.quote(str(self.folder))])
+
+    def submit_batch(self, delayed: DelayedSubmission, count: int) -> List[str]:
+        """Write ``delayed`` to ``<folder>/task.pkl`` (synced), then submit ONE sbatch: a job array
+        of ``count`` tasks, or a lone job when ``count`` is 1. The job ids, in task order."""
+        delayed.set_timeout(self.parameters.get("time", 5), self.max_num_timeout)
+        write_bytes_atomic(self.folder / SHARED_PICKLE, cloudpickle.dumps(delayed))
+        if count > 1:
+            self.parameters["map_count"] = count
+        job = self._submit_command(self._submitit_command_str)
+        return [f"{job.job_id}_{index}" for index in range(count)] if count > 1 else [job.job_id]
+
+
 class SlurmExecutor(Executor):
     name = "slurm"
+    delivers_specs = True
 
     def __init__(self, config: ExperimentConfig, experiment_dir: Path):
         self.config = config
         self.jobs_dir = Path(experiment_dir) / "jobs"
-        self.batches_dir = self.jobs_dir / "batches"
         cluster = parse_scontrol_config(run_slurm(["scontrol", "show", "config"]))
         self.max_array_size = int(cluster.get("MaxArraySize", "1001") or 1001)
         self.accounting = cluster.get("AccountingStorageType", "accounting_storage/none") != "accounting_storage/none"
@@ -50,6 +76,10 @@ class SlurmExecutor(Executor):
 
     # ---- submission -----------------------------------------------------------------------------
     def submit(self, requests: Sequence[JobRequest]) -> List[Submitted]:
+        """Every request must carry its ``spec`` (``delivers_specs``)."""
+        missing = [r.run_id for r in requests if r.spec is None]
+        if missing:
+            raise ValueError(f"the Slurm executor delivers specs itself: no spec for {', '.join(missing)}")
         submitted: List[Submitted] = []
         for batch in self.batches(requests):
             try:
@@ -68,18 +98,16 @@ class SlurmExecutor(Executor):
         return [group[i:i + size] for group in groups.values() for i in range(0, len(group), size)]
 
     def _submit_batch(self, batch: List[JobRequest]) -> List[Submitted]:
+        """The batch's manifest and pickle (synced), then one sbatch; the jobs in request order."""
         name = batch_name(batch)
-        self.batches_dir.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(self.batches_dir / f"{name}.json", [r.run_id for r in batch])
-        executor = submitit.SlurmExecutor(folder=self.jobs_dir / "%j", max_num_timeout=0)
+        folder = self.jobs_dir / name
+        folder.mkdir(parents=True, exist_ok=True)
+        manifest = folder / MANIFEST
+        write_json_atomic(manifest, {"runs": [r.run_id for r in batch], "specs": [r.spec for r in batch]})
+        executor = BatchExecutor(folder=folder, max_num_timeout=0)
         executor.update_parameters(**self.sbatch_parameters(batch[0], name, len(batch)))
-        if len(batch) == 1:
-            jobs = [executor.submit(run_job, str(batch[0].spec_path))]
-        else:
-            with executor.batch():
-                futures = [executor.submit(run_job, str(r.spec_path)) for r in batch]
-            jobs = futures
-        return [Submitted(job.job_id) for job in jobs]
+        job_ids = executor.submit_batch(DelayedSubmission(run_task, str(manifest)), len(batch))
+        return [Submitted(job_id) for job_id in job_ids]
 
     def sbatch_parameters(self, request: JobRequest, name: str, count: int) -> Dict[str, object]:
         """submitit parameters for a batch: the ``slurm:`` section, GPUs per trial and the time limit."""
@@ -141,12 +169,17 @@ class SlurmExecutor(Executor):
 
     # ---- after a crash --------------------------------------------------------------------------
     def find(self, requests: Sequence[JobRequest]) -> Dict[str, str]:
-        """Jobs of unbound runs, by batch name; repairs a batch whose job pickles were never placed."""
-        wanted = {r.run_id: r for r in requests}
+        """Jobs of unbound runs, by batch name (the batch manifests list the runs in task order)."""
+        wanted = {r.run_id for r in requests}
         batches = {}
-        for manifest in self.batches_dir.glob("*.json") if self.batches_dir.is_dir() else []:
-            run_ids = json.loads(manifest.read_text())
-            if any(run_id in wanted for run_id in run_ids):
+        for manifest in self.jobs_dir.glob(f"*/{MANIFEST}") if self.jobs_dir.is_dir() else []:
+            run_ids = read_json(manifest)["runs"]
+            if wanted.intersection(run_ids):
+                batches[manifest.parent.name] = run_ids
+        # manifests of experiments submitted by earlier versions: jobs/batches/<name>.json, a list of run ids
+        for manifest in self.jobs_dir.glob("batches/*.json") if self.jobs_dir.is_dir() else []:
+            run_ids = read_json(manifest)
+            if wanted.intersection(run_ids):
                 batches[manifest.stem] = run_ids
         if not batches:
             return {}
@@ -161,10 +194,7 @@ class SlurmExecutor(Executor):
             else:
                 base = job_ids[0].split("_")[0]
                 mapping = {run_id: f"{base}_{index}" for index, run_id in enumerate(run_ids)}
-            for run_id, job_id in mapping.items():
-                if run_id in wanted:
-                    self._ensure_pickle(job_id, wanted[run_id])
-                    found[run_id] = job_id
+            found.update((run_id, job_id) for run_id, job_id in mapping.items() if run_id in wanted)
         return found
 
     def _jobs_named(self, names: List[str]) -> Dict[str, List[str]]:
@@ -177,16 +207,6 @@ class SlurmExecutor(Executor):
             for name, ids in parse_names(run_slurm(command)).items():
                 found.setdefault(name, []).extend(ids)
         return found
-
-    def _ensure_pickle(self, job_id: str, request: JobRequest) -> None:
-        """submitit places each job's pickle after sbatch returns; if the driver died in between,
-        place it now so the waiting job can start."""
-        paths = JobPaths(self.jobs_dir / "%j", job_id=job_id)
-        if not paths.submitted_pickle.exists():
-            paths.folder.mkdir(parents=True, exist_ok=True)
-            delayed = DelayedSubmission(run_job, str(request.spec_path))
-            delayed.set_timeout(request.time_minutes or 0, 0)
-            delayed.dump(paths.submitted_pickle)
 
     def cancel(self, job_ids: Sequence[str]) -> None:
         """One scancel for all the jobs: Slurm sends SIGTERM (trials checkpoint), then SIGKILL after KillWait."""
