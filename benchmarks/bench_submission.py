@@ -6,18 +6,22 @@ their job ids; the script verifies none is left.
 Path measured: the real driver. An experiment folder is made with ``hpo_slurm.experiment.create``
 from examples/quadratic/random.yaml (max_trials = max_concurrent_trials = N, held); a ``Driver``
 records the N first runs (``start`` with submission off), then ``Driver._submit_ready()`` is timed:
-it fits each run's time limit, writes its spec file, builds the ``JobRequest``s and calls
-``SlurmExecutor.submit`` (manifest first, then submitit's batch submission: one array).
+it fits each run's time limit, builds each run's spec and ``JobRequest`` and calls
+``SlurmExecutor.submit``: per batch, one manifest (run ids and specs) and one submitit pickle, both
+synced, then ONE sbatch of the script submitit renders (one array). The Slurm executor delivers the
+specs, so the driver writes no per-run file; the script checks that no ``runs/<run>/`` folder exists
+after the submission (tasks create them when they start).
 
 Modes (each repeat makes a fresh experiment, so job names never collide):
 * ``arrays``          the driver as it is: ``SlurmExecutor.submit(all N)`` -> one job array;
 * ``per_run``         the same driver and executor with batching disabled: ``submit([r])`` per run
-                      (one manifest, one submitit executor, one sbatch per run);
+                      (one manifest, one pickle, one submitit executor, one sbatch per run);
 * ``sbatch_per_run``  floor of the per-run baseline: plain ``sbatch --hold`` of a one-line script per run;
 * ``sbatch_array``    floor of the array case: one plain ``sbatch --hold --array=0-(N-1)``;
 * ``array_executor``  for comparison, the same driver with the sweep's ``ArrayExecutor`` (one manifest
-                      of spec paths + one rendered array.sbatch, no per-task pickles; its tasks would run
-                      ``hpo_slurm.sweep_task``). It also asks sacctmgr/squeue for submit limits (children).
+                      of spec paths + one rendered array.sbatch, no pickles; its tasks would run
+                      ``hpo_slurm.sweep_task``). It does not deliver specs: the driver writes a spec
+                      file per run. It also asks sacctmgr/squeue for submit limits (children).
 
 Measured per mode: wall seconds, the submitting process's own CPU (``time.process_time()``) and its
 children's CPU (``getrusage(RUSAGE_CHILDREN)``: sbatch), for the whole ``_submit_ready`` and for the
@@ -173,8 +177,11 @@ def driver_submission(config_path: Path, root: Path, name: str, mode: str,
             raise RuntimeError(f"{runs} runs, {len(job_ids)} bound to jobs")
         rows = queued(lambda job_name: job_name.startswith(prefix))
         held = check_held(rows, runs)
-        manifests = list(layout.dir.glob("jobs/batches/*.json")) + list(layout.dir.glob("jobs/array-*/manifest.json"))
+        manifests = list(layout.dir.glob("jobs/*/manifest.json"))
         scripts = sorted(layout.dir.glob("jobs/*/*_submission.sh")) + sorted(layout.dir.glob("jobs/array-*/array.sbatch"))
+        run_dirs = len(list(layout.dir.glob("runs/*")))
+        if mode != "array_executor" and run_dirs:
+            raise RuntimeError(f"{mode}: the driver created {run_dirs} run folders (specs are delivered in manifests)")
         header = [line for line in scripts[0].read_text().splitlines() if line.startswith("#SBATCH")] if scripts else []
         arrays = len({j.split("_")[0] for j in job_ids if "_" in j})
         singles = sum(1 for j in job_ids if "_" not in j)
@@ -189,7 +196,7 @@ def driver_submission(config_path: Path, root: Path, name: str, mode: str,
         "runs": runs, "wall_s": total.wall, "cpu_s": total.cpu, "children_cpu_s": total.children,
         "submit_wall_s": sub.wall, "submit_cpu_s": sub.cpu, "submit_children_cpu_s": sub.children,
         "specs_cpu_s": total.cpu - sub.cpu, "sbatch_calls": arrays + singles, "arrays": arrays,
-        "manifests": len(manifests), "sbatch_header": header, **held, **cancelled,
+        "manifests": len(manifests), "run_dirs": run_dirs, "sbatch_header": header, **held, **cancelled,
     }
 
 
@@ -231,9 +238,7 @@ def profile_groups() -> Dict[str, tuple]:
     """label -> (function, only when called from this function or None)."""
     import json
     import os
-    import uuid as uuid_module
 
-    import submitit.core.core as core
     import submitit.core.utils as utils
     import submitit.slurm.slurm as slurm_module
 
@@ -244,20 +249,15 @@ def profile_groups() -> Dict[str, tuple]:
 
     return {
         "hpo-slurm: Driver._submit_ready (all of it)": (D._submit_ready, None),
-        "hpo-slurm: spec files (Driver._write_spec)": (D._write_spec, None),
+        "hpo-slurm: specs (Driver._spec)": (D._spec, None),
         "hpo-slurm: time limits (fitted_time_minutes)": (fitted_time_minutes, None),
         "hpo-slurm: JobRequests (Driver._request)": (D._request, None),
         "hpo-slurm: SlurmExecutor.submit (all of it)": (ours.SlurmExecutor.submit, None),
         "hpo-slurm: batch manifest (write_json_atomic)": (fsio.write_json_atomic, ours.SlurmExecutor._submit_batch),
-        "submitit: batch submission (all of it)": (slurm_module.SlurmExecutor._internal_process_submissions, None),
-        "submitit: executor.submit x N (DelayedSubmission objects)": (core.Executor.submit, None),
-        "submitit: pickle each DelayedSubmission (cloudpickle + file)": (utils.DelayedSubmission.dump, None),
-        "submitit: uuid4 per pickle": (uuid_module.uuid4, None),
-        "submitit: a SlurmJob object per task (paths, watcher)": (core.Job.__init__, None),
-        "submitit: move each pickle into its job folder (mkdir + rename)": (utils.JobPaths.move_temporary_file, None),
+        "submitit: the batch's pickle and sbatch (BatchExecutor.submit_batch)": (ours.BatchExecutor.submit_batch, None),
         "submitit: render the sbatch script": (slurm_module.SlurmExecutor._make_submission_file_text, None),
         "submitit: run sbatch (fork/exec, pipes)": (utils.CommandFunction.__call__, None),
-        "of which: json.dump": (json.dump, None),
+        "of which: json.dumps": (json.dumps, None),
         "of which: os.fsync": (os.fsync, None),
     }
 
@@ -344,7 +344,7 @@ def main() -> None:
         m["cpu_s_per_1k"] = m["cpu_s"] * per_1k
         m["submit_cpu_s_per_1k"] = m["submit_cpu_s"] * per_1k
         m["sbatch_calls"] = results[mode][0]["sbatch_calls"]
-    headers = ["mode", "sbatch calls", "wall s", "driver CPU s", "of it submit()", "of it specs",
+    headers = ["mode", "sbatch calls", "wall s", "driver CPU s", "of it submit()", "of it outside submit()",
                "children CPU s", "driver CPU s / 1k", "submit() CPU s / 1k"]
     rows = [[mode, m["sbatch_calls"], m["wall_s"], m["cpu_s"], m["submit_cpu_s"], m["specs_cpu_s"],
              m["children_cpu_s"], m["cpu_s_per_1k"], m["submit_cpu_s_per_1k"]] for mode, m in medians.items()]
