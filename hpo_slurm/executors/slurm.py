@@ -52,14 +52,20 @@ class BatchExecutor(submitit.SlurmExecutor):
         return " ".join([self.python, "-u -m hpo_slurm.slurm_task", shlex.quote(str(self.folder))])
 
     def submit_batch(self, delayed: DelayedSubmission, count: int) -> List[str]:
-        """Write ``delayed`` to ``<folder>/task.pkl`` (synced), then submit ONE sbatch: a job array
-        of ``count`` tasks, or a lone job when ``count`` is 1. The job ids, in task order."""
-        delayed.set_timeout(self.parameters.get("time", 5), self.max_num_timeout)
-        write_bytes_atomic(self.folder / SHARED_PICKLE, cloudpickle.dumps(delayed))
+        """Write ``delayed`` as the batch's pickle, then submit ONE sbatch: a job array of ``count``
+        tasks, or a lone job when ``count`` is 1. The job ids, in task order."""
+        self.write_shared_pickle(delayed)
         if count > 1:
             self.parameters["map_count"] = count
         job = self._submit_command(self._submitit_command_str)
         return [f"{job.job_id}_{index}" for index in range(count)] if count > 1 else [job.job_id]
+
+    def write_shared_pickle(self, delayed: DelayedSubmission) -> Path:
+        """``<folder>/task.pkl``, synced to disk: what every job of the batch runs."""
+        delayed.set_timeout(self.parameters.get("time", 5), self.max_num_timeout)
+        path = self.folder / SHARED_PICKLE
+        write_bytes_atomic(path, cloudpickle.dumps(delayed))
+        return path
 
 
 class SlurmExecutor(Executor):

@@ -1,0 +1,131 @@
+"""The task side of the Slurm executor, without a cluster: ``python -m hpo_slurm.slurm_task FOLDER``
+run as Slurm would run a task of a job array (Slurm's environment variables set by hand)."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Dict, List
+
+import pytest
+from submitit.core.utils import DelayedSubmission
+
+from helpers_spec import EXAMPLES, job_env
+from hpo_slurm.executors.slurm import BatchExecutor
+from hpo_slurm.fsio import read_json, write_json_atomic
+from hpo_slurm.layout import ExperimentLayout, run_name
+from hpo_slurm.slurm_task import MANIFEST, SHARED_PICKLE, run_task, task_index
+
+HPARAMS = {"optimizer": {"lr": 0.05, "momentum": 0.8}, "layers": 3, "activation": "tanh"}
+ARRAY_JOB = "4242"
+
+
+def spec_of(layout: ExperimentLayout, trial_id: int) -> Dict[str, Any]:
+    return {
+        "experiment": layout.name, "experiment_dir": str(layout.dir), "context_dir": str(EXAMPLES / "quadratic"),
+        "trial_id": trial_id, "run_id": run_name(trial_id, 1), "hparams": {**HPARAMS, "layers": trial_id},
+        "target_length": 12, "from_length": 0, "unit": "batches", "parent_checkpoint": None,
+        "entrypoint": "python3 train.py", "metric": "validation_loss", "smaller_is_better": True,
+        "time_limit_s": None, "signal_delay_s": 30, "data": {"sleep_per_unit": 0.0}, "records_per_epoch": 0,
+    }
+
+
+def make_batch(tmp_path: Path, count: int) -> tuple:
+    """An experiment folder and a batch folder as ``SlurmExecutor._submit_batch`` leaves them."""
+    layout = ExperimentLayout(tmp_path / "exp")
+    specs = [spec_of(layout, trial_id) for trial_id in range(1, count + 1)]
+    folder = layout.dir / "jobs" / f"hpo.test.{specs[0]['run_id']}+{count - 1}"
+    folder.mkdir(parents=True)
+    write_json_atomic(folder / MANIFEST, {"runs": [s["run_id"] for s in specs], "specs": specs})
+    executor = BatchExecutor(folder=folder, max_num_timeout=0)
+    executor.update_parameters(job_name=folder.name, time=5)
+    executor.write_shared_pickle(DelayedSubmission(run_task, str(folder / MANIFEST)))
+    return layout, folder, specs
+
+
+def run_task_process(folder: Path, index: int, restart: int = 0) -> subprocess.CompletedProcess:
+    env = job_env()
+    env.update(SUBMITIT_EXECUTOR="slurm", SLURM_JOB_ID=str(int(ARRAY_JOB) + index), SLURM_ARRAY_JOB_ID=ARRAY_JOB,
+               SLURM_ARRAY_TASK_ID=str(index), SLURM_PROCID="0", SLURM_LOCALID="0", SLURM_NODEID="0",
+               SLURM_NTASKS="1", SLURM_JOB_NUM_NODES="1", SLURM_RESTART_COUNT=str(restart))
+    return subprocess.run([sys.executable, "-u", "-m", "hpo_slurm.slurm_task", str(folder)], env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_a_task_links_the_shared_pickle_and_writes_its_spec_from_the_manifest(tmp_path):
+    layout, folder, specs = make_batch(tmp_path, 3)
+    assert not (layout.dir / "runs").exists()
+    done = run_task_process(folder, 1)
+    assert done.returncode == 0, done.stderr[-3000:]
+    # submitit's own name for this task's pickle is the batch's one pickle
+    assert (folder / f"{ARRAY_JOB}_1_submitted.pkl").samefile(folder / SHARED_PICKLE)
+    assert sorted(p.name for p in folder.glob("*.pkl")) == sorted(
+        [SHARED_PICKLE, f"{ARRAY_JOB}_1_submitted.pkl", f"{ARRAY_JOB}_1_0_result.pkl"])
+    # only task 1's run exists, with the spec its manifest entry holds
+    assert sorted(p.name for p in (layout.dir / "runs").iterdir()) == [specs[1]["run_id"]]
+    assert read_json(layout.spec_file(specs[1]["run_id"])) == specs[1]
+    result = read_json(layout.result_file(specs[1]["run_id"]))
+    assert result["status"] == "exited"
+    outcome, value = pickle.loads((folder / f"{ARRAY_JOB}_1_0_result.pkl").read_bytes())
+    assert outcome == "success" and value["status"] == "exited"
+    validations = [json.loads(line) for line in layout.metrics_file(2).read_text().splitlines()
+                   if json.loads(line)["kind"] == "validation"]
+    assert [v["length"] for v in validations] == [12]
+    # submitit's output files of the task are linked into the run's folder (hpo-slurm logs reads there)
+    run_dir = layout.run_dir(specs[1]["run_id"])
+    assert os.readlink(run_dir / f"{ARRAY_JOB}_1_0_log.out") == str(folder / f"{ARRAY_JOB}_1_0_log.out")
+
+
+def test_a_requeued_task_finds_its_pickle_and_spec_again(tmp_path):
+    layout, folder, specs = make_batch(tmp_path, 2)
+    first = run_task_process(folder, 0)
+    assert first.returncode == 0, first.stderr[-3000:]
+    spec_file = layout.spec_file(specs[0]["run_id"])
+    written = spec_file.stat().st_mtime_ns
+    again = run_task_process(folder, 0, restart=1)  # Slurm starts a requeued task under the same id
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert spec_file.stat().st_mtime_ns == written  # kept, not rewritten
+    attempts = [json.loads(line) for line in layout.attempts_file(specs[0]["run_id"]).read_text().splitlines()]
+    assert [(a["attempt"], a["array_task_id"], a["restart_count"]) for a in attempts] == [(1, "0", 0), (2, "0", 1)]
+
+
+def test_a_failing_trial_fails_the_task_with_submitit_s_error_pickle(tmp_path):
+    layout, folder, specs = make_batch(tmp_path, 2)
+    manifest = read_json(folder / MANIFEST)
+    manifest["specs"][1]["data"] = {"fail_always": True}
+    write_json_atomic(folder / MANIFEST, manifest)
+    done = run_task_process(folder, 1)
+    assert done.returncode != 0
+    outcome, trace = pickle.loads((folder / f"{ARRAY_JOB}_1_0_result.pkl").read_bytes())
+    assert outcome == "error" and "TrialFailed" in trace
+    assert read_json(layout.result_file(specs[1]["run_id"]))["status"] == "failed"
+
+
+def test_task_index_comes_from_the_array_and_is_checked(monkeypatch):
+    monkeypatch.delenv("SLURM_ARRAY_TASK_ID", raising=False)
+    assert task_index(1) == 0  # a lone job
+    with pytest.raises(RuntimeError, match="needs SLURM_ARRAY_TASK_ID"):
+        task_index(3)
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "2")
+    assert task_index(3) == 2
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "3")
+    with pytest.raises(RuntimeError, match="outside the batch of 3"):
+        task_index(3)
+
+
+def test_the_rendered_script_runs_the_task_entry_on_the_quoted_batch_folder(tmp_path):
+    layout, folder, specs = make_batch(tmp_path / "a dir; with 'quotes'", 2)
+    executor = BatchExecutor(folder=folder, max_num_timeout=0)
+    executor.update_parameters(job_name=folder.name, time=5)
+    executor.parameters["map_count"] = 2
+    text = executor._make_submission_file_text(executor._submitit_command_str, "uid")
+    command = text.strip().splitlines()[-1]
+    words: List[str] = shlex.split(command)
+    assert words[-4:-1] == ["-u", "-m", "hpo_slurm.slurm_task"] and words[-1] == str(folder)
+    assert "#SBATCH --array=0-1%2" in text
+    assert "momentum" not in text and "tanh" not in text  # hyperparameters never reach the script
