@@ -182,42 +182,49 @@ def _drive(layout, detach: bool) -> None:
 @_root_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--watch", is_flag=True, help="Refresh in place until interrupted.")
-def status(name, root, as_json: bool, watch: bool) -> None:
-    """Show experiments, or one experiment's progress, best trial and trials.
+@click.option("--trials", "trials", metavar="all|N", default=None,
+              help="Also list trials with their runs: every trial, or the latest N (default: the summary only).")
+def status(name, root, as_json: bool, watch: bool, trials) -> None:
+    """Show experiments, or one experiment's summary: progress, trials and runs by state, compute,
+    best trial, active runs and the top trials.
 
     \b
     Example:
       hpo-slurm status                 # every experiment under the root
       hpo-slurm status first-try --json
+      hpo-slurm status first-try --json --trials all
     """
     from . import experiment
-    from .status import summarize
+    from .status import parse_trials_option, summarize
     from .sweep import refresh as refresh_sweep  # a sweep has no driver: status ingests its tasks' files
-    from .views import experiments_table, print_summary
 
+    wanted = parse_trials_option(trials)
     root_path = _root(root)
     if name is None:
-        summaries = [refresh_sweep(layout, quiet=True) or summarize(layout, with_trials=False)
-                     for layout in experiment.list_all(root_path)]
+        if wanted is not None:
+            raise UserError(f"--trials {trials}: lists one experiment's trials; give its NAME")
+        summaries = [refresh_sweep(layout, quiet=True) or summarize(layout) for layout in experiment.list_all(root_path)]
         if as_json:
             click.echo(json.dumps({"experiments": summaries}))
         elif not summaries:
             click.echo(f"no experiments in {root_path}")
         else:
-            from .views import output_console
+            from .views import experiments_table, output_console
 
             output_console().print(experiments_table(summaries))
         return
     layout = experiment.find(root_path, name)
     refresh_sweep(layout)
     if as_json:
-        click.echo(json.dumps(summarize(layout)))
+        click.echo(json.dumps(summarize(layout, trials=wanted)))
     elif watch:
         from .live import watch_status
 
-        watch_status(layout)
+        watch_status(layout, trials=wanted)
     else:
-        print_summary(summarize(layout))
+        from .views import print_summary
+
+        print_summary(summarize(layout, trials=wanted))
 
 
 @cli.command()

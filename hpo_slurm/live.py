@@ -13,7 +13,7 @@ from rich.console import Console, Group
 from rich.live import Live
 
 from .layout import ExperimentLayout
-from .status import summarize
+from .status import TrialsWanted, summarize
 from .views import output_console, print_summary, summary_panel, trials_table
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -25,7 +25,7 @@ ProgressCallback = Callable[[float, Optional[float]], None]
 
 
 def _renderable(layout: ExperimentLayout, width: Optional[int] = None) -> Group:
-    summary = summarize(layout)
+    summary = summarize(layout, trials=VISIBLE_TRIALS)
     return Group(summary_panel(summary), trials_table(summary["trials"], limit=VISIBLE_TRIALS, width=width,
                                                             one_line=True))
 
@@ -54,10 +54,11 @@ def drive_with_view(layout: ExperimentLayout) -> "Driver":
 
 
 def watch_status(layout: ExperimentLayout, console: Optional[Console] = None, interval: float = REFRESH_S,
-                 iterations: Optional[int] = None) -> None:
+                 iterations: Optional[int] = None, trials: "TrialsWanted" = None) -> None:
     """Show the experiment's summary every ``interval`` seconds until Ctrl-C (or ``iterations``
-    times). On a terminal the view is redrawn in place; otherwise each refresh is printed after a
-    timestamp line, so a log or a pipe gets a plain record."""
+    times). On a terminal the view (summary and the latest VISIBLE_TRIALS trials) is redrawn in
+    place; otherwise each refresh is printed after a timestamp line, so a log or a pipe gets a plain
+    record: the summary, and the trials ``trials`` asks for (``status.summarize``)."""
     console = console or output_console()
     count = 0
     try:
@@ -73,7 +74,7 @@ def watch_status(layout: ExperimentLayout, console: Optional[Console] = None, in
             if count:
                 time.sleep(interval)
             console.print(f"--- {datetime.datetime.now():%Y-%m-%d %H:%M:%S} ---")
-            print_summary(summarize(layout), console)
+            print_summary(summarize(layout, trials=trials), console)
             console.file.flush()  # a pipe is block-buffered: each record must reach `tail -f` whole
             count += 1
     except KeyboardInterrupt:

@@ -74,11 +74,14 @@ def summary_panel(s: Dict[str, Any]) -> Panel:
     driver = s["driver"]
     driver_text = f"alive (pid {driver['pid']} on {driver['host']})" if driver["alive"] else "not running"
     counts = ", ".join(f"{n} {state.lower()}" for state, n in s["trial_counts"].items() if n)
+    runs = ", ".join(f"{n} {state.lower()}" for state, n in s.get("run_counts", {}).items() if n)
     lines = [
         Text.assemble("state ", _state(s["state"]), f"   searcher {s['searcher']}   executor {s['executor']}"),
         Text(f"driver {driver_text}"),
         Text(f"trials: {counts or 'none yet'}"),
-        Text(f"GPU-hours {s['gpu_hours'] or 0:.2f}   checkpoints {_bytes(s['checkpoint_bytes'])}"),
+        Text(f"runs: {runs or 'none yet'}"),
+        Text(f"GPU-hours {s['gpu_hours'] or 0:.2f}   job hours {s.get('job_hours') or 0:.2f}   "
+             f"checkpoints {_bytes(s['checkpoint_bytes'])}"),
     ]
     best = s["best"]
     if best:
@@ -93,7 +96,7 @@ COMPACT_BELOW = 130  # narrower consoles get the compact trials table
 
 
 def trials_table(trials: List[Dict[str, Any]], limit: Optional[int] = None, width: Optional[int] = None,
-                 one_line: bool = False) -> Table:
+                 one_line: bool = False, title: str = "Trials") -> Table:
     """The trials, latest ``limit`` only when given. Below COMPACT_BELOW columns of ``width`` the table
     drops the job ids, shows restarts/preemptions only when some trial has any, and lists the
     hyperparameters one per line (or cut to one line with ``one_line``, for live views that must fit
@@ -103,7 +106,7 @@ def trials_table(trials: List[Dict[str, Any]], limit: Optional[int] = None, widt
     troubled = any(t["restarts"] or t["preemptions"] for t in shown)
     columns = ["id", "state", "length", "latest", "best"]
     columns += (["rst/pre"] if troubled else []) if compact else ["restarts", "preempt", "jobs"]
-    table = Table(title="Trials", title_justify="left")
+    table = Table(title=title, title_justify="left")
     for column in columns:  # never cut a state or a number; the hyperparameters column gives way instead
         table.add_column(column, no_wrap=column in ("id", "state", "length", "latest", "best"))
     table.add_column("hyperparameters", overflow="ellipsis" if compact else "fold", no_wrap=compact,
@@ -135,8 +138,32 @@ def _bytes(count: int) -> str:
     return f"{value:.1f} TiB"
 
 
+def active_runs_table(summary: Dict[str, Any]) -> Table:
+    """The summary's active runs; the title says how many more there are."""
+    shown = summary["active_runs"]
+    total = sum(summary["run_counts"].get(state, 0) for state in ("SUBMITTED", "RUNNING"))
+    more = f" (first {len(shown)} of {total})" if total > len(shown) else ""
+    table = Table(title=f"Active runs{more}", title_justify="left")
+    for column in ("run", "trial", "state", "lengths", "job"):
+        table.add_column(column, no_wrap=True)
+    for r in shown:
+        table.add_row(r["run_id"], str(r["trial_id"]), _state(r["state"]), f"{r['from_length']}→{r['to_length']}",
+                      r["job_id"] or "-")
+    return table
+
+
 def print_summary(summary: Dict[str, Any], console: Optional[Console] = None) -> None:
+    """The summary panel, then the trial listing when the summary has one (``trials``), else the
+    active runs and the top trials."""
     console = console or output_console()
     console.print(summary_panel(summary))
-    if summary.get("trials"):
-        console.print(trials_table(summary["trials"], width=console.width))
+    if "trials" in summary:
+        if summary["trials"]:
+            console.print(trials_table(summary["trials"], width=console.width))
+        return
+    if summary.get("active_runs"):
+        console.print(active_runs_table(summary))
+    if summary.get("top_trials"):
+        direction = "smallest" if summary["smaller_is_better"] else "largest"
+        title = f"Top {len(summary['top_trials'])} trials by {summary['metric']} ({direction} first)"
+        console.print(trials_table(summary["top_trials"], width=console.width, title=title))

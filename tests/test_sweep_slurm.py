@@ -51,7 +51,8 @@ def sweep(config: Path, root: Path, *args: str) -> str:
 
 
 def status(root: Path, name: str) -> Dict[str, Any]:
-    done = cli("status", name, "--root", str(root), "--json")
+    """``hpo-slurm status NAME --json --trials all``: the summary and every trial with its runs."""
+    done = cli("status", name, "--root", str(root), "--json", "--trials", "all")
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
 
