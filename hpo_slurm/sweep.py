@@ -21,14 +21,16 @@ import shutil
 import time
 from collections import deque
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Tuple
 
 import click
 
-from .config import ExperimentConfig, check_name, load_config
 from .errors import UserError
 from .layout import ExperimentLayout, run_name
 from .types import Create, Train
+
+if TYPE_CHECKING:  # pragma: no cover  (the config module and YAML are imported by the functions that read a config)
+    from .config import ExperimentConfig
 
 SWEEP_SEARCHERS = ("single", "grid", "random")
 EXECUTOR = "array"
@@ -72,6 +74,7 @@ def planned_trials(config: ExperimentConfig) -> List[Tuple[int, Dict[str, Any], 
 def start(config_path: str, name: Optional[str], root: Path, context: Optional[Path], max_jobs: Optional[int],
           dry_run: bool) -> None:
     from . import experiment
+    from .config import check_name, load_config
     from .executors.array import ArrayExecutor
     from .executors.base import JobRequest
 
@@ -204,6 +207,7 @@ def refresh(layout: ExperimentLayout, quiet: bool = False) -> None:
     cannot be reached (the last known state is shown)."""
     if not is_sweep(layout):
         return
+    from .config import load_config
     from .executors.array import ArrayExecutor
 
     try:
@@ -226,6 +230,7 @@ def resubmit_failed(layout: ExperimentLayout, max_jobs: Optional[int]) -> None:
     or lost tasks, runs a crashed ``sweep`` never submitted) as one more array."""
     if not is_sweep(layout):
         raise UserError(f"{layout.name} is not a sweep: use `hpo-slurm resume {layout.name}`")
+    from .config import load_config
     from .executors.array import ArrayExecutor
 
     executor = ArrayExecutor(load_config(str(layout.config)), layout.dir, max_jobs=max_jobs)
