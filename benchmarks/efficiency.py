@@ -4,7 +4,8 @@ Per objective and seed: random search with N trials trained to max_length sets t
 best) and the budget (its total compute). Then, for each method, the compute spent when its best metric
 AT max_length first reaches the target, as a fraction of that budget (inf when it never does):
 
-* adaptive_asha in standard mode (Determined's default: brackets of 5, 4 and 3 rungs on 256 units) and
+* adaptive_asha in each of its modes: standard (Determined's default: brackets of 5, 4 and 3 rungs on
+  256 units), aggressive (one bracket of 5 rungs) and conservative (brackets of 5 to 1 rungs); and
   async_halving (one bracket with as many rungs as adaptive_asha's biggest: the same search as
   adaptive_asha in aggressive mode), divisor 4, max_concurrent_trials = workers, on the simulated
   cluster, with ``MANY`` x N trials, about enough to spend random search's budget;
@@ -55,7 +56,9 @@ OBJECTIVES = {
 # 8N does that on Hartmann (100 units, adaptive_asha's trials cost ~1/8 of a full one on average) but
 # spends only ~0.3 of it on the curves (256 units, ~1/30), so those get 32N.
 MANY = {"hartmann6.yaml": 8, "curves.yaml": 32}
-METHODS = ("adaptive_asha", "async_halving", "random-2x", "optuna-sha", "optuna-hyperband")
+ASHA_MODES = {"adaptive_asha": "standard", "asha-aggressive": "aggressive", "asha-conservative": "conservative"}
+SIMULATED = (*ASHA_MODES, "async_halving", "random-2x")  # methods run by hpo-slurm on the simulated cluster
+METHODS = (*SIMULATED, "optuna-sha", "optuna-hyperband")
 
 
 def compute_to_target(trace: List[List[float]], target: float) -> float:
@@ -90,7 +93,8 @@ def run_optuna(objective: Callable, names: List[str], max_length: int, trials: i
         chosen = optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=4)
     else:
         chosen = optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max_length, reduction_factor=4)
-    study = optuna.create_study(direction="minimize", sampler=optuna.samplers.RandomSampler(seed=seed), pruner=chosen)
+    # HyperbandPruner assigns brackets by a hash of the study name: a fixed name keeps runs repeatable
+    study = optuna.create_study(study_name=f"{pruner}-{seed}", direction="minimize", sampler=optuna.samplers.RandomSampler(seed=seed), pruner=chosen)
     space = {name: FloatDistribution(0.0, 1.0) for name in names}
     steps = sorted({4 ** k for k in range(20) if 4 ** k < max_length} | {max_length})
     events: List[Any] = []  # (end time, sequence, trial, hparams, step index, result, segment start)
@@ -144,9 +148,10 @@ def one_seed(name: str, seed: int, n: int, workers: int, root: Path, many: Optio
     objective = load_objective(spec)
     many = many or MANY[base]
     folder = root / f"{name}-{seed}"
-    adaptive = write_config(base, folder / "adaptive.yaml", seed=seed, max_trials=many * n,
-                            max_concurrent_trials=workers)
-    config = load_config(str(adaptive))
+    adaptive = {method: write_config(base, folder / f"{method}.yaml", seed=seed, max_trials=many * n,
+                                     max_concurrent_trials=workers, mode=mode)
+                for method, mode in ASHA_MODES.items()}
+    config = load_config(str(adaptive["adaptive_asha"]))
     names = [path[0] for path, _ in config.hyperparameters.leaves()]
     max_length = config.searcher.max_length
     rungs = max(bracket_rungs(config.searcher))
@@ -155,7 +160,7 @@ def one_seed(name: str, seed: int, n: int, workers: int, root: Path, many: Optio
                                max_concurrent_trials=n),
         "random-2x": write_config(base, folder / "random2.yaml", seed=seed + 1000, name="random",
                                   max_trials=2 * n, max_concurrent_trials=2 * n),
-        "adaptive_asha": adaptive,
+        **adaptive,
         "async_halving": write_config(base, folder / "async.yaml", seed=seed, name="async_halving",
                                       max_trials=many * n, num_rungs=rungs, divisor=4,
                                       max_concurrent_trials=workers),
@@ -166,7 +171,7 @@ def one_seed(name: str, seed: int, n: int, workers: int, root: Path, many: Optio
     random_run = results["random"]
     target, budget = random_run["best"]["metric"], random_run["compute_seconds"]
     row: Dict[str, Any] = {"objective": name, "seed": seed, "target": target, "budget_seconds": budget}
-    for method in ("adaptive_asha", "async_halving", "random-2x"):
+    for method in SIMULATED:
         spent = compute_to_target(results[method]["incumbent_trace"], target)
         row[method] = spent / budget
         row[f"{method}_total"] = results[method]["compute_seconds"] / budget
