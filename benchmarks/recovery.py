@@ -6,9 +6,11 @@
   searcher decision (the first tick that feeds the searcher an event). The jobs keep running meanwhile,
   as Slurm's would. Shown beside it: Python start-up plus the imports ``hpo-slurm resume`` needs, which a
   real resume pays once more.
-* status: ``hpo-slurm status NAME --json`` as a subprocess (interpreter start included, output to a
-  pipe) on a finished 100k-trial experiment, beside ``sqlite3 experiment.db 'SELECT COUNT(*) FROM
-  trials'``-style reads of the same rows in-process as a floor.
+* status: as subprocesses (interpreter start included, output to a pipe) on a finished 100k-trial
+  experiment: ``hpo-slurm status NAME --json`` (the summary, the default), ``status NAME --json
+  --trials all`` (every trial with its runs) and ``status --json`` (the experiment list); beside them,
+  Python start-up alone and a plain ``sqlite3`` fetch of every trials and runs row as floors. The
+  load average is recorded before and after these timings (the machine may be shared).
 
     python benchmarks/recovery.py
 """
@@ -16,12 +18,14 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -56,14 +60,18 @@ def resume_once(trials: int, workers: int) -> dict:
             "to_first_decision_s": decided - started}
 
 
-def timed(command, repeats: int) -> list:
+def timed(command, repeats: int, sizes: Optional[list] = None) -> list:
+    """Wall seconds of ``repeats`` runs of ``command``; the byte size of each stdout is appended to
+    ``sizes`` when given."""
     times = []
     for _ in range(repeats):
         started = time.perf_counter()
-        done = subprocess.run(command, capture_output=True, text=True)
+        done = subprocess.run(command, capture_output=True)
         times.append(time.perf_counter() - started)
         if done.returncode != 0:
-            raise RuntimeError(done.stderr[-2000:])
+            raise RuntimeError(done.stderr[-2000:].decode(errors="replace"))
+        if sizes is not None:
+            sizes.append(len(done.stdout))
     return times
 
 
@@ -93,13 +101,19 @@ def main() -> None:
     started = time.perf_counter()
     experiment = build_finished(args.status_trials, args.workers, root)
     print(f"built a {args.status_trials:,}-trial experiment in {time.perf_counter() - started:.1f} s", flush=True)
-    status = timed([sys.executable, "-m", "hpo_slurm.cli", "status", experiment.name, "--root",
-                    str(experiment.parent), "--json"], args.repeats)
+    load_before = os.getloadavg()
+    status_command = [sys.executable, "-m", "hpo_slurm.cli", "status", experiment.name, "--root", str(experiment.parent),
+                      "--json"]
+    summary_bytes, all_bytes = [], []
+    status = timed(status_command, args.repeats, summary_bytes)
+    status_all = timed(status_command + ["--trials", "all"], args.repeats, all_bytes)
     summary_only = timed([sys.executable, "-m", "hpo_slurm.cli", "status", "--root", str(experiment.parent),
                           "--json"], args.repeats)
+    python_alone = timed([sys.executable, "-c", "pass"], args.repeats)
     floor = timed([sys.executable, "-c", f"import sqlite3; c = sqlite3.connect({str(experiment / 'experiment.db')!r}); "
                    "c.execute('SELECT * FROM trials').fetchall(); c.execute('SELECT * FROM runs').fetchall()"],
                   args.repeats)
+    load_after = os.getloadavg()
     size = (experiment / "experiment.db").stat().st_size
     shutil.rmtree(root, ignore_errors=True)
     results = {
@@ -108,21 +122,31 @@ def main() -> None:
                    "replayed_events": median(r["replayed_events"] for r in resumes),
                    "python_and_imports_s": median(imports)},
         "status": {"trials": args.status_trials, "db_bytes": size, "status_name_json_s": median(status),
-                   "status_name_json_all": status, "status_list_json_s": median(summary_only),
-                   "raw_sqlite_read_s": median(floor)},
+                   "status_name_json_runs": status, "status_name_json_bytes": summary_bytes[0],
+                   "status_name_json_trials_all_s": median(status_all), "status_name_json_trials_all_runs": status_all,
+                   "status_name_json_trials_all_bytes": all_bytes[0],
+                   "status_list_json_s": median(summary_only), "status_list_json_runs": summary_only,
+                   "python_start_s": median(python_alone), "raw_sqlite_read_s": median(floor),
+                   "load_before": list(load_before), "load_after": list(load_after)},
     }
     print()
     print(table(["measure", "median s", "target s"], [
         [f"resume {args.resume_trials:,} trials -> first decision (in process)",
          results["resume"]["to_first_decision_s"], 2.0],
         ["  + python start and imports of hpo-slurm resume", results["resume"]["python_and_imports_s"], float("nan")],
-        [f"hpo-slurm status NAME --json, {args.status_trials:,} trials", results["status"]["status_name_json_s"], 0.5],
+        [f"hpo-slurm status NAME --json (summary), {args.status_trials:,} trials",
+         results["status"]["status_name_json_s"], 0.5],
+        [f"hpo-slurm status NAME --json --trials all, {args.status_trials:,} trials",
+         results["status"]["status_name_json_trials_all_s"], float("nan")],
         [f"hpo-slurm status --json (list), {args.status_trials:,} trials", results["status"]["status_list_json_s"],
-         float("nan")],
+         0.5],
+        ["python start alone", results["status"]["python_start_s"], float("nan")],
         ["python + plain sqlite3 read of all trials and runs", results["status"]["raw_sqlite_read_s"], float("nan")],
     ]))
     path = save("recovery", results)
-    print(f"\nwrote {path}")
+    print(f"\nstatus JSON: {summary_bytes[0]:,} bytes (summary), {all_bytes[0]:,} bytes (--trials all); "
+          f"load average {load_before[0]:.2f} before, {load_after[0]:.2f} after the status timings")
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":
