@@ -41,6 +41,7 @@ from .workspace import FileWorkspace, Workspace
 log = logging.getLogger("hpo_slurm.driver")
 
 SUBMIT_BACKOFF_S = (5.0, 15.0, 60.0, 300.0)
+SUBMIT_LIMIT_RETRY_S = 10.0  # after a refusal for a queued-jobs cap: jobs that end make room
 UNKNOWN_GRACE_S = 30.0  # a job unknown to the scheduler this soon after submission is not yet LOST
 # exit codes of a job killed by SIGTERM, SIGUSR1 or SIGUSR2 (as the signal number or 128 + it)
 STOP_SIGNAL_EXITS = {n for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2) for n in (int(sig), 128 + int(sig))}
@@ -110,6 +111,7 @@ class Driver:
         self._last_poll = -math.inf
         self._next_submit_at = -math.inf
         self._submit_failures = 0
+        self._batch_cap: Optional[int] = None  # most runs per submission, after a queued-jobs cap refused more
         self._stopping = False
         self._crash = CrashPoints.from_environment()
         self._uncertain: set = set()  # runs whose last submission attempt may have created a job
@@ -501,7 +503,7 @@ class Driver:
         )
 
     def _submit_ready(self) -> None:
-        ready = self._ready_runs()
+        ready = self._ready_runs()[:self._batch_cap]
         if not ready:
             return
         delivered = self.executor.delivers_specs  # else each run's spec file is written here, first
@@ -533,7 +535,12 @@ class Driver:
             failed = ready[len(exc.submitted):]
             self._submit_failures += 1
             delay = SUBMIT_BACKOFF_S[min(self._submit_failures, len(SUBMIT_BACKOFF_S)) - 1]
-            log.warning("submission failed (%s); %s", exc, f"retrying in {delay:.0f}s" if exc.retry else "not retrying")
+            if exc.limit:
+                self._batch_cap, delay = max(1, len(failed) // 2), SUBMIT_LIMIT_RETRY_S
+                log.warning("the cluster refused %d runs for its cap on queued jobs (%s); submitting at most %d "
+                            "at a time from now on, next try in %.0fs", len(failed), exc, self._batch_cap, delay)
+            else:
+                log.warning("submission failed (%s); %s", exc, f"retrying in {delay:.0f}s" if exc.retry else "not retrying")
             if exc.retry:
                 self._next_submit_at = self.clock() + delay
                 self._uncertain.update(run["id"] for run in failed)
@@ -543,6 +550,8 @@ class Driver:
             return
         self._crash.reached("after_submit")
         self._submit_failures = 0
+        if self._batch_cap is not None:
+            self._batch_cap *= 2  # room may have freed up; a refusal halves it again
         self._bind({run["id"]: job for run, job in zip(ready, submitted)})
 
     def _bind(self, jobs: Dict[str, Any]) -> None:

@@ -306,6 +306,8 @@ AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=127.0.0.1
 AccountingStoragePort=6819
 AccountingStorageTRES=gres/gpu
+# association and QOS limits (e.g. MaxSubmitJobs) are enforced, as on production clusters
+AccountingStorageEnforce=limits
 SchedulerType=sched/backfill
 SchedulerParameters=sched_interval=2,bf_interval=2,bf_continue
 # at preemption, send the job's --signal (e.g. B:USR1@N) at once instead of SIGTERM to steps

@@ -5,6 +5,7 @@ Needs `scripts/local-slurm.sh up` (CI runs it). Marked `slurm`.
 
 from __future__ import annotations
 
+import getpass
 import json
 import random
 import signal
@@ -218,6 +219,38 @@ def test_a_lowered_max_array_size_splits_arrays(quadratic, tmp_path):
         base, _, index = job_id.partition("_")
         arrays.setdefault(base, []).append(index)
     assert len(arrays) >= 3 and all(len(tasks) <= 3 for tasks in arrays.values()), arrays
+
+
+@pytest.fixture
+def submit_cap():
+    """MaxSubmitJobs=3 on this user's association for one test (the cluster enforces limits)."""
+    user = getpass.getuser()
+    slurm("sacctmgr", "-i", "modify", "user", "where", f"name={user}", "set", "MaxSubmitJobs=3")
+    try:
+        wait_for(lambda: "MaxSubmitJobs=3(" in slurm("scontrol", "show", "assoc_mgr", f"users={user}", "flags=assoc"),
+                 timeout=30, what="slurmctld to know the cap")
+        yield 3
+    finally:
+        slurm("sacctmgr", "-i", "modify", "user", "where", f"name={user}", "set", "MaxSubmitJobs=-1")
+
+
+def test_under_a_queued_jobs_cap_the_driver_submits_fewer_at_a_time(quadratic, tmp_path, submit_cap):
+    config = write_config(quadratic / "random.yaml", quadratic / "capped.yaml", name="capped",
+                          searcher={"max_trials": 7, "max_concurrent_trials": 7},
+                          slurm={**FAST_POLL, "time": 5})
+    root = tmp_path / "runs"
+    launch_slurm(config, root)
+    summary = status(root, "capped")
+    assert summary["state"] == "COMPLETED" and all(t["state"] == "COMPLETED" for t in summary["trials"])
+    assert all(len(t["runs"]) == 1 for t in summary["trials"])  # a refused batch is not a failed run
+    arrays = {}
+    for job_id, _, _ in sacct_rows(job_prefix(root, "capped")):
+        base, _, index = job_id.partition("_")
+        arrays.setdefault(base, []).append(index)
+    assert sum(len(tasks) for tasks in arrays.values()) == 7
+    assert all(len(tasks) <= submit_cap for tasks in arrays.values()), arrays
+    log = (root / "capped" / "driver.log").read_text()
+    assert "refused 7 runs for its cap on queued jobs" in log and "at most 3 at a time" in log
 
 
 def test_the_driver_runs_as_a_job_that_requeues_itself(quadratic, tmp_path):

@@ -2,7 +2,8 @@
 
 from hpo_slurm.executors.base import JobState
 from hpo_slurm.executors.slurm_parse import (
-    expand_array_ids, is_retryable, parse_names, parse_sacct, parse_scontrol_config, parse_squeue, parse_submitted,
+    expand_array_ids, is_retryable, is_submit_limit, parse_names, parse_sacct, parse_scontrol_config, parse_squeue,
+    parse_submitted,
 )
 
 SACCT = """\
@@ -68,3 +69,10 @@ def test_submitted_job_id_and_error_classes():
     assert is_retryable("sbatch: error: Slurm temporarily unable to accept job, sleeping and retrying")
     assert not is_retryable("sbatch: error: Batch job submission failed: Invalid partition name specified")
     assert not is_retryable("sbatch: error: Batch job submission failed: Invalid account or account/partition combination specified")
+    # what Slurm 22.05 prints for MaxSubmitJobs (each line alone is recognised)
+    assert is_submit_limit("sbatch: error: AssocMaxSubmitJobLimit")
+    assert is_submit_limit("sbatch: error: Batch job submission failed: Job violates accounting/QOS policy "
+                           "(job submit limit, user's size and/or time limits)")
+    assert is_submit_limit("sbatch: error: QOSMaxSubmitJobPerUserLimit")
+    assert not is_submit_limit("sbatch: error: Slurm temporarily unable to accept job, sleeping and retrying")
+    assert not is_submit_limit("sbatch: error: Batch job submission failed: Invalid partition name specified")

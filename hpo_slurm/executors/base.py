@@ -54,12 +54,14 @@ class Submitted:
 
 class SubmitError(Exception):
     """Submission failed. ``retry`` says whether trying again later can succeed; ``submitted`` holds
-    the jobs of the leading requests that did go out before the failure."""
+    the jobs of the leading requests that did go out before the failure; ``limit`` says the cluster
+    refused for a cap on the jobs a user may queue (MaxSubmitJobs), so fewer at once may pass."""
 
-    def __init__(self, message: str, retry: bool, submitted: Sequence["Submitted"] = ()):
+    def __init__(self, message: str, retry: bool, submitted: Sequence["Submitted"] = (), limit: bool = False):
         super().__init__(message)
         self.retry = retry
         self.submitted = list(submitted)
+        self.limit = limit
 
 
 class Executor:

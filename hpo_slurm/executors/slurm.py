@@ -28,7 +28,7 @@ from ..config import ExperimentConfig
 from ..fsio import read_json, write_bytes_atomic, write_json_atomic
 from ..slurm_task import MANIFEST, SHARED_PICKLE, run_task
 from .base import Executor, JobRequest, JobState, JobStatus, SubmitError, Submitted
-from .slurm_parse import is_retryable, parse_names, parse_sacct, parse_scontrol_config, parse_squeue
+from .slurm_parse import is_retryable, is_submit_limit, parse_names, parse_sacct, parse_scontrol_config, parse_squeue
 
 COMMAND_TIMEOUT_S = 60
 NO_CAP_PARALLELISM = 100_000
@@ -92,7 +92,8 @@ class SlurmExecutor(Executor):
                 submitted.extend(self._submit_batch(batch))
             except Exception as exc:  # sbatch's own errors come through submitit as various types
                 message = _sbatch_message(exc)
-                raise SubmitError(message, retry=is_retryable(message), submitted=submitted) from exc
+                raise SubmitError(message, retry=is_retryable(message), submitted=submitted,
+                                  limit=is_submit_limit(message)) from exc
         return submitted
 
     def batches(self, requests: Sequence[JobRequest]) -> List[List[JobRequest]]:

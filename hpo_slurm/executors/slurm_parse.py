@@ -32,6 +32,8 @@ RETRYABLE = (
     "sending/receiving data", "communications connection failure",
 )
 
+SUBMIT_LIMIT = ("maxsubmitjob", "job submit limit")
+
 
 def state_of(text: str) -> JobState:
     """``CANCELLED by 1000`` -> CANCELLED; unknown names count as RUNNING (still to be watched)."""
@@ -114,6 +116,12 @@ def parse_submitted(text: str) -> str:
     if not match:
         raise ValueError(f"sbatch printed no job id: {text.strip()[:200]!r}")
     return match.group("id")
+
+
+def is_submit_limit(message: str) -> bool:
+    """Whether sbatch refused for a cap on the user's queued jobs (each array task counts as one)."""
+    lowered = message.lower()
+    return any(fragment in lowered for fragment in SUBMIT_LIMIT)
 
 
 def is_retryable(message: str) -> bool:
