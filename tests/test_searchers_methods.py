@@ -83,6 +83,43 @@ def test_determined_worked_example_plan():
     assert result["shutdowns"] == [Shutdown(failure=False)]
 
 
+def test_a_bracket_done_creating_lends_its_slots_so_no_worker_idles():
+    # Determined's example layout: 70, 22 and 8 trials at 6, 5 and 5 at once. The 8-trial bracket has
+    # created all its trials after its first 3 finish; its slots go to the brackets still creating.
+    cfg = config(name="adaptive_asha", max_trials=100, max_length=1000, divisor=4, max_rungs=5,
+                 max_concurrent_trials=16)
+    searcher = make_searcher(cfg)
+    tournament = searcher.method
+    shares = [b["max_concurrent_trials"] for b in layout(cfg.searcher)]
+    metric = {}
+    pending, training = deque(searcher.initial()), deque()
+    most_of_bracket = [0] * len(shares)
+    idle_while_creating = 0
+    while True:
+        while pending:
+            action = pending.popleft()
+            if isinstance(action, Create):
+                metric[action.trial_id] = (action.trial_id * 7919 % 101) / 101
+                pending.extend(searcher.on_created(action.trial_id))
+            elif isinstance(action, Train):
+                training.append(action)
+            elif isinstance(action, Close):
+                pending.extend(searcher.on_closed(action.trial_id))
+        owners = [tournament.state["owner"][str(t.trial_id)] for t in training]
+        for index in range(len(shares)):
+            most_of_bracket[index] = max(most_of_bracket[index], owners.count(index))
+        assert len(training) <= sum(shares)
+        still_creating = any(m._valid_created() < m.max_trials for m in tournament.methods)
+        idle_while_creating += still_creating and len(training) < sum(shares)
+        if not training:
+            break
+        done = training.popleft()
+        pending.extend(searcher.on_validation(done.trial_id, done.length, metric[done.trial_id]))
+    assert idle_while_creating == 0
+    assert most_of_bracket[0] > shares[0]  # the first bracket trained more at once than its share
+    assert len(metric) == 100
+
+
 @pytest.mark.parametrize("mode, rungs, trials, concurrent", [
     ("aggressive", [4], [100], [16]),
     ("standard", [4, 3, 2], [70, 22, 8], [6, 5, 5]),

@@ -123,6 +123,9 @@ class AsyncHalving(SearchMethod):
         self.state["closed_count"] += 1
         return []
 
+    def extra_trial(self) -> List[Action]:
+        return self._create() if self._valid_created() < self.max_trials else []
+
     # Queries
 
     def progress(self) -> float:

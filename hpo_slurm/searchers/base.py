@@ -90,6 +90,11 @@ class SearchMethod:
         """Trial ``trial_id`` is closed (after a Close action or an early exit)."""
         return []
 
+    def extra_trial(self) -> List[Action]:
+        """A new trial beyond the method's own concurrency, if it still has trials to create (a
+        tournament hands it a slot another method no longer needs); else no actions."""
+        return []
+
     def progress(self) -> float:
         """Fraction of the search done, from 0.0 to 1.0."""
         raise NotImplementedError
