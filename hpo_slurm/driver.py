@@ -531,8 +531,8 @@ class Driver:
         try:
             submitted = self.executor.submit([self._request(run, specs.get(run["id"])) for run in ready])
         except SubmitError as exc:
-            self._bind({run["id"]: job for run, job in zip(ready, exc.submitted)})
-            failed = ready[len(exc.submitted):]
+            self._bind(exc.submitted)
+            failed = [run for run in ready if run["id"] not in exc.submitted]
             self._submit_failures += 1
             delay = SUBMIT_BACKOFF_S[min(self._submit_failures, len(SUBMIT_BACKOFF_S)) - 1]
             if exc.limit:

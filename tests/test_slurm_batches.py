@@ -15,10 +15,11 @@ from typing import Any, Dict, List
 import pytest
 
 from driver_helpers import copy_example, write_config
-from slurm_cluster import require_cluster, sacct_rows, slurm, wait_until_idle
+from slurm_cluster import require_cluster, slurm, wait_until_idle
 from hpo_slurm import experiment as experiments
 from hpo_slurm.config import load_config
 from hpo_slurm.driver import Driver, load_searcher
+from hpo_slurm.executors.base import JobRequest
 from hpo_slurm.executors.slurm import SlurmExecutor
 from hpo_slurm.fsio import read_json
 from hpo_slurm.logs import run_log_files
@@ -36,10 +37,10 @@ def cluster(tmp_path):
     wait_until_idle()
     prefixes: List[str] = []
     yield prefixes
-    for prefix in prefixes:  # whatever this test's experiment left in the queue
-        for job_id, _, state in sacct_rows(prefix):
-            if state in ("PENDING", "RUNNING", "REQUEUED"):
-                subprocess.run(["scancel", job_id], capture_output=True)
+    for line in slurm("squeue", "-h", "-o", "%A|%j").splitlines():  # whatever this test left in the queue
+        job_id, name = line.split("|", 1)
+        if any(name.startswith(prefix) for prefix in prefixes):
+            subprocess.run(["scancel", job_id], capture_output=True)
 
 
 def open_driver(tmp_path: Path, name: str, prefixes: List[str], **changes: Any) -> Driver:
@@ -63,6 +64,33 @@ def drive(driver: Driver, timeout: float = 300, each_tick=lambda: None) -> None:
         driver.tick()
         each_tick()
     driver.store.close()
+
+
+def test_runs_of_mixed_time_limits_come_back_in_request_order(tmp_path, cluster):
+    # batches group runs by resources; the jobs must still come back in the order of the requests
+    quadratic = copy_example("quadratic", tmp_path)
+    config = load_config(str(write_config(quadratic / "random.yaml", quadratic / "mixed.yaml", name="mixed",
+                                          slurm={**FAST, "extra_args": {"hold": True}})))
+    experiment = tmp_path / "mixed"
+    executor = SlurmExecutor(config, experiment)
+    prefix = f"hpo.mixed{time.time_ns() % 10**8:08d}."
+    cluster.append(prefix)
+    minutes = [5, 6, 5, 7, 6, 5]
+    requests = [JobRequest(run_id=f"t{i}-r1", job_name=f"{prefix}t{i}-r1", run_dir=experiment / "runs" / f"t{i}-r1",
+                           spec_path=experiment / "runs" / f"t{i}-r1" / "spec.json", gpus=0, time_minutes=m,
+                           spec={"run_id": f"t{i}-r1"}) for i, m in enumerate(minutes)]
+    submitted = executor.submit(requests)
+    queued = {}
+    for line in slurm("squeue", "-h", "-r", "-o", "%i|%j|%l").splitlines():
+        job_id, name, limit = line.split("|")
+        queued[job_id] = (name, limit)
+    assert len({job.job_id for job in submitted}) == len(requests)
+    for request, job in zip(requests, submitted):
+        name, limit = queued[job.job_id]
+        _, _, index = job.job_id.partition("_")
+        assert read_json(experiment / "jobs" / name / MANIFEST)["runs"][int(index or 0)] == request.run_id
+        assert limit == f"{request.time_minutes}:00"
+    slurm("scancel", *{job.job_id.split("_")[0] for job in submitted})
 
 
 def test_a_batch_is_one_manifest_and_one_pickle_and_its_tasks_write_their_specs(tmp_path, cluster):

@@ -263,7 +263,8 @@ class ArrayExecutor(Executor):
                     submitted += [Submitted(f"{job_id}_{i}") for i in range(len(array.requests))]
         except SubmitError as exc:
             self.last_error = str(exc)
-            raise SubmitError(str(exc), retry=exc.retry, submitted=submitted) from None
+            raise SubmitError(str(exc), retry=exc.retry,
+                              submitted={r.run_id: job for r, job in zip(requests, submitted)}) from None
         return submitted
 
     def _next_index(self) -> int:

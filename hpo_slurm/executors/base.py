@@ -6,7 +6,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 
 class JobState(str, enum.Enum):
@@ -53,14 +53,15 @@ class Submitted:
 
 
 class SubmitError(Exception):
-    """Submission failed. ``retry`` says whether trying again later can succeed; ``submitted`` holds
-    the jobs of the leading requests that did go out before the failure; ``limit`` says the cluster
-    refused for a cap on the jobs a user may queue (MaxSubmitJobs), so fewer at once may pass."""
+    """Submission failed. ``retry`` says whether trying again later can succeed; ``submitted`` maps
+    the run id of every request that did go out before the failure to its job; ``limit`` says the
+    cluster refused for a cap on the jobs a user may queue (MaxSubmitJobs), so fewer at once may pass."""
 
-    def __init__(self, message: str, retry: bool, submitted: Sequence["Submitted"] = (), limit: bool = False):
+    def __init__(self, message: str, retry: bool, submitted: Optional[Mapping[str, "Submitted"]] = None,
+                 limit: bool = False):
         super().__init__(message)
         self.retry = retry
-        self.submitted = list(submitted)
+        self.submitted: Dict[str, Submitted] = dict(submitted or {})
         self.limit = limit
 
 

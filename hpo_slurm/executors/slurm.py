@@ -86,15 +86,16 @@ class SlurmExecutor(Executor):
         missing = [r.run_id for r in requests if r.spec is None]
         if missing:
             raise ValueError(f"the Slurm executor delivers specs itself: no spec for {', '.join(missing)}")
-        submitted: List[Submitted] = []
+        submitted: Dict[str, Submitted] = {}
         for batch in self.batches(requests):
             try:
-                submitted.extend(self._submit_batch(batch))
+                jobs = self._submit_batch(batch)
             except Exception as exc:  # sbatch's own errors come through submitit as various types
                 message = _sbatch_message(exc)
                 raise SubmitError(message, retry=is_retryable(message), submitted=submitted,
                                   limit=is_submit_limit(message)) from exc
-        return submitted
+            submitted.update(zip((r.run_id for r in batch), jobs))
+        return [submitted[r.run_id] for r in requests]  # batches group by resources: back to request order
 
     def batches(self, requests: Sequence[JobRequest]) -> List[List[JobRequest]]:
         """Consecutive requests with the same resources, in pieces below MaxArraySize."""
