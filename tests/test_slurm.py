@@ -56,6 +56,15 @@ def job_prefix(root: Path, name: str) -> str:
     return f"hpo.{uid[:8]}."
 
 
+def accounted(root: Path, name: str):
+    """sacct rows of the experiment's jobs, once accounting lists every job its runs are bound to
+    (slurmctld hands finished jobs to accounting asynchronously)."""
+    bound = {r["job_id"] for t in status(root, name)["trials"] for r in t["runs"] if r["job_id"]}
+    prefix = job_prefix(root, name)
+    return wait_for(lambda: (lambda rows: rows if bound <= {row[0] for row in rows} else None)(sacct_rows(prefix)),
+                    timeout=60, interval=1, what=f"accounting to list the jobs of {name}")
+
+
 def _time_limits(job_ids):
     """Job id -> its time limit in minutes, from sacct."""
     text = slurm("sacct", "-n", "-P", "-X", "-S", "now-1days", "-o", "JobID,TimelimitRaw")
@@ -82,7 +91,7 @@ def test_adaptive_search_with_gpus_runs_as_arrays(quadratic, tmp_path):
     summary = status(root, "gpus")
     assert summary["state"] == "COMPLETED" and len(summary["trials"]) == 16
     assert all(t["state"] in ("COMPLETED", "STOPPED_EARLY") for t in summary["trials"])
-    rows = sacct_rows(job_prefix(root, "gpus"))
+    rows = accounted(root, "gpus")
     assert any("_" in job_id for job_id, _, _ in rows), "no array jobs in sacct"
     assert all(state == "COMPLETED" for _, _, state in rows)
     # first runs ask for slurm.time; rung continuations for a limit fitted to their measured speed
@@ -196,7 +205,7 @@ def test_driver_killed_five_times_loses_and_duplicates_nothing(quadratic, tmp_pa
     for t in summary["trials"]:
         assert t["restarts"] == 0 and all(r["state"] == "SUCCEEDED" for r in t["runs"]), t
     # nothing submitted twice: every Slurm job of the experiment is bound to exactly one run
-    rows = sacct_rows(job_prefix(root, "crashy"))
+    rows = accounted(root, "crashy")
     bound = [r["job_id"] for t in summary["trials"] for r in t["runs"]]
     assert sorted(job_id for job_id, _, _ in rows) == sorted(bound)
     for run, attempt in attempts(root / "crashy"):
@@ -215,7 +224,7 @@ def test_a_lowered_max_array_size_splits_arrays(quadratic, tmp_path):
         reconfigure()
     assert status(root, "split")["state"] == "COMPLETED"
     arrays = {}
-    for job_id, _, _ in sacct_rows(job_prefix(root, "split")):
+    for job_id, _, _ in accounted(root, "split"):
         base, _, index = job_id.partition("_")
         arrays.setdefault(base, []).append(index)
     assert len(arrays) >= 3 and all(len(tasks) <= 3 for tasks in arrays.values()), arrays
@@ -244,7 +253,7 @@ def test_under_a_queued_jobs_cap_the_driver_submits_fewer_at_a_time(quadratic, t
     assert summary["state"] == "COMPLETED" and all(t["state"] == "COMPLETED" for t in summary["trials"])
     assert all(len(t["runs"]) == 1 for t in summary["trials"])  # a refused batch is not a failed run
     arrays = {}
-    for job_id, _, _ in sacct_rows(job_prefix(root, "capped")):
+    for job_id, _, _ in accounted(root, "capped"):
         base, _, index = job_id.partition("_")
         arrays.setdefault(base, []).append(index)
     assert sum(len(tasks) for tasks in arrays.values()) == 7
