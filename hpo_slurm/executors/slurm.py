@@ -184,11 +184,6 @@ class SlurmExecutor(Executor):
             run_ids = read_json(manifest)["runs"]
             if wanted.intersection(run_ids):
                 batches[manifest.parent.name] = run_ids
-        # manifests of experiments submitted by earlier versions: jobs/batches/<name>.json, a list of run ids
-        for manifest in self.jobs_dir.glob("batches/*.json") if self.jobs_dir.is_dir() else []:
-            run_ids = read_json(manifest)
-            if wanted.intersection(run_ids):
-                batches[manifest.stem] = run_ids
         if not batches:
             return {}
         ids_by_name = self._jobs_named(list(batches))
