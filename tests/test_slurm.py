@@ -61,8 +61,12 @@ def accounted(root: Path, name: str):
     (slurmctld hands finished jobs to accounting asynchronously)."""
     bound = {r["job_id"] for t in status(root, name)["trials"] for r in t["runs"] if r["job_id"]}
     prefix = job_prefix(root, name)
-    return wait_for(lambda: (lambda rows: rows if bound <= {row[0] for row in rows} else None)(sacct_rows(prefix)),
-                    timeout=60, interval=1, what=f"accounting to list the jobs of {name}")
+
+    def complete_rows():
+        rows = sacct_rows(prefix)
+        return rows if bound <= {row[0] for row in rows} else None
+
+    return wait_for(complete_rows, timeout=60, interval=1, what=f"accounting to list the jobs of {name}")
 
 
 def _time_limits(job_ids):
