@@ -139,7 +139,8 @@ def run_optuna(objective: Callable, names: List[str], max_length: int, trials: i
     return {"compute_seconds": done_seconds, "incumbent_trace": trace, "best": best}
 
 
-def one_seed(name: str, seed: int, n: int, workers: int, root: Path, many: Optional[int] = None) -> Dict[str, Any]:
+def one_seed(name: str, seed: int, n: int, workers: int, root: Path, many: Optional[int] = None,
+             stop_once: bool = False) -> Dict[str, Any]:
     from hpo_slurm.config import load_config
     from hpo_slurm.searchers.adaptive_asha import bracket_rungs
     from hpo_slurm.simulate import load_objective, simulate
@@ -149,7 +150,7 @@ def one_seed(name: str, seed: int, n: int, workers: int, root: Path, many: Optio
     many = many or MANY[base]
     folder = root / f"{name}-{seed}"
     adaptive = {method: write_config(base, folder / f"{method}.yaml", seed=seed, max_trials=many * n,
-                                     max_concurrent_trials=workers, mode=mode)
+                                     max_concurrent_trials=workers, mode=mode, stop_once=stop_once)
                 for method, mode in ASHA_MODES.items()}
     config = load_config(str(adaptive["adaptive_asha"]))
     names = [path[0] for path, _ in config.hyperparameters.leaves()]
@@ -163,7 +164,7 @@ def one_seed(name: str, seed: int, n: int, workers: int, root: Path, many: Optio
         **adaptive,
         "async_halving": write_config(base, folder / "async.yaml", seed=seed, name="async_halving",
                                       max_trials=many * n, num_rungs=rungs, divisor=4,
-                                      max_concurrent_trials=workers),
+                                      max_concurrent_trials=workers, stop_once=stop_once),
     }
     results: Dict[str, Any] = {}
     for method, path in configs.items():
@@ -192,6 +193,8 @@ def main() -> None:
     parser.add_argument("--objectives", nargs="+", default=list(OBJECTIVES), choices=list(OBJECTIVES))
     parser.add_argument("--many", type=int, default=None,
                         help="trials of the early-stopping methods in multiples of N (default: MANY by config)")
+    parser.add_argument("--stop-once", action="store_true",
+                        help="adaptive_asha and async_halving in Determined's stop_once (stopping) variant")
     parser.add_argument("--tag", default="efficiency", help="name of the JSON file under benchmarks/results")
     args = parser.parse_args()
 
@@ -208,7 +211,7 @@ def main() -> None:
         correlations = measured_correlations(load_objective(spec), names, config.searcher.max_length)
         per_seed = []
         for seed in range(1, args.seeds + 1):
-            per_seed.append(one_seed(name, seed, args.n, args.workers, root, args.many))
+            per_seed.append(one_seed(name, seed, args.n, args.workers, root, args.many, args.stop_once))
             print(f"{name} seed {seed}: " + ", ".join(f"{m} {per_seed[-1][m]:.2f}" for m in METHODS), flush=True)
         entry = {"objective": name, **correlations, "seeds": per_seed,
                  **{m: median(r[m] for r in per_seed) for m in METHODS},
@@ -225,8 +228,7 @@ def main() -> None:
           f"(seeds that reached it; inf: the method ended before reaching it)")
     print(table(["objective", "rho(1)", "rho(mid)", *METHODS, "asha total"], rows))
     path = save(args.tag, {"n": args.n, "many": args.many or MANY, "workers": args.workers, "seeds": args.seeds,
-                           "summary": summary,
-                               "seconds": time.perf_counter() - started})
+                           "stop_once": args.stop_once, "summary": summary, "seconds": time.perf_counter() - started})
     print(f"\nwrote {path}")
 
 
