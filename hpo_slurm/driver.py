@@ -105,6 +105,7 @@ class Driver:
             if not RunState(run["state"]).terminal:
                 self.active.setdefault(run["trial_id"], []).append(run["id"])
         self._event_seq = store.last_searcher_event()
+        self._persisted_seq = self._event_seq  # the searcher events durable in the store
         self._snapshot_seq = store.snapshot_event_seq()
         self._snapshot_at = clock()
         self._changes = _Changes()
@@ -432,6 +433,7 @@ class Driver:
             if self._snapshot_due():
                 self.store.save_snapshot(self.searcher.snapshot(), self.clock(), self._event_seq)
                 self._snapshot_seq, self._snapshot_at = self._event_seq, self.clock()
+        self._persisted_seq = self._event_seq
         self._changes = _Changes(cancel=changes.cancel, touched_trials=changes.touched_trials)
 
     def _snapshot_due(self) -> bool:
@@ -448,7 +450,12 @@ class Driver:
             self.clock() - self._snapshot_at >= SNAPSHOT_EVERY_S and behind >= size // 4)
 
     def checkpoint_searcher(self) -> None:
-        """Snapshot the searcher now (a driver that is about to exit calls this)."""
+        """Snapshot the searcher now (a driver that is about to exit calls this). Only when every event
+        it has seen is durable: a driver interrupted between a searcher event and its commit leaves the
+        snapshot as it was, and a resume replays the logged events instead."""
+        if self._event_seq != self._persisted_seq:
+            log.info("searcher snapshot skipped: the driver stopped before its last decisions were saved")
+            return
         if self._event_seq > self._snapshot_seq:
             with self.store.transaction():
                 self.store.save_snapshot(self.searcher.snapshot(), self.clock(), self._event_seq)

@@ -108,6 +108,28 @@ def test_kill_and_resume_gives_the_same_result(tmp_path, crash_at):
     assert resumed["events"] == whole["events"] + 1  # the "resumed" event
 
 
+def test_an_interrupted_commit_leaves_the_searcher_snapshot_as_it_was(tmp_path):
+    """Ctrl-C lands after the searcher decided but before its decisions were committed; the exiting
+    driver's last snapshot must not include them, so the resumed search is the uninterrupted one."""
+    path = config(tmp_path, max_trials=64)
+    whole = simulate(path, HARTMANN, tmp_path / "runs", name="whole", workers=8, seed=5)
+    layout, _ = create_experiment(path, tmp_path / "runs", name="interrupted", seed=5)
+    sim = Simulation(layout, HARTMANN, workers=8, seed=5)
+    sim.run(max_ticks=7)
+
+    def interrupt(rows):
+        raise KeyboardInterrupt
+
+    sim.store.append_searcher_events = interrupt
+    with pytest.raises(KeyboardInterrupt):
+        sim.run()
+    sim.close()  # what an exiting driver does: checkpoint the searcher, close the store
+    sim.crash()
+    resumed = sim.run()
+    assert comparable(resumed) == {**comparable(whole), "events": resumed["events"]}
+    assert resumed["events"] == whole["events"] + 1  # the "resumed" event
+
+
 def test_crash_between_submit_and_recording_the_job_ids(tmp_path):
     """The driver dies right after the cluster accepted a batch: the resumed driver finds the jobs
     by name instead of submitting them twice."""
