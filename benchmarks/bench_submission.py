@@ -61,7 +61,8 @@ from hpo_slurm.config import load_config  # noqa: E402
 from hpo_slurm.driver import Driver  # noqa: E402
 from hpo_slurm.executors.array import ArrayExecutor  # noqa: E402
 from hpo_slurm.executors.base import JobRequest, Submitted  # noqa: E402
-from hpo_slurm.executors.slurm import SlurmExecutor, run_slurm  # noqa: E402
+from hpo_slurm.executors.slurm import SlurmExecutor  # noqa: E402
+from hpo_slurm.executors.slurm_cli import run_slurm  # noqa: E402
 from hpo_slurm.experiment import create  # noqa: E402
 from hpo_slurm.searchers import make_searcher  # noqa: E402
 from hpo_slurm.store import Store  # noqa: E402

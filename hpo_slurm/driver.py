@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Deque, Dict, Iterable, List, Optional, Tuple
 
 from .config import ExperimentConfig
-from .executors.base import Executor, JobRequest, JobState, JobStatus, SubmitError
+from .executors.base import SchedulerError, Executor, JobRequest, JobState, JobStatus, SubmitError
 from .faults import CrashPoints
 from .ingest import is_better, metric_value
 from .layout import ExperimentLayout, run_name
@@ -102,7 +102,7 @@ class Driver:
         self.active: Dict[int, List[str]] = {}  # trial id -> its unfinished runs, oldest first
         for run in sorted(self.runs.values(), key=lambda r: (r["trial_id"], r["seq"])):
             self.runs_by_trial.setdefault(run["trial_id"], []).append(run["id"])
-            if not RunState(run["state"]).terminal:
+            if not RunState(run["state"]).terminal or _cancel_unconfirmed(run):
                 self.active.setdefault(run["trial_id"], []).append(run["id"])
         self._event_seq = store.last_searcher_event()
         self._persisted_seq = self._event_seq  # the searcher events durable in the store
@@ -465,8 +465,8 @@ class Driver:
     def _act(self) -> None:
         changes = self._changes
         if changes.cancel:
-            self._cancel(changes.cancel)
-            changes.cancel = []
+            pending, changes.cancel = changes.cancel, []
+            self._cancel(pending)
         if self.submit_enabled and self.clock() >= self._next_submit_at:
             self._submit_ready()
         if changes.touched_trials:
@@ -485,13 +485,20 @@ class Driver:
                 for row in self.store.metrics(trial_id, kind="validation")}
 
     def _cancel(self, run_ids: List[str]) -> None:
+        """Ask the runs' trials to stop and cancel their jobs; a cancel that could not be delivered is
+        tried again next tick (the runs stay watched until their jobs end)."""
         job_ids = []
         for run_id in run_ids:
             self.workspace.request_stop(run_id)
             if self.runs[run_id]["job_id"]:
                 job_ids.append(self.runs[run_id]["job_id"])
-        if job_ids:
+        if not job_ids:
+            return
+        try:
             self.executor.cancel(job_ids)
+        except SchedulerError as exc:
+            log.warning("%s; trying again", exc)
+            self._changes.cancel.extend(run_ids)
 
     def _ready_runs(self) -> List[Dict[str, Any]]:
         """Unsubmitted runs whose trial has no earlier run still going, in recording order."""
@@ -530,7 +537,13 @@ class Driver:
         uncertain = [run for run in ready if run["id"] in self._uncertain]
         if uncertain:
             # an earlier attempt failed in a way that may have created jobs: look before resubmitting
-            found = self.executor.find([self._request(run) for run in uncertain])
+            try:
+                found = self.executor.find([self._request(run) for run in uncertain])
+            except SchedulerError as exc:
+                self._next_submit_at = self.clock() + SUBMIT_BACKOFF_S[0]
+                log.warning("cannot look up %d runs that may have been submitted (%s); nothing is submitted "
+                            "until they are found or known to be missing", len(uncertain), exc)
+                return
             self._bind(found)
             ready = [run for run in ready if run["id"] not in found]
             if not ready:
@@ -599,14 +612,26 @@ class Driver:
         unbound = [self.runs[ids[0]] for ids in self.active.values()
                    if not self.runs[ids[0]]["job_id"] and self.runs[ids[0]]["state"] == RunState.SUBMITTED.value]
         if unbound:
-            found = self.executor.find([self._request(run) for run in unbound])
+            try:
+                found = self.executor.find([self._request(run) for run in unbound])
+            except SchedulerError as exc:  # look again before submitting any of them
+                log.warning("cannot look up the jobs of %d unbound runs yet (%s)", len(unbound), exc)
+                self._uncertain.update(run["id"] for run in unbound)
+                found = {}
             for run_id, job_id in found.items():
                 log.info("run %s: re-adopted job %s submitted before the driver stopped", run_id, job_id)
             self._bind(found)
         for run in self._live_runs():
             self.executor.adopt(run["job_id"], run["gpus"] or "")
+            if _cancel_unconfirmed(run):  # the previous driver may have died before cancelling it
+                self._changes.cancel.append(run["id"])
         self._event("resumed", None, {"adopted": sum(1 for _ in self._live_runs())})
         self._persist()
+
+
+def _cancel_unconfirmed(run: Dict[str, Any]) -> bool:
+    """The search cancelled the run while its job was out, and no driver has seen the job end yet."""
+    return run["state"] == RunState.CANCELLED.value and bool(run["job_id"]) and run["ended_at"] is None
 
 
 def feed_searcher(searcher: Searcher, kind: str, args: Iterable[Any]) -> List[Action]:

@@ -11,6 +11,7 @@ import yaml
 from click.testing import CliRunner
 
 from hpo_slurm.cli import cli
+from hpo_slurm.executors.base import SchedulerError, JobState
 from hpo_slurm.executors.simulated import Faults
 from hpo_slurm.simulate import Simulation, create_experiment, simulate
 from hpo_slurm.status import summarize
@@ -130,9 +131,63 @@ def test_an_interrupted_commit_leaves_the_searcher_snapshot_as_it_was(tmp_path):
     assert resumed["events"] == whole["events"] + 1  # the "resumed" event
 
 
-def test_crash_between_submit_and_recording_the_job_ids(tmp_path):
+def test_a_stop_committed_but_not_yet_cancelled_is_cancelled_after_a_crash(tmp_path):
+    """The driver records that the search stops, then dies before scancel: the resumed driver cancels
+    the jobs it inherited and sees each one end."""
+    path = config(tmp_path, max_trials=64)
+    layout, _ = create_experiment(path, tmp_path / "runs", name="stopped", seed=4)
+    sim = Simulation(layout, HARTMANN, workers=8, seed=4)
+    sim.run(max_ticks=10)
+    cancel, asked = sim.executor.cancel, []
+
+    class Killed(Exception):
+        pass
+
+    def die(job_ids):
+        asked.extend(job_ids)
+        raise Killed()
+
+    sim.workspace.stop_search = True
+    sim.executor.cancel = die
+    with pytest.raises(Killed):
+        sim.run()
+    sim.crash()
+    sim.executor.cancel = cancel
+    stop_time = sim.clock.t
+    result = sim.run()
+    assert result["state"] == "STOPPED"
+    assert asked and all(sim.executor.jobs[job_id].state == JobState.CANCELLED for job_id in asked)
+    assert not [job for job in sim.executor.jobs.values() if job.state.live]
+    assert rows(result, "SELECT COUNT(*) FROM runs WHERE ended_at IS NULL") == [(0,)]
+    assert result["makespan_seconds"] == pytest.approx(stop_time)  # the jobs ended when the search stopped
+
+
+def test_a_cancel_the_scheduler_did_not_take_is_tried_again(tmp_path):
+    path = config(tmp_path, max_trials=64)
+    layout, _ = create_experiment(path, tmp_path / "runs", name="retried", seed=4)
+    sim = Simulation(layout, HARTMANN, workers=8, seed=4)
+    sim.run(max_ticks=10)
+    cancel, refused = sim.executor.cancel, []
+
+    def refuse_twice(job_ids):
+        if len(refused) < 2:
+            refused.append(list(job_ids))
+            raise SchedulerError("scancel failed: timed out")
+        cancel(job_ids)
+
+    sim.workspace.stop_search = True
+    sim.executor.cancel = refuse_twice
+    result = sim.run()
+    assert len(refused) == 2 and refused[0] == refused[1]
+    assert result["state"] == "STOPPED"
+    assert not [job for job in sim.executor.jobs.values() if job.state.live]
+    assert rows(result, "SELECT COUNT(*) FROM runs WHERE ended_at IS NULL") == [(0,)]
+
+
+@pytest.mark.parametrize("scheduler_down", [False, True])
+def test_crash_between_submit_and_recording_the_job_ids(tmp_path, scheduler_down):
     """The driver dies right after the cluster accepted a batch: the resumed driver finds the jobs
-    by name instead of submitting them twice."""
+    by name instead of submitting them twice, also when the scheduler cannot be asked at first."""
     path = config(tmp_path, max_trials=32)
     whole = simulate(path, CURVES, tmp_path / "runs", name="whole", workers=4, seed=2)
     layout, _ = create_experiment(path, tmp_path / "runs", name="killed", seed=2)
@@ -155,10 +210,22 @@ def test_crash_between_submit_and_recording_the_job_ids(tmp_path):
         sim.run()
     sim.crash()
     sim.executor.submit = submit
+    find, lookups = sim.executor.find, []
+    if scheduler_down:
+        def find_when_up(requests):  # the controller does not answer the first two lookups
+            lookups.append([r.run_id for r in requests])
+            if len(lookups) <= 2:
+                raise SchedulerError("squeue failed: timed out")
+            return find(requests)
+
+        sim.executor.find = find_when_up
     resumed = sim.run()
     assert resumed["runs"] == whole["runs"]  # nothing submitted twice
     assert resumed["best"] == whole["best"]
-    assert resumed["compute_seconds"] == whole["compute_seconds"]
+    if scheduler_down:
+        assert len(lookups) >= 3 and lookups[0] == lookups[2]  # the same runs, looked up until found
+    else:
+        assert resumed["compute_seconds"] == whole["compute_seconds"]
 
 
 def test_failures_and_preemptions_are_handled(tmp_path):

@@ -35,22 +35,13 @@ from ..sweep_render import (
     array_spec, load_template, option_lines, render_array, render_wave, wave_option_lines,
 )
 from .base import Executor, JobRequest, JobState, JobStatus, SubmitError, Submitted
+from .slurm_cli import run_slurm, scancel
 from .slurm_parse import (
     expand_array_ids, is_retryable, parse_sacct, parse_scontrol_config, parse_squeue, state_of,
 )
 
-COMMAND_TIMEOUT_S = 60
 PLACEHOLDER = re.compile(r"^array-(\d+)_(\d+)$")
 _ARRAY_DIR = re.compile(r"^array-(\d+)$")
-
-
-def run_slurm(args: Sequence[str], cwd: Optional[Path] = None) -> str:
-    """Run a Slurm client command; its stdout, or an OSError/CalledProcessError."""
-    done = subprocess.run(list(args), capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S,
-                          cwd=str(cwd) if cwd else None)
-    if done.returncode != 0:
-        raise subprocess.CalledProcessError(done.returncode, list(args), done.stdout, done.stderr)
-    return done.stdout
 
 
 def sbatch(script: Path, cwd: Path, dependency: Optional[str] = None, test_only: bool = False) -> str:
@@ -464,11 +455,7 @@ class ArrayExecutor(Executor):
         nothing, or its tasks end at once."""
         real = [self.resolve(j) or j for j in job_ids]
         real = [j for j in real if not PLACEHOLDER.match(j)]
-        if real:
-            try:
-                run_slurm(["scancel", *real])
-            except (OSError, subprocess.SubprocessError):
-                pass  # some jobs had already ended; scancel still cancelled the others
+        scancel(real)
 
 
 def _prefix(request: JobRequest) -> str:

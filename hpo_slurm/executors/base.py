@@ -65,6 +65,11 @@ class SubmitError(Exception):
         self.limit = limit
 
 
+class SchedulerError(Exception):
+    """The scheduler could not be asked (its command failed to run or its controller did not answer in
+    time); nothing can be concluded about the jobs, and trying again later may work."""
+
+
 class Executor:
     name = "base"
     # True: ``submit`` puts each request's ``spec`` where its job finds it (one file per batch, written
@@ -81,11 +86,14 @@ class Executor:
         raise NotImplementedError
 
     def find(self, requests: Sequence[JobRequest]) -> Dict[str, str]:
-        """Run id -> job id for requests that were submitted but whose job id was never recorded."""
+        """Run id -> job id for requests that were submitted but whose job id was never recorded.
+        Raises SchedulerError when it cannot tell (then nothing may be submitted again)."""
         raise NotImplementedError
 
     def adopt(self, job_id: str, gpus: str) -> None:
         """A job started by an earlier driver of this experiment is live: account for it."""
 
     def cancel(self, job_ids: Sequence[str]) -> None:
+        """Stop the jobs (the trials get SIGTERM and checkpoint). Jobs that already ended are skipped.
+        Raises SchedulerError when the request could not be delivered."""
         raise NotImplementedError

@@ -15,6 +15,7 @@ are. Polling is one sacct call for all live jobs (squeue when accounting is off)
 from __future__ import annotations
 
 import getpass
+import logging
 import shlex
 import subprocess
 from pathlib import Path
@@ -27,19 +28,13 @@ from submitit.core.utils import DelayedSubmission
 from ..config import ExperimentConfig
 from ..fsio import read_json, write_bytes_atomic, write_json_atomic
 from ..slurm_task import MANIFEST, SHARED_PICKLE, run_task
-from .base import Executor, JobRequest, JobState, JobStatus, SubmitError, Submitted
+from .base import Executor, JobRequest, JobState, JobStatus, SchedulerError, SubmitError, Submitted
+from .slurm_cli import query_slurm, run_slurm, scancel
 from .slurm_parse import is_retryable, is_submit_limit, parse_names, parse_sacct, parse_scontrol_config, parse_squeue
 
-COMMAND_TIMEOUT_S = 60
+log = logging.getLogger("hpo_slurm.slurm")
+
 NO_CAP_PARALLELISM = 100_000
-
-
-def run_slurm(args: Sequence[str]) -> str:
-    """Run a Slurm client command; its stdout, or an OSError/CalledProcessError."""
-    done = subprocess.run(list(args), capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S)
-    if done.returncode != 0:
-        raise subprocess.CalledProcessError(done.returncode, list(args), done.stdout, done.stderr)
-    return done.stdout
 
 
 class BatchExecutor(submitit.SlurmExecutor):
@@ -152,20 +147,23 @@ class SlurmExecutor(Executor):
         if not job_ids:
             return {}
         found: Dict[str, JobStatus] = {}
+        unseen = JobStatus(JobState.UNKNOWN)  # in neither sacct nor squeue: the job is gone
         if self.accounting:
-            found = self._sacct(job_ids)
+            try:
+                found = self._sacct(job_ids)
+            except SchedulerError as exc:
+                # a job missing from squeue may have ended, but without sacct nothing says how
+                log.warning("%s; jobs not in squeue are taken as still pending", exc)
+                unseen = JobStatus(JobState.PENDING, reason="sacct failed")
         missing = [j for j in job_ids if j not in found]
         if missing:
-            found.update(self._squeue(missing))
-        return {j: found.get(j, JobStatus(JobState.UNKNOWN)) for j in job_ids}
+            queued = self._squeue(missing)
+            found.update((j, queued[j]) for j in missing if j in queued)
+        return {j: found.get(j, unseen) for j in job_ids}
 
     def _sacct(self, job_ids: Sequence[str]) -> Dict[str, JobStatus]:
         bases = sorted({j.split("_")[0] for j in job_ids})
-        try:
-            text = run_slurm(["sacct", "-n", "-P", "-X", "-o", "JobID,State,ExitCode", "-j", ",".join(bases)])
-        except (OSError, subprocess.SubprocessError):
-            return {}
-        return parse_sacct(text)
+        return parse_sacct(query_slurm(["sacct", "-n", "-P", "-X", "-o", "JobID,State,ExitCode", "-j", ",".join(bases)]))
 
     def _squeue(self, job_ids: Sequence[str]) -> Dict[str, JobStatus]:
         try:
@@ -207,17 +205,12 @@ class SlurmExecutor(Executor):
         if self.accounting:
             commands.append(["sacct", "-n", "-P", "-X", "-S", "now-30days", "--name", joined, "-o", "JobID,JobName"])
         for command in commands:
-            for name, ids in parse_names(run_slurm(command)).items():
+            for name, ids in parse_names(query_slurm(command)).items():
                 found.setdefault(name, []).extend(ids)
         return found
 
     def cancel(self, job_ids: Sequence[str]) -> None:
-        """One scancel for all the jobs: Slurm sends SIGTERM (trials checkpoint), then SIGKILL after KillWait."""
-        if job_ids:
-            try:
-                run_slurm(["scancel", *job_ids])
-            except subprocess.CalledProcessError:
-                pass  # some jobs had already ended; scancel still cancelled the others
+        scancel(job_ids)
 
 
 def batch_name(batch: Iterable[JobRequest]) -> str:
