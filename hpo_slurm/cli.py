@@ -13,7 +13,8 @@ from .errors import UserError
 
 
 class _Group(click.Group):
-    """Turns a UserError anywhere below into one line on stderr and exit status 2."""
+    """Turns a UserError anywhere below, and click's own usage errors (a bad option value, a missing
+    argument), into one line on stderr and exit status 2."""
 
     def invoke(self, ctx: click.Context):
         try:
@@ -21,6 +22,20 @@ class _Group(click.Group):
         except UserError as exc:
             click.echo(f"hpo-slurm: {exc}", err=True)
             ctx.exit(2)
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.Abort:
+            click.echo("", err=True)
+            sys.exit(130)
+        except click.ClickException as exc:
+            hint = ""
+            if isinstance(exc, click.UsageError) and exc.ctx is not None:
+                hint = f" (see `{exc.ctx.command_path} --help`)"
+            click.echo(f"hpo-slurm: {exc.format_message()}{hint}", err=True)
+            sys.exit(exc.exit_code)
+        sys.exit(code if isinstance(code, int) else 0)
 
 
 @click.group(cls=_Group)
@@ -55,12 +70,19 @@ def preview(config_path: str, as_json: bool, seconds_per_unit, gpus) -> None:
     from .preview import build_plan, render_plan
 
     config = load_config(config_path)
+    _print_warnings(config)
     plan = build_plan(config, seconds_per_unit=seconds_per_unit, gpus=gpus)
     if as_json:
         click.echo(json.dumps(plan))
     else:
         render_plan(plan)
 
+
+
+def _print_warnings(config) -> None:
+    """The config's ignored or adjusted keys, one ``warning:`` line each on stderr."""
+    for warning in config.warnings:
+        click.echo(f"warning: {warning}", err=True)
 
 
 def _root_option(function):
@@ -71,9 +93,9 @@ def _root_option(function):
 
 
 def _root(root) -> Path:
-    from .experiment import default_root
+    from .experiment import resolve_root
 
-    return Path(root) if root else default_root()
+    return resolve_root(root)
 
 
 @cli.command()
@@ -99,15 +121,15 @@ def launch(config_path: str, name, root, executor: str, context, detach: bool, a
     from .executors import resolve_executor_name
 
     config = load_config(config_path)
-    for warning in config.warnings:
-        click.echo(f"warning: {warning}", err=True)
+    _print_warnings(config)
     name = name or config.name
-    check_name(name, "--name", "name")
+    check_name(name, "--name", "")
     from .live import progress
 
     with progress("copying the model folder", unit="bytes") as copied:
         layout = experiment.create(config, Path(config_path), _root(root), name, resolve_executor_name(executor),
-                                   Path(context) if context else None, progress=copied)
+                                   Path(context) if context else None, progress=copied,
+                                   warn=lambda message: click.echo(f"warning: {message}", err=True))
     click.echo(f"experiment {name} created in {layout.dir}", err=True)
     if as_job:
         from . import driver_job
@@ -150,10 +172,12 @@ def _drive(layout, detach: bool) -> None:
 
     if detach:
         with open(layout.driver_log, "ab") as log_file:
+            logged = log_file.tell()
             process = subprocess.Popen(
                 [sys.executable, "-m", "hpo_slurm.cli", "resume", layout.name, "--root", str(layout.dir.parent)],
                 stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
             )
+        _wait_until_driving(layout, process, logged)
         click.echo(f"driver started in the background (pid {process.pid}); follow it with "
                    f"`hpo-slurm status {layout.name} --watch`", err=True)
         return
@@ -174,7 +198,31 @@ def _drive(layout, detach: bool) -> None:
     except _TimeLimitWarning:
         click.echo("driver stopped on SIGUSR1 (its job's time-limit warning); trials keep their work", err=True)
         sys.exit(REQUEUE_EXIT_CODE)
-    click.echo(f"experiment {layout.name}: {driver.experiment['state']}", err=True)
+    state = driver.experiment["state"]
+    click.echo(f"experiment {layout.name}: {state}", err=True)
+    if state == "ERRORED":
+        sys.exit(1)  # a script can tell a failed search from a finished one
+
+
+def _wait_until_driving(layout, process, logged: int, timeout: float = 30.0) -> None:
+    """Return once the background driver holds the experiment's lock (or finished the search); a
+    UserError with its last log line when it exited with an error (another driver running, say)."""
+    import time as _time
+
+    from .lock import read_lock
+
+    deadline = _time.monotonic() + timeout
+    while _time.monotonic() < deadline:
+        code = process.poll()
+        if code is not None and code != 0:
+            with open(layout.driver_log, "rb") as handle:
+                handle.seek(logged)
+                lines = handle.read().decode(errors="replace").strip().splitlines()
+            reason = lines[-1].removeprefix("hpo-slurm: ") if lines else f"exit status {code}"
+            raise UserError(f"the driver did not start: {reason}")
+        if code == 0 or (read_lock(layout.lock) or {}).get("pid") == process.pid:
+            return
+        _time.sleep(0.05)
 
 
 @cli.command()
@@ -259,7 +307,7 @@ def stop(name: str, root, timeout: float) -> None:
 @click.argument("name", shell_complete=complete_experiment_names)
 @click.argument("trial_id", type=int)
 @_root_option
-@click.option("--follow", "-f", is_flag=True, help="Keep printing the latest run's output as it grows.")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing the trial's output, run by run, until the trial ends.")
 def logs(name: str, trial_id: int, root, follow: bool) -> None:
     """Print a trial's output, run by run.
 

@@ -15,6 +15,7 @@ import click
 
 from .completion import complete_experiment_names
 from .errors import UserError
+from .outputs import output_dir, output_file, write_failed
 
 FORMATS = ("csv", "json", "jsonl")
 WHAT = ("trials", "runs", "metrics")
@@ -34,8 +35,7 @@ def _name_argument(function):
 def _load(name: str, root: Optional[str]):
     from . import experiment, results
 
-    base = Path(root) if root else experiment.default_root()
-    return results.load(experiment.find(base, name))
+    return results.load(experiment.find(experiment.resolve_root(root), name))
 
 
 def _choices(values):
@@ -65,10 +65,14 @@ def plot(name: str, root, out_dir) -> None:
 
     require_matplotlib()
     results = _load(name, root)
-    target = Path(out_dir) if out_dir else results.layout.dir / "plots"
+    target = output_dir(Path(out_dir) if out_dir else results.layout.dir / "plots")
     with progress("drawing") as update:
         done = []
-        paths = write_pngs(results, target, on_figure=lambda stem: (done.append(stem), update(len(done), len(FIGURES))))
+        try:
+            paths = write_pngs(results, target,
+                               on_figure=lambda stem: (done.append(stem), update(len(done), len(FIGURES))))
+        except OSError as exc:
+            raise write_failed(target, exc) from None
     for path in paths:
         click.echo(str(path))
 
@@ -95,11 +99,14 @@ def report(name: str, root, out_file) -> None:
 
     require_matplotlib()
     results = _load(name, root)
-    target = Path(out_file) if out_file else results.layout.dir / "report.html"
+    target = output_file(Path(out_file) if out_file else results.layout.dir / "report.html")
     with progress("drawing") as update:
         done = []
-        path = write_report(results, summarize(results.layout), target,
-                            on_figure=lambda stem: (done.append(stem), update(len(done), len(FIGURES))))
+        try:
+            path = write_report(results, summarize(results.layout), target,
+                                on_figure=lambda stem: (done.append(stem), update(len(done), len(FIGURES))))
+        except OSError as exc:
+            raise write_failed(target, exc) from None
     click.echo(str(path))
 
 
@@ -157,15 +164,19 @@ def export(name: str, root, fmt: str, what: str, out_file: str) -> None:
         raise UserError(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}")
     if what not in WHAT:
         raise UserError(f"--what {what!r}: expected one of {', '.join(WHAT)}")
+    target = None if out_file == "-" else output_file(Path(out_file))
     table = rows(_load(name, root), what)
-    if out_file == "-":
+    if target is None:
         write(table, fmt, sys.stdout)
         return
-    target = Path(out_file)
     tmp = target.with_name(f".{target.name}.tmp")
-    with open(tmp, "w", encoding="utf-8", newline="") as handle:
-        write(table, fmt, handle)
-    tmp.replace(target)
+    try:
+        with open(tmp, "w", encoding="utf-8", newline="") as handle:
+            write(table, fmt, handle)
+        tmp.replace(target)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise write_failed(target, exc) from None
     click.echo(f"{len(table)} {what} rows written to {target}", err=True)
 
 
@@ -188,11 +199,14 @@ def tensorboard(name: str, root, out_dir) -> None:
     from .tensorboard_export import export as write_events
 
     results = _load(name, root)
-    target = Path(out_dir) if out_dir else results.layout.dir / "tensorboard"
+    target = output_dir(Path(out_dir) if out_dir else results.layout.dir / "tensorboard")
     with progress("writing event files") as update:
         done = []
-        paths = write_events(results, target,
-                             on_trial=lambda trial_id: (done.append(trial_id), update(len(done), len(results.trials))))
+        try:
+            paths = write_events(results, target, on_trial=lambda trial_id: (
+                done.append(trial_id), update(len(done), len(results.trials))))
+        except OSError as exc:
+            raise write_failed(target, exc) from None
     click.echo(f"{len(paths)} trials written under {target}; view them with: tensorboard --logdir {target}")
 
 

@@ -6,7 +6,6 @@ reads the root folder only when the shell asks for candidates.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import List
 
 import click
@@ -17,12 +16,12 @@ def complete_experiment_names(ctx: click.Context, param: click.Parameter, incomp
     """Names of the experiments under the root that start with ``incomplete``. The root is the
     command's ``--root`` when already typed, else ``$HPO_SLURM_ROOT``, else ``./hpo-runs``. Never
     raises: an unreadable root completes to nothing."""
-    from .experiment import default_root
+    from .errors import UserError
+    from .experiment import resolve_root
 
-    root = (ctx.params or {}).get("root")
     try:
-        folder = Path(root) if root else default_root()
+        folder = resolve_root((ctx.params or {}).get("root"))
         names = sorted(p.name for p in folder.iterdir() if (p / "experiment.db").is_file())
-    except OSError:
+    except (OSError, UserError):
         return []
     return [CompletionItem(name) for name in names if name.startswith(incomplete)]

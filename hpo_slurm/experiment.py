@@ -21,13 +21,31 @@ DEFAULT_ROOT = "hpo-runs"
 ALWAYS_IGNORED = (".git", "__pycache__", "*.pyc", ".hpo-*", "hpo-runs")
 
 
-def default_root() -> Path:
-    return Path(os.environ.get("HPO_SLURM_ROOT") or DEFAULT_ROOT)
+def resolve_root(option: Optional[str]) -> Path:
+    """The folder holding experiments: ``--root``, else $HPO_SLURM_ROOT, else ./hpo-runs. A UserError
+    naming where it came from when it exists and is not a folder."""
+    if option:
+        path, source = Path(option), "--root"
+    elif os.environ.get("HPO_SLURM_ROOT"):
+        path, source = Path(os.environ["HPO_SLURM_ROOT"]), "$HPO_SLURM_ROOT"
+    else:
+        path, source = Path(DEFAULT_ROOT), "the default root"
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{source} {path}: not a folder")
+    return path
+
+
+def make_root(root: Path) -> None:
+    """Create the experiments folder if needed; a UserError when the file system refuses."""
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create the experiments folder {root}: {exc.strerror or exc}") from None
 
 
 def find(root: Path, name: str) -> ExperimentLayout:
     """The experiment ``name`` under ``root``, or a UserError saying it is not there."""
-    check_name(name, "--name", "name")
+    check_name(name, "experiment name", "")
     layout = ExperimentLayout(Path(root) / name)
     if not layout.database.is_file():
         raise UserError(f"no experiment named {name!r} in {root}")
@@ -49,9 +67,11 @@ def create(
     executor: str,
     context: Optional[Path] = None,
     progress: Optional[Callable[[int, int], None]] = None,
+    warn: Optional[Callable[[str], None]] = None,
 ) -> ExperimentLayout:
     """Make ``root/name`` with the config, a copy of the model folder and a new database.
-    ``progress(copied_bytes, total_bytes)`` is called as the model folder is copied."""
+    ``progress(copied_bytes, total_bytes)`` is called as the model folder is copied; ``warn(message)``
+    hears about what the copy left out."""
     root = Path(root)
     final = root / name
     if final.exists():
@@ -59,12 +79,15 @@ def create(
     context = Path(context) if context else Path(config_path).resolve().parent
     if not context.is_dir():
         raise UserError(f"--context {context}: not a folder")
-    root.mkdir(parents=True, exist_ok=True)
+    make_root(root)
     staging = Path(tempfile.mkdtemp(prefix=f".hpo-{name}-", dir=root))
     try:
         layout = ExperimentLayout(staging)
         shutil.copyfile(config_path, layout.config)
-        copy_context(context, layout.context, exclude=[root.resolve()], progress=progress)
+        special = copy_context(context, layout.context, exclude=[root.resolve()], progress=progress)
+        if special and warn:
+            shown = ", ".join(special[:5]) + (f" and {len(special) - 5} more" if len(special) > 5 else "")
+            warn(f"the model folder copy leaves out what is not a file, folder or link: {shown}")
         store = Store.open(layout.database)
         store.create_experiment(
             name=name, uid=uuid.uuid4().hex, state="RUNNING", searcher=config.searcher.name,
@@ -81,10 +104,13 @@ def create(
 
 def copy_context(
     source: Path, target: Path, exclude: List[Path], progress: Optional[Callable[[int, int], None]] = None,
-) -> None:
-    """Copy the model folder, leaving out ``.hpoignore`` patterns, VCS folders and the runs root."""
+) -> List[str]:
+    """Copy the model folder, leaving out ``.hpoignore`` patterns, VCS folders and the runs root, and
+    anything that is not a file, folder or symbolic link (pipes, sockets, devices): those are returned,
+    relative to ``source``."""
     patterns = list(ALWAYS_IGNORED) + _read_ignore_file(source / ".hpoignore")
     excluded = {p.resolve() for p in exclude}
+    special: List[str] = []
 
     def ignore(directory: str, names: List[str]) -> List[str]:
         skipped = []
@@ -96,11 +122,15 @@ def copy_context(
                 for pattern in patterns
             ):
                 skipped.append(name)
+            elif not (full.is_symlink() or full.is_dir() or full.is_file()):
+                skipped.append(name)
+                if relative not in special:
+                    special.append(relative)
         return skipped
 
     if progress is None:
         shutil.copytree(source, target, ignore=ignore, symlinks=True)
-        return
+        return special
     total = sum(path.stat().st_size for path in _kept_files(source, ignore))
     copied = 0
 
@@ -111,6 +141,7 @@ def copy_context(
         progress(copied, total)
 
     shutil.copytree(source, target, ignore=ignore, symlinks=True, copy_function=copy)
+    return special
 
 
 def _kept_files(source: Path, ignore: Callable[[str, List[str]], List[str]]) -> List[Path]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import math
+import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
 
@@ -217,9 +218,10 @@ def hyperparameters_figure(results: Results) -> "Figure":
     scored = sorted(ranked_trials(results), key=lambda t: t["id"])  # jitter must not follow the metric
     columns = min(3, max(1, len(leaves)))
     rows = max(1, math.ceil(len(leaves) / columns))
-    figure = _new_figure(4.2 * columns + 0.6, 3.6 * rows + 0.8)
-    figure.suptitle(f"{results.layout.name}: best {results.metric} of each trial against each hyperparameter",
-                    x=0.01, ha="left")
+    width = 4.2 * columns + 0.6
+    figure = _new_figure(width, 3.6 * rows + 0.8)
+    title = f"{results.layout.name}: best {results.metric} of each trial against each hyperparameter"
+    figure.suptitle(textwrap.fill(title, int(width * 10)), x=0.01, ha="left")  # ~10 characters an inch
     if not leaves or not scored:
         _no_data(figure.add_subplot(), "no searched hyperparameters (all const)" if not leaves
                  else NO_DATA.format(metric=results.metric))

@@ -74,6 +74,7 @@ def create_experiment(config_path: Path, root: Path, name: Optional[str] = None,
     import yaml
 
     from .config import check_name, load_config, parse_config
+    from .experiment import make_root
     from .layout import ExperimentLayout
     from .store import Store
 
@@ -86,12 +87,12 @@ def create_experiment(config_path: Path, root: Path, name: Optional[str] = None,
         data["reproducibility"] = dict(data["reproducibility"] or {}, experiment_seed=seed)
         text = yaml.safe_dump(data, sort_keys=False)
         config = parse_config(data, str(config_path), base_dir=str(config_path.resolve().parent))
-    name = check_name(name or config.name, "--name", "name")
+    name = check_name(name or config.name, "--name", "")
     root = Path(root)
     final = root / name
     if final.exists():
         raise UserError(f"experiment {name!r} already exists in {root}: use another --name")
-    root.mkdir(parents=True, exist_ok=True)
+    make_root(root)
     staging = Path(tempfile.mkdtemp(prefix=f".hpo-{name}-", dir=root))
     try:
         layout = ExperimentLayout(staging)
@@ -336,11 +337,11 @@ def register(cli: click.Group) -> None:
         import json
 
         from .executors.simulated import Faults
-        from .experiment import default_root
+        from .experiment import resolve_root
 
         if failures + preemptions > 1:
             raise UserError("--failures plus --preemptions must not exceed 1")
-        result = simulate(config_path, objective, Path(root) if root else default_root(), name=name,
+        result = simulate(config_path, objective, resolve_root(root), name=name,
                           workers=workers, seed=seed,
                           faults=Faults(stragglers, straggler_factor, failures, preemptions))
         if as_json:

@@ -83,7 +83,7 @@ def start(config_path: str, name: Optional[str], root: Path, context: Optional[P
         click.echo(f"warning: {warning}", err=True)
     check_sweepable(config)
     name = name or config.name
-    check_name(name, "--name", "name")
+    check_name(name, "--name", "")
     directory = (Path(root) / name).absolute()
     trials = planned_trials(config)
     executor = ArrayExecutor(config, directory, max_jobs=max_jobs)
@@ -105,7 +105,8 @@ def start(config_path: str, name: Optional[str], root: Path, context: Optional[P
     arrays, _ = executor.plan(requests, executor.limits(), 0)
     first = arrays[0]
     executor.check(len(first.requests), first.gpus, first.time_minutes, DRY_RUN_PREFIX)
-    layout = experiment.create(config, Path(config_path), Path(root), name, EXECUTOR, context)
+    layout = experiment.create(config, Path(config_path), Path(root), name, EXECUTOR, context,
+                               warn=lambda message: click.echo(f"warning: {message}", err=True))
     executor = ArrayExecutor(config, layout.dir, max_jobs=max_jobs)
     with _driving(layout, executor, submit=True) as driver:
         driver.start(fresh=True)
@@ -321,9 +322,9 @@ def register(cli: click.Group) -> None:
           hpo-slurm status grid-1
           hpo-slurm sweep --resubmit grid-1
         """
-        from .experiment import default_root, find
+        from .experiment import find, resolve_root
 
-        root_path = Path(root) if root else default_root()
+        root_path = resolve_root(root)
         if resubmit:
             if name or dry_run or context:
                 raise UserError("--resubmit takes a sweep's NAME; --name, --context and --dry-run do not apply")

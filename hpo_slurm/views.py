@@ -27,10 +27,9 @@ def _metric(value: Optional[float]) -> str:
     return "-" if value is None else f"{value:.6g}"
 
 
-def _hparams(hparams: Dict[str, Any], width: int = 70) -> str:
+def _hparams(hparams: Dict[str, Any]) -> str:
     """``optimizer.lr=0.0123 layers=3``: nested keys dotted, floats to four significant digits."""
-    text = " ".join(f"{key}={_value(value)}" for key, value in _flatten(hparams))
-    return text if len(text) <= width else text[: width - 1] + "…"
+    return " ".join(f"{key}={_value(value)}" for key, value in _flatten(hparams))
 
 
 def _flatten(tree: Dict[str, Any], prefix: str = ""):
@@ -50,7 +49,8 @@ PIPE_WIDTH = 160  # when output is not a terminal, wrap tables at this width ins
 
 def output_console(stderr: bool = False) -> Console:
     """A console for command output: the terminal's width on a terminal; when piped or redirected, no
-    colour (rich's own rule) and a width of ``$COLUMNS`` or PIPE_WIDTH, so tables stay one line a row."""
+    colour (rich's own rule) and a width of ``$COLUMNS`` or PIPE_WIDTH. Nothing is cut: a cell wider
+    than its column (long hyperparameters) folds onto more lines."""
     console = Console(stderr=stderr)
     if not console.is_terminal and not os.environ.get("COLUMNS"):
         console = Console(stderr=stderr, width=PIPE_WIDTH)
@@ -87,7 +87,7 @@ def summary_panel(s: Dict[str, Any]) -> Panel:
     if best:
         direction = "min" if s["smaller_is_better"] else "max"
         lines.append(Text(f"best {s['metric']} ({direction}) {_metric(best['metric'])} — trial {best['trial_id']}: "
-                          f"{_hparams(best['hparams'], 100)}", style="bold"))
+                          f"{_hparams(best['hparams'])}", style="bold"))
     bar = ProgressBar(total=1.0, completed=s["progress"], width=40)
     return Panel(Group(*lines, Group(Text(f"progress {s['progress']:.0%}"), bar)), title=s["name"], title_align="left")
 

@@ -180,7 +180,8 @@ def test_a_trial_that_always_crashes_is_errored_after_max_restarts(quadratic, tm
     assert trials[2]["state"] == "COMPLETED" and trials[2]["restarts"] == 1
     assert [r["state"] for r in trials[2]["runs"]] == ["FAILED", "SUCCEEDED"]
     done = cli("launch", str(broken), "--root", str(root), "--executor", "local", timeout=120)
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == 1, done.stderr  # the search ended ERRORED
+    assert done.stderr.strip().splitlines()[-1] == "experiment broken: ERRORED"
     summary = status(root, "broken")
     assert summary["state"] == "ERRORED"
     (trial,) = summary["trials"]
@@ -197,9 +198,9 @@ def test_scripts_that_misbehave_get_a_clear_state(quadratic, tmp_path):
                            max_restarts=0, entrypoint="python3 no_such_script.py")
     invalid = write_config(quadratic / "random.yaml", quadratic / "invalid.yaml", name="invalid",
                            data={"invalid_hp_if_layers_above": 4})
-    for config in (silent, missing, invalid):
+    for config, code in ((silent, 1), (missing, 1), (invalid, 0)):  # 1: the search ended ERRORED
         done = cli("launch", str(config), "--root", str(root), "--executor", "local", timeout=180)
-        assert done.returncode == 0, done.stderr
+        assert done.returncode == code, done.stderr
     (trial,) = status(root, "silent")["trials"]
     assert trial["state"] == "ERRORED" and "without reporting validation" in trial["message"]
     (trial,) = status(root, "missing")["trials"]
@@ -268,6 +269,28 @@ def test_user_mistakes_exit_2_with_one_line(quadratic, tmp_path):
         lines = done.stderr.strip().splitlines()
         assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
     assert not root.exists() or not any(root.iterdir())  # nothing half-created
+
+
+def test_usage_mistakes_and_unusable_roots_are_one_line_with_exit_2(quadratic, tmp_path):
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    single = str(quadratic / "single.yaml")
+    cases = [
+        (("launch", single, "--executor", "bogus"), {}, "Invalid value for '--executor'"),
+        (("logs", "x", "abc"), {}, "Invalid value for 'TRIAL_ID'"),
+        (("nosuchcommand",), {}, "No such command 'nosuchcommand'"),
+        (("launch", single, "--root", str(a_file / "sub"), "--executor", "local"), {},
+         f"cannot create the experiments folder {a_file / 'sub'}: Not a directory"),
+        (("launch", single, "--executor", "local"), {"HPO_SLURM_ROOT": str(a_file)}, f"$HPO_SLURM_ROOT {a_file}: not a folder"),
+        (("status",), {"HPO_SLURM_ROOT": str(a_file)}, f"$HPO_SLURM_ROOT {a_file}: not a folder"),
+        (("status", "../x/y", "--root", str(tmp_path)), {}, "experiment name: expected a name of letters"),
+    ]
+    for args, env, message in cases:
+        done = cli(*args, env=env)
+        assert done.returncode == 2, (args, done.stderr)
+        assert done.stderr.count("\n") == 1 and done.stderr.startswith("hpo-slurm: "), done.stderr
+        assert message in done.stderr, (args, done.stderr)
+    assert a_file.is_file() and sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "quadratic"]
 
 
 def test_launch_twice_with_one_name_is_refused(quadratic, tmp_path):

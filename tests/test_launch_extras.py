@@ -4,6 +4,7 @@ logs, and the torch example's configs."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 from pathlib import Path
 
@@ -43,6 +44,30 @@ def test_context_copy_honours_hpoignore_and_leaves_out_the_runs_root(quadratic):
     assert not (context / "data.bin").exists()
     assert not (context / "notes").exists()
     assert not (context / "hpo-runs").exists()
+
+
+def test_a_pipe_in_the_model_folder_is_left_out_with_a_warning(quadratic, tmp_path):
+    os.mkfifo(quadratic / "events.fifo")
+    root = tmp_path / "runs"
+    done = cli("launch", str(quadratic / "single.yaml"), "--root", str(root), "--executor", "local")
+    assert done.returncode == 0, done.stderr
+    assert "warning: the model folder copy leaves out what is not a file, folder or link: events.fifo" in done.stderr
+    context = root / "quadratic-single" / "context"
+    assert (context / "train.py").is_file() and not (context / "events.fifo").exists()
+
+
+def test_resume_detach_while_a_driver_runs_is_refused(quadratic, tmp_path):
+    config = write_config(quadratic / "single.yaml", quadratic / "slow.yaml", name="slow",
+                          data={"sleep_per_unit": 0.2})
+    root = tmp_path / "runs"
+    started = cli("launch", str(config), "--root", str(root), "--executor", "local", "--detach")
+    assert started.returncode == 0, started.stderr
+    assert "driver started in the background" in started.stderr
+    again = cli("resume", "slow", "--root", str(root), "--detach")
+    assert again.returncode == 2, again.stderr
+    assert again.stderr.startswith("hpo-slurm: the driver did not start: slow: a driver is already running (pid ")
+    assert cli("stop", "slow", "--root", str(root)).returncode == 0
+    assert status(root, "slow")["state"] == "STOPPED"
 
 
 def test_ctrl_c_leaves_trials_running_and_resume_finishes(quadratic, tmp_path):

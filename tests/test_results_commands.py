@@ -153,6 +153,23 @@ def test_bad_input_is_one_line_and_exit_2(search, args, message):
     assert done.stdout == ""
 
 
+@pytest.mark.parametrize("command", ["export", "report", "plot", "tensorboard"])
+def test_an_unusable_out_path_is_one_line_and_creates_nothing(search, tmp_path, command):
+    root, name, _ = search
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    is_file = command in ("export", "report")
+    unusable = [a_file / "x.out", tmp_path / "missing" / "x.out"] if is_file else [a_file, a_file / "sub"]
+    if is_file:
+        unusable.append(tmp_path)  # a folder where a file is wanted
+    for out in unusable:
+        done = invoke(command, name, "--root", str(root), "--out", str(out))
+        assert done.exit_code == 2, (out, done.output)
+        assert done.stderr.startswith("hpo-slurm: ") and done.stderr.count("\n") == 1, done.stderr
+        assert "--out" in done.stderr and str(out) in done.stderr, done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]  # no folder made on the way
+
+
 def test_completion_lists_experiment_names(search, tmp_path, monkeypatch):
     root, name, _ = search
     ctx = click.Context(click.Command("x"))

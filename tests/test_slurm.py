@@ -173,7 +173,8 @@ def test_failures_are_retried_then_errored_and_the_search_completes(quadratic, t
     assert [r["state"] for r in trials[2]["runs"]] == ["FAILED", "SUCCEEDED"]
     broken = write_config(quadratic / "single.yaml", quadratic / "broken.yaml", name="broken",
                           max_restarts=2, slurm={**FAST_POLL, "time": 5}, data={"fail_always": True})
-    launch_slurm(broken, root)
+    done = cli("launch", str(broken), "--root", str(root), "--executor", "slurm", timeout=600)
+    assert done.returncode == 1, done.stderr[-3000:]  # the search ended ERRORED
     summary = status(root, "broken")
     (trial,) = summary["trials"]
     assert trial["state"] == "ERRORED" and len(trial["runs"]) == 3
@@ -325,7 +326,7 @@ def test_a_refused_submission_is_reported_plainly_and_the_driver_carries_on(quad
                           slurm={**FAST_POLL, "partition": "no-such-partition", "time": 5})
     root = tmp_path / "runs"
     done = cli("launch", str(config), "--root", str(root), "--executor", "slurm", timeout=120)
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == 1, done.stderr  # the search ended ERRORED
     summary = status(root, "nopart")
     assert summary["state"] == "ERRORED"
     (trial,) = summary["trials"]
