@@ -7,6 +7,7 @@ still run), its ``save_trial_best`` best by validation metric, the best checkpoi
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import shutil
@@ -17,6 +18,8 @@ from .config import ExperimentConfig
 from .layout import CHECKPOINT_META, ExperimentLayout
 from .trial import checkpoint_length, latest_checkpoint_in
 from .types import TrialState
+
+log = logging.getLogger("hpo_slurm.checkpoints")
 
 
 def latest_checkpoint_path(layout: ExperimentLayout, trial_id: int) -> Optional[Path]:
@@ -72,7 +75,13 @@ def collect_garbage(
         if length in keep or str(path) in (referenced or ()):
             used += _folder_bytes(path)
         else:
-            shutil.rmtree(path, ignore_errors=True)
+            try:
+                shutil.rmtree(path)
+            except FileNotFoundError:
+                pass  # already gone
+            except OSError as exc:  # kept for the next collection; what is left still counts
+                log.warning("trial %s: cannot delete checkpoint %s (%s)", trial_id, path, exc)
+                used += _folder_bytes(path)
     return used
 
 

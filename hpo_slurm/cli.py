@@ -126,6 +126,11 @@ def launch(config_path: str, name, root, executor: str, context, detach: bool, a
     check_name(name, "--name", "")
     from .live import progress
 
+    if as_job:  # its script is checked before anything is created
+        from . import driver_job
+        from .layout import ExperimentLayout
+
+        driver_job.render(config, ExperimentLayout(_root(root) / name), uid="0" * 32)
     with progress("copying the model folder", unit="bytes") as copied:
         layout = experiment.create(config, Path(config_path), _root(root), name, resolve_executor_name(executor),
                                    Path(context) if context else None, progress=copied,

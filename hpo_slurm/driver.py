@@ -590,7 +590,7 @@ class Driver:
         train and how (``job.run_job``, ``trial.TrialContext``)."""
         trial = self.trials[run["trial_id"]]
         config = self.config
-        if self._resolved_dirs is None:  # resolved once: Path.resolve() per run was a hot spot
+        if self._resolved_dirs is None:  # resolved once per driver, not per run
             self._resolved_dirs = (str(self.layout.dir.resolve()), str(self.layout.context.resolve()))
         return {
             "experiment": self.layout.name, "experiment_dir": self._resolved_dirs[0],

@@ -51,7 +51,12 @@ def submit(script: str, layout: ExperimentLayout) -> str:
     """sbatch the script from the experiment folder; the driver job's id."""
     path = layout.dir / "driver.sbatch"
     path.write_text(script)
-    done = subprocess.run(["sbatch", "--parsable", str(path)], capture_output=True, text=True, cwd=layout.dir, timeout=60)
+    try:
+        done = subprocess.run(["sbatch", "--parsable", str(path)], capture_output=True, text=True, cwd=layout.dir,
+                              timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise UserError(f"cannot submit the driver job ({exc}); experiment {layout.name} is created: run its "
+                        f"driver with `hpo-slurm resume {layout.name} --detach`") from None
     if done.returncode != 0:
         raise UserError(f"sbatch refused the driver job: {done.stderr.strip().splitlines()[-1] if done.stderr.strip() else done.returncode}")
     return done.stdout.strip().split(";")[0]  # --parsable prints "id" or "id;cluster"

@@ -10,9 +10,9 @@ from typing import Any
 
 def write_json_atomic(path: Path, data: Any, durable: bool = True) -> None:
     """Write ``data`` as JSON to ``path`` so readers see the old file or the whole new one. ``durable``
-    also syncs it to disk first (results, checkpoints, batch manifests); files that are rewritten if
-    lost (a run's spec, written again before any resubmission) skip that cost. Encodes with the C
-    encoder in one call (``json.dump`` to a file runs the pure-Python one)."""
+    also syncs it to disk first, for anything a job or a later driver reads (specs, results, manifests);
+    only files that are rewritten if lost skip that cost. Encodes with the C encoder in one call
+    (``json.dump`` to a file runs the pure-Python one)."""
     write_bytes_atomic(path, json.dumps(data, sort_keys=True).encode("utf-8"), durable)
 
 

@@ -15,6 +15,8 @@ import sqlite3
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
+from .errors import UserError
+
 if TYPE_CHECKING:  # imported when first needed: it costs a third of a second, and reads do without it
     import sqlite_utils
 
@@ -132,7 +134,11 @@ class Store:
         conn.execute("PRAGMA busy_timeout=60000")
         store = cls(conn, readonly)
         if not readonly:
-            store._migrate()
+            try:
+                store._migrate()
+            except BaseException:
+                conn.close()
+                raise
         return store
 
     def close(self) -> None:
@@ -141,8 +147,9 @@ class Store:
     def _migrate(self) -> None:
         version = self.conn.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
-            raise RuntimeError(
-                f"experiment.db has schema version {version}, newer than this hpo-slurm knows ({SCHEMA_VERSION})"
+            raise UserError(
+                f"experiment.db has schema version {version}, newer than this hpo-slurm knows ({SCHEMA_VERSION}); "
+                "upgrade hpo-slurm to use it"
             )
         for number in range(version, SCHEMA_VERSION):
             with self.transaction():
@@ -187,9 +194,6 @@ class Store:
     # ---- trials and runs ----------------------------------------------------------------------
     def insert_trials(self, rows: Iterable[Dict[str, Any]]) -> None:
         self._insert_all("trials", rows)
-
-    def update_trial(self, trial_id: int, **fields: Any) -> None:
-        self._update("trials", "id", trial_id, fields)
 
     def trials(self) -> List[Dict[str, Any]]:
         return self._query("SELECT * FROM trials ORDER BY id")

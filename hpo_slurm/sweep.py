@@ -188,30 +188,32 @@ def _print_dry_run(config: ExperimentConfig, name: str, executor, requests, tria
 # ---- status and resubmission --------------------------------------------------------------------
 
 def is_sweep(layout: ExperimentLayout) -> bool:
+    """Whether the experiment runs as job arrays with no driver; a UserError when its database
+    cannot be read (locked for longer than the busy timeout, damaged)."""
+    import sqlite3
+
     from .store import Store
 
     try:
         store = Store.open(layout.database, readonly=True)
-    except Exception:  # status reports an unreadable database itself
-        return False
-    try:
-        return store.experiment().get("executor") == EXECUTOR
-    except Exception:
-        return False
-    finally:
-        store.close()
+        try:
+            return store.experiment().get("executor") == EXECUTOR
+        finally:
+            store.close()
+    except sqlite3.Error as exc:
+        raise UserError(f"{layout.name}: cannot read experiment.db ({exc})") from None
 
 
 def refresh(layout: ExperimentLayout, quiet: bool = False) -> None:
     """For ``status``: one driver tick that submits nothing (poll Slurm, ingest the tasks' files,
     judge ended tasks). Skipped when another process holds the experiment's driver lock, or Slurm
     cannot be reached (the last known state is shown)."""
-    if not is_sweep(layout):
-        return
     from .config import load_config
     from .executors.array import ArrayExecutor
 
     try:
+        if not is_sweep(layout):
+            return
         executor = ArrayExecutor(load_config(str(layout.config)), layout.dir)
         with _driving(layout, executor, submit=False) as driver:
             if not driver.done:

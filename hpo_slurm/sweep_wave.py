@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Callable, List, Optional
 
 from .executors.array import jobs_named, sbatch
-from .executors.base import SubmitError
+from .executors.base import SchedulerError, SubmitError
+from .executors.slurm_cli import cluster_config, has_accounting
 from .fsio import read_json, write_json_atomic
 from .layout import ExperimentLayout
 
@@ -62,12 +63,19 @@ def submit_once(name: str, record: Path, submit: Callable[[], str],
         return str(read_json(record)["job_id"])
     except (OSError, ValueError, KeyError, TypeError):
         pass
-    accounting = True  # sacct may know an ended job; harmless when accounting is off
-    jobs = jobs_named([name], getpass.getuser(), accounting).get(name)
+    deadline = time.monotonic() + retry_for_s
+    while True:  # a lookup that cannot answer is retried, never taken for "not submitted yet"
+        try:
+            jobs = jobs_named([name], getpass.getuser(), has_accounting(cluster_config())).get(name)
+            break
+        except SchedulerError as exc:
+            if time.monotonic() + pause_s > deadline:
+                raise SubmitError(f"cannot tell whether {name} was submitted: {exc}", retry=False) from exc
+            print(f"{exc}; retrying in {pause_s:.0f}s", file=sys.stderr, flush=True)
+            time.sleep(pause_s)
     if jobs:
         job_id = sorted(jobs)[0][0].split("_")[0]
     else:
-        deadline = time.monotonic() + retry_for_s
         while True:
             try:
                 job_id = submit()

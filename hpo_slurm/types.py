@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Dict, Optional, Union
 
 
@@ -50,15 +50,9 @@ Action = Union[Create, Train, Close, Shutdown]
 
 
 def action_to_json(action: Action) -> Dict[str, Any]:
-    """A JSON-able dict for an action (used by snapshots, the event log and tests)."""
+    """A JSON-able dict for an action: its type and fields (the searcher contract tests log these)."""
     kind = type(action).__name__.lower()
     return {"type": kind, **{k: v for k, v in action.__dict__.items()}}
-
-
-def action_from_json(data: Dict[str, Any]) -> Action:
-    kinds = {"create": Create, "train": Train, "close": Close, "shutdown": Shutdown}
-    fields = dict(data)
-    return kinds[fields.pop("type")](**fields)
 
 
 class TrialState(str, enum.Enum):

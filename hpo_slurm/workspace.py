@@ -110,7 +110,7 @@ class FileWorkspace(Workspace):
     def prepare_run(self, run_id: str, trial_id: int, spec: Dict[str, Any]) -> None:
         self.layout.run_dir(run_id).mkdir(parents=True, exist_ok=True)
         self.layout.trial_dir(trial_id).mkdir(parents=True, exist_ok=True)
-        write_json_atomic(self.layout.spec_file(run_id), spec, durable=False)
+        write_json_atomic(self.layout.spec_file(run_id), spec)  # a sweep's array task may read it hours later
 
     def request_stop(self, run_id: str) -> None:
         stop_file = self.layout.run_stop_file(run_id)
@@ -126,8 +126,4 @@ class FileWorkspace(Workspace):
 
     def spec_path(self, run_id: str) -> Path:
         return self.layout.spec_file(run_id)
-
-    def spec_base(self) -> Dict[str, str]:
-        return {"experiment": self.layout.name, "experiment_dir": str(self.layout.dir.resolve()),
-                "context_dir": str(self.layout.context.resolve())}
 

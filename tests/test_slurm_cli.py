@@ -9,8 +9,9 @@ import pytest
 
 from hpo_slurm.config import load_config
 from hpo_slurm.executors import slurm_cli
-from hpo_slurm.executors.base import JobRequest, JobState, JobStatus, SchedulerError
+from hpo_slurm.executors.base import JobRequest, JobState, JobStatus, SchedulerError, SubmitError
 from hpo_slurm.executors.slurm import SlurmExecutor
+from hpo_slurm.sweep_wave import submit_once
 
 QUADRATIC = Path(__file__).resolve().parent.parent / "examples" / "quadratic"
 
@@ -75,3 +76,16 @@ def test_finding_jobs_by_name_when_squeue_fails_raises_scheduler_error(tmp_path,
     request = JobRequest(run_id="1", job_name="hpo.x.1", run_dir=tmp_path, spec_path=tmp_path / "s", gpus=1)
     with pytest.raises(SchedulerError, match="Socket timed out"):
         executor.find([request])
+
+
+def test_a_wave_job_never_submits_when_it_cannot_tell_whether_it_already_did(tmp_path, monkeypatch):
+    fake_cluster(tmp_path, monkeypatch, sacct='echo ""')
+    fake_command(tmp_path, "squeue", 'echo "squeue: error: Socket timed out" >&2; exit 1')
+    submitted = []
+    with pytest.raises(SubmitError, match="cannot tell whether hpo.x.array-1 was submitted"):
+        submit_once("hpo.x.array-1", tmp_path / "submitted.json", lambda: submitted.append(1) or "9",
+                    pause_s=0.01, retry_for_s=0.2)
+    assert submitted == [] and not (tmp_path / "submitted.json").exists()
+    fake_command(tmp_path, "squeue", 'echo ""')  # the controller answers again: not found, so submitted once
+    assert submit_once("hpo.x.array-1", tmp_path / "submitted.json", lambda: submitted.append(1) or "9") == "9"
+    assert submitted == [1]

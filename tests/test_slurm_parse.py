@@ -3,7 +3,6 @@
 from hpo_slurm.executors.base import JobState
 from hpo_slurm.executors.slurm_parse import (
     expand_array_ids, is_retryable, is_submit_limit, parse_names, parse_sacct, parse_scontrol_config, parse_squeue,
-    parse_submitted,
 )
 
 SACCT = """\
@@ -63,7 +62,6 @@ def test_scontrol_config_values():
 
 
 def test_submitted_job_id_and_error_classes():
-    assert parse_submitted("Submitted batch job 1234\n") == "1234"
     assert is_retryable("sbatch: error: Batch job submission failed: Socket timed out on send/recv operation")
     assert is_retryable("sbatch: error: QOSMaxSubmitJobPerUserLimit")
     assert is_retryable("sbatch: error: Slurm temporarily unable to accept job, sleeping and retrying")

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import sqlite_utils
 
+from hpo_slurm.errors import UserError
 from hpo_slurm.store import MIGRATIONS, SCHEMA_VERSION, Store, filesystem_type, is_network_filesystem
 
 MOUNTS = """\
@@ -57,7 +58,7 @@ def test_a_newer_database_is_refused(tmp_path):
     conn = sqlite3.connect(path)
     conn.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
     conn.close()
-    with pytest.raises(RuntimeError, match="newer than this hpo-slurm"):
+    with pytest.raises(UserError, match="newer than this hpo-slurm knows"):
         Store.open(path)
 
 

@@ -18,7 +18,7 @@ from hpo_slurm.config import SlurmConfig, load_config
 from hpo_slurm.errors import UserError
 from hpo_slurm.executors import array as array_module
 from hpo_slurm.executors.array import ArrayExecutor
-from hpo_slurm.executors.base import JobState
+from hpo_slurm.executors.base import JobRequest, JobState, SchedulerError
 from hpo_slurm.fsio import write_json_atomic
 from hpo_slurm.searchers import make_searcher
 from hpo_slurm.sweep import planned_trials
@@ -161,6 +161,14 @@ def test_wave_chains_are_pending_submitted_or_broken(tmp_path, monkeypatch):
     assert executor.chain_states([2, 3]) == {2: ("broken", None), 3: ("broken", None)}
     statuses = executor.poll(["array-3_0"])
     assert statuses["array-3_0"].state == JobState.UNKNOWN
+
+    def unreachable(names, user, accounting):
+        raise SchedulerError("squeue failed: Socket timed out on send/recv operation")
+
+    monkeypatch.setattr(array_module, "jobs_named", unreachable)  # never "broken" for a query that failed
+    assert executor.poll(["array-3_0"])["array-3_0"].state == JobState.PENDING
+    with pytest.raises(SchedulerError):
+        executor.find([JobRequest(run_id="t3-r1", job_name="x", run_dir=tmp_path, spec_path=tmp_path / "s", gpus=0)])
 
 
 def write_json_atomic_dir(folder: Path, data) -> None:

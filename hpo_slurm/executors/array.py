@@ -18,7 +18,7 @@ UNKNOWN (the run is then LOST) when the chain broke. Arrays and wave jobs are na
 from __future__ import annotations
 
 import getpass
-import os
+import logging
 import re
 import subprocess
 import sys
@@ -29,16 +29,18 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..config import ExperimentConfig
 from ..errors import UserError
-from ..fsio import read_json, write_json_atomic
+from ..fsio import read_json, write_bytes_atomic, write_json_atomic
 from ..sweep_plan import Limits, Plan, parse_assoc, parse_qos, plan_arrays, smallest, user_cap
 from ..sweep_render import (
     array_spec, load_template, option_lines, render_array, render_wave, wave_option_lines,
 )
-from .base import Executor, JobRequest, JobState, JobStatus, SubmitError, Submitted
-from .slurm_cli import run_slurm, scancel
+from .base import Executor, JobRequest, JobState, JobStatus, SchedulerError, SubmitError, Submitted
+from .slurm_cli import cluster_config, has_accounting, query_slurm, run_slurm, scancel
 from .slurm_parse import (
-    expand_array_ids, is_retryable, parse_sacct, parse_scontrol_config, parse_squeue, state_of,
+    expand_array_ids, is_retryable, parse_sacct, parse_squeue, state_of,
 )
+
+log = logging.getLogger("hpo_slurm.array")
 
 PLACEHOLDER = re.compile(r"^array-(\d+)_(\d+)$")
 _ARRAY_DIR = re.compile(r"^array-(\d+)$")
@@ -66,7 +68,9 @@ def sbatch(script: Path, cwd: Path, dependency: Optional[str] = None, test_only:
 
 
 def jobs_named(names: Sequence[str], user: str, accounting: bool) -> Dict[str, List[Tuple[str, JobState]]]:
-    """Name -> [(job id, state)] of this user's jobs with those names (squeue, and sacct for ended ones)."""
+    """Name -> [(job id, state)] of this user's jobs with those names (squeue, and sacct for ended ones).
+    Raises SchedulerError when squeue (or sacct, with accounting) cannot answer: "no such job" is never
+    concluded from a failed query, since it would have the job submitted twice."""
     found: Dict[str, List[Tuple[str, JobState]]] = {}
     if not names:
         return found
@@ -75,10 +79,7 @@ def jobs_named(names: Sequence[str], user: str, accounting: bool) -> Dict[str, L
     if accounting:
         commands.append(["sacct", "-n", "-P", "-X", "-S", "now-30days", "--name", joined, "-o", "JobID,JobName,State"])
     for command in commands:
-        try:
-            text = run_slurm(command)
-        except (OSError, subprocess.SubprocessError):
-            continue
+        text = query_slurm(command)
         for line in text.splitlines():
             fields = line.split("|")
             if len(fields) < 3:
@@ -117,14 +118,14 @@ class ArrayExecutor(Executor):
     def cluster(self) -> Dict[str, str]:
         if self._cluster is None:
             try:
-                self._cluster = parse_scontrol_config(run_slurm(["scontrol", "show", "config"]))
-            except (OSError, subprocess.SubprocessError) as exc:
-                raise UserError(f"cannot reach Slurm (`scontrol show config`: {_message(exc)})") from None
+                self._cluster = cluster_config()
+            except SchedulerError as exc:
+                raise UserError(f"cannot reach Slurm ({exc})") from None
         return self._cluster
 
     @property
     def accounting(self) -> bool:
-        return self.cluster.get("AccountingStorageType", "accounting_storage/none") != "accounting_storage/none"
+        return has_accounting(self.cluster)
 
     def limits(self) -> Limits:
         """MaxArraySize, and the room left under the caps on queued jobs: the user's association and
@@ -151,7 +152,8 @@ class ArrayExecutor(Executor):
             assoc = parse_assoc(run_slurm(["sacctmgr", "-n", "-P", "show", "assoc", "where", f"user={self.user}",
                                            "format=MaxSubmit,GrpSubmit,QOS,DefaultQOS"]))
             qos = parse_qos(run_slurm(["sacctmgr", "-n", "-P", "show", "qos", "format=Name,MaxSubmitPU,GrpSubmit"]))
-        except (OSError, subprocess.SubprocessError):
+        except (OSError, subprocess.SubprocessError) as exc:
+            log.warning("cannot read the queued-jobs caps from sacctmgr (%s); planning without them", _message(exc))
             return None
         return smallest(user_cap(assoc, qos, self.config.slurm.qos))
 
@@ -159,7 +161,8 @@ class ArrayExecutor(Executor):
         args = ["squeue", "-h", "-r", "-o", "%i"] + ([] if all_users else ["-u", self.user])
         try:
             return len(run_slurm(args).split())
-        except (OSError, subprocess.SubprocessError):
+        except (OSError, subprocess.SubprocessError) as exc:
+            log.warning("cannot count queued jobs with squeue (%s); taking none", _message(exc))
             return 0
 
     @property
@@ -388,7 +391,12 @@ class ArrayExecutor(Executor):
                 waiting.setdefault(index, []).append((job_id, match.group(2)))
         result: Dict[str, JobStatus] = {}
         if waiting:
-            for index, (state, base) in self.chain_states(list(waiting)).items():
+            try:
+                chains = self.chain_states(list(waiting))
+            except SchedulerError as exc:  # nothing can be said about the waves: ask again next poll
+                log.warning("%s; runs waiting for their wave stay pending", exc)
+                chains = {index: ("pending", None) for index in waiting}
+            for index, (state, base) in chains.items():
                 for placeholder, task in waiting[index]:
                     if state == "submitted":
                         real[placeholder] = f"{base}_{task}"
@@ -405,21 +413,24 @@ class ArrayExecutor(Executor):
         if not job_ids:
             return {}
         found: Dict[str, JobStatus] = {}
+        unseen = JobStatus(JobState.UNKNOWN)  # in neither sacct nor squeue: the job is gone
         if self.accounting:
             bases = sorted({j.split("_")[0] for j in job_ids})
             try:
-                found = parse_sacct(run_slurm(["sacct", "-n", "-P", "-X", "-o", "JobID,State,ExitCode",
-                                               "-j", ",".join(bases)]))
-            except (OSError, subprocess.SubprocessError):
-                found = {}
+                found = parse_sacct(query_slurm(["sacct", "-n", "-P", "-X", "-o", "JobID,State,ExitCode",
+                                                 "-j", ",".join(bases)]))
+            except SchedulerError as exc:
+                log.warning("%s; jobs not in squeue are taken as still pending", exc)
+                unseen = JobStatus(JobState.PENDING, reason="sacct failed")
         missing = [j for j in job_ids if j not in found]
         if missing:
             try:
-                found.update(parse_squeue(run_slurm(["squeue", "-h", "-r", "-u", self.user, "-o", "%i|%T|%r"])))
-            except (OSError, subprocess.SubprocessError):
+                queued = parse_squeue(query_slurm(["squeue", "-h", "-r", "-u", self.user, "-o", "%i|%T|%r"]))
+            except SchedulerError:
                 # an unreachable controller must not look like vanished jobs
-                found.update({j: JobStatus(JobState.PENDING, reason="squeue failed") for j in missing})
-        return found
+                queued, unseen = {}, JobStatus(JobState.PENDING, reason="squeue failed")
+            found.update((j, queued[j]) for j in missing if j in queued)
+        return {j: found.get(j, unseen) for j in job_ids}
 
     # ---- after a crash --------------------------------------------------------------------------
     def find(self, requests: Sequence[JobRequest]) -> Dict[str, str]:
@@ -470,9 +481,8 @@ def _positive(text: Optional[str]) -> Optional[int]:
 
 
 def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    """Publish a script by rename, synced first: a wave job submits it long after the sweep returned."""
+    write_bytes_atomic(path, text.encode("utf-8"))
 
 
 def _message(exc: BaseException) -> str:

@@ -17,6 +17,7 @@ from typing import Dict, List, Optional, Sequence, Set
 import submitit
 from submitit.local import local as submitit_local
 
+from ..errors import UserError
 from ..job import run_job
 from .base import Executor, JobRequest, JobState, JobStatus, SubmitError, Submitted
 
@@ -27,6 +28,8 @@ def count_local_gpus() -> int:
     """``HPO_SLURM_LOCAL_GPUS`` if set, else the GPUs ``nvidia-smi -L`` lists, else 0."""
     override = os.environ.get("HPO_SLURM_LOCAL_GPUS")
     if override is not None:
+        if not override.strip().isdigit():
+            raise UserError(f"$HPO_SLURM_LOCAL_GPUS: expected a number of GPUs, got {override!r}")
         return int(override)
     try:
         listing = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10)

@@ -26,11 +26,12 @@ import submitit
 from submitit.core.utils import DelayedSubmission
 
 from ..config import ExperimentConfig
+from ..errors import UserError
 from ..fsio import read_json, write_bytes_atomic, write_json_atomic
 from ..slurm_task import MANIFEST, SHARED_PICKLE, run_task
 from .base import Executor, JobRequest, JobState, JobStatus, SchedulerError, SubmitError, Submitted
-from .slurm_cli import query_slurm, run_slurm, scancel
-from .slurm_parse import is_retryable, is_submit_limit, parse_names, parse_sacct, parse_scontrol_config, parse_squeue
+from .slurm_cli import cluster_config, has_accounting, query_slurm, run_slurm, scancel
+from .slurm_parse import is_retryable, is_submit_limit, parse_names, parse_sacct, parse_squeue
 
 log = logging.getLogger("hpo_slurm.slurm")
 
@@ -70,9 +71,12 @@ class SlurmExecutor(Executor):
     def __init__(self, config: ExperimentConfig, experiment_dir: Path):
         self.config = config
         self.jobs_dir = Path(experiment_dir) / "jobs"
-        cluster = parse_scontrol_config(run_slurm(["scontrol", "show", "config"]))
+        try:
+            cluster = cluster_config()
+        except SchedulerError as exc:
+            raise UserError(f"cannot reach Slurm ({exc}); try again once it answers") from None
         self.max_array_size = int(cluster.get("MaxArraySize", "1001") or 1001)
-        self.accounting = cluster.get("AccountingStorageType", "accounting_storage/none") != "accounting_storage/none"
+        self.accounting = has_accounting(cluster)
         self.user = getpass.getuser()
 
     # ---- submission -----------------------------------------------------------------------------
@@ -93,7 +97,7 @@ class SlurmExecutor(Executor):
         return [submitted[r.run_id] for r in requests]  # batches group by resources: back to request order
 
     def batches(self, requests: Sequence[JobRequest]) -> List[List[JobRequest]]:
-        """Consecutive requests with the same resources, in pieces below MaxArraySize."""
+        """The requests grouped by resources (GPUs, time limit), in pieces below MaxArraySize."""
         groups: Dict[Tuple[int, Optional[int]], List[JobRequest]] = {}
         for request in requests:
             groups.setdefault((request.gpus, request.time_minutes), []).append(request)

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import subprocess
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 from .base import SchedulerError
+from .slurm_parse import parse_scontrol_config
 
 COMMAND_TIMEOUT_S = 60
 
@@ -29,6 +30,16 @@ def query_slurm(args: Sequence[str]) -> str:
         return run_slurm(args)
     except (OSError, subprocess.SubprocessError) as exc:
         raise SchedulerError(f"{args[0]} failed: {_describe(exc)}") from exc
+
+
+def cluster_config() -> Dict[str, str]:
+    """``scontrol show config`` as key -> value; SchedulerError when the controller does not answer."""
+    return parse_scontrol_config(query_slurm(["scontrol", "show", "config"]))
+
+
+def has_accounting(cluster: Dict[str, str]) -> bool:
+    """Whether sacct can answer for ended jobs on this cluster."""
+    return cluster.get("AccountingStorageType", "accounting_storage/none") != "accounting_storage/none"
 
 
 def scancel(job_ids: Sequence[str]) -> None:

@@ -23,7 +23,6 @@ STATES = {
 }
 
 _ARRAY_RANGE = re.compile(r"^(?P<base>\d+)_\[(?P<spec>[^\]]+)\]$")
-_SUBMITTED = re.compile(r"Submitted batch job (?P<id>\d+)")
 
 RETRYABLE = (
     "socket timed out", "temporarily unable", "resource temporarily unavailable", "try again",
@@ -109,13 +108,6 @@ def parse_scontrol_config(text: str) -> Dict[str, str]:
         if sep and key.strip() and " " not in key.strip():
             config[key.strip()] = value.strip()
     return config
-
-
-def parse_submitted(text: str) -> str:
-    match = _SUBMITTED.search(text)
-    if not match:
-        raise ValueError(f"sbatch printed no job id: {text.strip()[:200]!r}")
-    return match.group("id")
 
 
 def is_submit_limit(message: str) -> bool:
