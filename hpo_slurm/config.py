@@ -10,6 +10,7 @@ Nothing here touches the filesystem beyond reading that file (and checking ``slu
 from __future__ import annotations
 
 import copy
+import math
 import os
 import re
 import shlex
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Optional, Tuple
 
 from . import config_checks as checks
-from .config_checks import LENGTH_UNITS, Checker, Length, show
+from .config_checks import LENGTH_UNITS, MAX_LENGTH, MAX_POWER, MAX_RUNGS, MAX_TRIALS, Checker, Length, show
 from .errors import ConfigError
 from .space import Nested
 
@@ -150,6 +151,7 @@ IGNORED_SEARCHER_KEYS = {
 _SEARCHER_ALIASES = {"adaptive": "adaptive_asha", "adaptive_simple": "adaptive_asha", "asha": "adaptive_asha",
                      "hyperband": "adaptive_asha", "sync_halving": "async_halving"}
 ASHA_MODES = ("aggressive", "standard", "conservative")
+MIN_DIVISOR = 1.001
 _NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,99}")
 _NAME_RULE = "a name of letters, digits, '.', '_' and '-' (1-100 characters, not starting with '.' or '-')"
 
@@ -225,7 +227,7 @@ def parse_config(data: Any, source: str, base_dir: Optional[str] = None) -> Expe
         records_per_epoch=_optional(top, "records_per_epoch", "", ck.integer, 0, minimum=0),
         checkpoint_storage=_checkpoint_storage(ck, top.get("checkpoint_storage")),
         slurm=SlurmConfig(**checks.parse_slurm(ck, top.get("slurm"), "slurm", base_dir or os.getcwd())),
-        data=copy.deepcopy(ck.mapping(top.get("data"), "data")),
+        data=copy.deepcopy(checks.json_value(ck, ck.mapping(top.get("data"), "data"), "data")),
         min_validation_period=_period(ck, top, "min_validation_period"),
         min_checkpoint_period=_period(ck, top, "min_checkpoint_period"),
         perform_initial_validation=_optional(top, "perform_initial_validation", "", ck.boolean, False),
@@ -300,23 +302,29 @@ def _searcher(ck: Checker, value: Any, space: Nested) -> SearcherConfig:
         out["max_trials"] = get("max_trials", ck.integer, 1, minimum=1, maximum=1)
     elif name == "grid":
         checks.require_grid_counts(ck, space)
-        size = checks.grid_size(space)
+        size = checks.require_grid_size(ck, space)
         given = get("max_trials", ck.integer, size, minimum=1)
         if given != size:
             ck.fail("searcher.max_trials", f"grid search trains every point of the grid ({size} trials); "
                                            f"remove max_trials or set it to {size}, got {given}")
         out["max_trials"] = size
     else:
-        out["max_trials"] = need("max_trials", ck.integer, minimum=1)
+        out["max_trials"] = ck.at_most(need("max_trials", ck.integer, minimum=1), "searcher.max_trials",
+                                       MAX_TRIALS, "trials")
     if name in ("adaptive_asha", "async_halving"):
         out["divisor"] = get("divisor", ck.number, 4.0, above=1)
+        if out["divisor"] < MIN_DIVISOR:  # adaptive_asha counts rungs up to max_length one power at a time
+            ck.fail("searcher.divisor", f"expected a number >= {MIN_DIVISOR:g}, got {show(section['divisor'])}")
         out["stop_once"] = get("stop_once", ck.boolean, False)
     if name == "async_halving":
-        out["num_rungs"] = need("num_rungs", ck.integer, minimum=1)
+        out["num_rungs"] = need("num_rungs", lambda v, p: _rungs(ck, v, p, out["divisor"]))
     if name == "adaptive_asha":
         out["mode"] = get("mode", lambda v, p: ck.choice(v, p, ASHA_MODES, "mode"), "standard")
-        out["max_rungs"] = get("max_rungs", ck.integer, 5, minimum=1)
-        out["bracket_rungs"] = get("bracket_rungs", lambda v, p: _bracket_rungs(ck, v, p), ()) or None
+        # a bracket has at most ilog(max_length) + 1 rungs, so divisor ** (rungs - 1) <= max_length
+        out["max_rungs"] = ck.at_most(get("max_rungs", ck.integer, 5, minimum=1), "searcher.max_rungs",
+                                      MAX_RUNGS, "rungs")
+        out["bracket_rungs"] = get("bracket_rungs", lambda v, p: _bracket_rungs(ck, v, p, out["divisor"]),
+                                   ()) or None
     return SearcherConfig(**out)
 
 
@@ -337,10 +345,20 @@ def _readers(ck: Checker, section: Dict[str, Any], path: str):
     return get, need
 
 
-def _bracket_rungs(ck: Checker, value: Any, path: str) -> Tuple[int, ...]:
+def _rungs(ck: Checker, value: Any, path: str, divisor: float) -> int:
+    """A bracket's rung count: at most MAX_RUNGS, and ``divisor ** (rungs - 1)`` (the shortest rung's
+    share of max_length) within 1e300."""
+    rungs = ck.at_most(ck.integer(value, path, minimum=1), path, MAX_RUNGS, "rungs")
+    if (rungs - 1) * math.log10(divisor) > MAX_POWER:
+        ck.fail(path, f"expected divisor ** ({rungs} - 1) to be at most 1e{MAX_POWER}, got {divisor:g} ** "
+                      f"{rungs - 1}; lower divisor or the rungs")
+    return rungs
+
+
+def _bracket_rungs(ck: Checker, value: Any, path: str, divisor: float) -> Tuple[int, ...]:
     if not isinstance(value, list):
         ck.fail(path, f"expected a list of positive integers, got {show(value)}")
-    return tuple(ck.integer(rungs, f"{path}[{i}]", minimum=1) for i, rungs in enumerate(value))
+    return tuple(_rungs(ck, item, f"{path}[{i}]", divisor) for i, item in enumerate(value))
 
 
 def _max_length(ck: Checker, section: Dict[str, Any], name: str) -> Length:
@@ -372,9 +390,12 @@ def _pbt(ck: Checker, section: Dict[str, Any], path: str) -> Dict[str, Any]:
     """PBT's settings. A trial trains at most ``num_rounds * length_per_round``; the search creates
     ``population_size + (num_rounds - 1) * int(truncate_fraction * population_size)`` trials."""
     _, need = _readers(ck, section, path)
-    population = need("population_size", ck.integer, minimum=1)
+    population = ck.at_most(need("population_size", ck.integer, minimum=1), "searcher.population_size",
+                            MAX_TRIALS, "trials")
     rounds = need("num_rounds", ck.integer, minimum=1)
     per_round, unit = need("length_per_round", ck.length)
+    ck.at_most(rounds * per_round, "searcher.num_rounds", MAX_LENGTH,
+               f"{unit} (num_rounds x length_per_round, the longest a trial trains)")
     replace = need("replace_function", ck.mapping)
     ck.check_keys(replace, "searcher.replace_function", ("truncate_fraction",))
     explore = need("explore_function", ck.mapping)
@@ -382,13 +403,16 @@ def _pbt(ck: Checker, section: Dict[str, Any], path: str) -> Dict[str, Any]:
     _, replace_need = _readers(ck, replace, "searcher.replace_function")
     _, explore_need = _readers(ck, explore, "searcher.explore_function")
     truncate = replace_need("truncate_fraction", ck.number, minimum=0, maximum=0.5)
+    trials = population + (rounds - 1) * int(truncate * population)
+    ck.at_most(trials, "searcher.num_rounds", MAX_TRIALS,
+               "trials (population_size + (num_rounds - 1) x the trials replaced each round)")
     return dict(
         population_size=population,
         num_rounds=rounds,
         length_per_round=per_round,
         unit=unit,
         max_length=rounds * per_round,
-        max_trials=population + (rounds - 1) * int(truncate * population),
+        max_trials=trials,
         truncate_fraction=truncate,
         resample_probability=explore_need("resample_probability", ck.number, minimum=0, maximum=1),
         perturb_factor=explore_need("perturb_factor", ck.number, minimum=0, maximum=1),

@@ -1,6 +1,7 @@
 """The pieces ``config.py`` builds an experiment config from: a YAML loader with YAML 1.2 scalars,
 typed reads that raise ``ConfigError`` naming the key path, unknown-key checks with a did-you-mean,
-hyperparameter spaces, and the ``slurm:`` section's formats.
+values JSON can hold, hyperparameter spaces, and the ``slurm:`` section's formats. The ``MAX_*`` limits
+keep numbers where the searchers neither overflow floats nor run forever.
 
 Every check takes the value and its key path (``searcher.max_trials``, ``slurm.setup[2]``) and either
 returns the value in its Python form or raises one ``ConfigError`` whose text is one line:
@@ -10,6 +11,7 @@ returns the value in its Python form or raises one ``ConfigError`` whose text is
 from __future__ import annotations
 
 import copy
+import datetime
 import difflib
 import math
 import os
@@ -24,6 +26,15 @@ from .space import Categorical, Const, Double, Int, Log, Nested
 LENGTH_UNITS = ("batches", "records", "epochs")
 HP_TYPES = ("const", "int", "double", "log", "categorical")
 Length = Tuple[int, str]  # (amount, unit), unit one of LENGTH_UNITS
+
+# Limits no real search reaches; past them the searchers overflow floats or never finish.
+MAX_TRIALS = 10_000_000  # trials in a search, grid points included (the grid searcher builds every point)
+MAX_LENGTH = 10**15  # training length of a trial, in its unit
+MAX_RUNGS = 64  # rungs of an ASHA bracket
+MAX_POWER = 300  # base ** x (log hyperparameters) and divisor ** (rungs - 1) stay within 1e-300..1e300
+MAX_HP_INT = 2**53  # int hyperparameters: grids and PBT compute them in floats
+JSON_MAX_DEPTH = 100  # nesting of const values, categorical vals and data
+JSON_MAX_VALUES = 1_000_000  # values in one, counting each YAML alias as a copy
 
 
 # ---------------------------------------------------------------------------------------------
@@ -49,11 +60,15 @@ class _Loader(yaml.SafeLoader):
 
 def _construct_int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int:
     text = loader.construct_scalar(node)
-    if text.startswith("0o"):
-        return int(text[2:], 8)
-    if text.startswith("0x"):
-        return int(text[2:], 16)
-    return int(text, 10)  # "010" is ten, as in YAML 1.2 (YAML 1.1 reads it as octal eight)
+    try:
+        if text.startswith("0o"):
+            return int(text[2:], 8)
+        if text.startswith("0x"):
+            return int(text[2:], 16)
+        return int(text, 10)  # "010" is ten, as in YAML 1.2 (YAML 1.1 reads it as octal eight)
+    except ValueError:  # more digits than Python converts (sys.get_int_max_str_digits)
+        raise yaml.constructor.ConstructorError(
+            None, None, f"an integer of {len(text)} digits is too long", node.start_mark) from None
 
 
 _Loader.yaml_implicit_resolvers = {}
@@ -79,6 +94,8 @@ def yaml_load(text: str, source: str) -> Any:
         raise ConfigError(source, where, f"not valid YAML: {exc.problem or exc.context}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(source, "", f"not valid YAML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(source, "", "cannot read the file: its YAML nests too deeply") from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -91,6 +108,11 @@ def show(value: Any) -> str:
         return "null"
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, int) and value.bit_length() > 64:
+        try:
+            return f"an integer of {len(str(abs(value)))} digits"
+        except ValueError:  # past sys.get_int_max_str_digits()
+            return "an integer of thousands of digits"
     if isinstance(value, (int, float)):
         return repr(value)
     if isinstance(value, str):
@@ -99,6 +121,12 @@ def show(value: Any) -> str:
         return "a list"
     if isinstance(value, dict):
         return "a mapping"
+    if isinstance(value, datetime.date):
+        return f"a timestamp ({value.isoformat()})"
+    if isinstance(value, bytes):
+        return "binary data (!!binary)"
+    if isinstance(value, (set, frozenset)):
+        return "a set (!!set)"
     return type(value).__name__
 
 
@@ -133,6 +161,14 @@ def _is_int(value: Any) -> bool:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_finite(value: Any) -> bool:
+    """A number that converts to a finite float (an int past 1.8e308 does not)."""
+    try:
+        return _is_number(value) and math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 # ---------------------------------------------------------------------------------------------
@@ -232,7 +268,7 @@ class Checker:
         above: Optional[float] = None,
     ) -> float:
         """A finite int or float (not a bool) with ``minimum <= value <= maximum`` and ``value > above``."""
-        ok = _is_number(value) and math.isfinite(value)
+        ok = _is_finite(value)
         ok = ok and (minimum is None or value >= minimum) and (maximum is None or value <= maximum)
         ok = ok and (above is None or value > above)
         if not ok:
@@ -246,6 +282,12 @@ class Checker:
                 what = "a number"
             self.fail(path, f"expected {what}, got {show(value)}")
         return float(value)
+
+    def at_most(self, value: int, path: str, limit: int, unit: str) -> int:
+        """``value`` if it is at most ``limit``; the error names the limit in ``unit``."""
+        if value > limit:
+            self.fail(path, f"expected at most {limit:,} {unit}, got {show(value)}")
+        return value
 
     def boolean(self, value: Any, path: str) -> bool:
         if not isinstance(value, bool):
@@ -273,7 +315,8 @@ class Checker:
         """A training length: ``{batches: N}``, ``{records: N}``, ``{epochs: N}`` or a bare integer
         of batches, with ``N >= minimum``."""
         if _is_int(value) or (isinstance(value, float) and value.is_integer()):
-            return self.integer(value, path, minimum=minimum), "batches"
+            amount = self.integer(value, path, minimum=minimum)
+            return self.at_most(amount, path, MAX_LENGTH, "batches"), "batches"
         if not isinstance(value, dict):
             self.fail(path, f"expected a length such as {{batches: 1000}}, {{epochs: 3}} or an integer "
                             f"number of batches, got {show(value)}")
@@ -282,7 +325,63 @@ class Checker:
         if len(mapping) != 1:
             self.fail(path, f"expected exactly one of batches, records or epochs, got {len(mapping)} keys")
         (unit, amount), = mapping.items()
-        return self.integer(amount, join(path, unit), minimum=minimum), unit
+        amount = self.integer(amount, join(path, unit), minimum=minimum)
+        return self.at_most(amount, join(path, unit), MAX_LENGTH, unit), unit
+
+
+# ---------------------------------------------------------------------------------------------
+# JSON values (consts, categorical vals, data): the driver stores and hands them on as JSON
+# ---------------------------------------------------------------------------------------------
+
+_JSON = "a JSON value (a string, number, true, false, null, list or mapping)"
+_NOT_JSON_HINTS = (
+    (datetime.date, "quote it to pass it as a string"),
+    (bytes, "drop the !!binary tag to pass the text as a string"),
+    ((set, frozenset), "write a list instead"),
+    (tuple, "write a mapping instead"),
+)
+
+
+def json_value(ck: Checker, value: Any, path: str) -> Any:
+    """``value`` if JSON holds it exactly: strings, integers, finite floats, booleans, null, lists and
+    mappings with string keys; no YAML tags such as ``!!set``, no cycles, at most JSON_MAX_DEPTH deep."""
+    if _json_size(ck, value, path, {}, set()) > JSON_MAX_VALUES:
+        ck.fail(path, f"expected at most {JSON_MAX_VALUES:,} values, got more (each YAML alias counts "
+                      f"as a copy of its anchor)")
+    return value
+
+
+def _json_size(ck: Checker, value: Any, path: str, sizes: Dict[int, int], open_ids: set) -> int:
+    """Values in ``value`` with aliases expanded; ``sizes`` memoises shared lists and mappings by id,
+    ``open_ids`` holds the ones being walked (a cycle)."""
+    if value is None or isinstance(value, (str, int)):
+        return 1
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            ck.fail(path, f"expected a finite number, got {show(value)}; JSON has no NaN or infinity "
+                          f"(quote it to pass it as a string)")
+        return 1
+    if not isinstance(value, (list, dict)):
+        what = "a pair (!!omap or !!pairs)" if isinstance(value, tuple) else show(value)
+        hint = next((f"; {hint}" for kind, hint in _NOT_JSON_HINTS if isinstance(value, kind)), "")
+        ck.fail(path, f"expected {_JSON}, got {what}{hint}")
+    key = id(value)
+    if key in open_ids:
+        ck.fail(path, "expected a JSON value, got a YAML alias to a value that contains it (a cycle)")
+    if key not in sizes:
+        if len(open_ids) >= JSON_MAX_DEPTH:
+            ck.fail(path, f"expected a value nested at most {JSON_MAX_DEPTH} levels deep")
+        if isinstance(value, dict):
+            for name in value:
+                if not isinstance(name, str):
+                    ck.fail(join(path, show(name)), f"expected a string key, got {show(name)}")
+            items = [(join(path, name), item) for name, item in value.items()]
+        else:
+            items = [(f"{path}[{i}]", item) for i, item in enumerate(value)]
+        open_ids.add(key)
+        sizes[key] = 1 + sum(_json_size(ck, item, where, sizes, open_ids) for where, item in items)
+        open_ids.discard(key)
+    return sizes[key]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -302,19 +401,21 @@ _HP_ALIASES = {
 }
 
 
-def parse_hyperparameters(ck: Checker, value: Any, path: str = "hyperparameters") -> Nested:
+def parse_hyperparameters(ck: Checker, value: Any, path: str = "hyperparameters", depth: int = 0) -> Nested:
     """Determined's hyperparameters as a ``Nested`` tree, in file order. A mapping with a ``type`` key
     is a parameter; a mapping without one nests further (so does one whose ``type`` is itself a
     mapping: a nested hyperparameter named ``type``); anything else (scalars, lists) is a const."""
     mapping = ck.mapping(value, path)
-    return Nested(tuple((name, _hp_node(ck, node, join(path, name))) for name, node in mapping.items()))
+    if depth >= JSON_MAX_DEPTH:
+        ck.fail(path, f"expected hyperparameters nested at most {JSON_MAX_DEPTH} levels deep")
+    return Nested(tuple((name, _hp_node(ck, node, join(path, name), depth + 1)) for name, node in mapping.items()))
 
 
-def _hp_node(ck: Checker, value: Any, path: str):
+def _hp_node(ck: Checker, value: Any, path: str, depth: int):
     if not isinstance(value, dict):
-        return Const(copy.deepcopy(value))
+        return Const(copy.deepcopy(json_value(ck, value, path)))
     if "type" not in value or isinstance(value["type"], dict):  # a nested hyperparameter may be named type
-        return parse_hyperparameters(ck, value, path) if value else Const({})
+        return parse_hyperparameters(ck, value, path, depth) if value else Const({})
     kind = value["type"]
     if kind not in HP_TYPES:
         guess = suggest(kind, HP_TYPES, _HP_ALIASES)
@@ -326,18 +427,20 @@ def _hp_node(ck: Checker, value: Any, path: str):
     if kind == "const":
         if "val" not in value:
             ck.fail(join(path, "val"), "missing required key")
-        return Const(copy.deepcopy(value["val"]))
+        return Const(copy.deepcopy(json_value(ck, value["val"], join(path, "val"))))
     if kind == "categorical":
         vals = ck.required(value, "vals", path)
         if not isinstance(vals, list) or not vals:
             ck.fail(join(path, "vals"), f"expected a non-empty list, got {show(vals)}")
-        return Categorical(tuple(copy.deepcopy(vals)))
-    read = ck.integer if kind == "int" else ck.number
-    minval = read(ck.required(value, "minval", path), join(path, "minval"))
-    maxval = read(ck.required(value, "maxval", path), join(path, "maxval"))
+        return Categorical(tuple(copy.deepcopy(json_value(ck, vals, join(path, "vals")))))
+    minval, maxval = (_bound(ck, kind, ck.required(value, key, path), join(path, key))
+                      for key in ("minval", "maxval"))
     if maxval <= minval:
         what = "an integer" if kind == "int" else "a number"
         ck.fail(join(path, "maxval"), f"expected {what} greater than minval ({minval:g}), got {maxval:g}")
+    if not math.isfinite(maxval - minval):  # a double sampled in an infinite range is inf or nan
+        ck.fail(join(path, "maxval"), f"expected maxval - minval to be a finite float, "
+                                      f"got {maxval:g} - {minval:g}")
     count = value.get("count")
     count = None if count is None else ck.integer(count, join(path, "count"), minimum=1)
     if kind == "int":
@@ -348,7 +451,21 @@ def _hp_node(ck: Checker, value: Any, path: str):
     base = 10.0 if base is None else ck.number(base, join(path, "base"), above=0)
     if base == 1:
         ck.fail(join(path, "base"), "expected a number > 0 other than 1, got 1")
+    for key, exponent in (("minval", minval), ("maxval", maxval)):
+        if abs(exponent * math.log10(base)) > MAX_POWER:
+            ck.fail(join(path, key), f"expected base ** {key} from 1e-{MAX_POWER} to 1e{MAX_POWER}, "
+                                     f"got {base:g} ** {exponent:g}")
     return Log(minval, maxval, base, count)
+
+
+def _bound(ck: Checker, kind: str, value: Any, path: str) -> float:
+    """An int hyperparameter's minval or maxval (within MAX_HP_INT), or a double or log's."""
+    if kind != "int":
+        return ck.number(value, path)
+    value = ck.integer(value, path)
+    if abs(value) > MAX_HP_INT:
+        ck.fail(path, f"expected an integer from {-MAX_HP_INT} to {MAX_HP_INT}, got {show(value)}")
+    return value
 
 
 def require_grid_counts(ck: Checker, space: Nested, path: str = "hyperparameters") -> None:
@@ -357,6 +474,16 @@ def require_grid_counts(ck: Checker, space: Nested, path: str = "hyperparameters
         if isinstance(param, (Int, Double, Log)) and param.count is None:
             ck.fail(".".join((path,) + keys + ("count",)),
                     "missing; grid search needs a count on every int, double and log hyperparameter")
+
+
+def require_grid_size(ck: Checker, space: Nested) -> int:
+    """The grid's size; the grid searcher builds every point, so more than MAX_TRIALS is an error."""
+    size = grid_size(space)
+    if size > MAX_TRIALS:
+        many = f"{size:,}" if size < 10**15 else f"{size:.1e}" if size.bit_length() < 1000 else "over 1e300"
+        ck.fail("searcher", f"grid search over {many} points (one trial each); expected at most "
+                            f"{MAX_TRIALS:,}: lower the hyperparameters' counts or categorical vals")
+    return size
 
 
 def grid_size(space: Nested) -> int:
@@ -392,7 +519,8 @@ _MANAGED = {
     **{name: "hpo-slurm sets it for every job" for name in ("array", "job-name", "output", "error", "wrap")},
 }
 _OPTION_RE = re.compile(r"[a-z][a-z0-9-]*")
-_TIME_RE = re.compile(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?")
+_TIME_RE = re.compile(r"(?:([0-9]{1,12})-)?([0-9]{1,12})(?::([0-9]{1,12}))?(?::([0-9]{1,12}))?")
+MAX_TIME_MINUTES = 2**31 - 1  # Slurm keeps time limits in 32 bits
 _MEM_RE = re.compile(r"([0-9]+)([KMGTkmgt]?)")
 _GPU_TYPE_RE = re.compile(r"[A-Za-z0-9_.-]+")
 _TIME_FORMS = 'minutes, "MM:SS", "HH:MM:SS", "D-HH", "D-HH:MM" or "D-HH:MM:SS"'
@@ -423,6 +551,8 @@ def slurm_time_minutes(ck: Checker, value: Any, path: str) -> int:
         ck.fail(path, f"expected a Slurm time limit ({_TIME_FORMS}), got {show(value)}")
     if seconds <= 0:
         ck.fail(path, f"expected a time limit of at least 1 minute, got {show(value)}")
+    if seconds > MAX_TIME_MINUTES * 60:
+        ck.fail(path, f"expected a time limit of at most {MAX_TIME_MINUTES:,} minutes, got {show(value)}")
     return -(-seconds // 60)
 
 
@@ -518,8 +648,8 @@ def parse_slurm(ck: Checker, value: Any, path: str, base_dir: str) -> Dict[str, 
         out["time_minutes"] = slurm_time_minutes(ck, *given["time"])
     if "cpus_per_task" in given:
         val, where = given["cpus_per_task"]
-        out["cpus_per_task"] = ck.integer(int(val) if isinstance(val, str) and val.isdigit() else val,
-                                          where, minimum=1)
+        digits = isinstance(val, str) and re.fullmatch(r"[0-9]{1,9}", val)
+        out["cpus_per_task"] = ck.integer(int(val) if digits else val, where, minimum=1)
     if "mem" in given:
         out["mem"] = slurm_mem(ck, *given["mem"])
     if "gpu_type" in given:
