@@ -515,7 +515,10 @@ _MANAGED = {
     "gpus": "set resources.slots_per_trial (and slurm.gpu_type) instead",
     "gpus-per-node": "set resources.slots_per_trial (and slurm.gpu_type) instead",
     "gpus-per-task": "set resources.slots_per_trial (and slurm.gpu_type) instead",
+    "gres": "set resources.slots_per_trial (and slurm.gpu_type) instead",
     "signal": "set slurm.signal_delay instead",
+    "no-requeue": "preempted jobs must requeue to resume from their checkpoints",
+    "chdir": "hpo-slurm sets the jobs' working folder (their log paths are relative to it)",
     **{name: "hpo-slurm sets it for every job" for name in ("array", "job-name", "output", "error", "wrap")},
 }
 _OPTION_RE = re.compile(r"[a-z][a-z0-9-]*")
