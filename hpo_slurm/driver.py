@@ -2,8 +2,9 @@
 
 One tick:
 1. poll: ONE batched status query for every live job (no more often than the poll interval);
-2. ingest: new metric lines of every trial with a run, from stored byte offsets; a validation at a
-   trial's target length becomes a searcher event;
+2. ingest: new metric lines of every trial with a run, from stored byte offsets (between polls, only
+   of trials whose run was seen running); a validation at a trial's target length becomes a searcher
+   event;
 3. decide: ended jobs become successes, preemptions, time-outs or failures; the searcher's actions
    become trial and run records;
 4. persist: everything the tick changed, with the searcher snapshot, in ONE transaction;
@@ -141,13 +142,16 @@ class Driver:
 
     def tick(self) -> None:
         now = self.clock()
-        if now - self._last_poll >= self.poll_interval_s:
+        polled = now - self._last_poll >= self.poll_interval_s
+        if polled:
             self._last_poll = now
             statuses = self._poll()
         else:
             statuses = {}
         for trial_id in list(self.active):
-            self._ingest(trial_id)
+            # between polls only trials seen running can have new lines: queued ones cost no file access
+            if polled or self._running(trial_id):
+                self._ingest(trial_id)
         for run_id, status in statuses.items():
             self._on_job_status(run_id, status)
         if not self._stopping and self.workspace.stop_requested():
@@ -171,6 +175,9 @@ class Driver:
         return {by_job[job_id]: status for job_id, status in states.items() if job_id in by_job}
 
     # ---- 2. ingest ------------------------------------------------------------------------------
+    def _running(self, trial_id: int) -> bool:
+        return any(self.runs[run_id]["state"] == RunState.RUNNING.value for run_id in self.active.get(trial_id, ()))
+
     def _ingest(self, trial_id: int) -> None:
         trial = self.trials[trial_id]
         lines, offset, warnings = self.workspace.read_metrics(trial_id, trial["metrics_offset"] or 0)

@@ -131,6 +131,24 @@ def test_an_interrupted_commit_leaves_the_searcher_snapshot_as_it_was(tmp_path):
     assert resumed["events"] == whole["events"] + 1  # the "resumed" event
 
 
+def test_between_polls_only_trials_seen_running_are_read(tmp_path):
+    """Queued trials cannot have written metrics: between two polls their files are not touched."""
+    path = config(tmp_path, max_trials=64, max_concurrent_trials=24)
+    layout, _ = create_experiment(path, tmp_path / "runs", name="reads", seed=1)
+    sim = Simulation(layout, HARTMANN, workers=8, seed=1)
+    sim.open_driver()
+    driver, read = sim.driver, []
+    driver.poll_interval_s = 60.0
+    read_metrics = sim.workspace.read_metrics
+    sim.workspace.read_metrics = lambda trial_id, offset: (read.append(trial_id), read_metrics(trial_id, offset))[1]
+    driver.tick()  # polls: every trial with a run is read
+    running = {run["trial_id"] for run in driver.runs.values() if run["state"] == "RUNNING"}
+    assert len(running) == 8 and set(read) == set(driver.active) and len(driver.active) > 8
+    read.clear()
+    driver.tick()  # the same moment: no poll
+    assert sorted(read) == sorted(running)
+
+
 def test_a_stop_committed_but_not_yet_cancelled_is_cancelled_after_a_crash(tmp_path):
     """The driver records that the search stops, then dies before scancel: the resumed driver cancels
     the jobs it inherited and sees each one end."""
