@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import datetime
 import difflib
+import json
 import math
 import os
 import re
@@ -343,11 +344,32 @@ _NOT_JSON_HINTS = (
 
 
 def json_value(ck: Checker, value: Any, path: str) -> Any:
-    """``value`` if JSON holds it exactly: strings, integers, finite floats, booleans, null, lists and
-    mappings with string keys; no YAML tags such as ``!!set``, no cycles, at most JSON_MAX_DEPTH deep."""
+    """``value`` as JSON holds it: strings, integers, finite floats, booleans, null, lists and mappings;
+    no YAML tags such as ``!!set``, no cycles, at most JSON_MAX_DEPTH deep. Mapping keys that are
+    numbers, booleans or null become strings as JSON writes them (``{0: 1.0}`` -> ``{"0": 1.0}``), so the
+    trial sees what it would see under Determined."""
     if _json_size(ck, value, path, {}, set()) > JSON_MAX_VALUES:
         ck.fail(path, f"expected at most {JSON_MAX_VALUES:,} values, got more (each YAML alias counts "
                       f"as a copy of its anchor)")
+    return _with_string_keys(value)
+
+
+def _json_key(name: Any) -> Optional[str]:
+    """The key JSON writes for a mapping key, or None when JSON has none for it."""
+    if isinstance(name, str):
+        return name
+    if isinstance(name, bool) or name is None:
+        return json.dumps(name)
+    if isinstance(name, int) or (isinstance(name, float) and math.isfinite(name)):
+        return json.dumps(name)
+    return None
+
+
+def _with_string_keys(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {_json_key(name): _with_string_keys(item) for name, item in value.items()}
+    if isinstance(value, list):
+        return [_with_string_keys(item) for item in value]
     return value
 
 
@@ -372,10 +394,15 @@ def _json_size(ck: Checker, value: Any, path: str, sizes: Dict[int, int], open_i
         if len(open_ids) >= JSON_MAX_DEPTH:
             ck.fail(path, f"expected a value nested at most {JSON_MAX_DEPTH} levels deep")
         if isinstance(value, dict):
+            written: Dict[str, Any] = {}
             for name in value:
-                if not isinstance(name, str):
-                    ck.fail(join(path, show(name)), f"expected a string key, got {show(name)}")
-            items = [(join(path, name), item) for name, item in value.items()]
+                text = _json_key(name)
+                if text is None:
+                    ck.fail(join(path, show(name)), f"expected a string, number, boolean or null key, got {show(name)}")
+                if text in written:
+                    ck.fail(join(path, text), f"keys {show(written[text])} and {show(name)} are the same key in JSON")
+                written[text] = name
+            items = [(join(path, _json_key(name)), item) for name, item in value.items()]
         else:
             items = [(f"{path}[{i}]", item) for i, item in enumerate(value)]
         open_ids.add(key)
@@ -515,7 +542,6 @@ _MANAGED = {
     "gpus": "set resources.slots_per_trial (and slurm.gpu_type) instead",
     "gpus-per-node": "set resources.slots_per_trial (and slurm.gpu_type) instead",
     "gpus-per-task": "set resources.slots_per_trial (and slurm.gpu_type) instead",
-    "gres": "set resources.slots_per_trial (and slurm.gpu_type) instead",
     "signal": "set slurm.signal_delay instead",
     "no-requeue": "preempted jobs must requeue to resume from their checkpoints",
     "chdir": "hpo-slurm sets the jobs' working folder (their log paths are relative to it)",
@@ -618,6 +644,8 @@ def parse_slurm(ck: Checker, value: Any, path: str, base_dir: str) -> Dict[str, 
                            f"got {show(name)}")
         if name in _MANAGED:
             ck.fail(where, f"--{name} cannot be set here; {_MANAGED[name]}")
+        if name == "gres" and "gpu" in str(val).lower():  # other generic resources (local scratch) are fine
+            ck.fail(where, f"--gres={val} asks for GPUs; set resources.slots_per_trial (and slurm.gpu_type) instead")
         if name in _DEDICATED:
             field = _DEDICATED[name]
             if not from_sbatch_args:

@@ -219,9 +219,9 @@ class Driver:
                 if not self.trials[trial_id]["closed"] and self.trials[trial_id]["target_length"] is not None:
                     self._set_trial(trial_id, state=TrialState.RUNNING.value)
             return
-        if (status.state == JobState.UNKNOWN and self._recently_submitted(run)
+        if (status.state == JobState.UNKNOWN and (self._recently_submitted(run) or not status.confirmed)
                 and self.workspace.read_result(run_id) is None):
-            return  # a job just submitted may not be visible to the scheduler's queries yet
+            return  # not yet visible to the scheduler's queries, or its accounting could not say how it ended
         self._on_job_ended(run_id, status)
 
     def _recently_submitted(self, run: Dict[str, Any]) -> bool:

@@ -61,9 +61,13 @@ def option_lines(slurm: SlurmConfig, gpus: int, time_minutes: Optional[int]) -> 
         options.append(("mem", slurm.mem))
     if slurm.constraint:
         options.append(("constraint", slurm.constraint))
-    if gpus:
-        options.append(("gres", f"gpu:{slurm.gpu_type}:{int(gpus)}" if slurm.gpu_type else f"gpu:{int(gpus)}"))
-    options.extend(slurm.extra_args)
+    extra = list(slurm.extra_args)
+    if gpus:  # one --gres line: a second one would replace the first
+        gres = f"gpu:{slurm.gpu_type}:{int(gpus)}" if slurm.gpu_type else f"gpu:{int(gpus)}"
+        other = [value for name, value in extra if name == "gres"]
+        extra = [(name, value) for name, value in extra if name != "gres"]
+        options.append(("gres", ",".join([gres, *map(str, other)])))
+    options.extend(extra)
     return [_line(name, value) for name, value in options]
 
 

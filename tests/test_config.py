@@ -750,7 +750,7 @@ def test_determined_sbatch_args_become_settings_and_extra_args():
     ({"extra_args": {"time": "1:00:00"}}, "slurm.extra_args.time: set slurm.time instead of an extra --time"),
     ({"extra_args": {"array": "0-9"}}, "slurm.extra_args.array: --array cannot be set here; hpo-slurm sets it "
                                        "for every job"),
-    ({"extra_args": {"gres": "gpu:2"}}, "slurm.extra_args.gres: --gres cannot be set here; set "
+    ({"extra_args": {"gres": "gpu:2"}}, "slurm.extra_args.gres: --gres=gpu:2 asks for GPUs; set "
                                         "resources.slots_per_trial (and slurm.gpu_type) instead"),
     ({"sbatch_args": ["--chdir=/scratch"]}, "slurm.sbatch_args[0]: --chdir cannot be set here; hpo-slurm sets the "
                                             "jobs' working folder (their log paths are relative to it)"),

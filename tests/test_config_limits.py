@@ -7,7 +7,7 @@ import pytest
 from click.testing import CliRunner
 
 from hpo_slurm.cli import cli
-from hpo_slurm.config import parse_config
+from hpo_slurm.config import load_config, parse_config
 from hpo_slurm.config_checks import MAX_TRIALS
 
 HEAD = "entrypoint: python3 train.py\n"
@@ -44,8 +44,8 @@ JSON = "expected a JSON value (a string, number, true, false, null, list or mapp
     ("hyperparameters:\n  x: {type: const, val: !!binary aGVsbG8=}\n" + RANDOM,
      "hyperparameters.x.val: " + JSON + "binary data (!!binary); drop the !!binary tag to pass the text as a "
      "string"),
-    ("hyperparameters:\n  opt: {sgd: {x: {type: const, val: {1: a, b: c}}}}\n" + RANDOM,
-     "hyperparameters.opt.sgd.x.val.1: expected a string key, got 1"),
+    ("hyperparameters:\n  opt: {sgd: {x: {type: const, val: {1: a, '1': c}}}}\n" + RANDOM,
+     "hyperparameters.opt.sgd.x.val.1: keys 1 and '1' are the same key in JSON"),
     ("hyperparameters:\n  x: {type: categorical, vals: [1, .nan]}\n" + RANDOM,
      "hyperparameters.x.vals[1]: expected a finite number, got nan; JSON has no NaN or infinity (quote it to "
      "pass it as a string)"),
@@ -60,10 +60,17 @@ JSON = "expected a JSON value (a string, number, true, false, null, list or mapp
      "data.order[0]: " + JSON + "a pair (!!omap or !!pairs); write a mapping instead"),
     (ONE_HP + "data: &d\n  self: *d\n" + RANDOM,
      "data.self: expected a JSON value, got a YAML alias to a value that contains it (a cycle)"),
-], ids=["set", "timestamp", "binary", "int-key", "nan", "hp-cycle", "data-timestamp", "data-inf", "omap",
+], ids=["set", "timestamp", "binary", "same-key", "nan", "hp-cycle", "data-timestamp", "data-inf", "omap",
         "data-cycle"])
 def test_values_json_cannot_hold_are_refused(tmp_path, monkeypatch, text, message):
     assert refused(tmp_path, monkeypatch, HEAD + text) == message
+
+
+def test_number_and_boolean_keys_become_the_strings_json_writes(tmp_path):
+    path = tmp_path / "search.yaml"
+    path.write_text(HEAD + ONE_HP + RANDOM + "data:\n  class_weights: {0: 1.0, 2: 2.5, true: 3, null: 4, 0.5: 5}\n")
+    config = load_config(str(path))
+    assert config.data["class_weights"] == {"0": 1.0, "2": 2.5, "true": 3, "null": 4, "0.5": 5}
 
 
 def test_aliases_that_expand_past_a_million_values_are_refused(tmp_path, monkeypatch):

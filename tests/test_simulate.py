@@ -11,7 +11,7 @@ import yaml
 from click.testing import CliRunner
 
 from hpo_slurm.cli import cli
-from hpo_slurm.executors.base import SchedulerError, JobState
+from hpo_slurm.executors.base import JobState, JobStatus, SchedulerError
 from hpo_slurm.executors.simulated import Faults
 from hpo_slurm.simulate import Simulation, create_experiment, simulate
 from hpo_slurm.status import summarize
@@ -147,6 +147,25 @@ def test_between_polls_only_trials_seen_running_are_read(tmp_path):
     read.clear()
     driver.tick()  # the same moment: no poll
     assert sorted(read) == sorted(running)
+
+
+def test_a_job_gone_while_accounting_is_down_waits_for_an_answer_unless_it_left_a_result(tmp_path):
+    path = config(tmp_path, max_trials=16)
+    layout, _ = create_experiment(path, tmp_path / "runs", name="unaccounted", seed=1)
+    sim = Simulation(layout, HARTMANN, workers=4, seed=1)
+    sim.open_driver()
+    driver = sim.driver
+    driver.tick()
+    first, second = [run["id"] for run in driver.runs.values() if run["state"] == "RUNNING"][:2]
+    unaccounted = JobStatus(JobState.UNKNOWN, reason="sacct failed", confirmed=False)
+    driver.clock = lambda: sim.clock() + 3600  # long after submission: no grace for new jobs
+    driver._on_job_status(first, unaccounted)  # no result file: how it ended is unknown, so ask again
+    assert driver.runs[first]["state"] == "RUNNING"
+    sim.workspace.results[second] = {"status": "stopped", "exit_code": 0, "stop_reason": "preempted"}
+    driver._on_job_status(second, unaccounted)  # it left a result: judged by it
+    assert driver.runs[second]["state"] == "PREEMPTED"
+    driver._on_job_status(first, JobStatus(JobState.UNKNOWN))  # the scheduler says it is gone: lost
+    assert driver.runs[first]["state"] == "LOST"
 
 
 def test_a_stop_committed_but_not_yet_cancelled_is_cancelled_after_a_crash(tmp_path):

@@ -59,12 +59,12 @@ def test_a_job_gone_from_squeue_is_unknown_only_when_sacct_answered(tmp_path, mo
                                          "6": JobStatus(JobState.UNKNOWN)}
 
 
-def test_when_sacct_fails_a_job_gone_from_squeue_is_still_pending(tmp_path, monkeypatch):
+def test_when_sacct_fails_a_job_gone_from_squeue_is_unknown_unconfirmed(tmp_path, monkeypatch):
     executor = fake_cluster(tmp_path, monkeypatch,
                             sacct='echo "sacct: error: Problem talking to the database" >&2; exit 1')
     statuses = executor.poll(["5", "6"])
     assert statuses["5"].state == JobState.RUNNING
-    assert statuses["6"] == JobStatus(JobState.PENDING, reason="sacct failed")
+    assert statuses["6"] == JobStatus(JobState.UNKNOWN, reason="sacct failed", confirmed=False)
 
 
 def test_finding_jobs_by_name_when_squeue_fails_raises_scheduler_error(tmp_path, monkeypatch):

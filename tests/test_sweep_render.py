@@ -84,6 +84,12 @@ def test_option_lines_from_the_slurm_section():
     ]
 
 
+def test_a_generic_resource_joins_the_gpus_in_one_gres_line():
+    slurm = SlurmConfig(extra_args=(("gres", "lscratch:100"),))
+    assert option_lines(slurm, gpus=2, time_minutes=None) == ["#SBATCH --gres=gpu:2,lscratch:100"]
+    assert option_lines(slurm, gpus=0, time_minutes=None) == ["#SBATCH --gres=lscratch:100"]
+
+
 @pytest.mark.parametrize("text,message", [
     ("#!/bin/bash\n#SBATCH --job-name=$job_name\n#SBATCH --array=$array\n$command $trial\n", "unknown placeholder $trial"),
     ("#!/bin/bash\n#SBATCH --job-name=$job_name\n$command\n", "must use $array"),

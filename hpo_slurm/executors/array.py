@@ -420,8 +420,8 @@ class ArrayExecutor(Executor):
                 found = parse_sacct(query_slurm(["sacct", "-n", "-P", "-X", "-o", "JobID,State,ExitCode",
                                                  "-j", ",".join(bases)]))
             except SchedulerError as exc:
-                log.warning("%s; jobs not in squeue are taken as still pending", exc)
-                unseen = JobStatus(JobState.PENDING, reason="sacct failed")
+                log.warning("%s; jobs gone from squeue are judged by their result files only", exc)
+                unseen = JobStatus(JobState.UNKNOWN, reason="sacct failed", confirmed=False)
         missing = [j for j in job_ids if j not in found]
         if missing:
             try:

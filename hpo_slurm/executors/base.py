@@ -26,9 +26,13 @@ class JobState(str, enum.Enum):
 
 @dataclass(frozen=True)
 class JobStatus:
+    """``confirmed`` is False for an UNKNOWN job whose end the scheduler could not account for (its
+    accounting did not answer): judge it by its result file if it wrote one, else ask again later."""
+
     state: JobState
     exit_code: Optional[int] = None
     reason: str = ""
+    confirmed: bool = True
 
 
 @dataclass(frozen=True)

@@ -157,8 +157,8 @@ class SlurmExecutor(Executor):
                 found = self._sacct(job_ids)
             except SchedulerError as exc:
                 # a job missing from squeue may have ended, but without sacct nothing says how
-                log.warning("%s; jobs not in squeue are taken as still pending", exc)
-                unseen = JobStatus(JobState.PENDING, reason="sacct failed")
+                log.warning("%s; jobs gone from squeue are judged by their result files only", exc)
+                unseen = JobStatus(JobState.UNKNOWN, reason="sacct failed", confirmed=False)
         missing = [j for j in job_ids if j not in found]
         if missing:
             queued = self._squeue(missing)
