@@ -17,11 +17,16 @@ class _Group(click.Group):
     argument), into one line on stderr and exit status 2."""
 
     def invoke(self, ctx: click.Context):
+        from .executors.base import SchedulerError
+
         try:
             return super().invoke(ctx)
         except UserError as exc:
             click.echo(f"hpo-slurm: {exc}", err=True)
             ctx.exit(2)
+        except SchedulerError as exc:  # Slurm itself did not answer: not the user's mistake
+            click.echo(f"hpo-slurm: cannot reach Slurm ({exc}); try again once it answers", err=True)
+            ctx.exit(1)
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         try:
@@ -29,6 +34,9 @@ class _Group(click.Group):
         except click.exceptions.Abort:
             click.echo("", err=True)
             sys.exit(130)
+        except click.exceptions.NoArgsIsHelpError as exc:  # a bare `hpo-slurm`: the help, as click shows it
+            exc.show()
+            sys.exit(exc.exit_code)
         except click.ClickException as exc:
             hint = ""
             if isinstance(exc, click.UsageError) and exc.ctx is not None:
@@ -210,13 +218,15 @@ def _drive(layout, detach: bool) -> None:
 
 
 def _wait_until_driving(layout, process, logged: int, timeout: float = 30.0) -> None:
-    """Return once the background driver holds the experiment's lock (or finished the search); a
-    UserError with its last log line when it exited with an error (another driver running, say)."""
+    """Return once the background driver has ticked (its lock's heartbeat moved after it took the
+    lock), or finished the search; a UserError with its last log line when it exited with an error
+    (another driver running, Slurm unreachable)."""
     import time as _time
 
     from .lock import read_lock
 
     deadline = _time.monotonic() + timeout
+    first_beat = None
     while _time.monotonic() < deadline:
         code = process.poll()
         if code is not None and code != 0:
@@ -225,8 +235,14 @@ def _wait_until_driving(layout, process, logged: int, timeout: float = 30.0) -> 
                 lines = handle.read().decode(errors="replace").strip().splitlines()
             reason = lines[-1].removeprefix("hpo-slurm: ") if lines else f"exit status {code}"
             raise UserError(f"the driver did not start: {reason}")
-        if code == 0 or (read_lock(layout.lock) or {}).get("pid") == process.pid:
+        if code == 0:
             return
+        holder = read_lock(layout.lock) or {}
+        if holder.get("pid") == process.pid:
+            if first_beat is None:
+                first_beat = holder.get("heartbeat")
+            elif holder.get("heartbeat") != first_beat:
+                return
         _time.sleep(0.05)
 
 

@@ -382,6 +382,9 @@ class Driver:
         for run_id in list(self.active.get(trial_id, [])):
             run = self.runs[run_id]
             if not run["job_id"]:
+                if run_id in self._uncertain:  # its job may exist: if it ever starts, it stops at once
+                    self.workspace.request_stop(run_id)
+                    self._uncertain.discard(run_id)
                 self._finish_run(run_id, RunState.CANCELLED, "not needed any more", None)
             elif (self.trials[trial_id]["validated_length"] or 0) < run["to_length"]:
                 self._set_run(run_id, state=RunState.CANCELLED.value, reason="stopped by the search")

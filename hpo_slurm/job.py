@@ -67,7 +67,9 @@ def run_job(spec_path: str) -> Dict[str, Any]:
     attempt = _record_attempt(layout, run_id)
 
     entrypoint = spec["entrypoint"].strip()
-    if is_module_entrypoint(entrypoint):
+    if _search_stopped(spec):  # cancelled before it started (a requeued job, or one the driver gave up on)
+        result = _outcome(0, "search_stopped", "")
+    elif is_module_entrypoint(entrypoint):
         result = _run_function(entrypoint, spec, spec_path)
     else:
         result = _run_command(entrypoint, spec, spec_path)

@@ -152,6 +152,7 @@ def _arrays(layout: ExperimentLayout) -> List[Dict[str, Any]]:
 
 
 def _print_dry_run(config: ExperimentConfig, name: str, executor, requests, trials) -> None:
+    from .executors.base import SchedulerError
     from .sweep_plan import Limits
 
     try:
@@ -159,9 +160,9 @@ def _print_dry_run(config: ExperimentConfig, name: str, executor, requests, tria
         where = f"MaxArraySize {limits.max_array_size}"
         if limits.room is not None and limits.room < len(trials):
             where += f", room for {limits.room} more queued jobs ({limits.source})"
-    except UserError as exc:
+    except (UserError, SchedulerError) as exc:
         limits = Limits()
-        where = f"{exc}; assuming MaxArraySize {limits.max_array_size} and no cap"
+        where = f"cannot read the cluster's limits ({exc}); assuming MaxArraySize {limits.max_array_size} and no cap"
     arrays, plan = executor.plan(requests, limits, 0)
     K = executor.throttle
     click.echo(f"# sweep {name}: {len(trials)} trials in {len(arrays)} job array{'s' if len(arrays) != 1 else ''}"
@@ -210,6 +211,7 @@ def refresh(layout: ExperimentLayout, quiet: bool = False) -> None:
     cannot be reached (the last known state is shown)."""
     from .config import load_config
     from .executors.array import ArrayExecutor
+    from .executors.base import SchedulerError
 
     try:
         if not is_sweep(layout):
@@ -219,7 +221,7 @@ def refresh(layout: ExperimentLayout, quiet: bool = False) -> None:
             if not driver.done:
                 driver.tick()
             waiting = [r for r in driver.runs.values() if not r["job_id"] and r["state"] == "SUBMITTED"]
-    except UserError as exc:
+    except (UserError, SchedulerError) as exc:
         if not quiet:
             click.echo(f"hpo-slurm: {layout.name}: not refreshed ({exc})", err=True)
         return

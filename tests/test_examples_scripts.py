@@ -8,7 +8,7 @@ import signal
 
 import pytest
 
-from hpo_slurm.layout import CHECKPOINT_META
+from hpo_slurm.layout import CHECKPOINT_META, ExperimentLayout
 
 from helpers_spec import (
     EXAMPLES,
@@ -85,6 +85,17 @@ def test_sigterm_stops_with_a_checkpoint_and_a_rerun_resumes_exactly(tmp_path, e
     trainings = [m["length"] for m in metrics(second, kind="training") if m["run"] == "t1-r2"]
     assert trainings[0] > stopped_at  # resumed, not restarted
     assert [checkpoint_length(c) for c in checkpoints(second)] == [stopped_at, target]
+
+
+def test_a_run_cancelled_before_its_job_started_does_not_train(tmp_path):
+    """A job the driver gave up on (or requeued after its run was cancelled) ends at once, unstarted."""
+    spec_path = make_run(tmp_path, QUADRATIC, COMMAND, HPARAMS, 40, data={"sleep_per_unit": 0.0})
+    layout = ExperimentLayout(spec_path.parent.parent.parent)
+    layout.run_stop_file("t1-r1").touch()
+    process = run_job_process(spec_path)
+    assert process.returncode == 0, process.stdout
+    assert result(spec_path)["status"] == "stopped" and result(spec_path)["stop_reason"] == "search_stopped"
+    assert metrics(spec_path) == [] and checkpoints(spec_path) == []
 
 
 @pytest.mark.parametrize("entrypoint", [COMMAND, FUNCTION])

@@ -265,6 +265,39 @@ def test_crash_between_submit_and_recording_the_job_ids(tmp_path, scheduler_down
         assert resumed["compute_seconds"] == whole["compute_seconds"]
 
 
+def test_a_search_stopped_while_its_jobs_cannot_be_looked_up_leaves_them_a_stop_request(tmp_path):
+    """Unbound runs whose jobs may exist (the driver died right after sbatch, and the scheduler does
+    not answer the lookup) are stopped with the search: their jobs, if any, end as soon as they start."""
+    path = config(tmp_path, max_trials=32)
+    layout, _ = create_experiment(path, tmp_path / "runs", name="unreachable", seed=2)
+    sim = Simulation(layout, CURVES, workers=4, seed=2)
+    submit, batches = sim.executor.submit, []
+
+    class Killed(Exception):
+        pass
+
+    def submit_then_die(requests):
+        jobs = submit(requests)
+        batches.append([r.run_id for r in requests])
+        if len(batches) == 3:
+            raise Killed()
+        return jobs
+
+    def unreachable(requests):
+        raise SchedulerError("squeue failed: timed out")
+
+    sim.executor.submit = submit_then_die
+    with pytest.raises(Killed):
+        sim.run()
+    sim.crash()
+    sim.executor.submit, sim.executor.find = submit, unreachable
+    sim.workspace.stop_search = True
+    sim.open_driver()
+    sim.driver.tick()
+    assert set(batches[-1]) <= sim.workspace.stop_requests
+    assert all(sim.driver.runs[run_id]["state"] == "CANCELLED" for run_id in batches[-1])
+
+
 def test_failures_and_preemptions_are_handled(tmp_path):
     path = config(tmp_path, max_trials=64)
     result = simulate(path, HARTMANN, tmp_path / "runs", workers=8, seed=7,

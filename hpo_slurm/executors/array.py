@@ -116,11 +116,9 @@ class ArrayExecutor(Executor):
     # ---- the cluster ----------------------------------------------------------------------------
     @property
     def cluster(self) -> Dict[str, str]:
+        """``scontrol show config``, read once; SchedulerError while the controller does not answer."""
         if self._cluster is None:
-            try:
-                self._cluster = cluster_config()
-            except SchedulerError as exc:
-                raise UserError(f"cannot reach Slurm ({exc})") from None
+            self._cluster = cluster_config()
         return self._cluster
 
     @property
@@ -239,7 +237,7 @@ class ArrayExecutor(Executor):
             limits = self.limits()
             arrays, plan = self.plan(requests, limits, self._next_index())
             self._write(arrays, plan, prefix)
-        except UserError as exc:
+        except (UserError, SchedulerError) as exc:
             self.last_error = str(exc)
             raise SubmitError(str(exc), retry=True) from None
         submitted: List[Submitted] = []
@@ -414,14 +412,14 @@ class ArrayExecutor(Executor):
             return {}
         found: Dict[str, JobStatus] = {}
         unseen = JobStatus(JobState.UNKNOWN)  # in neither sacct nor squeue: the job is gone
-        if self.accounting:
-            bases = sorted({j.split("_")[0] for j in job_ids})
-            try:
+        try:
+            if self.accounting:
+                bases = sorted({j.split("_")[0] for j in job_ids})
                 found = parse_sacct(query_slurm(["sacct", "-n", "-P", "-X", "-o", "JobID,State,ExitCode",
                                                  "-j", ",".join(bases)]))
-            except SchedulerError as exc:
-                log.warning("%s; jobs gone from squeue are judged by their result files only", exc)
-                unseen = JobStatus(JobState.UNKNOWN, reason="sacct failed", confirmed=False)
+        except SchedulerError as exc:
+            log.warning("%s; jobs gone from squeue are judged by their result files only", exc)
+            unseen = JobStatus(JobState.UNKNOWN, reason="sacct failed", confirmed=False)
         missing = [j for j in job_ids if j not in found]
         if missing:
             try:
