@@ -27,6 +27,7 @@ from .types import RunState, TrialState
 
 POLL_S = 0.5  # how often the followed files are checked for new output
 REFRESH_S = 1.0  # how often the database is read for new runs and the trial's state
+SWEEP_REFRESH_S = 10.0  # how often a sweep's tasks are polled in Slurm (no driver does it)
 PARTIAL_HOLD_S = 1.0  # an unfinished last line (a progress bar) is printed after waiting this long
 JOB_ID_WAIT_S = 5.0  # a run's files can appear just before the driver records its job id
 _LIVE_RUN_STATES = (RunState.SUBMITTED.value, RunState.RUNNING.value)
@@ -230,18 +231,27 @@ class _Printer:
 
 
 def _follow(layout: ExperimentLayout, trial_id: int, snapshot: _Snapshot, printer: _Printer) -> None:
-    """Print everything so far, then follow the trial's runs until the trial has ended."""
+    """Print everything so far, then follow the trial's runs until the trial has ended. A sweep has no
+    driver to record its tasks' ends: it is refreshed from Slurm (as ``status`` does) every
+    SWEEP_REFRESH_S."""
+    from .sweep import is_sweep, refresh as refresh_sweep
+
+    sweep = is_sweep(layout)
     printer.runs = snapshot.runs
     if snapshot.trial_over(layout):
         printer.scan(force_headers=True, final=True)
         return
     printer.scan(force_headers=True)
     next_refresh = time.monotonic() + REFRESH_S
+    next_sweep_refresh = time.monotonic()
     while True:
         time.sleep(POLL_S)
         if printer.wants_refresh or time.monotonic() >= next_refresh:
             printer.wants_refresh = False
             next_refresh = time.monotonic() + REFRESH_S
+            if sweep and time.monotonic() >= next_sweep_refresh:
+                refresh_sweep(layout, quiet=True)
+                next_sweep_refresh = time.monotonic() + SWEEP_REFRESH_S
             try:
                 fresh = _read(layout, trial_id)
             except UserError:

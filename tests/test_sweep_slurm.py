@@ -126,6 +126,21 @@ def test_a_grid_of_36_trials_runs_as_an_array_and_hostile_values_never_execute(q
     assert done.returncode == 0 and "hpo-slurm sweep task 0 of array 0: run t1-r1" in done.stdout
 
 
+def test_logs_follow_of_a_sweep_task_returns_once_the_task_ended(quadratic, tmp_path):
+    """A sweep has no driver: following a task's trial polls Slurm itself, and returns on its own."""
+    config = write_config(quadratic / "single.yaml", quadratic / "one.yaml", name="one", slurm=SLURM,
+                          data={"sleep_per_unit": 0.05})
+    root = tmp_path / "runs"
+    sweep(config, root)
+    started = time.monotonic()
+    done = cli("logs", "one", "1", "--root", str(root), "--follow", timeout=150)
+    assert done.returncode == 0, done.stderr
+    assert "hpo-slurm sweep task 0 of array 0: run t1-r1" in done.stdout
+    assert time.monotonic() - started < 120
+    (trial,) = status(root, "one")["trials"]
+    assert trial["state"] == "COMPLETED"
+
+
 def test_a_lowered_max_array_size_splits_the_sweep(quadratic, tmp_path):
     config = write_config(quadratic / "random.yaml", quadratic / "split.yaml", name="split", slurm=SLURM,
                           searcher={"max_trials": 10, "max_concurrent_trials": 8})
