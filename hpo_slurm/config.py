@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Optional, Tuple
 
 from . import config_checks as checks
+from .config_slurm import parse_slurm
 from .config_checks import LENGTH_UNITS, MAX_LENGTH, MAX_POWER, MAX_RUNGS, MAX_TRIALS, Checker, Length, show
 from .errors import ConfigError
 from .space import Nested
@@ -226,7 +227,7 @@ def parse_config(data: Any, source: str, base_dir: Optional[str] = None) -> Expe
         slots_per_trial=_optional(resources, "slots_per_trial", "resources", ck.integer, 1, minimum=0),
         records_per_epoch=_optional(top, "records_per_epoch", "", ck.integer, 0, minimum=0),
         checkpoint_storage=_checkpoint_storage(ck, top.get("checkpoint_storage")),
-        slurm=SlurmConfig(**checks.parse_slurm(ck, top.get("slurm"), "slurm", base_dir or os.getcwd())),
+        slurm=SlurmConfig(**parse_slurm(ck, top.get("slurm"), "slurm", base_dir or os.getcwd())),
         data=copy.deepcopy(checks.json_value(ck, ck.mapping(top.get("data"), "data"), "data")),
         min_validation_period=_period(ck, top, "min_validation_period"),
         min_checkpoint_period=_period(ck, top, "min_checkpoint_period"),
