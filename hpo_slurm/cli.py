@@ -134,13 +134,18 @@ def launch(config_path: str, name, root, executor: str, context, detach: bool, a
     check_name(name, "--name", "")
     from .live import progress
 
-    if as_job:  # its script is checked before anything is created
+    executor = resolve_executor_name(executor)
+    if executor == "slurm":  # what Slurm would refuse is refused before anything is created
+        from .executors.slurm import SlurmExecutor
+
+        SlurmExecutor(config, _root(root) / name).check(config.slots_per_trial, config.slurm.time_minutes)
+    if as_job:  # its script too
         from . import driver_job
         from .layout import ExperimentLayout
 
         driver_job.render(config, ExperimentLayout(_root(root) / name), uid="0" * 32)
     with progress("copying the model folder", unit="bytes") as copied:
-        layout = experiment.create(config, Path(config_path), _root(root), name, resolve_executor_name(executor),
+        layout = experiment.create(config, Path(config_path), _root(root), name, executor,
                                    Path(context) if context else None, progress=copied,
                                    warn=lambda message: click.echo(f"warning: {message}", err=True))
     click.echo(f"experiment {name} created in {layout.dir}", err=True)

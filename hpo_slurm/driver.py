@@ -43,6 +43,7 @@ log = logging.getLogger("hpo_slurm.driver")
 
 SUBMIT_BACKOFF_S = (5.0, 15.0, 60.0, 300.0)
 SUBMIT_LIMIT_RETRY_S = 10.0  # after a refusal for a queued-jobs cap: jobs that end make room
+SUBMISSION_REFUSED = "submission refused"  # the reason of a run whose sbatch was refused for good
 UNKNOWN_GRACE_S = 30.0  # a job unknown to the scheduler this soon after submission is not yet LOST
 # exit codes of a job killed by SIGTERM, SIGUSR1 or SIGUSR2 (as the signal number or 128 + it)
 STOP_SIGNAL_EXITS = {n for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2) for n in (int(sig), 128 + int(sig))}
@@ -273,6 +274,8 @@ class Driver:
             return RunState.TIMEOUT, "reached its time limit"
         if result is None and status.state == JobState.UNKNOWN:
             return RunState.LOST, "the job vanished without a result"
+        if status.reason.startswith(SUBMISSION_REFUSED):
+            return RunState.FAILED, status.reason
         if result and result.get("status") == "exited":
             return RunState.FAILED, f"exited without reporting validation at length {run['to_length']}"
         if result and result.get("message"):
@@ -576,7 +579,7 @@ class Driver:
                 self._uncertain.update(run["id"] for run in failed)
             else:
                 for run in failed:
-                    self._on_job_ended(run["id"], JobStatus(JobState.FAILED, reason=f"submission refused: {exc}"))
+                    self._on_job_ended(run["id"], JobStatus(JobState.FAILED, reason=f"{SUBMISSION_REFUSED}: {exc}"))
             return
         self._crash.reached("after_submit")
         self._submit_failures = 0

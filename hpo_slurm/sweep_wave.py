@@ -15,9 +15,9 @@ import time
 from pathlib import Path
 from typing import Callable, List, Optional
 
-from .executors.array import jobs_named, sbatch
+from .executors.array import jobs_named
 from .executors.base import SchedulerError, SubmitError
-from .executors.slurm_cli import cluster_config, has_accounting
+from .executors.slurm_cli import cluster_config, has_accounting, sbatch
 from .fsio import read_json, write_json_atomic
 from .layout import ExperimentLayout
 

@@ -11,7 +11,7 @@ import yaml
 from click.testing import CliRunner
 
 from hpo_slurm.cli import cli
-from hpo_slurm.executors.base import JobState, JobStatus, SchedulerError
+from hpo_slurm.executors.base import JobState, JobStatus, SchedulerError, SubmitError
 from hpo_slurm.executors.simulated import Faults
 from hpo_slurm.simulate import Simulation, create_experiment, simulate
 from hpo_slurm.status import summarize
@@ -296,6 +296,26 @@ def test_a_search_stopped_while_its_jobs_cannot_be_looked_up_leaves_them_a_stop_
     sim.driver.tick()
     assert set(batches[-1]) <= sim.workspace.stop_requests
     assert all(sim.driver.runs[run_id]["state"] == "CANCELLED" for run_id in batches[-1])
+
+
+def test_a_refused_submission_fails_the_run_and_the_search_carries_on(tmp_path):
+    """sbatch refuses for good (a partition removed while the search ran): each refusal is a failed
+    run without a job, counted against max_restarts; the search ends instead of waiting forever."""
+    path = config(tmp_path, max_trials=4, max_concurrent_trials=4)
+    path.write_text(path.read_text().replace("max_restarts: 3", "max_restarts: 1"))
+    layout, _ = create_experiment(path, tmp_path / "runs", name="refused", seed=1)
+    sim = Simulation(layout, HARTMANN, workers=4, seed=1)
+
+    def refuse(requests):
+        raise SubmitError("sbatch: error: invalid partition specified: gone", retry=False)
+
+    sim.executor.submit = refuse
+    result = sim.run()
+    assert result["state"] == "ERRORED"
+    assert rows(result, "SELECT DISTINCT state, job_id FROM runs") == [("FAILED", None)]
+    assert rows(result, "SELECT COUNT(*) FROM runs")[0][0] == 4 * 2  # a first try and max_restarts 1
+    (message,) = {m for (m,) in rows(result, "SELECT message FROM trials")}
+    assert message == "failed 2 times (max_restarts 1); last: submission refused: sbatch: error: invalid partition specified: gone"
 
 
 def test_failures_and_preemptions_are_handled(tmp_path):

@@ -321,17 +321,20 @@ def test_without_accounting_the_executor_works_from_squeue_and_files(quadratic, 
     assert all(t["state"] == "COMPLETED" for t in trials.values())
 
 
-def test_a_refused_submission_is_reported_plainly_and_the_driver_carries_on(quadratic, tmp_path):
-    config = write_config(quadratic / "single.yaml", quadratic / "nopart.yaml", name="nopart", max_restarts=1,
-                          slurm={**FAST_POLL, "partition": "no-such-partition", "time": 5})
+@pytest.mark.parametrize("slurm_section, refusal", [
+    ({"partition": "no-such-partition"}, "invalid partition"),
+    ({"account": "no-such-account"}, "invalid account"),
+    ({"extra_args": {"gres": "lscratch:100"}}, "invalid generic resource"),
+])
+def test_what_slurm_refuses_is_refused_before_the_experiment_exists(quadratic, tmp_path, slurm_section, refusal):
+    config = write_config(quadratic / "single.yaml", quadratic / "refused.yaml", name="refused",
+                          slurm={**FAST_POLL, "time": 5, **slurm_section})
     root = tmp_path / "runs"
     done = cli("launch", str(config), "--root", str(root), "--executor", "slurm", timeout=120)
-    assert done.returncode == 1, done.stderr  # the search ended ERRORED
-    summary = status(root, "nopart")
-    assert summary["state"] == "ERRORED"
-    (trial,) = summary["trials"]
-    assert trial["state"] == "ERRORED" and "invalid partition" in trial["message"].lower()
-    assert all(r["job_id"] is None for r in trial["runs"])
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("hpo-slurm: Slurm refuses the search's jobs: sbatch: ")
+    assert refusal in done.stderr.lower() and done.stderr.count("\n") == 1, done.stderr
+    assert not root.exists() or not any(root.iterdir())  # nothing created
 
 
 def test_stop_cancels_every_job_of_the_experiment(quadratic, tmp_path):

@@ -35,36 +35,15 @@ from ..sweep_render import (
     array_spec, load_template, option_lines, render_array, render_wave, wave_option_lines,
 )
 from .base import Executor, JobRequest, JobState, JobStatus, SchedulerError, SubmitError, Submitted
-from .slurm_cli import cluster_config, has_accounting, query_slurm, run_slurm, scancel
+from .slurm_cli import cluster_config, has_accounting, query_slurm, run_slurm, sbatch, scancel
 from .slurm_parse import (
-    expand_array_ids, is_retryable, parse_sacct, parse_squeue, state_of,
+    expand_array_ids, parse_sacct, parse_squeue, state_of,
 )
 
 log = logging.getLogger("hpo_slurm.array")
 
 PLACEHOLDER = re.compile(r"^array-(\d+)_(\d+)$")
 _ARRAY_DIR = re.compile(r"^array-(\d+)$")
-
-
-def sbatch(script: Path, cwd: Path, dependency: Optional[str] = None, test_only: bool = False) -> str:
-    """Submit ``script`` from ``cwd`` (relative #SBATCH paths resolve there); its job id. Raises
-    SubmitError with sbatch's own message."""
-    args = ["sbatch", "--parsable"] + ([f"--dependency={dependency}"] if dependency else [])
-    args += ["--test-only"] if test_only else []
-    try:
-        out = run_slurm(args + [str(script)], cwd=cwd)
-    except subprocess.CalledProcessError as exc:
-        message = " ".join((exc.stderr or exc.stdout or str(exc)).split())[-500:]
-        message = message if message.startswith("sbatch") else f"sbatch: {message}"
-        raise SubmitError(message, retry=is_retryable(message)) from None
-    except (OSError, subprocess.SubprocessError) as exc:
-        raise SubmitError(f"sbatch: {exc}", retry=True) from None
-    if test_only:
-        return ""
-    job_id = out.strip().split(";")[0]
-    if not job_id.isdigit():
-        raise SubmitError(f"sbatch printed no job id: {out.strip()[:200]!r}", retry=False)
-    return job_id
 
 
 def jobs_named(names: Sequence[str], user: str, accounting: bool) -> Dict[str, List[Tuple[str, JobState]]]:

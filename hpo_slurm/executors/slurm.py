@@ -18,6 +18,7 @@ import getpass
 import logging
 import shlex
 import subprocess
+import tempfile
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
@@ -30,7 +31,7 @@ from ..errors import UserError
 from ..fsio import read_json, write_bytes_atomic, write_json_atomic
 from ..slurm_task import MANIFEST, SHARED_PICKLE, run_task
 from .base import Executor, JobRequest, JobState, JobStatus, SchedulerError, SubmitError, Submitted
-from .slurm_cli import cluster_config, has_accounting, query_slurm, run_slurm, scancel
+from .slurm_cli import cluster_config, has_accounting, query_slurm, run_slurm, sbatch, scancel
 from .slurm_parse import is_retryable, is_submit_limit, parse_names, parse_sacct, parse_squeue
 
 log = logging.getLogger("hpo_slurm.slurm")
@@ -115,6 +116,24 @@ class SlurmExecutor(Executor):
         executor.update_parameters(**self.sbatch_parameters(batch[0], name, len(batch)))
         job_ids = executor.submit_batch(DelayedSubmission(run_task, str(manifest)), len(batch))
         return [Submitted(job_id) for job_id in job_ids]
+
+    def check(self, gpus: int, time_minutes: Optional[int]) -> None:
+        """Before anything exists: let ``sbatch --test-only`` judge the script of one of this search's
+        jobs (partition, account, QOS, GPUs, memory, time, extra options). A UserError carries sbatch's
+        reason; a controller that does not answer is a SchedulerError."""
+        with tempfile.TemporaryDirectory(prefix="hpo-slurm-check-") as folder:
+            request = JobRequest("check", "hpo-slurm-check", Path(folder), Path(folder) / "spec.json", gpus,
+                                 time_minutes, spec={})
+            executor = BatchExecutor(folder=folder, max_num_timeout=0)
+            executor.update_parameters(**self.sbatch_parameters(request, request.job_name, 1))
+            script = Path(folder) / "check.sbatch"
+            script.write_text(executor._make_submission_file_text("true", "check"))
+            try:
+                sbatch(script, cwd=Path(folder), test_only=True)
+            except SubmitError as exc:
+                if exc.retry:  # busy or unreachable: nothing is known about the options
+                    raise SchedulerError(str(exc)) from None
+                raise UserError(f"Slurm refuses the search's jobs: {exc}") from None
 
     def sbatch_parameters(self, request: JobRequest, name: str, count: int) -> Dict[str, object]:
         """submitit parameters for a batch: the ``slurm:`` section, GPUs per trial and the time limit."""

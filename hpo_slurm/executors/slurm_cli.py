@@ -8,8 +8,8 @@ import subprocess
 from pathlib import Path
 from typing import Dict, Optional, Sequence
 
-from .base import SchedulerError
-from .slurm_parse import parse_scontrol_config
+from .base import SchedulerError, SubmitError
+from .slurm_parse import is_retryable, parse_scontrol_config
 
 COMMAND_TIMEOUT_S = 60
 
@@ -30,6 +30,27 @@ def query_slurm(args: Sequence[str]) -> str:
         return run_slurm(args)
     except (OSError, subprocess.SubprocessError) as exc:
         raise SchedulerError(f"{args[0]} failed: {_describe(exc)}") from exc
+
+
+def sbatch(script: Path, cwd: Path, dependency: Optional[str] = None, test_only: bool = False) -> str:
+    """Submit ``script`` from ``cwd`` (relative #SBATCH paths resolve there); its job id. Raises
+    SubmitError with sbatch's own message."""
+    args = ["sbatch", "--parsable"] + ([f"--dependency={dependency}"] if dependency else [])
+    args += ["--test-only"] if test_only else []
+    try:
+        out = run_slurm(args + [str(script)], cwd=cwd)
+    except subprocess.CalledProcessError as exc:
+        message = " ".join((exc.stderr or exc.stdout or str(exc)).split())[-500:]
+        message = message if message.startswith("sbatch") else f"sbatch: {message}"
+        raise SubmitError(message, retry=is_retryable(message)) from None
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise SubmitError(f"sbatch: {exc}", retry=True) from None
+    if test_only:
+        return ""
+    job_id = out.strip().split(";")[0]
+    if not job_id.isdigit():
+        raise SubmitError(f"sbatch printed no job id: {out.strip()[:200]!r}", retry=False)
+    return job_id
 
 
 def cluster_config() -> Dict[str, str]:
