@@ -214,7 +214,8 @@ def _drive(layout, detach: bool) -> None:
         click.echo(f"\ndriver stopped; trials keep their work. Continue with `hpo-slurm resume {layout.name}`", err=True)
         sys.exit(130)
     except _TimeLimitWarning:
-        click.echo("driver stopped on SIGUSR1 (its job's time-limit warning); trials keep their work", err=True)
+        click.echo("driver stopped on SIGUSR1 (its job's time-limit warning, or a preemption); trials keep their work "
+                   "and the job requeues itself", err=True)
         sys.exit(REQUEUE_EXIT_CODE)
     state = driver.experiment["state"]
     click.echo(f"experiment {layout.name}: {state}", err=True)

@@ -213,6 +213,11 @@ class Driver:
         run = self.runs[run_id]
         trial_id = run["trial_id"]
         if status.state == JobState.PENDING:
+            if status.confirmed and run["state"] == RunState.RUNNING.value:
+                # the scheduler requeued it (a preemption): queued again until it restarts
+                self._set_run(run_id, state=RunState.SUBMITTED.value)
+                if not self.trials[trial_id]["closed"] and self.trials[trial_id]["target_length"] is not None:
+                    self._set_trial(trial_id, state=TrialState.QUEUED.value)
             return
         if status.state == JobState.RUNNING:
             if run["state"] == RunState.SUBMITTED.value:

@@ -49,7 +49,8 @@ def summarize(layout: ExperimentLayout, trials: TrialsWanted = None) -> Dict[str
     """One JSON-able object read from one consistent snapshot of the database:
 
     ``name``, ``state``, ``searcher``, ``executor``, ``metric``, ``smaller_is_better``, ``progress``,
-    ``driver``, ``trial_counts`` and ``run_counts`` (every state, zeros included), ``job_hours`` (wall
+    ``driver``, ``trial_counts`` and ``run_counts`` (every state, zeros included; ``runs_unsubmitted``
+    says how many of the SUBMITTED runs have no job yet), ``job_hours`` (wall
     hours of the runs that started and ended) and ``gpu_hours`` (times ``slots_per_trial``),
     ``checkpoint_bytes``, ``best`` (trial_id, metric, length, hparams; None before any validation),
     ``top_trials`` (the TOP_TRIALS best trials by the searcher's metric, best first, each with its
@@ -79,6 +80,8 @@ def summarize(layout: ExperimentLayout, trials: TrialsWanted = None) -> Dict[str
                     "FROM runs GROUP BY state"):
                 run_counts[state] = count
                 job_seconds += seconds
+            unsubmitted = conn.execute("SELECT COUNT(*) FROM runs WHERE state = ? AND job_id IS NULL",
+                                       [RunState.SUBMITTED.value]).fetchone()[0]
             order = "ASC" if smaller else "DESC"
             top = _query(conn, f"SELECT * FROM trials WHERE best_metric IS NOT NULL "
                                f"ORDER BY best_metric {order}, id LIMIT ?", [TOP_TRIALS])
@@ -100,6 +103,7 @@ def summarize(layout: ExperimentLayout, trials: TrialsWanted = None) -> Dict[str
         "driver": driver_alive(layout.lock),
         "trial_counts": trial_counts,
         "run_counts": run_counts,
+        "runs_unsubmitted": unsubmitted,
         "job_hours": job_seconds / 3600.0,
         "gpu_hours": job_seconds * max(config.slots_per_trial, 0) / 3600.0,
         "checkpoint_bytes": checkpoint_bytes,

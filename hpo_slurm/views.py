@@ -70,11 +70,23 @@ def experiments_table(summaries: List[Dict[str, Any]]) -> Table:
     return table
 
 
+def _run_counts(counts: Dict[str, int], unsubmitted: int) -> List[str]:
+    """``3 queued, 1 not yet submitted, 4 running, ...``: SUBMITTED runs split by whether they have a job."""
+    parts = []
+    for state, n in counts.items():
+        if state == "SUBMITTED":
+            parts += [f"{n - unsubmitted} queued"] if n - unsubmitted else []
+            parts += [f"{unsubmitted} not yet submitted"] if unsubmitted else []
+        elif n:
+            parts.append(f"{n} {state.lower()}")
+    return parts
+
+
 def summary_panel(s: Dict[str, Any]) -> Panel:
     driver = s["driver"]
     driver_text = f"alive (pid {driver['pid']} on {driver['host']})" if driver["alive"] else "not running"
     counts = ", ".join(f"{n} {state.lower()}" for state, n in s["trial_counts"].items() if n)
-    runs = ", ".join(f"{n} {state.lower()}" for state, n in s.get("run_counts", {}).items() if n)
+    runs = ", ".join(_run_counts(s.get("run_counts", {}), s.get("runs_unsubmitted", 0)))
     lines = [
         Text.assemble("state ", _state(s["state"]), f"   searcher {s['searcher']}   executor {s['executor']}"),
         Text(f"driver {driver_text}"),

@@ -168,6 +168,24 @@ def test_a_job_gone_while_accounting_is_down_waits_for_an_answer_unless_it_left_
     assert driver.runs[first]["state"] == "LOST"
 
 
+def test_a_running_job_seen_pending_again_was_requeued_and_shows_as_queued(tmp_path):
+    path = config(tmp_path, max_trials=16)
+    layout, _ = create_experiment(path, tmp_path / "runs", name="requeued", seed=1)
+    sim = Simulation(layout, HARTMANN, workers=4, seed=1)
+    sim.open_driver()
+    driver = sim.driver
+    driver.tick()
+    first, second = [run["id"] for run in driver.runs.values() if run["state"] == "RUNNING"][:2]
+    driver._on_job_status(first, JobStatus(JobState.PENDING, reason="squeue failed", confirmed=False))
+    assert driver.runs[first]["state"] == "RUNNING"  # nothing known: nothing changes
+    driver._on_job_status(second, JobStatus(JobState.PENDING, reason="REQUEUED"))
+    assert driver.runs[second]["state"] == "SUBMITTED"
+    assert driver.trials[driver.runs[second]["trial_id"]]["state"] == "QUEUED"
+    driver._on_job_status(second, JobStatus(JobState.RUNNING))
+    assert driver.runs[second]["state"] == "RUNNING"
+    assert driver.trials[driver.runs[second]["trial_id"]]["state"] == "RUNNING"
+
+
 def test_a_stop_committed_but_not_yet_cancelled_is_cancelled_after_a_crash(tmp_path):
     """The driver records that the search stops, then dies before scancel: the resumed driver cancels
     the jobs it inherited and sees each one end."""

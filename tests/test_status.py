@@ -171,3 +171,29 @@ def test_active_runs_and_a_larger_is_better_metric_mid_search(tmp_path):
     expected = sorted(scored, key=lambda row: (-row[1], row[0]))[:TOP_TRIALS]
     assert [t["id"] for t in summary["top_trials"]] == [trial_id for trial_id, _ in expected]
     assert summary["best"]["trial_id"] == expected[0][0] and summary["best"]["metric"] == max(m for _, m in scored)
+
+
+def test_runs_not_yet_given_to_the_scheduler_are_told_apart_from_queued_ones(tmp_path):
+    """The cluster refuses submissions for a while (a full queue): the recorded runs wait, unsubmitted."""
+    from rich.console import Console
+
+    from hpo_slurm.executors.base import SubmitError
+    from hpo_slurm.views import summary_panel
+
+    layout, _ = create_experiment(REPO / "benchmarks" / "configs" / "hartmann6.yaml", tmp_path / "runs", name="full")
+    simulation = Simulation(layout, "hpo_slurm.benchmarks.hartmann:good", workers=4)
+
+    def queue_full(requests):
+        raise SubmitError("sbatch: error: Slurm temporarily unable to accept job", retry=True)
+
+    simulation.executor.submit = queue_full
+    simulation.open_driver()
+    try:
+        summary = summarize(ExperimentLayout(layout.dir))
+    finally:
+        simulation.close()
+    waiting = summary["run_counts"]["SUBMITTED"]
+    assert waiting > 0 and summary["runs_unsubmitted"] == waiting
+    console = Console(width=200, record=True)
+    console.print(summary_panel(summary))
+    assert f"runs: {waiting} not yet submitted" in console.export_text()

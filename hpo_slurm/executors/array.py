@@ -405,7 +405,7 @@ class ArrayExecutor(Executor):
                 queued = parse_squeue(query_slurm(["squeue", "-h", "-r", "-u", self.user, "-o", "%i|%T|%r"]))
             except SchedulerError:
                 # an unreachable controller must not look like vanished jobs
-                queued, unseen = {}, JobStatus(JobState.PENDING, reason="squeue failed")
+                queued, unseen = {}, JobStatus(JobState.PENDING, reason="squeue failed", confirmed=False)
             found.update((j, queued[j]) for j in missing if j in queued)
         return {j: found.get(j, unseen) for j in job_ids}
 

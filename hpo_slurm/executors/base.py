@@ -26,8 +26,9 @@ class JobState(str, enum.Enum):
 
 @dataclass(frozen=True)
 class JobStatus:
-    """``confirmed`` is False for an UNKNOWN job whose end the scheduler could not account for (its
-    accounting did not answer): judge it by its result file if it wrote one, else ask again later."""
+    """``confirmed`` is False when the scheduler could not be asked properly: a PENDING job whose state
+    is not known (squeue did not answer), or an UNKNOWN job whose end its accounting could not tell
+    (judge it by its result file if it wrote one, else ask again later)."""
 
     state: JobState
     exit_code: Optional[int] = None

@@ -193,7 +193,7 @@ class SlurmExecutor(Executor):
             text = run_slurm(["squeue", "-h", "-r", "-u", self.user, "-o", "%i|%T|%r"])
         except (OSError, subprocess.SubprocessError):
             # an unreachable controller must not look like vanished jobs
-            return {j: JobStatus(JobState.PENDING, reason="squeue failed") for j in job_ids}
+            return {j: JobStatus(JobState.PENDING, reason="squeue failed", confirmed=False) for j in job_ids}
         return parse_squeue(text)
 
     # ---- after a crash --------------------------------------------------------------------------
