@@ -149,14 +149,18 @@ def test_between_polls_only_trials_seen_running_are_read(tmp_path):
     assert sorted(read) == sorted(running)
 
 
-def test_a_job_gone_while_accounting_is_down_waits_for_an_answer_unless_it_left_a_result(tmp_path):
-    path = config(tmp_path, max_trials=16)
-    layout, _ = create_experiment(path, tmp_path / "runs", name="unaccounted", seed=1)
+def two_running_runs(tmp_path, name: str):
+    """A simulated search one tick in: (simulation, its driver, the ids of two running runs)."""
+    layout, _ = create_experiment(config(tmp_path, max_trials=16), tmp_path / "runs", name=name, seed=1)
     sim = Simulation(layout, HARTMANN, workers=4, seed=1)
     sim.open_driver()
-    driver = sim.driver
-    driver.tick()
-    first, second = [run["id"] for run in driver.runs.values() if run["state"] == "RUNNING"][:2]
+    sim.driver.tick()
+    first, second = [run["id"] for run in sim.driver.runs.values() if run["state"] == "RUNNING"][:2]
+    return sim, sim.driver, first, second
+
+
+def test_a_job_gone_while_accounting_is_down_waits_for_an_answer_unless_it_left_a_result(tmp_path):
+    sim, driver, first, second = two_running_runs(tmp_path, "unaccounted")
     unaccounted = JobStatus(JobState.UNKNOWN, reason="sacct failed", confirmed=False)
     driver.clock = lambda: sim.clock() + 3600  # long after submission: no grace for new jobs
     driver._on_job_status(first, unaccounted)  # no result file: how it ended is unknown, so ask again
@@ -169,13 +173,7 @@ def test_a_job_gone_while_accounting_is_down_waits_for_an_answer_unless_it_left_
 
 
 def test_a_running_job_seen_pending_again_was_requeued_and_shows_as_queued(tmp_path):
-    path = config(tmp_path, max_trials=16)
-    layout, _ = create_experiment(path, tmp_path / "runs", name="requeued", seed=1)
-    sim = Simulation(layout, HARTMANN, workers=4, seed=1)
-    sim.open_driver()
-    driver = sim.driver
-    driver.tick()
-    first, second = [run["id"] for run in driver.runs.values() if run["state"] == "RUNNING"][:2]
+    _, driver, first, second = two_running_runs(tmp_path, "requeued")
     driver._on_job_status(first, JobStatus(JobState.PENDING, reason="squeue failed", confirmed=False))
     assert driver.runs[first]["state"] == "RUNNING"  # nothing known: nothing changes
     driver._on_job_status(second, JobStatus(JobState.PENDING, reason="REQUEUED"))
