@@ -184,13 +184,18 @@ def test_a_running_job_seen_pending_again_was_requeued_and_shows_as_queued(tmp_p
     assert driver.trials[driver.runs[second]["trial_id"]]["state"] == "RUNNING"
 
 
+def ten_ticks_in(tmp_path, name: str) -> Simulation:
+    """A simulated 64-trial search on 8 workers, ten driver ticks in (jobs running and queued)."""
+    layout, _ = create_experiment(config(tmp_path, max_trials=64), tmp_path / "runs", name=name, seed=4)
+    sim = Simulation(layout, HARTMANN, workers=8, seed=4)
+    sim.run(max_ticks=10)
+    return sim
+
+
 def test_a_stop_committed_but_not_yet_cancelled_is_cancelled_after_a_crash(tmp_path):
     """The driver records that the search stops, then dies before scancel: the resumed driver cancels
     the jobs it inherited and sees each one end."""
-    path = config(tmp_path, max_trials=64)
-    layout, _ = create_experiment(path, tmp_path / "runs", name="stopped", seed=4)
-    sim = Simulation(layout, HARTMANN, workers=8, seed=4)
-    sim.run(max_ticks=10)
+    sim = ten_ticks_in(tmp_path, "stopped")
     cancel, asked = sim.executor.cancel, []
 
     class Killed(Exception):
@@ -216,10 +221,7 @@ def test_a_stop_committed_but_not_yet_cancelled_is_cancelled_after_a_crash(tmp_p
 
 
 def test_a_cancel_the_scheduler_did_not_take_is_tried_again(tmp_path):
-    path = config(tmp_path, max_trials=64)
-    layout, _ = create_experiment(path, tmp_path / "runs", name="retried", seed=4)
-    sim = Simulation(layout, HARTMANN, workers=8, seed=4)
-    sim.run(max_ticks=10)
+    sim = ten_ticks_in(tmp_path, "retried")
     cancel, refused = sim.executor.cancel, []
 
     def refuse_twice(job_ids):
