@@ -187,6 +187,9 @@ class Driver:
         if offset != trial["metrics_offset"]:
             self._set_trial(trial_id, metrics_offset=offset)
         searcher = self.config.searcher
+        reached = max((line.length for line in lines), default=0)
+        if reached > (trial["trained_length"] or 0):
+            self._set_trial(trial_id, trained_length=reached)
         for line in lines:
             self._changes.metrics.append({
                 "trial_id": trial_id, "run_id": line.run, "kind": line.kind, "length": line.length,
@@ -345,7 +348,7 @@ class Driver:
         row = {
             "id": action.trial_id, "hparams": _dumps_sorted(action.hparams), "parent": action.parent,
             "parent_checkpoint": parent_checkpoint, "state": TrialState.PENDING.value, "target_length": None,
-            "validated_length": 0, "latest_metric": None, "best_metric": None, "best_length": None,
+            "validated_length": 0, "trained_length": 0, "latest_metric": None, "best_metric": None, "best_length": None,
             "restarts": 0, "preemptions": 0, "closed": 0, "exit_reason": None, "message": None,
             "metrics_offset": 0, "checkpoint_bytes": 0, "created_at": self.clock(), "ended_at": None,
         }

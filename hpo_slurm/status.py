@@ -162,6 +162,7 @@ def _trial(trial: Dict[str, Any], runs: List[Dict[str, Any]]) -> Dict[str, Any]:
         "hparams": json.loads(trial["hparams"]),
         "parent": trial["parent"],
         "length_done": trial["validated_length"] or 0,
+        "length_trained": max(trial.get("trained_length") or 0, trial["validated_length"] or 0),
         "target_length": trial["target_length"],
         "latest_metric": trial["latest_metric"],
         "best_metric": trial["best_metric"],

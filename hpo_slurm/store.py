@@ -68,7 +68,12 @@ def _migration_2(db: sqlite_utils.Database) -> None:
     db["experiment"].add_column("progress", float)
 
 
-MIGRATIONS: List[Callable[[sqlite_utils.Database], None]] = [_migration_1, _migration_2]
+def _migration_3(db: sqlite_utils.Database) -> None:
+    """Trials record the longest length any of their reports reached (progress inside a rung)."""
+    db["trials"].add_column("trained_length", int)
+
+
+MIGRATIONS: List[Callable[[sqlite_utils.Database], None]] = [_migration_1, _migration_2, _migration_3]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -125,7 +125,8 @@ def trials_table(trials: List[Dict[str, Any]], limit: Optional[int] = None, widt
                      max_width=max(12, width - 62 - 10 * troubled) if compact and one_line else None)
     for t in shown:
         jobs = ",".join(r["job_id"] for r in t["runs"] if r["job_id"])
-        length = str(t["length_done"]) + (f"→{t['target_length']}" if t["target_length"] else "")
+        trained = t.get("length_trained", t["length_done"])
+        length = str(trained) + (f"→{t['target_length']}" if t["target_length"] else "")
         cells = [str(t["id"]), _state(t["state"]), length, _metric(t["latest_metric"]), _metric(t["best_metric"])]
         if compact:
             cells += [f"{t['restarts']}/{t['preemptions']}"] if troubled else []

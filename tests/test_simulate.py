@@ -14,6 +14,8 @@ from hpo_slurm.cli import cli
 from hpo_slurm.executors.base import JobState, JobStatus, SchedulerError, SubmitError
 from hpo_slurm.executors.simulated import Faults
 from hpo_slurm.simulate import Simulation, create_experiment, simulate
+from hpo_slurm.ingest import MetricLine
+from hpo_slurm.layout import ExperimentLayout
 from hpo_slurm.status import summarize
 
 REPO = Path(__file__).resolve().parent.parent
@@ -149,6 +151,10 @@ def test_between_polls_only_trials_seen_running_are_read(tmp_path):
     assert sorted(read) == sorted(running)
 
 
+def layout_of(sim: Simulation) -> ExperimentLayout:
+    return ExperimentLayout(sim.layout.dir)
+
+
 def two_running_runs(tmp_path, name: str):
     """A simulated search one tick in: (simulation, its driver, the ids of two running runs)."""
     layout, _ = create_experiment(config(tmp_path, max_trials=16), tmp_path / "runs", name=name, seed=1)
@@ -170,6 +176,17 @@ def test_a_job_gone_while_accounting_is_down_waits_for_an_answer_unless_it_left_
     assert driver.runs[second]["state"] == "PREEMPTED"
     driver._on_job_status(first, JobStatus(JobState.UNKNOWN))  # the scheduler says it is gone: lost
     assert driver.runs[first]["state"] == "LOST"
+
+
+def test_status_shows_how_far_a_running_trial_trained_inside_its_rung(tmp_path):
+    sim, driver, first, _ = two_running_runs(tmp_path, "progress")
+    trial_id = driver.runs[first]["trial_id"]
+    target = driver.trials[trial_id]["target_length"]
+    line = MetricLine(kind="training", length=target - 1, metrics={"loss": 0.5}, run=first, time=sim.clock())
+    sim.workspace.lines.setdefault(trial_id, []).append(line)
+    driver.tick()
+    (trial,) = [t for t in summarize(layout_of(sim), trials="all")["trials"] if t["id"] == trial_id]
+    assert (trial["length_done"], trial["length_trained"], trial["target_length"]) == (0, target - 1, target)
 
 
 def test_a_running_job_seen_pending_again_was_requeued_and_shows_as_queued(tmp_path):
