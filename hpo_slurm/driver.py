@@ -131,6 +131,7 @@ class Driver:
         if fresh:
             self._apply(self._feed("initial"))
             self._event("experiment_started", None, {"executor": self.executor.name})
+            log.info("started: %s search on the %s executor", self.config.searcher.name, self.executor.name)
             self._persist()
         else:
             self._reconcile()
@@ -642,11 +643,15 @@ class Driver:
             for run_id, job_id in found.items():
                 log.info("run %s: re-adopted job %s submitted before the driver stopped", run_id, job_id)
             self._bind(found)
+        adopted = 0
         for run in self._live_runs():
+            adopted += 1
             self.executor.adopt(run["job_id"], run["gpus"] or "")
             if _cancel_unconfirmed(run):  # the previous driver may have died before cancelling it
                 self._changes.cancel.append(run["id"])
-        self._event("resumed", None, {"adopted": sum(1 for _ in self._live_runs())})
+        log.info("resumed: %d live jobs re-adopted (%d cancels sent again), %d runs to submit",
+                 adopted, len(self._changes.cancel), len(self._ready_runs()))
+        self._event("resumed", None, {"adopted": adopted})
         self._persist()
 
 

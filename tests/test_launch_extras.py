@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 from pathlib import Path
 
@@ -87,6 +88,10 @@ def test_ctrl_c_leaves_trials_running_and_resume_finishes(quadratic, tmp_path):
     summary = status(root, "interrupted")
     assert summary["state"] == "COMPLETED"
     assert all(r["state"] == "SUCCEEDED" for t in summary["trials"] for r in t["runs"])
+    log = (experiment / "driver.log").read_text()
+    assert "started: random search on the local executor" in log
+    adopted = re.search(r"resumed: (\d+) live jobs re-adopted \(0 cancels sent again\), (\d+) runs to submit", log)
+    assert adopted and int(adopted.group(1)) >= 1 and int(adopted.group(1)) + int(adopted.group(2)) <= 2, log
 
 
 def test_logs_print_each_run_of_a_trial(quadratic, tmp_path):
