@@ -12,6 +12,9 @@ from .completion import complete_experiment_names
 from .errors import UserError
 
 
+_NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())  # () catches nothing (click 8.1)
+
+
 class _Group(click.Group):
     """Turns a UserError anywhere below, and click's own usage errors (a bad option value, a missing
     argument), into one line on stderr and exit status 2."""
@@ -34,7 +37,7 @@ class _Group(click.Group):
         except click.exceptions.Abort:
             click.echo("", err=True)
             sys.exit(130)
-        except click.exceptions.NoArgsIsHelpError as exc:  # a bare `hpo-slurm`: the help, as click shows it
+        except _NO_ARGS_IS_HELP as exc:  # a bare `hpo-slurm` (click 8.2+): the help, as click shows it
             exc.show()
             sys.exit(exc.exit_code)
         except click.ClickException as exc:
@@ -138,7 +141,9 @@ def launch(config_path: str, name, root, executor: str, context, detach: bool, a
     if executor == "slurm":  # what Slurm would refuse is refused before anything is created
         from .executors.slurm import SlurmExecutor
 
-        SlurmExecutor(config, _root(root) / name).check(config.slots_per_trial, config.slurm.time_minutes)
+        warning = SlurmExecutor(config, _root(root) / name).check(config.slots_per_trial, config.slurm.time_minutes)
+        if warning:
+            click.echo(f"warning: {warning}", err=True)
     if as_job:  # its script too
         from . import driver_job
         from .layout import ExperimentLayout
@@ -234,16 +239,18 @@ def _wait_until_driving(layout, process, logged: int, timeout: float = 30.0) -> 
     deadline = _time.monotonic() + timeout
     first_beat = None
     while _time.monotonic() < deadline:
+        holder = read_lock(layout.lock) or {}
         code = process.poll()
-        if code is not None and code != 0:
+        if code is not None:
+            if code == 0 or first_beat is not None or holder.get("pid") == process.pid:
+                return  # it drove the search, which ended already: `status` tells how
             with open(layout.driver_log, "rb") as handle:
                 handle.seek(logged)
                 lines = handle.read().decode(errors="replace").strip().splitlines()
+            if lines and lines[-1].startswith(f"experiment {layout.name}: "):
+                return  # it ran and the search ended (ERRORED) before its lock was seen
             reason = lines[-1].removeprefix("hpo-slurm: ") if lines else f"exit status {code}"
             raise UserError(f"the driver did not start: {reason}")
-        if code == 0:
-            return
-        holder = read_lock(layout.lock) or {}
         if holder.get("pid") == process.pid:
             if first_beat is None:
                 first_beat = holder.get("heartbeat")

@@ -73,6 +73,12 @@ class _Snapshot:
         """Runs whose job may still be out: submitted, running, or cancelled and not yet seen to end."""
         return [r for r in self.runs if r["state"] in _LIVE_RUN_STATES or _cancel_unconfirmed(r)]
 
+    def waits_for_resubmit(self) -> bool:
+        """A sweep's trial whose failed task left a retry run that no job runs yet (and none will
+        until ``sweep --resubmit``)."""
+        unsubmitted = any(r["state"] == RunState.SUBMITTED.value and not r["job_id"] for r in self.runs)
+        return unsubmitted and not any(r["job_id"] for r in self.live_runs())
+
     def trial_over(self, layout: ExperimentLayout) -> bool:
         """The trial gets no more runs (its state is terminal, or the search is no longer running) and
         none of its runs can write any more (none is live, or no driver is left to see them end)."""
@@ -261,6 +267,11 @@ def _follow(layout: ExperimentLayout, trial_id: int, snapshot: _Snapshot, printe
                 printer.runs = snapshot.runs
                 if snapshot.trial_over(layout):
                     printer.scan(final=True)  # the last output, unfinished lines included
+                    return
+                if sweep and snapshot.waits_for_resubmit():
+                    printer.scan(final=True)
+                    print(f"trial {trial_id}: its retry waits for `hpo-slurm sweep --resubmit {layout.name}`",
+                          file=sys.stderr, flush=True)
                     return
                 printer.retire_ended(snapshot.live_runs())
         printer.scan()

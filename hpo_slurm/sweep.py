@@ -104,7 +104,9 @@ def start(config_path: str, name: Optional[str], root: Path, context: Optional[P
         raise UserError(f"experiment {name!r} already exists in {root}: choose another --name")
     arrays, _ = executor.plan(requests, executor.limits(), 0)
     first = arrays[0]
-    executor.check(len(first.requests), first.gpus, first.time_minutes, DRY_RUN_PREFIX)
+    warning = executor.check(len(first.requests), first.gpus, first.time_minutes, DRY_RUN_PREFIX)
+    if warning:
+        click.echo(f"warning: {warning}", err=True)
     layout = experiment.create(config, Path(config_path), Path(root), name, EXECUTOR, context,
                                warn=lambda message: click.echo(f"warning: {message}", err=True))
     executor = ArrayExecutor(config, layout.dir, max_jobs=max_jobs)

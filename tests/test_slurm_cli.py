@@ -89,3 +89,22 @@ def test_a_wave_job_never_submits_when_it_cannot_tell_whether_it_already_did(tmp
     fake_command(tmp_path, "squeue", 'echo ""')  # the controller answers again: not found, so submitted once
     assert submit_once("hpo.x.array-1", tmp_path / "submitted.json", lambda: submitted.append(1) or "9") == "9"
     assert submitted == [1]
+
+
+@pytest.mark.parametrize("message, outcome", [
+    ("sbatch: error: Batch job submission failed: Invalid partition name specified", SubmitError),
+    ("sbatch: error: Batch job submission failed: Socket timed out on send/recv operation", SchedulerError),
+    ("sbatch: error: QOSMaxSubmitJobPerUserLimit", "warning"),
+    ("sbatch: error: Batch job submission failed: Requested node configuration is not available", "warning"),
+])
+def test_a_test_only_refusal_is_told_apart_from_one_that_depends_on_the_moment(tmp_path, monkeypatch, message, outcome):
+    fake_command(tmp_path, "sbatch", f'echo "{message}" >&2; exit 1')
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    script = tmp_path / "job.sbatch"
+    script.write_text("#!/bin/bash\ntrue\n")
+    if outcome == "warning":
+        warning = slurm_cli.check_script(script, tmp_path)
+        assert warning.startswith("sbatch --test-only could not judge the jobs now (") and "submitting anyway" in warning
+    else:
+        with pytest.raises(outcome):
+            slurm_cli.check_script(script, tmp_path)

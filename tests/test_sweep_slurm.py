@@ -195,6 +195,8 @@ def test_a_failed_task_waits_for_resubmit_and_the_sweep_completes(quadratic, tmp
     assert summary["state"] == "RUNNING" and not slurm("squeue", "-h").strip()  # nothing resubmits it by itself
     done = cli("status", "flaky", "--root", str(root))
     assert "wait" in done.stderr and "sweep --resubmit flaky" in done.stderr
+    followed = cli("logs", "flaky", "2", "--root", str(root), "--follow", timeout=60)  # returns: nothing will run
+    assert followed.returncode == 0 and "its retry waits for `hpo-slurm sweep --resubmit flaky`" in followed.stderr
     done = cli("sweep", "--resubmit", "flaky", "--root", str(root))
     assert done.returncode == 0 and "resubmitted 1 run (t2-r2)" in done.stderr, done.stderr
     summary = wait_status(root, "flaky", finished)

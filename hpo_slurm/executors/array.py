@@ -35,7 +35,7 @@ from ..sweep_render import (
     array_spec, load_template, option_lines, render_array, render_wave, wave_option_lines,
 )
 from .base import Executor, JobRequest, JobState, JobStatus, SchedulerError, SubmitError, Submitted
-from .slurm_cli import cluster_config, has_accounting, query_slurm, run_slurm, sbatch, scancel
+from .slurm_cli import check_script, cluster_config, has_accounting, query_slurm, run_slurm, sbatch, scancel
 from .slurm_parse import (
     expand_array_ids, parse_sacct, parse_squeue, state_of,
 )
@@ -193,9 +193,10 @@ class ArrayExecutor(Executor):
     def array_dir(self, index: int) -> Path:
         return self.jobs_dir / f"array-{index}"
 
-    def check(self, count: int, gpus: int, time_minutes: Optional[int], prefix: str) -> None:
+    def check(self, count: int, gpus: int, time_minutes: Optional[int], prefix: str) -> Optional[str]:
         """Before anything exists: render a script for ``count`` tasks and let ``sbatch --test-only``
-        judge it (partition, account, GPUs, memory, time). A UserError carries sbatch's reason."""
+        judge it (partition, account, GPUs, memory, time). A UserError carries sbatch's reason; a
+        warning is returned when Slurm cannot judge it now (``slurm_cli.check_script``)."""
         array = _Array(0, [JobRequest("check", "check", self.dir, self.dir / "spec.json", gpus, time_minutes)] * count,
                        time_minutes, gpus)
         script = self.render(array, prefix)
@@ -203,7 +204,7 @@ class ArrayExecutor(Executor):
             path = Path(folder) / "array.sbatch"
             path.write_text(script)
             try:
-                sbatch(path, cwd=Path(folder), test_only=True)
+                return check_script(path, Path(folder))
             except SubmitError as exc:
                 raise UserError(f"Slurm refuses the sweep's jobs: {exc}") from None
 

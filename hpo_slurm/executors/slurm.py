@@ -31,7 +31,7 @@ from ..errors import UserError
 from ..fsio import read_json, write_bytes_atomic, write_json_atomic
 from ..slurm_task import MANIFEST, SHARED_PICKLE, run_task
 from .base import Executor, JobRequest, JobState, JobStatus, SchedulerError, SubmitError, Submitted
-from .slurm_cli import cluster_config, has_accounting, query_slurm, run_slurm, sbatch, scancel
+from .slurm_cli import check_script, cluster_config, has_accounting, query_slurm, run_slurm, scancel
 from .slurm_parse import is_retryable, is_submit_limit, parse_names, parse_sacct, parse_squeue
 
 log = logging.getLogger("hpo_slurm.slurm")
@@ -72,10 +72,7 @@ class SlurmExecutor(Executor):
     def __init__(self, config: ExperimentConfig, experiment_dir: Path):
         self.config = config
         self.jobs_dir = Path(experiment_dir) / "jobs"
-        try:
-            cluster = cluster_config()
-        except SchedulerError as exc:
-            raise UserError(f"cannot reach Slurm ({exc}); try again once it answers") from None
+        cluster = cluster_config()  # SchedulerError while the controller does not answer
         self.max_array_size = int(cluster.get("MaxArraySize", "1001") or 1001)
         self.accounting = has_accounting(cluster)
         self.user = getpass.getuser()
@@ -117,10 +114,10 @@ class SlurmExecutor(Executor):
         job_ids = executor.submit_batch(DelayedSubmission(run_task, str(manifest)), len(batch))
         return [Submitted(job_id) for job_id in job_ids]
 
-    def check(self, gpus: int, time_minutes: Optional[int]) -> None:
+    def check(self, gpus: int, time_minutes: Optional[int]) -> Optional[str]:
         """Before anything exists: let ``sbatch --test-only`` judge the script of one of this search's
         jobs (partition, account, QOS, GPUs, memory, time, extra options). A UserError carries sbatch's
-        reason; a controller that does not answer is a SchedulerError."""
+        reason; a warning is returned when Slurm cannot judge it now (``slurm_cli.check_script``)."""
         with tempfile.TemporaryDirectory(prefix="hpo-slurm-check-") as folder:
             request = JobRequest("check", "hpo-slurm-check", Path(folder), Path(folder) / "spec.json", gpus,
                                  time_minutes, spec={})
@@ -129,10 +126,8 @@ class SlurmExecutor(Executor):
             script = Path(folder) / "check.sbatch"
             script.write_text(executor._make_submission_file_text("true", "check"))
             try:
-                sbatch(script, cwd=Path(folder), test_only=True)
+                return check_script(script, Path(folder))
             except SubmitError as exc:
-                if exc.retry:  # busy or unreachable: nothing is known about the options
-                    raise SchedulerError(str(exc)) from None
                 raise UserError(f"Slurm refuses the search's jobs: {exc}") from None
 
     def sbatch_parameters(self, request: JobRequest, name: str, count: int) -> Dict[str, object]:

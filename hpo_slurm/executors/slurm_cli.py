@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Dict, Optional, Sequence
 
 from .base import SchedulerError, SubmitError
-from .slurm_parse import is_retryable, parse_scontrol_config
+from .slurm_parse import is_not_judged_now, is_retryable, is_unreachable, parse_scontrol_config
 
 COMMAND_TIMEOUT_S = 60
 
@@ -51,6 +51,23 @@ def sbatch(script: Path, cwd: Path, dependency: Optional[str] = None, test_only:
     if not job_id.isdigit():
         raise SubmitError(f"sbatch printed no job id: {out.strip()[:200]!r}", retry=False)
     return job_id
+
+
+def check_script(script: Path, cwd: Path) -> Optional[str]:
+    """Let ``sbatch --test-only`` judge a job script. None when Slurm would take it; a warning when it
+    cannot judge it now (a queued-jobs cap, nodes down or drained: a real sbatch would queue it).
+    Raises SubmitError with sbatch's reason when Slurm refuses the script, SchedulerError when the
+    controller does not answer."""
+    try:
+        sbatch(script, cwd=cwd, test_only=True)
+    except SubmitError as exc:
+        message = str(exc)
+        if is_unreachable(message):
+            raise SchedulerError(message) from None
+        if is_not_judged_now(message):
+            return f"sbatch --test-only could not judge the jobs now ({message}); submitting anyway"
+        raise
+    return None
 
 
 def cluster_config() -> Dict[str, str]:

@@ -32,6 +32,13 @@ RETRYABLE = (
 )
 
 SUBMIT_LIMIT = ("maxsubmitjob", "job submit limit")
+UNREACHABLE = (
+    "socket timed out", "unable to contact slurm controller", "connection refused", "sending/receiving data",
+    "communications connection failure", "slurm_persist_conn_open", "temporarily unable", "timed out after",
+)
+# --test-only judges against the nodes that are up now and the jobs queued now: these say nothing
+# about whether the job itself is acceptable (a real sbatch would queue it)
+NOT_JUDGED_NOW = ("requested node configuration is not available", "job violates accounting/qos policy")
 
 
 def state_of(text: str) -> JobState:
@@ -114,6 +121,19 @@ def is_submit_limit(message: str) -> bool:
     """Whether sbatch refused for a cap on the user's queued jobs (each array task counts as one)."""
     lowered = message.lower()
     return any(fragment in lowered for fragment in SUBMIT_LIMIT)
+
+
+def is_unreachable(message: str) -> bool:
+    """Whether an sbatch error means the controller did not answer (nothing was judged)."""
+    lowered = message.lower()
+    return any(fragment in lowered for fragment in UNREACHABLE)
+
+
+def is_not_judged_now(message: str) -> bool:
+    """Whether an ``sbatch --test-only`` refusal depends on the moment (a queued-jobs cap, nodes down or
+    drained) rather than on the job."""
+    lowered = message.lower()
+    return is_submit_limit(message) or any(fragment in lowered for fragment in NOT_JUDGED_NOW)
 
 
 def is_retryable(message: str) -> bool:
