@@ -36,7 +36,8 @@ from .layout import ExperimentLayout, run_name
 from .searchers import Searcher, make_searcher, restore_searcher
 from .store import Store
 from .timefit import fitted_time_minutes
-from .types import Action, Close, Create, ExitReason, RunState, Shutdown, Train, TrialState
+from .types import (Action, Close, Create, ExitReason, RunState, Shutdown, Train, TrialState, cancel_unconfirmed,
+                    run_may_be_out)
 from .workspace import FileWorkspace, Workspace
 
 log = logging.getLogger("hpo_slurm.driver")
@@ -104,7 +105,7 @@ class Driver:
         self.active: Dict[int, List[str]] = {}  # trial id -> its unfinished runs, oldest first
         for run in sorted(self.runs.values(), key=lambda r: (r["trial_id"], r["seq"])):
             self.runs_by_trial.setdefault(run["trial_id"], []).append(run["id"])
-            if not RunState(run["state"]).terminal or _cancel_unconfirmed(run):
+            if run_may_be_out(run):
                 self.active.setdefault(run["trial_id"], []).append(run["id"])
         self._event_seq = store.last_searcher_event()
         self._persisted_seq = self._event_seq  # the searcher events durable in the store
@@ -220,19 +221,23 @@ class Driver:
             if status.confirmed and run["state"] == RunState.RUNNING.value:
                 # the scheduler requeued it (a preemption): queued again until it restarts
                 self._set_run(run_id, state=RunState.SUBMITTED.value)
-                if not self.trials[trial_id]["closed"] and self.trials[trial_id]["target_length"] is not None:
-                    self._set_trial(trial_id, state=TrialState.QUEUED.value)
+                self._show_trial_as(trial_id, TrialState.QUEUED)
             return
         if status.state == JobState.RUNNING:
             if run["state"] == RunState.SUBMITTED.value:
                 self._set_run(run_id, state=RunState.RUNNING.value, started_at=self.clock())
-                if not self.trials[trial_id]["closed"] and self.trials[trial_id]["target_length"] is not None:
-                    self._set_trial(trial_id, state=TrialState.RUNNING.value)
+                self._show_trial_as(trial_id, TrialState.RUNNING)
             return
         if (status.state == JobState.UNKNOWN and (self._recently_submitted(run) or not status.confirmed)
                 and self.workspace.read_result(run_id) is None):
             return  # not yet visible to the scheduler's queries, or its accounting could not say how it ended
         self._on_job_ended(run_id, status)
+
+    def _show_trial_as(self, trial_id: int, state: TrialState) -> None:
+        """The state its current run gives an open trial (queued, running) while it trains toward a target."""
+        trial = self.trials[trial_id]
+        if not trial["closed"] and trial["target_length"] is not None:
+            self._set_trial(trial_id, state=state.value)
 
     def _recently_submitted(self, run: Dict[str, Any]) -> bool:
         return self.clock() - (run["submitted_at"] or 0.0) < UNKNOWN_GRACE_S
@@ -647,17 +652,12 @@ class Driver:
         for run in self._live_runs():
             adopted += 1
             self.executor.adopt(run["job_id"], run["gpus"] or "")
-            if _cancel_unconfirmed(run):  # the previous driver may have died before cancelling it
+            if cancel_unconfirmed(run):  # the previous driver may have died before cancelling it
                 self._changes.cancel.append(run["id"])
         log.info("resumed: %d live jobs re-adopted (%d cancels sent again), %d runs to submit",
                  adopted, len(self._changes.cancel), len(self._ready_runs()))
         self._event("resumed", None, {"adopted": adopted})
         self._persist()
-
-
-def _cancel_unconfirmed(run: Dict[str, Any]) -> bool:
-    """The search cancelled the run while its job was out, and no driver has seen the job end yet."""
-    return run["state"] == RunState.CANCELLED.value and bool(run["job_id"]) and run["ended_at"] is None
 
 
 def feed_searcher(searcher: Searcher, kind: str, args: Iterable[Any]) -> List[Action]:

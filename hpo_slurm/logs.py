@@ -23,14 +23,13 @@ from .errors import UserError
 from .layout import ExperimentLayout
 from .lock import driver_alive
 from .store import Store
-from .types import RunState, TrialState
+from .types import RunState, TrialState, run_may_be_out
 
 POLL_S = 0.5  # how often the followed files are checked for new output
 REFRESH_S = 1.0  # how often the database is read for new runs and the trial's state
 SWEEP_REFRESH_S = 10.0  # how often a sweep's tasks are polled in Slurm (no driver does it)
 PARTIAL_HOLD_S = 1.0  # an unfinished last line (a progress bar) is printed after waiting this long
 JOB_ID_WAIT_S = 5.0  # a run's files can appear just before the driver records its job id
-_LIVE_RUN_STATES = (RunState.SUBMITTED.value, RunState.RUNNING.value)
 
 
 def run_log_files(layout: ExperimentLayout, run_id: str) -> List[Path]:
@@ -71,7 +70,7 @@ class _Snapshot:
 
     def live_runs(self) -> List[Dict[str, Any]]:
         """Runs whose job may still be out: submitted, running, or cancelled and not yet seen to end."""
-        return [r for r in self.runs if r["state"] in _LIVE_RUN_STATES or _cancel_unconfirmed(r)]
+        return [r for r in self.runs if run_may_be_out(r)]
 
     def waits_for_resubmit(self) -> bool:
         """A sweep's trial whose failed task left a retry run that no job runs yet (and none will
@@ -86,10 +85,6 @@ class _Snapshot:
         if not ended:
             return False
         return not self.live_runs() or not driver_alive(layout.lock)["alive"]
-
-
-def _cancel_unconfirmed(run: Dict[str, Any]) -> bool:
-    return run["state"] == RunState.CANCELLED.value and bool(run["job_id"]) and run["ended_at"] is None
 
 
 def _read(layout: ExperimentLayout, trial_id: int) -> Optional[_Snapshot]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, Mapping, Optional, Union
 
 
 class ExitReason(str, enum.Enum):
@@ -84,3 +84,13 @@ class RunState(str, enum.Enum):
     @property
     def terminal(self) -> bool:
         return self not in (RunState.SUBMITTED, RunState.RUNNING)
+
+
+def cancel_unconfirmed(run: Mapping[str, Any]) -> bool:
+    """The search cancelled the run while its job was out, and no driver has seen the job end yet."""
+    return run["state"] == RunState.CANCELLED.value and bool(run["job_id"]) and run["ended_at"] is None
+
+
+def run_may_be_out(run: Mapping[str, Any]) -> bool:
+    """The run is unfinished, or cancelled with a job not yet seen to end: a driver still watches it."""
+    return not RunState(run["state"]).terminal or cancel_unconfirmed(run)

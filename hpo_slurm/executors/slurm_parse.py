@@ -117,26 +117,27 @@ def parse_scontrol_config(text: str) -> Dict[str, str]:
     return config
 
 
+def _mentions(message: str, fragments) -> bool:
+    lowered = message.lower()
+    return any(fragment in lowered for fragment in fragments)
+
+
 def is_submit_limit(message: str) -> bool:
     """Whether sbatch refused for a cap on the user's queued jobs (each array task counts as one)."""
-    lowered = message.lower()
-    return any(fragment in lowered for fragment in SUBMIT_LIMIT)
+    return _mentions(message, SUBMIT_LIMIT)
 
 
 def is_unreachable(message: str) -> bool:
     """Whether an sbatch error means the controller did not answer (nothing was judged)."""
-    lowered = message.lower()
-    return any(fragment in lowered for fragment in UNREACHABLE)
+    return _mentions(message, UNREACHABLE)
 
 
 def is_not_judged_now(message: str) -> bool:
     """Whether an ``sbatch --test-only`` refusal depends on the moment (a queued-jobs cap, nodes down or
     drained) rather than on the job."""
-    lowered = message.lower()
-    return is_submit_limit(message) or any(fragment in lowered for fragment in NOT_JUDGED_NOW)
+    return _mentions(message, SUBMIT_LIMIT + NOT_JUDGED_NOW)
 
 
 def is_retryable(message: str) -> bool:
     """Whether an sbatch error can pass if tried again later (busy controller, submit limits)."""
-    lowered = message.lower()
-    return any(fragment in lowered for fragment in RETRYABLE)
+    return _mentions(message, RETRYABLE)
