@@ -35,9 +35,11 @@ from ..sweep_render import (
     array_spec, load_template, option_lines, render_array, render_wave, wave_option_lines,
 )
 from .base import Executor, JobRequest, JobState, JobStatus, SchedulerError, SubmitError, Submitted
-from .slurm_cli import check_script, cluster_config, has_accounting, query_slurm, run_slurm, sbatch, scancel
+from .slurm_cli import (
+    check_script, cluster_config, has_accounting, poll_jobs, query_slurm, run_slurm, sbatch, scancel,
+)
 from .slurm_parse import (
-    expand_array_ids, parse_sacct, parse_squeue, state_of,
+    expand_array_ids, state_of,
 )
 
 log = logging.getLogger("hpo_slurm.array")
@@ -390,25 +392,12 @@ class ArrayExecutor(Executor):
     def _states(self, job_ids: Sequence[str]) -> Dict[str, JobStatus]:
         if not job_ids:
             return {}
-        found: Dict[str, JobStatus] = {}
-        unseen = JobStatus(JobState.UNKNOWN)  # in neither sacct nor squeue: the job is gone
         try:
-            if self.accounting:
-                bases = sorted({j.split("_")[0] for j in job_ids})
-                found = parse_sacct(query_slurm(["sacct", "-n", "-P", "-X", "-o", "JobID,State,ExitCode",
-                                                 "-j", ",".join(bases)]))
+            accounting: Optional[bool] = self.accounting
         except SchedulerError as exc:
             log.warning("%s; jobs gone from squeue are judged by their result files only", exc)
-            unseen = JobStatus(JobState.UNKNOWN, reason="sacct failed", confirmed=False)
-        missing = [j for j in job_ids if j not in found]
-        if missing:
-            try:
-                queued = parse_squeue(query_slurm(["squeue", "-h", "-r", "-u", self.user, "-o", "%i|%T|%r"]))
-            except SchedulerError:
-                # an unreachable controller must not look like vanished jobs
-                queued, unseen = {}, JobStatus(JobState.PENDING, reason="squeue failed", confirmed=False)
-            found.update((j, queued[j]) for j in missing if j in queued)
-        return {j: found.get(j, unseen) for j in job_ids}
+            accounting = None
+        return poll_jobs(job_ids, self.user, accounting)
 
     # ---- after a crash --------------------------------------------------------------------------
     def find(self, requests: Sequence[JobRequest]) -> Dict[str, str]:

@@ -15,9 +15,7 @@ are. Polling is one sacct call for all live jobs (squeue when accounting is off)
 from __future__ import annotations
 
 import getpass
-import logging
 import shlex
-import subprocess
 import tempfile
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
@@ -30,11 +28,9 @@ from ..config import ExperimentConfig
 from ..errors import UserError
 from ..fsio import read_json, write_bytes_atomic, write_json_atomic
 from ..slurm_task import MANIFEST, SHARED_PICKLE, run_task
-from .base import Executor, JobRequest, JobState, JobStatus, SchedulerError, SubmitError, Submitted
-from .slurm_cli import check_script, cluster_config, has_accounting, query_slurm, run_slurm, scancel
-from .slurm_parse import is_retryable, is_submit_limit, parse_names, parse_sacct, parse_squeue
-
-log = logging.getLogger("hpo_slurm.slurm")
+from .base import Executor, JobRequest, JobStatus, SubmitError, Submitted
+from .slurm_cli import check_script, cluster_config, has_accounting, poll_jobs, query_slurm, scancel
+from .slurm_parse import is_retryable, is_submit_limit, parse_names
 
 NO_CAP_PARALLELISM = 100_000
 
@@ -162,34 +158,7 @@ class SlurmExecutor(Executor):
 
     # ---- polling --------------------------------------------------------------------------------
     def poll(self, job_ids: Sequence[str]) -> Dict[str, JobStatus]:
-        if not job_ids:
-            return {}
-        found: Dict[str, JobStatus] = {}
-        unseen = JobStatus(JobState.UNKNOWN)  # in neither sacct nor squeue: the job is gone
-        if self.accounting:
-            try:
-                found = self._sacct(job_ids)
-            except SchedulerError as exc:
-                # a job missing from squeue may have ended, but without sacct nothing says how
-                log.warning("%s; jobs gone from squeue are judged by their result files only", exc)
-                unseen = JobStatus(JobState.UNKNOWN, reason="sacct failed", confirmed=False)
-        missing = [j for j in job_ids if j not in found]
-        if missing:
-            queued = self._squeue(missing)
-            found.update((j, queued[j]) for j in missing if j in queued)
-        return {j: found.get(j, unseen) for j in job_ids}
-
-    def _sacct(self, job_ids: Sequence[str]) -> Dict[str, JobStatus]:
-        bases = sorted({j.split("_")[0] for j in job_ids})
-        return parse_sacct(query_slurm(["sacct", "-n", "-P", "-X", "-o", "JobID,State,ExitCode", "-j", ",".join(bases)]))
-
-    def _squeue(self, job_ids: Sequence[str]) -> Dict[str, JobStatus]:
-        try:
-            text = run_slurm(["squeue", "-h", "-r", "-u", self.user, "-o", "%i|%T|%r"])
-        except (OSError, subprocess.SubprocessError):
-            # an unreachable controller must not look like vanished jobs
-            return {j: JobStatus(JobState.PENDING, reason="squeue failed", confirmed=False) for j in job_ids}
-        return parse_squeue(text)
+        return poll_jobs(job_ids, self.user, self.accounting)
 
     # ---- after a crash --------------------------------------------------------------------------
     def find(self, requests: Sequence[JobRequest]) -> Dict[str, str]:

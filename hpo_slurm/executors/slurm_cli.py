@@ -4,12 +4,17 @@ Arguments go to the command as a list, never through a shell."""
 
 from __future__ import annotations
 
+import logging
 import subprocess
 from pathlib import Path
 from typing import Dict, Optional, Sequence
 
-from .base import SchedulerError, SubmitError
-from .slurm_parse import is_not_judged_now, is_retryable, is_unreachable, parse_scontrol_config
+from .base import JobState, JobStatus, SchedulerError, SubmitError
+from .slurm_parse import (
+    is_not_judged_now, is_retryable, is_unreachable, parse_sacct, parse_scontrol_config, parse_squeue,
+)
+
+log = logging.getLogger("hpo_slurm.slurm")
 
 COMMAND_TIMEOUT_S = 60
 
@@ -68,6 +73,36 @@ def check_script(script: Path, cwd: Path) -> Optional[str]:
             return f"sbatch --test-only could not judge the jobs now ({message}); submitting anyway"
         raise
     return None
+
+
+def poll_jobs(job_ids: Sequence[str], user: str, accounting: Optional[bool]) -> Dict[str, JobStatus]:
+    """Every job's state from one sacct call (when the cluster keeps accounting) and one squeue call for
+    the jobs sacct does not list. A job in neither is UNKNOWN: gone. A failed query never looks like a
+    vanished job: when sacct could not answer (or ``accounting`` is None, not known) such a job is
+    UNKNOWN unconfirmed, to be judged by its result file; when squeue could not, PENDING unconfirmed."""
+    if not job_ids:
+        return {}
+    found: Dict[str, JobStatus] = {}
+    unseen = JobStatus(JobState.UNKNOWN)
+    unaccounted = JobStatus(JobState.UNKNOWN, reason="sacct failed", confirmed=False)
+    if accounting is None:
+        unseen = unaccounted
+    elif accounting:
+        bases = sorted({j.split("_")[0] for j in job_ids})
+        try:
+            found = parse_sacct(query_slurm(["sacct", "-n", "-P", "-X", "-o", "JobID,State,ExitCode",
+                                             "-j", ",".join(bases)]))
+        except SchedulerError as exc:
+            log.warning("%s; jobs gone from squeue are judged by their result files only", exc)
+            unseen = unaccounted
+    missing = [j for j in job_ids if j not in found]
+    if missing:
+        try:
+            queued = parse_squeue(query_slurm(["squeue", "-h", "-r", "-u", user, "-o", "%i|%T|%r"]))
+        except SchedulerError:
+            queued, unseen = {}, JobStatus(JobState.PENDING, reason="squeue failed", confirmed=False)
+        found.update((j, queued[j]) for j in missing if j in queued)
+    return {j: found.get(j, unseen) for j in job_ids}
 
 
 def cluster_config() -> Dict[str, str]:
