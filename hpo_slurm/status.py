@@ -75,13 +75,14 @@ def summarize(layout: ExperimentLayout, trials: TrialsWanted = None) -> Dict[str
                 checkpoint_bytes += int(saved)
             run_counts = {state.value: 0 for state in RunState}
             job_seconds = 0.0
-            for state, count, seconds in conn.execute(
-                    "SELECT state, COUNT(*), TOTAL(CASE WHEN started_at AND ended_at THEN ended_at - started_at END) "
-                    "FROM runs GROUP BY state"):
+            unsubmitted = 0
+            for state, count, seconds, jobless in conn.execute(
+                    "SELECT state, COUNT(*), TOTAL(CASE WHEN started_at AND ended_at THEN ended_at - started_at END), "
+                    "TOTAL(job_id IS NULL) FROM runs GROUP BY state"):  # one scan of the runs
                 run_counts[state] = count
                 job_seconds += seconds
-            unsubmitted = conn.execute("SELECT COUNT(*) FROM runs WHERE state = ? AND job_id IS NULL",
-                                       [RunState.SUBMITTED.value]).fetchone()[0]
+                if state == RunState.SUBMITTED.value:
+                    unsubmitted = int(jobless)
             order = "ASC" if smaller else "DESC"
             top = _query(conn, f"SELECT * FROM trials WHERE best_metric IS NOT NULL "
                                f"ORDER BY best_metric {order}, id LIMIT ?", [TOP_TRIALS])
