@@ -22,7 +22,6 @@ import logging
 import re
 import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -36,7 +35,7 @@ from ..sweep_render import (
 )
 from .base import Executor, JobRequest, JobState, JobStatus, SchedulerError, SubmitError, Submitted
 from .slurm_cli import (
-    check_script, cluster_config, has_accounting, poll_jobs, query_slurm, run_slurm, sbatch, scancel,
+    check_before_launch, cluster_config, has_accounting, poll_jobs, query_slurm, run_slurm, sbatch, scancel,
 )
 from .slurm_parse import (
     expand_array_ids, state_of,
@@ -202,13 +201,7 @@ class ArrayExecutor(Executor):
         array = _Array(0, [JobRequest("check", "check", self.dir, self.dir / "spec.json", gpus, time_minutes)] * count,
                        time_minutes, gpus)
         script = self.render(array, prefix)
-        with tempfile.TemporaryDirectory(prefix="hpo-sweep-check-") as folder:
-            path = Path(folder) / "array.sbatch"
-            path.write_text(script)
-            try:
-                return check_script(path, Path(folder))
-            except SubmitError as exc:
-                raise UserError(f"Slurm refuses the sweep's jobs: {exc}") from None
+        return check_before_launch(lambda folder: script, "the sweep's jobs")
 
     # ---- submission -----------------------------------------------------------------------------
     def submit(self, requests: Sequence[JobRequest]) -> List[Submitted]:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import getpass
 import shlex
-import tempfile
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
@@ -25,11 +24,10 @@ import submitit
 from submitit.core.utils import DelayedSubmission
 
 from ..config import ExperimentConfig
-from ..errors import UserError
 from ..fsio import read_json, write_bytes_atomic, write_json_atomic
 from ..slurm_task import MANIFEST, SHARED_PICKLE, run_task
 from .base import Executor, JobRequest, JobStatus, SubmitError, Submitted
-from .slurm_cli import check_script, cluster_config, has_accounting, poll_jobs, query_slurm, scancel
+from .slurm_cli import check_before_launch, cluster_config, has_accounting, poll_jobs, query_slurm, scancel
 from .slurm_parse import is_retryable, is_submit_limit, parse_names
 
 NO_CAP_PARALLELISM = 100_000
@@ -114,17 +112,13 @@ class SlurmExecutor(Executor):
         """Before anything exists: let ``sbatch --test-only`` judge the script of one of this search's
         jobs (partition, account, QOS, GPUs, memory, time, extra options). A UserError carries sbatch's
         reason; a warning is returned when Slurm cannot judge it now (``slurm_cli.check_script``)."""
-        with tempfile.TemporaryDirectory(prefix="hpo-slurm-check-") as folder:
-            request = JobRequest("check", "hpo-slurm-check", Path(folder), Path(folder) / "spec.json", gpus,
-                                 time_minutes, spec={})
+        def render(folder: Path) -> str:
+            request = JobRequest("check", "hpo-slurm-check", folder, folder / "spec.json", gpus, time_minutes, spec={})
             executor = BatchExecutor(folder=folder, max_num_timeout=0)
             executor.update_parameters(**self.sbatch_parameters(request, request.job_name, 1))
-            script = Path(folder) / "check.sbatch"
-            script.write_text(executor._make_submission_file_text("true", "check"))
-            try:
-                return check_script(script, Path(folder))
-            except SubmitError as exc:
-                raise UserError(f"Slurm refuses the search's jobs: {exc}") from None
+            return executor._make_submission_file_text("true", "check")
+
+        return check_before_launch(render, "the search's jobs")
 
     def sbatch_parameters(self, request: JobRequest, name: str, count: int) -> Dict[str, object]:
         """submitit parameters for a batch: the ``slurm:`` section, GPUs per trial and the time limit."""

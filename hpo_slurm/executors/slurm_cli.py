@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import logging
 import subprocess
+import tempfile
 from pathlib import Path
-from typing import Dict, Optional, Sequence
+from typing import Callable, Dict, Optional, Sequence
 
+from ..errors import UserError
 from .base import JobState, JobStatus, SchedulerError, SubmitError
 from .slurm_parse import (
     is_not_judged_now, is_retryable, is_unreachable, parse_sacct, parse_scontrol_config, parse_squeue,
@@ -73,6 +75,18 @@ def check_script(script: Path, cwd: Path) -> Optional[str]:
             return f"sbatch --test-only could not judge the jobs now ({message}); submitting anyway"
         raise
     return None
+
+
+def check_before_launch(render: Callable[[Path], str], what: str) -> Optional[str]:
+    """``check_script`` on ``render(folder)`` written into a fresh temporary folder, for a search that
+    does not exist yet: a refusal is a UserError, "Slurm refuses <what>: <sbatch's reason>"."""
+    with tempfile.TemporaryDirectory(prefix="hpo-slurm-check-") as folder:
+        script = Path(folder) / "check.sbatch"
+        script.write_text(render(Path(folder)))
+        try:
+            return check_script(script, Path(folder))
+        except SubmitError as exc:
+            raise UserError(f"Slurm refuses {what}: {exc}") from None
 
 
 def poll_jobs(job_ids: Sequence[str], user: str, accounting: Optional[bool]) -> Dict[str, JobStatus]:
