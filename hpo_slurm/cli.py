@@ -90,10 +90,14 @@ def preview(config_path: str, as_json: bool, seconds_per_unit, gpus) -> None:
 
 
 
+def _warn(message: str) -> None:
+    click.echo(f"warning: {message}", err=True)
+
+
 def _print_warnings(config) -> None:
     """The config's ignored or adjusted keys, one ``warning:`` line each on stderr."""
     for warning in config.warnings:
-        click.echo(f"warning: {warning}", err=True)
+        _warn(warning)
 
 
 def _root_option(function):
@@ -135,24 +139,24 @@ def launch(config_path: str, name, root, executor: str, context, detach: bool, a
     _print_warnings(config)
     name = name or config.name
     check_name(name, "--name", "")
+    root_path = _root(root)
     from .live import progress
 
     executor = resolve_executor_name(executor)
     if executor == "slurm":  # what Slurm would refuse is refused before anything is created
         from .executors.slurm import SlurmExecutor
 
-        warning = SlurmExecutor(config, _root(root) / name).check(config.slots_per_trial, config.slurm.time_minutes)
+        warning = SlurmExecutor(config, root_path / name).check(config.slots_per_trial, config.slurm.time_minutes)
         if warning:
-            click.echo(f"warning: {warning}", err=True)
+            _warn(warning)
     if as_job:  # its script too
         from . import driver_job
         from .layout import ExperimentLayout
 
-        driver_job.render(config, ExperimentLayout(_root(root) / name), uid="0" * 32)
+        driver_job.render(config, ExperimentLayout(root_path / name), uid="0" * 32)
     with progress("copying the model folder", unit="bytes") as copied:
-        layout = experiment.create(config, Path(config_path), _root(root), name, executor,
-                                   Path(context) if context else None, progress=copied,
-                                   warn=lambda message: click.echo(f"warning: {message}", err=True))
+        layout = experiment.create(config, Path(config_path), root_path, name, executor,
+                                   Path(context) if context else None, progress=copied, warn=_warn)
     click.echo(f"experiment {name} created in {layout.dir}", err=True)
     if as_job:
         from . import driver_job
