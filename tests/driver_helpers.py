@@ -50,6 +50,13 @@ def cli(*args: str, env: Optional[Dict[str, str]] = None, timeout: float = 300) 
     )
 
 
+def launch_slowed(source: Path, name: str, root: Path, sleep_per_unit: float) -> subprocess.CompletedProcess:
+    """``source`` as experiment ``name``, its trials slowed by ``sleep_per_unit`` seconds a unit,
+    launched on local processes with ``--detach`` under ``root``."""
+    config = write_config(source, source.parent / f"{name}.yaml", name=name, data={"sleep_per_unit": sleep_per_unit})
+    return cli("launch", str(config), "--root", str(root), "--executor", "local", "--detach")
+
+
 def start_cli(*args: str, env: Optional[Dict[str, str]] = None) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "hpo_slurm.cli", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,

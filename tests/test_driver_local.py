@@ -8,13 +8,13 @@ import random
 import signal
 import sqlite3
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
 from driver_helpers import (
-    cli, copy_example, kill_all_trials, metric_lines, start_cli, status, trial_processes, wait_for, write_config,
+    cli, copy_example, kill_all_trials, launch_slowed, metric_lines, start_cli, status, trial_processes, wait_for,
+    write_config,
 )
 
 QUADRATIC_CONFIGS = ["single", "grid", "random", "adaptive", "async_halving", "pbt", "function"]
@@ -234,10 +234,8 @@ def test_malformed_metric_lines_and_deleted_checkpoints_do_not_stop_the_driver(q
 
 
 def test_stop_cancels_running_work(quadratic, tmp_path):
-    config = write_config(quadratic / "random.yaml", quadratic / "stoppable.yaml", name="stoppable",
-                          data={"sleep_per_unit": 0.1})
     root = tmp_path / "runs"
-    done = cli("launch", str(config), "--root", str(root), "--executor", "local", "--detach")
+    done = launch_slowed(quadratic / "random.yaml", "stoppable", root, sleep_per_unit=0.1)
     assert done.returncode == 0, done.stderr
     experiment = root / "stoppable"
     wait_for(lambda: trial_processes(experiment), what="running trials")

@@ -7,11 +7,12 @@ import json
 import os
 import re
 import signal
-from pathlib import Path
 
 import pytest
 
-from driver_helpers import cli, copy_example, start_cli, status, trial_processes, wait_for, write_config
+from driver_helpers import (
+    cli, copy_example, launch_slowed, start_cli, status, trial_processes, wait_for, write_config,
+)
 
 
 @pytest.fixture
@@ -58,10 +59,8 @@ def test_a_pipe_in_the_model_folder_is_left_out_with_a_warning(quadratic, tmp_pa
 
 
 def test_resume_detach_while_a_driver_runs_is_refused(quadratic, tmp_path):
-    config = write_config(quadratic / "single.yaml", quadratic / "slow.yaml", name="slow",
-                          data={"sleep_per_unit": 0.2})
     root = tmp_path / "runs"
-    started = cli("launch", str(config), "--root", str(root), "--executor", "local", "--detach")
+    started = launch_slowed(quadratic / "single.yaml", "slow", root, sleep_per_unit=0.2)
     assert started.returncode == 0, started.stderr
     assert "driver started in the background" in started.stderr
     again = cli("resume", "slow", "--root", str(root), "--detach")
