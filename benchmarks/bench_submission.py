@@ -3,7 +3,7 @@ sbatch per run. Every job is submitted HELD (``slurm.extra_args: {hold: true}`` 
 checked in squeue (all tasks PENDING with reason JobHeldUser), then cancelled with ONE scancel of
 their job ids; the script verifies none is left.
 
-Path measured: the real driver. An experiment folder is made with ``hpo_slurm.experiment.create``
+Path measured: the real driver. An experiment folder is made with ``hpo_slurm.experiment.folder.create``
 from examples/quadratic/random.yaml (max_trials = max_concurrent_trials = N, held); a ``Driver``
 records the N first runs (``start`` with submission off), then ``Driver._submit_ready()`` is timed:
 it fits each run's time limit, builds each run's spec and ``JobRequest`` and calls
@@ -20,7 +20,7 @@ Modes (each repeat makes a fresh experiment, so job names never collide):
 * ``sbatch_array``    floor of the array case: one plain ``sbatch --hold --array=0-(N-1)``;
 * ``array_executor``  for comparison, the same driver with the sweep's ``ArrayExecutor`` (one manifest
                       of spec paths + one rendered array.sbatch, no pickles; its tasks would run
-                      ``hpo_slurm.sweep_task``). It does not deliver specs: the driver writes a spec
+                      ``hpo_slurm.tasks.sweep_task``). It does not deliver specs: the driver writes a spec
                       file per run. It also asks sacctmgr/squeue for submit limits (children).
 
 Measured per mode: wall seconds, the submitting process's own CPU (``time.process_time()``) and its
@@ -57,15 +57,15 @@ sys.path.insert(0, str(REPO))
 
 from common import median, save, table  # noqa: E402
 
-from hpo_slurm.config import load_config  # noqa: E402
-from hpo_slurm.driver import Driver  # noqa: E402
-from hpo_slurm.executors.array import ArrayExecutor  # noqa: E402
+from hpo_slurm.config.schema import load_config  # noqa: E402
+from hpo_slurm.engine.driver import Driver  # noqa: E402
+from hpo_slurm.executors.array.executor import ArrayExecutor  # noqa: E402
 from hpo_slurm.executors.base import JobRequest, Submitted  # noqa: E402
-from hpo_slurm.executors.slurm import SlurmExecutor  # noqa: E402
-from hpo_slurm.executors.slurm_cli import run_slurm  # noqa: E402
-from hpo_slurm.experiment import create  # noqa: E402
+from hpo_slurm.executors.slurm.executor import SlurmExecutor  # noqa: E402
+from hpo_slurm.executors.slurm.commands import run_slurm  # noqa: E402
+from hpo_slurm.experiment.folder import create  # noqa: E402
 from hpo_slurm.searchers import make_searcher  # noqa: E402
-from hpo_slurm.store import Store  # noqa: E402
+from hpo_slurm.experiment.store import Store  # noqa: E402
 
 EXAMPLE = REPO / "examples" / "quadratic"
 MODES = ("arrays", "per_run", "sbatch_per_run", "sbatch_array", "array_executor")
@@ -243,10 +243,10 @@ def profile_groups() -> Dict[str, tuple]:
     import submitit.core.utils as utils
     import submitit.slurm.slurm as slurm_module
 
-    from hpo_slurm import fsio
-    from hpo_slurm.driver import Driver as D
-    from hpo_slurm.executors import slurm as ours
-    from hpo_slurm.timefit import fitted_time_minutes
+    from hpo_slurm.core import fsio
+    from hpo_slurm.engine.driver import Driver as D
+    from hpo_slurm.executors.slurm import executor as ours
+    from hpo_slurm.engine.timefit import fitted_time_minutes
 
     return {
         "hpo-slurm: Driver._submit_ready (all of it)": (D._submit_ready, None),

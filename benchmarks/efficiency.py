@@ -141,9 +141,9 @@ def run_optuna(objective: Callable, names: List[str], max_length: int, trials: i
 
 def one_seed(name: str, seed: int, n: int, workers: int, root: Path, many: Optional[int] = None,
              stop_once: bool = False) -> Dict[str, Any]:
-    from hpo_slurm.config import load_config
+    from hpo_slurm.config.schema import load_config
     from hpo_slurm.searchers.adaptive_asha import bracket_rungs
-    from hpo_slurm.simulate import load_objective, simulate
+    from hpo_slurm.engine.simulation import load_objective, simulate
 
     base, spec = OBJECTIVES[name]
     objective = load_objective(spec)
@@ -198,8 +198,8 @@ def main() -> None:
     parser.add_argument("--tag", default="efficiency", help="name of the JSON file under benchmarks/results")
     args = parser.parse_args()
 
-    from hpo_slurm.config import load_config
-    from hpo_slurm.simulate import load_objective
+    from hpo_slurm.config.schema import load_config
+    from hpo_slurm.engine.simulation import load_objective
 
     root = Path(tempfile.mkdtemp(prefix="hpo-efficiency-"))
     rows, summary = [], []

@@ -36,7 +36,7 @@ OBJECTIVE = "hpo_slurm.benchmarks.zero:objective"
 
 
 def resume_once(trials: int, workers: int) -> dict:
-    from hpo_slurm.simulate import Simulation, create_experiment
+    from hpo_slurm.engine.simulation import Simulation, create_experiment
 
     folder = Path(tempfile.mkdtemp(prefix="hpo-recovery-"))
     config = write_config("zero.yaml", folder / "zero.yaml", max_trials=2 * trials, max_concurrent_trials=workers)
@@ -76,7 +76,7 @@ def timed(command, repeats: int, sizes: Optional[list] = None) -> list:
 
 
 def build_finished(trials: int, workers: int, root: Path) -> Path:
-    from hpo_slurm.simulate import simulate
+    from hpo_slurm.engine.simulation import simulate
 
     config = write_config("zero.yaml", root / "zero.yaml", max_trials=trials, max_concurrent_trials=workers)
     result = simulate(config, OBJECTIVE, root / "runs", name="big", workers=workers)
@@ -95,19 +95,19 @@ def main() -> None:
     for repeat in range(args.repeats):
         resumes.append(resume_once(args.resume_trials, args.workers))
         print(f"resume {repeat + 1}: {resumes[-1]}", flush=True)
-    imports = timed([sys.executable, "-c", "import hpo_slurm.cli, hpo_slurm.runner, hpo_slurm.driver"], args.repeats)
+    imports = timed([sys.executable, "-c", "import hpo_slurm.cli.main, hpo_slurm.engine.session, hpo_slurm.engine.driver"], args.repeats)
 
     root = Path(tempfile.mkdtemp(prefix="hpo-status-"))
     started = time.perf_counter()
     experiment = build_finished(args.status_trials, args.workers, root)
     print(f"built a {args.status_trials:,}-trial experiment in {time.perf_counter() - started:.1f} s", flush=True)
     load_before = os.getloadavg()
-    status_command = [sys.executable, "-m", "hpo_slurm.cli", "status", experiment.name, "--root", str(experiment.parent),
+    status_command = [sys.executable, "-m", "hpo_slurm.cli.main", "status", experiment.name, "--root", str(experiment.parent),
                       "--json"]
     summary_bytes, all_bytes = [], []
     status = timed(status_command, args.repeats, summary_bytes)
     status_all = timed(status_command + ["--trials", "all"], args.repeats, all_bytes)
-    summary_only = timed([sys.executable, "-m", "hpo_slurm.cli", "status", "--root", str(experiment.parent),
+    summary_only = timed([sys.executable, "-m", "hpo_slurm.cli.main", "status", "--root", str(experiment.parent),
                           "--json"], args.repeats)
     python_alone = timed([sys.executable, "-c", "pass"], args.repeats)
     floor = timed([sys.executable, "-c", f"import sqlite3; c = sqlite3.connect({str(experiment / 'experiment.db')!r}); "

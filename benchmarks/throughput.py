@@ -41,7 +41,7 @@ OPTUNA_LIMIT = 10_000  # larger Optuna runs take too long on this machine: extra
 
 
 def run_ours(trials: int, workers: int) -> dict:
-    from hpo_slurm.simulate import Simulation, create_experiment
+    from hpo_slurm.engine.simulation import Simulation, create_experiment
 
     folder = Path(tempfile.mkdtemp(prefix="hpo-throughput-"))
     config = write_config("zero.yaml", folder / "zero.yaml", max_trials=trials, max_concurrent_trials=workers)

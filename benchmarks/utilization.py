@@ -30,7 +30,7 @@ from common import median, save, table, write_config  # noqa: E402
 
 from hpo_slurm.searchers.asha import rung_lengths  # noqa: E402
 from hpo_slurm.searchers.base import WORST, Context, SearchMethod, signed_metric  # noqa: E402
-from hpo_slurm.types import Action, Close, Create, ExitReason, Train  # noqa: E402
+from hpo_slurm.core.types import Action, Close, Create, ExitReason, Train  # noqa: E402
 
 OBJECTIVE = "hpo_slurm.benchmarks.curves:high"
 
@@ -133,7 +133,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from hpo_slurm.executors.simulated import Faults
-    from hpo_slurm.simulate import Simulation, create_experiment
+    from hpo_slurm.engine.simulation import Simulation, create_experiment
 
     faults = Faults(stragglers=args.stragglers, straggler_factor=args.straggler_factor)
     root = Path(tempfile.mkdtemp(prefix="hpo-utilization-"))

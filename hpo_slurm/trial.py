@@ -28,8 +28,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, Optional
 
-from .fsio import append_line, read_json, write_json_atomic
-from .layout import CHECKPOINT_META, ExperimentLayout, checkpoint_name
+from hpo_slurm.core.fsio import append_line, read_json, write_json_atomic
+from hpo_slurm.core.layout import CHECKPOINT_META, ExperimentLayout, checkpoint_name
 
 SPEC_ENV = "HPO_SLURM_SPEC"
 STOP_SIGNALS = ("SIGTERM", "SIGUSR1", "SIGUSR2")

@@ -1,5 +1,5 @@
 """Fabricate an experiment folder and one run's spec, as the driver would, so tests can call
-``hpo_slurm.job.run_job`` on real processes without a driver."""
+``hpo_slurm.tasks.job.run_job`` on real processes without a driver."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
-from hpo_slurm.fsio import write_json_atomic
-from hpo_slurm.layout import CHECKPOINT_META, ExperimentLayout, run_name
+from hpo_slurm.core.fsio import write_json_atomic
+from hpo_slurm.core.layout import CHECKPOINT_META, ExperimentLayout, run_name
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"
@@ -65,7 +65,7 @@ def job_env() -> Dict[str, str]:
 
 def start_job(spec_path: Path) -> subprocess.Popen:
     """``run_job(spec_path)`` in a fresh Python process, as the Slurm job would run it."""
-    code = "import sys; from hpo_slurm.job import run_job; run_job(sys.argv[1])"
+    code = "import sys; from hpo_slurm.tasks.job import run_job; run_job(sys.argv[1])"
     return subprocess.Popen(
         [sys.executable, "-c", code, str(spec_path)],
         env=job_env(),

@@ -10,7 +10,7 @@ from typing import Iterator, Tuple
 from click.testing import CliRunner
 
 from driver_helpers import cli, copy_example
-from hpo_slurm.cli import cli as hpo_cli
+from hpo_slurm.cli.main import cli as hpo_cli
 
 
 def launch_example(tmp: Path, config: str) -> Tuple[Path, str]:
@@ -38,7 +38,7 @@ def png_size(path_or_bytes) -> Tuple[int, int]:
 
 def tfrecords(path: Path) -> Iterator[bytes]:
     """Payloads of a TFRecord file, checking both CRCs of every record."""
-    from hpo_slurm.tensorboard_export import _masked_crc
+    from hpo_slurm.reporting.tensorboard_export import _masked_crc
 
     data = Path(path).read_bytes()
     offset = 0

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from driver_helpers import cli, copy_example, status
 
-from hpo_slurm.checkpoints import collect_garbage, published_checkpoints
-from hpo_slurm.config import CheckpointStorage, ExperimentConfig, SearcherConfig
-from hpo_slurm.layout import CHECKPOINT_META, ExperimentLayout, checkpoint_name
-from hpo_slurm.space import Nested
+from hpo_slurm.engine.checkpoints import collect_garbage, published_checkpoints
+from hpo_slurm.config.schema import CheckpointStorage, ExperimentConfig, SearcherConfig
+from hpo_slurm.core.layout import CHECKPOINT_META, ExperimentLayout, checkpoint_name
+from hpo_slurm.config.space import Nested
 
 
 def make_checkpoints(layout: ExperimentLayout, trial_id: int, lengths):

@@ -9,8 +9,8 @@ from pathlib import Path
 import click
 import pytest
 
-from hpo_slurm import cli_results
-from hpo_slurm.cli import cli
+from hpo_slurm.cli import results as cli_results
+from hpo_slurm.cli.main import cli
 from results_helpers import invoke
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()

@@ -8,7 +8,7 @@ import shlex
 
 import pytest
 
-from hpo_slurm.config import (
+from hpo_slurm.config.schema import (
     CheckpointStorage,
     ExperimentConfig,
     SearcherConfig,
@@ -17,9 +17,9 @@ from hpo_slurm.config import (
     load_config,
     parse_config,
 )
-from hpo_slurm.errors import ConfigError, UserError
-from hpo_slurm.rng import Rng
-from hpo_slurm.space import Categorical, Const, Double, Int, Log, Nested
+from hpo_slurm.core.errors import ConfigError, UserError
+from hpo_slurm.core.rng import Rng
+from hpo_slurm.config.space import Categorical, Const, Double, Int, Log, Nested
 
 # Determined's examples/tutorials/mnist_pytorch/adaptive.yaml, plus keys hpo-slurm ignores.
 MNIST_ADAPTIVE = """\
@@ -622,7 +622,7 @@ def test_directory(in_tmp):
 
 
 def test_unreadable_file(in_tmp, monkeypatch):
-    import hpo_slurm.config as config_module
+    import hpo_slurm.config.schema as config_module
 
     def refuse(*args, **kwargs):
         raise PermissionError(13, "Permission denied")

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 from click.testing import CliRunner
 
-from hpo_slurm.cli import cli
-from hpo_slurm.config import load_config, parse_config
-from hpo_slurm.config_checks import MAX_TRIALS
+from hpo_slurm.cli.main import cli
+from hpo_slurm.config.schema import load_config, parse_config
+from hpo_slurm.config.checks import MAX_TRIALS
 
 HEAD = "entrypoint: python3 train.py\n"
 RANDOM = "searcher: {name: random, metric: loss, max_trials: 4, max_length: 100}\n"

@@ -1,4 +1,4 @@
-"""The quadratic example run through ``hpo_slurm.job.run_job`` in real processes, no driver: reaching
+"""The quadratic example run through ``hpo_slurm.tasks.job.run_job`` in real processes, no driver: reaching
 the target, stopping on SIGTERM and resuming exactly, failures, InvalidHP and the module:function form."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import signal
 
 import pytest
 
-from hpo_slurm.layout import CHECKPOINT_META, ExperimentLayout
+from hpo_slurm.core.layout import CHECKPOINT_META, ExperimentLayout
 
 from helpers_spec import (
     EXAMPLES,

@@ -14,7 +14,7 @@ from typing import Dict, List, Tuple
 import pytest
 
 from driver_helpers import cli, copy_example, kill_all_trials, start_cli, status, wait_for, write_config
-from hpo_slurm.lock import driver_alive
+from hpo_slurm.experiment.lock import driver_alive
 
 HEADER = re.compile(r"^==> run (\S+) \(job (\S+)\) (\S+) <==\n$")
 

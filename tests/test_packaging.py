@@ -1,5 +1,5 @@
 """A wheel of hpo-slurm carries what an installed copy needs outside the Python sources: the sbatch
-templates of ``templates/sbatch/``, read through ``hpo_slurm.templates``."""
+templates of ``templates/sbatch/``, read through ``hpo_slurm.executors.templates``."""
 
 from __future__ import annotations
 
@@ -13,9 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from hpo_slurm import driver_job, sweep_render, templates
-from hpo_slurm.config import load_config
-from hpo_slurm.layout import ExperimentLayout
+from hpo_slurm.engine import driver_job
+from hpo_slurm.executors.array import render as sweep_render
+from hpo_slurm.executors import templates
+from hpo_slurm.config.schema import load_config
+from hpo_slurm.core.layout import ExperimentLayout
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED = ("array.sbatch", "driver.sbatch")
@@ -50,7 +52,7 @@ def test_a_wheel_install_finds_the_templates(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     assert {f"hpo_slurm/sbatch_templates/{name}" for name in SHIPPED} <= set(names)
     zipfile.ZipFile(wheel).extractall(tmp_path / "site")
-    probe = ("import json, hpo_slurm, hpo_slurm.templates as t; "
+    probe = ("import json, hpo_slurm, hpo_slurm.executors.templates as t; "
              "print(json.dumps([hpo_slurm.__file__] + [t.sbatch_template(n) for n in %r]))" % (SHIPPED,))
     env = {**os.environ, "PYTHONPATH": str(tmp_path / "site")}
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=60)

@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from hpo_slurm.config import ExperimentConfig, SearcherConfig
-from hpo_slurm.preview import build_plan, render_plan, simulate
+from hpo_slurm.config.schema import ExperimentConfig, SearcherConfig
+from hpo_slurm.searchers.preview import build_plan, render_plan, simulate
 from hpo_slurm.searchers import make_searcher
-from hpo_slurm.space import Double, Int, Nested
+from hpo_slurm.config.space import Double, Int, Nested
 
 SPACE = Nested((("lr", Double(0.001, 0.1)), ("layers", Int(1, 8))))
 

@@ -15,10 +15,11 @@ import click
 import pytest
 import yaml
 
-from hpo_slurm import experiment, plots, results
-from hpo_slurm.completion import complete_experiment_names
-from hpo_slurm.config_checks import Checker, parse_hyperparameters
-from hpo_slurm.space import Const
+from hpo_slurm.experiment import folder as experiment
+from hpo_slurm.reporting import plots, results
+from hpo_slurm.cli.completion import complete_experiment_names
+from hpo_slurm.config.checks import Checker, parse_hyperparameters
+from hpo_slurm.config.space import Const
 from results_helpers import invoke, launch_example, tfrecords
 
 
@@ -184,8 +185,8 @@ def test_completion_lists_experiment_names(search, tmp_path, monkeypatch):
     # through the shell protocol, as bash asks
     env = {**os.environ, "_HPO_SLURM_COMPLETE": "bash_complete", "COMP_WORDS": f"hpo-slurm best {name[:4]}",
            "COMP_CWORD": "2", "HPO_SLURM_ROOT": str(root)}
-    done = subprocess.run([sys.executable, "-m", "hpo_slurm.cli"], env=env, capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-m", "hpo_slurm.cli.main"], env=env, capture_output=True, text=True)
     assert done.stdout.split() == [f"plain,{name}"]
     env.update(COMP_WORDS="hpo-slurm ten", COMP_CWORD="1")
-    done = subprocess.run([sys.executable, "-m", "hpo_slurm.cli"], env=env, capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-m", "hpo_slurm.cli.main"], env=env, capture_output=True, text=True)
     assert done.stdout.split() == ["plain,tensorboard"]

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from hpo_slurm import experiment, live, views
-from hpo_slurm.config import load_config
+from hpo_slurm.experiment import folder as experiment
+from hpo_slurm.reporting import live, views
+from hpo_slurm.config.schema import load_config
 from results_helpers import invoke
 
 ANSI = re.compile(r"\x1b\[")

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from hpo_slurm import experiment, plots, results
-from hpo_slurm.config import load_config
+from hpo_slurm.experiment import folder as experiment
+from hpo_slurm.reporting import plots, results
+from hpo_slurm.config.schema import load_config
 from results_helpers import invoke, launch_example, png_size
 
 pytest.importorskip("matplotlib")

@@ -10,12 +10,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hpo_slurm.config import ExperimentConfig, SearcherConfig
-from hpo_slurm.preview import build_plan
+from hpo_slurm.config.schema import ExperimentConfig, SearcherConfig
+from hpo_slurm.searchers.preview import build_plan
 from hpo_slurm.searchers import make_searcher, restore_searcher
 from hpo_slurm.searchers.adaptive_asha import layout
-from hpo_slurm.space import Categorical, Double, Int, Log, Nested
-from hpo_slurm.types import Close, Create, ExitReason, Shutdown, Train, action_to_json
+from hpo_slurm.config.space import Categorical, Double, Int, Log, Nested
+from hpo_slurm.core.types import Close, Create, ExitReason, Shutdown, Train, action_to_json
 
 SPACE = Nested((
     ("lr", Log(-4, -1, count=3)),

@@ -9,13 +9,13 @@ from typing import Any, Callable, Dict
 
 import pytest
 
-from hpo_slurm.config import ExperimentConfig, SearcherConfig
+from hpo_slurm.config.schema import ExperimentConfig, SearcherConfig
 from hpo_slurm.searchers import make_searcher, restore_searcher
 from hpo_slurm.searchers.adaptive_asha import bracket_rungs, integer_log, layout, max_rungs
 from hpo_slurm.searchers.asha import rung_lengths
 from hpo_slurm.searchers.base import WORST, signed_metric
-from hpo_slurm.space import Categorical, Double, Int, Nested
-from hpo_slurm.types import Close, Create, ExitReason, Shutdown, Train
+from hpo_slurm.config.space import Categorical, Double, Int, Nested
+from hpo_slurm.core.types import Close, Create, ExitReason, Shutdown, Train
 
 SPACE = Nested((("lr", Double(0.001, 0.1)), ("layers", Int(1, 8)), ("act", Categorical(("relu", "gelu")))))
 

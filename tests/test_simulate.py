@@ -10,13 +10,13 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from hpo_slurm.cli import cli
+from hpo_slurm.cli.main import cli
 from hpo_slurm.executors.base import JobState, JobStatus, SchedulerError, SubmitError
 from hpo_slurm.executors.simulated import Faults
-from hpo_slurm.simulate import Simulation, create_experiment, simulate
-from hpo_slurm.ingest import MetricLine
-from hpo_slurm.layout import ExperimentLayout
-from hpo_slurm.status import summarize
+from hpo_slurm.engine.simulation import Simulation, create_experiment, simulate
+from hpo_slurm.core.protocol import MetricLine
+from hpo_slurm.core.layout import ExperimentLayout
+from hpo_slurm.reporting.status import summarize
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIGS = REPO / "benchmarks" / "configs"
@@ -73,7 +73,7 @@ def test_records_the_search_in_sqlite_like_launch(tmp_path):
         == result["runs"]
     kinds = {k for (k,) in rows(result, "SELECT DISTINCT kind FROM events")}
     assert {"experiment_started", "created", "validation", "run_ended", "closed", "shutdown"} <= kinds
-    summary = summarize(Path(result["dir"]) and __import__("hpo_slurm.layout", fromlist=["x"]).ExperimentLayout(
+    summary = summarize(Path(result["dir"]) and __import__("hpo_slurm.core.layout", fromlist=["x"]).ExperimentLayout(
         Path(result["dir"])))
     assert summary["state"] == "COMPLETED" and summary["progress"] == pytest.approx(1.0)
     assert summary["best"]["metric"] <= result["best"]["metric"]

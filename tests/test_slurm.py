@@ -292,11 +292,11 @@ def test_the_driver_runs_as_a_job_that_requeues_itself(quadratic, tmp_path):
 
 
 def test_without_accounting_the_executor_works_from_squeue_and_files(quadratic, tmp_path):
-    from hpo_slurm import experiment as experiments
-    from hpo_slurm.config import load_config
-    from hpo_slurm.driver import Driver, load_searcher
-    from hpo_slurm.executors.slurm import SlurmExecutor
-    from hpo_slurm.store import Store
+    from hpo_slurm.experiment import folder as experiments
+    from hpo_slurm.config.schema import load_config
+    from hpo_slurm.engine.driver import Driver, load_searcher
+    from hpo_slurm.executors.slurm.executor import SlurmExecutor
+    from hpo_slurm.experiment.store import Store
 
     path = write_config(quadratic / "random.yaml", quadratic / "nosacct.yaml", name="nosacct",
                         searcher={"max_trials": 3}, slurm={**FAST_POLL, "time": 5}, max_restarts=1,

@@ -16,15 +16,15 @@ import pytest
 
 from driver_helpers import copy_example, write_config
 from slurm_cluster import require_cluster, slurm, wait_until_idle
-from hpo_slurm import experiment as experiments
-from hpo_slurm.config import load_config
-from hpo_slurm.driver import Driver, load_searcher
+from hpo_slurm.experiment import folder as experiments
+from hpo_slurm.config.schema import load_config
+from hpo_slurm.engine.driver import Driver, load_searcher
 from hpo_slurm.executors.base import JobRequest
-from hpo_slurm.executors.slurm import SlurmExecutor
-from hpo_slurm.fsio import read_json
-from hpo_slurm.logs import run_log_files
-from hpo_slurm.slurm_task import MANIFEST, SHARED_PICKLE
-from hpo_slurm.store import Store
+from hpo_slurm.executors.slurm.executor import SlurmExecutor
+from hpo_slurm.core.fsio import read_json
+from hpo_slurm.reporting.logs import run_log_files
+from hpo_slurm.tasks.slurm_task import MANIFEST, SHARED_PICKLE
+from hpo_slurm.experiment.store import Store
 
 pytestmark = pytest.mark.slurm
 

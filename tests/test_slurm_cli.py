@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from hpo_slurm.config import load_config
-from hpo_slurm.executors import slurm_cli
+from hpo_slurm.config.schema import load_config
+from hpo_slurm.executors.slurm import commands as slurm_cli
 from hpo_slurm.executors.base import JobRequest, JobState, JobStatus, SchedulerError, SubmitError
-from hpo_slurm.executors.slurm import SlurmExecutor
-from hpo_slurm.sweep_wave import submit_once
+from hpo_slurm.executors.slurm.executor import SlurmExecutor
+from hpo_slurm.executors.array.wave_job import submit_once
 
 QUADRATIC = Path(__file__).resolve().parent.parent / "examples" / "quadratic"
 

@@ -1,7 +1,7 @@
 """Slurm output parsers, on literal output captured from Slurm 22.05."""
 
 from hpo_slurm.executors.base import JobState
-from hpo_slurm.executors.slurm_parse import (
+from hpo_slurm.executors.slurm.parse import (
     expand_array_ids, is_retryable, is_submit_limit, parse_names, parse_sacct, parse_scontrol_config, parse_squeue,
 )
 

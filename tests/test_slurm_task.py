@@ -1,4 +1,4 @@
-"""The task side of the Slurm executor, without a cluster: ``python -m hpo_slurm.slurm_task FOLDER``
+"""The task side of the Slurm executor, without a cluster: ``python -m hpo_slurm.tasks.slurm_task FOLDER``
 run as Slurm would run a task of a job array (Slurm's environment variables set by hand)."""
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ import pytest
 from submitit.core.utils import DelayedSubmission
 
 from helpers_spec import EXAMPLES, job_env
-from hpo_slurm.executors.slurm import BatchExecutor
-from hpo_slurm.fsio import read_json, write_json_atomic
-from hpo_slurm.layout import ExperimentLayout, run_name
-from hpo_slurm.slurm_task import MANIFEST, SHARED_PICKLE, run_task, task_index
+from hpo_slurm.executors.slurm.executor import BatchExecutor
+from hpo_slurm.core.fsio import read_json, write_json_atomic
+from hpo_slurm.core.layout import ExperimentLayout, run_name
+from hpo_slurm.tasks.slurm_task import MANIFEST, SHARED_PICKLE, run_task, task_index
 
 HPARAMS = {"optimizer": {"lr": 0.05, "momentum": 0.8}, "layers": 3, "activation": "tanh"}
 ARRAY_JOB = "4242"
@@ -53,7 +53,7 @@ def run_task_process(folder: Path, index: int, restart: int = 0) -> subprocess.C
     env.update(SUBMITIT_EXECUTOR="slurm", SLURM_JOB_ID=str(int(ARRAY_JOB) + index), SLURM_ARRAY_JOB_ID=ARRAY_JOB,
                SLURM_ARRAY_TASK_ID=str(index), SLURM_PROCID="0", SLURM_LOCALID="0", SLURM_NODEID="0",
                SLURM_NTASKS="1", SLURM_JOB_NUM_NODES="1", SLURM_RESTART_COUNT=str(restart))
-    return subprocess.run([sys.executable, "-u", "-m", "hpo_slurm.slurm_task", str(folder)], env=env,
+    return subprocess.run([sys.executable, "-u", "-m", "hpo_slurm.tasks.slurm_task", str(folder)], env=env,
                           capture_output=True, text=True, timeout=120)
 
 
@@ -126,6 +126,6 @@ def test_the_rendered_script_runs_the_task_entry_on_the_quoted_batch_folder(tmp_
     text = executor._make_submission_file_text(executor._submitit_command_str, "uid")
     command = text.strip().splitlines()[-1]
     words: List[str] = shlex.split(command)
-    assert words[-4:-1] == ["-u", "-m", "hpo_slurm.slurm_task"] and words[-1] == str(folder)
+    assert words[-4:-1] == ["-u", "-m", "hpo_slurm.tasks.slurm_task"] and words[-1] == str(folder)
     assert "#SBATCH --array=0-1%2" in text
     assert "momentum" not in text and "tanh" not in text  # hyperparameters never reach the script

@@ -13,10 +13,10 @@ import pytest
 import yaml
 
 from driver_helpers import cli
-from hpo_slurm.layout import ExperimentLayout
-from hpo_slurm.simulate import Simulation, create_experiment
-from hpo_slurm.status import TOP_TRIALS, summarize
-from hpo_slurm.types import RunState, TrialState
+from hpo_slurm.core.layout import ExperimentLayout
+from hpo_slurm.engine.simulation import Simulation, create_experiment
+from hpo_slurm.reporting.status import TOP_TRIALS, summarize
+from hpo_slurm.core.types import RunState, TrialState
 from results_helpers import invoke, launch_example
 
 REPO = Path(__file__).resolve().parent.parent
@@ -178,7 +178,7 @@ def test_runs_not_yet_given_to_the_scheduler_are_told_apart_from_queued_ones(tmp
     from rich.console import Console
 
     from hpo_slurm.executors.base import SubmitError
-    from hpo_slurm.views import summary_panel
+    from hpo_slurm.reporting.views import summary_panel
 
     layout, _ = create_experiment(REPO / "benchmarks" / "configs" / "hartmann6.yaml", tmp_path / "runs", name="full")
     simulation = Simulation(layout, "hpo_slurm.benchmarks.hartmann:good", workers=4)

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import sqlite_utils
 
-from hpo_slurm.errors import UserError
-from hpo_slurm.store import MIGRATIONS, SCHEMA_VERSION, Store, filesystem_type, is_network_filesystem
+from hpo_slurm.core.errors import UserError
+from hpo_slurm.experiment.store import MIGRATIONS, SCHEMA_VERSION, Store, filesystem_type, is_network_filesystem
 
 MOUNTS = """\
 /dev/vda / ext4 rw,relatime 0 0

@@ -14,20 +14,20 @@ from pathlib import Path
 import pytest
 
 from driver_helpers import cli, copy_example, write_config
-from hpo_slurm.config import SlurmConfig, load_config
-from hpo_slurm.errors import UserError
-from hpo_slurm.executors import array as array_module
-from hpo_slurm.executors.array import ArrayExecutor
+from hpo_slurm.config.schema import SlurmConfig, load_config
+from hpo_slurm.core.errors import UserError
+from hpo_slurm.executors.array import executor as array_module
+from hpo_slurm.executors.array.executor import ArrayExecutor
 from hpo_slurm.executors.base import JobRequest, JobState, SchedulerError
-from hpo_slurm.fsio import write_json_atomic
+from hpo_slurm.core.fsio import write_json_atomic
 from hpo_slurm.searchers import make_searcher
-from hpo_slurm.sweep import planned_trials
-from hpo_slurm.sweep_plan import Limits, parse_assoc, parse_qos, plan_arrays, user_cap
-from hpo_slurm.sweep_render import (
+from hpo_slurm.sweep.arrays import planned_trials
+from hpo_slurm.executors.array.caps import Limits, parse_assoc, parse_qos, plan_arrays, user_cap
+from hpo_slurm.executors.array.render import (
     array_spec, check_template, option_lines, render_array, render_wave,
 )
-from hpo_slurm.templates import sbatch_template
-from hpo_slurm.types import Close, Create, Train
+from hpo_slurm.executors.templates import sbatch_template
+from hpo_slurm.core.types import Close, Create, Train
 
 HOSTILE = '"$(touch {marker})"; rm -rf x `touch {marker}` \'; touch {marker}'
 
@@ -43,14 +43,14 @@ def test_render_quotes_every_value_in_the_body(tmp_path):
     assert "#SBATCH --array=0-29%4" in script and "#SBATCH --signal=B:USR2@120" in script
     assert "#SBATCH --job-name=hpo.0123abcd.array-3" in script
     (command,) = [line for line in script.splitlines() if line.startswith("exec ")]
-    assert shlex.split(command) == ["exec", "/bin/echo", "-m", "hpo_slurm.sweep_task",
+    assert shlex.split(command) == ["exec", "/bin/echo", "-m", "hpo_slurm.tasks.sweep_task",
                                     str(odd / "jobs" / "array-3" / "manifest.json")]
     # run it: bash hands the hostile path to the program as one argument and executes none of it
     path = tmp_path / "array.sbatch"
     path.write_text(script)
     done = subprocess.run(["bash", str(path)], capture_output=True, text=True, timeout=30)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == f"-m hpo_slurm.sweep_task {odd}/jobs/array-3/manifest.json"
+    assert done.stdout.strip() == f"-m hpo_slurm.tasks.sweep_task {odd}/jobs/array-3/manifest.json"
     assert not marker.exists()
 
 

@@ -2,7 +2,7 @@
 
 import math
 
-from hpo_slurm.timefit import OVERHEAD_S, fitted_time_minutes
+from hpo_slurm.engine.timefit import OVERHEAD_S, fitted_time_minutes
 
 
 def run(state, started, ended, start, end):

@@ -10,6 +10,6 @@ that continues a trial from length ``a`` to ``b`` costs ``seconds(b) - seconds(a
 * ``zero``: costs nothing and computes almost nothing, to measure the driver's own overhead.
 """
 
-from ._hashing import hash_normals, hash_uniforms
+from hpo_slurm.benchmarks._hashing import hash_normals, hash_uniforms
 
 __all__ = ["hash_normals", "hash_uniforms"]

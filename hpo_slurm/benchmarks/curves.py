@@ -26,7 +26,7 @@ import math
 from statistics import NormalDist
 from typing import Any, Callable, Dict
 
-from ._hashing import hash_normals
+from hpo_slurm.benchmarks._hashing import hash_normals
 
 NAMES = ("x0", "x1", "x2", "x3")
 MAX_LENGTH = 256

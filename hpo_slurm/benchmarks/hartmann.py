@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 from typing import Any, Callable, Dict, Sequence
 
-from ._hashing import hash_normals
+from hpo_slurm.benchmarks._hashing import hash_normals
 
 ALPHA = (1.0, 1.2, 3.0, 3.2)
 A = (

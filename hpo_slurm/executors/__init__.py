@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import shutil
 
-from ..config import ExperimentConfig
-from ..errors import UserError
-from ..layout import ExperimentLayout
-from .base import Executor
+from hpo_slurm.config.schema import ExperimentConfig
+from hpo_slurm.core.errors import UserError
+from hpo_slurm.core.layout import ExperimentLayout
+from hpo_slurm.executors.base import Executor
 
 EXECUTOR_CHOICES = ("auto", "local", "slurm")
 
@@ -21,15 +21,15 @@ def resolve_executor_name(choice: str) -> str:
 
 def make_executor(name: str, config: ExperimentConfig, layout: ExperimentLayout) -> Executor:
     if name == "local":
-        from .local import LocalExecutor
+        from hpo_slurm.executors.local import LocalExecutor
 
         return LocalExecutor(signal_delay_s=config.slurm.signal_delay_s)
     if name == "slurm":
-        from .slurm import SlurmExecutor
+        from hpo_slurm.executors.slurm.executor import SlurmExecutor
 
         return SlurmExecutor(config, layout.dir)
     if name == "array":  # a sweep's (hpo-slurm sweep); resume and stop drive it like any other
-        from .array import ArrayExecutor
+        from hpo_slurm.executors.array.executor import ArrayExecutor
 
         return ArrayExecutor(config, layout.dir)
     raise UserError(f"unknown executor {name!r}: expected one of {', '.join(EXECUTOR_CHOICES)}")

@@ -1,12 +1,16 @@
 """What the driver needs from a place that runs jobs: submit a batch, poll all live jobs at once,
-find jobs by name after a crash, cancel."""
+find jobs by name after a crash, cancel (``Executor``); and what it reads of the files those jobs
+leave behind (``Workspace``: real files for local and Slurm jobs, memory for the simulator)."""
 
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Set, Tuple
+
+from hpo_slurm.config.schema import ExperimentConfig
+from hpo_slurm.core.protocol import MetricLine
 
 
 class JobState(str, enum.Enum):
@@ -101,4 +105,51 @@ class Executor:
     def cancel(self, job_ids: Sequence[str]) -> None:
         """Stop the jobs (the trials get SIGTERM and checkpoint). Jobs that already ended are skipped.
         Raises SchedulerError when the request could not be delivered."""
+        raise NotImplementedError
+
+
+class Workspace:
+    """The driver's view of what jobs leave behind. Offsets are opaque integers owned by the workspace."""
+
+    def stop_requested(self) -> bool:
+        raise NotImplementedError
+
+    def read_metrics(self, trial_id: int, offset: int) -> Tuple[List[MetricLine], int, List[str]]:
+        """New complete metric lines after ``offset``, the new offset, and warnings for bad lines."""
+        raise NotImplementedError
+
+    def read_result(self, run_id: str) -> Optional[Dict[str, Any]]:
+        """How the run's last attempt ended (``job.run_job``'s result), or None."""
+        raise NotImplementedError
+
+    def attempts(self, run_id: str) -> int:
+        """How many times the run's job started (more than one when the scheduler requeued it)."""
+        raise NotImplementedError
+
+    def run_times(self, run_id: str) -> Tuple[Optional[float], Optional[float]]:
+        """When the run's last attempt started and ended, by the clock of the node it ran on."""
+        raise NotImplementedError
+
+    def latest_checkpoint(self, trial_id: int) -> Optional[str]:
+        raise NotImplementedError
+
+    def prepare_run(self, run_id: str, trial_id: int, spec: Dict[str, Any]) -> None:
+        """Make what the run's job reads (its spec file) before it is submitted. The driver skips this
+        for executors that deliver specs themselves (``Executor.delivers_specs``)."""
+        raise NotImplementedError
+
+    def request_stop(self, run_id: str) -> None:
+        """Ask a running job to checkpoint and end (it sees ``should_stop()``)."""
+        raise NotImplementedError
+
+    def collect_garbage(self, config: ExperimentConfig, trials: Dict[int, Dict[str, Any]], trial_id: int,
+                        validations: Callable[[], Dict[int, float]], referenced: Set[str]) -> int:
+        """Apply the checkpoint policy to one trial; the bytes its checkpoints still use.
+        ``validations()`` gives the trial's validation metric by length; call it only when needed."""
+        raise NotImplementedError
+
+    def run_dir(self, run_id: str) -> Path:
+        raise NotImplementedError
+
+    def spec_path(self, run_id: str) -> Path:
         raise NotImplementedError

@@ -17,9 +17,9 @@ from typing import Dict, List, Optional, Sequence, Set
 import submitit
 from submitit.local import local as submitit_local
 
-from ..errors import UserError
-from ..job import run_job
-from .base import Executor, JobRequest, JobState, JobStatus, SubmitError, Submitted
+from hpo_slurm.core.errors import UserError
+from hpo_slurm.tasks.job import run_job
+from hpo_slurm.executors.base import Executor, JobRequest, JobState, JobStatus, SubmitError, Submitted
 
 NO_TIME_LIMIT_MINUTES = 60 * 24 * 30
 

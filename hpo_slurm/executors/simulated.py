@@ -27,10 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Set, Tuple
 
-from ..ingest import MetricLine
-from ..rng import Rng
-from ..workspace import Workspace
-from .base import Executor, JobRequest, JobState, JobStatus, Submitted
+from hpo_slurm.core.protocol import MetricLine
+from hpo_slurm.core.rng import Rng
+from hpo_slurm.executors.base import Workspace
+from hpo_slurm.executors.base import Executor, JobRequest, JobState, JobStatus, Submitted
 
 Objective = Callable[[Dict[str, Any], int], Dict[str, Any]]
 SIM_ROOT = Path("/simulated")  # run folders and spec paths the driver names; never created

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from typing import Any, Dict, Optional
 
-from ..config import ExperimentConfig
-from .adaptive_asha import adaptive_asha
-from .asha import AsyncHalving
-from .base import Context, SearchMethod
-from .grid import GridSearch
-from .pbt import PBT
-from .random_search import RandomSearch, single_search
-from .wrapper import Searcher
+from hpo_slurm.config.schema import ExperimentConfig
+from hpo_slurm.searchers.adaptive_asha import adaptive_asha
+from hpo_slurm.searchers.asha import AsyncHalving
+from hpo_slurm.searchers.base import Context, SearchMethod
+from hpo_slurm.searchers.grid import GridSearch
+from hpo_slurm.searchers.pbt import PBT
+from hpo_slurm.searchers.random_search import RandomSearch, single_search
+from hpo_slurm.searchers.wrapper import Searcher
 
 _METHODS = {
     "single": single_search,

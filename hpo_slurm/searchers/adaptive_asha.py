@@ -13,11 +13,11 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional
 
-from ..config import SearcherConfig
-from ..space import Nested
-from .asha import AsyncHalving
-from .base import Context
-from .tournament import Tournament, restore_methods_state
+from hpo_slurm.config.schema import SearcherConfig
+from hpo_slurm.config.space import Nested
+from hpo_slurm.searchers.asha import AsyncHalving
+from hpo_slurm.searchers.base import Context
+from hpo_slurm.searchers.tournament import Tournament, restore_methods_state
 
 MODES = ("aggressive", "standard", "conservative")
 

@@ -24,10 +24,10 @@ import copy
 import pickle
 from typing import Any, Dict, List, Optional, Tuple
 
-from ..config import SearcherConfig
-from ..space import Nested
-from ..types import Action, Close, Create, ExitReason, Train
-from .base import WORST, Context, SearchMethod, signed_metric
+from hpo_slurm.config.schema import SearcherConfig
+from hpo_slurm.config.space import Nested
+from hpo_slurm.core.types import Action, Close, Create, ExitReason, Train
+from hpo_slurm.searchers.base import WORST, Context, SearchMethod, signed_metric
 
 
 def rung_lengths(max_length: int, divisor: float, num_rungs: int) -> List[int]:

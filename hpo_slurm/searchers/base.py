@@ -22,8 +22,8 @@ import math
 import sys
 from typing import Any, Dict, List, Optional
 
-from ..rng import Rng
-from ..types import Action, ExitReason
+from hpo_slurm.core.rng import Rng
+from hpo_slurm.core.types import Action, ExitReason
 
 #: The signed metric of an early-exited trial, or of a NaN / infinite / missing metric.
 WORST = sys.float_info.max

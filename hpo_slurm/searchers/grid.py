@@ -9,11 +9,11 @@ from __future__ import annotations
 import copy
 from typing import Any, Dict, List, Optional
 
-from ..config import SearcherConfig
-from ..space import Nested
-from ..types import Action, ExitReason
-from .base import Context
-from .independent import IndependentTrials, concurrency
+from hpo_slurm.config.schema import SearcherConfig
+from hpo_slurm.config.space import Nested
+from hpo_slurm.core.types import Action, ExitReason
+from hpo_slurm.searchers.base import Context
+from hpo_slurm.searchers.independent import IndependentTrials, concurrency
 
 
 class GridSearch(IndependentTrials):

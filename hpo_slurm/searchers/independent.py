@@ -7,8 +7,8 @@ from __future__ import annotations
 import copy
 from typing import Any, Dict, List
 
-from ..types import Action, Close, Create, Train
-from .base import SearchMethod
+from hpo_slurm.core.types import Action, Close, Create, Train
+from hpo_slurm.searchers.base import SearchMethod
 
 
 def concurrency(cap: int, budget: int) -> int:

@@ -16,10 +16,10 @@ from __future__ import annotations
 import copy
 from typing import Any, Dict, List, Optional
 
-from ..config import SearcherConfig
-from ..space import Nested
-from ..types import Action, Close, Create, ExitReason, Train
-from .base import WORST, Context, SearchMethod, signed_metric
+from hpo_slurm.config.schema import SearcherConfig
+from hpo_slurm.config.space import Nested
+from hpo_slurm.core.types import Action, Close, Create, ExitReason, Train
+from hpo_slurm.searchers.base import WORST, Context, SearchMethod, signed_metric
 
 
 class PBT(SearchMethod):

@@ -13,8 +13,8 @@ import copy
 import pickle
 from typing import Any, Dict, List, Optional
 
-from ..types import Action, Create, ExitReason, Train
-from .base import SearchMethod
+from hpo_slurm.core.types import Action, Create, ExitReason, Train
+from hpo_slurm.searchers.base import SearchMethod
 
 
 class Tournament(SearchMethod):

@@ -22,8 +22,8 @@ import copy
 import pickle
 from typing import Any, Dict, List, Optional
 
-from ..types import Action, Close, Create, ExitReason, Shutdown, Train
-from .base import Context, SearchMethod
+from hpo_slurm.core.types import Action, Close, Create, ExitReason, Shutdown, Train
+from hpo_slurm.searchers.base import Context, SearchMethod
 
 _FRESH = {
     # Open trials only: id -> {"train": outstanding length or None, "length", "created", "close_sent", "exit"}.

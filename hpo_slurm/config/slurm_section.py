@@ -1,0 +1,203 @@
+"""The ``slurm:`` section of an experiment config: Slurm's time and memory formats, sbatch options
+(``extra_args``, Determined's ``sbatch_args``) checked before any script is rendered, with the options
+hpo-slurm sets itself refused by name, and the setup lines every job runs first."""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any, Dict, List, Tuple
+
+from hpo_slurm.config.checks import Checker, is_int, is_number, join, show
+
+SLURM_KEYS = ("partition", "account", "qos", "time", "cpus_per_task", "mem", "constraint", "gpu_type",
+              "extra_args", "setup", "signal_delay", "poll_interval", "array_template", "sbatch_args")
+SLURM_IGNORED = {
+    "slots_per_node": "hpo-slurm runs one trial per job; GPUs per trial come from resources.slots_per_trial",
+}
+# sbatch options with their own setting: extra_args must not set them, sbatch_args may (and sets it)
+_DEDICATED = {"partition": "partition", "account": "account", "qos": "qos", "time": "time",
+              "cpus-per-task": "cpus_per_task", "mem": "mem", "constraint": "constraint"}
+_MANAGED = {
+    "gpus": "set resources.slots_per_trial (and slurm.gpu_type) instead",
+    "gpus-per-node": "set resources.slots_per_trial (and slurm.gpu_type) instead",
+    "gpus-per-task": "set resources.slots_per_trial (and slurm.gpu_type) instead",
+    "signal": "set slurm.signal_delay instead",
+    "no-requeue": "preempted jobs must requeue to resume from their checkpoints",
+    "chdir": "hpo-slurm sets the jobs' working folder (their log paths are relative to it)",
+    **{name: "hpo-slurm sets it for every job" for name in ("array", "job-name", "output", "error", "wrap")},
+}
+_OPTION_RE = re.compile(r"[a-z][a-z0-9-]*")
+_TIME_RE = re.compile(r"(?:([0-9]{1,12})-)?([0-9]{1,12})(?::([0-9]{1,12}))?(?::([0-9]{1,12}))?")
+MAX_TIME_MINUTES = 2**31 - 1  # Slurm keeps time limits in 32 bits
+_MEM_RE = re.compile(r"([0-9]+)([KMGTkmgt]?)")
+_GPU_TYPE_RE = re.compile(r"[A-Za-z0-9_.-]+")
+_TIME_FORMS = 'minutes, "MM:SS", "HH:MM:SS", "D-HH", "D-HH:MM" or "D-HH:MM:SS"'
+
+
+def slurm_time_minutes(ck: Checker, value: Any, path: str) -> int:
+    """A Slurm time limit in whole minutes, seconds rounded up."""
+    seconds = None
+    if is_int(value):
+        seconds = value * 60
+    elif isinstance(value, str):
+        match = _TIME_RE.fullmatch(value.strip())
+        if match:
+            days, first, second, third = match.groups()
+            if days is not None:  # D-HH[:MM[:SS]]
+                h, m, s = int(first), int(second or 0), int(third or 0)
+                if h < 24 and m < 60 and s < 60:
+                    seconds = ((int(days) * 24 + h) * 60 + m) * 60 + s
+            elif third is not None:  # HH:MM:SS
+                if int(second) < 60 and int(third) < 60:
+                    seconds = (int(first) * 60 + int(second)) * 60 + int(third)
+            elif second is not None:  # MM:SS
+                if int(second) < 60:
+                    seconds = int(first) * 60 + int(second)
+            else:  # MM
+                seconds = int(first) * 60
+    if seconds is None:
+        ck.fail(path, f"expected a Slurm time limit ({_TIME_FORMS}), got {show(value)}")
+    if seconds <= 0:
+        ck.fail(path, f"expected a time limit of at least 1 minute, got {show(value)}")
+    if seconds > MAX_TIME_MINUTES * 60:
+        ck.fail(path, f"expected a time limit of at most {MAX_TIME_MINUTES:,} minutes, got {show(value)}")
+    return -(-seconds // 60)
+
+
+def slurm_mem(ck: Checker, value: Any, path: str) -> str:
+    """Memory per node as sbatch takes it: an integer of megabytes or digits with K, M, G or T."""
+    if is_int(value) and value >= 0:
+        return f"{value}M"
+    match = _MEM_RE.fullmatch(value.strip()) if isinstance(value, str) else None
+    if not match:
+        ck.fail(path, f'expected a memory size such as "16G", "4000M" or an integer of megabytes, '
+                      f"got {show(value)}")
+    return match.group(1) + (match.group(2).upper() or "M")
+
+
+def _word(ck: Checker, value: Any, path: str) -> str:
+    """A one-line sbatch value without spaces (partition, account, qos)."""
+    text = ck.string(value if not is_int(value) else str(value), path)
+    if any(c.isspace() for c in text):
+        ck.fail(path, f"expected a value without spaces, got {show(text)}")
+    return text
+
+
+def _option_value(ck: Checker, value: Any, path: str) -> str:
+    """An extra sbatch option's value: a string or number, or true for a bare flag (stored as "")."""
+    if value is True:
+        return ""
+    if is_number(value):
+        return str(value)
+    return ck.string(value, path, what="a string, a number or true")
+
+
+def _sbatch_args(ck: Checker, value: Any, path: str) -> List[Tuple[str, Any, str]]:
+    """Determined's ``slurm.sbatch_args`` (``["--time=1:00:00", "--exclusive"]``) as
+    (option name, value or True, key path)."""
+    if not isinstance(value, list):
+        ck.fail(path, f"expected a list of sbatch options, got {show(value)}")
+    options = []
+    for i, item in enumerate(value):
+        item_path = f"{path}[{i}]"
+        text = ck.string(item, item_path, what="an sbatch option such as '--mail-type=END'")
+        if not text.startswith("--"):
+            ck.fail(item_path, f"expected a long sbatch option such as '--mail-type=END', got {show(text)}")
+        name, rest = re.fullmatch(r"([^=\s]*)(?:(?:=|\s+)(.*))?", text[2:], re.S).groups()
+        options.append((name, True if rest is None else rest.strip(), item_path))
+    return options
+
+
+def parse_slurm(ck: Checker, value: Any, path: str, base_dir: str) -> Dict[str, Any]:
+    """The ``slurm:`` section as keyword arguments of ``SlurmConfig``. ``array_template`` is
+    resolved against ``base_dir`` and must exist."""
+    section = ck.mapping(value, path)
+    ck.check_keys(section, path, SLURM_KEYS, SLURM_IGNORED)
+    given = {key: (val, join(path, key)) for key, val in section.items() if val is not None}
+    extra: Dict[str, str] = {}
+    extra_paths: Dict[str, str] = {}
+
+    def add_extra(name: Any, val: Any, where: str, from_sbatch_args: bool) -> None:
+        if not isinstance(name, str) or not _OPTION_RE.fullmatch(name):
+            ck.fail(where, f"expected an sbatch option name of lowercase letters, digits and '-', "
+                           f"got {show(name)}")
+        if name in _MANAGED:
+            ck.fail(where, f"--{name} cannot be set here; {_MANAGED[name]}")
+        if name == "gres" and "gpu" in str(val).lower():  # other generic resources (local scratch) are fine
+            ck.fail(where, f"--gres={val} asks for GPUs; set resources.slots_per_trial (and slurm.gpu_type) instead")
+        if name in _DEDICATED:
+            field = _DEDICATED[name]
+            if not from_sbatch_args:
+                ck.fail(where, f"set {join(path, field)} instead of an extra --{name}")
+            if field in given:
+                ck.fail(where, f"--{name} is also set by {given[field][1]}; keep one")
+            given[field] = (val, where)
+            return
+        if name in extra:
+            ck.fail(where, f"--{name} is also set by {extra_paths[name]}; keep one")
+        if val is False or val is None:
+            ck.fail(where, f"expected a string, a number or true, got {show(val)}")
+        extra[name], extra_paths[name] = _option_value(ck, val, where), where
+
+    if "extra_args" in given:
+        extra_args, where = given.pop("extra_args")
+        for name, val in ck.mapping(extra_args, where).items():
+            add_extra(name, val, join(where, name), from_sbatch_args=False)
+    if "sbatch_args" in given:
+        sbatch_args, where = given.pop("sbatch_args")
+        for name, val, item_path in _sbatch_args(ck, sbatch_args, where):
+            add_extra(name, val, item_path, from_sbatch_args=True)
+
+    out: Dict[str, Any] = {"extra_args": tuple(extra.items())}
+    for key in ("partition", "account", "qos"):
+        if key in given:
+            out[key] = _word(ck, *given[key])
+    if "constraint" in given:
+        out["constraint"] = ck.string(*given["constraint"])
+    if "time" in given:
+        out["time_minutes"] = slurm_time_minutes(ck, *given["time"])
+    if "cpus_per_task" in given:
+        val, where = given["cpus_per_task"]
+        digits = isinstance(val, str) and re.fullmatch(r"[0-9]{1,9}", val)
+        out["cpus_per_task"] = ck.integer(int(val) if digits else val, where, minimum=1)
+    if "mem" in given:
+        out["mem"] = slurm_mem(ck, *given["mem"])
+    if "gpu_type" in given:
+        val, where = given["gpu_type"]
+        if not isinstance(val, str) or not _GPU_TYPE_RE.fullmatch(val):
+            ck.fail(where, f"expected a GPU type of letters, digits, '_', '-' and '.', got {show(val)}")
+        out["gpu_type"] = val
+    if "setup" in given:
+        out["setup"] = _setup_lines(ck, *given["setup"])
+    if "signal_delay" in given:
+        out["signal_delay_s"] = ck.integer(given["signal_delay"][0], given["signal_delay"][1], 10, 65535)
+        if "time_minutes" in out and out["signal_delay_s"] >= out["time_minutes"] * 60:
+            ck.fail(given["signal_delay"][1], f"expected fewer seconds than the time limit "
+                                              f"({out['time_minutes'] * 60} s), got {out['signal_delay_s']}")
+    if "poll_interval" in given:
+        out["poll_interval_s"] = ck.number(*given["poll_interval"], above=0)
+    if "array_template" in given:
+        val, where = given["array_template"]
+        text = os.path.expanduser(ck.string(val, where, what="a file path"))
+        resolved = os.path.abspath(os.path.join(base_dir, text))
+        if not os.path.isfile(resolved):
+            ck.fail(where, f"no such file: {resolved}")
+        out["array_template"] = resolved
+    return out
+
+
+def _setup_lines(ck: Checker, value: Any, path: str) -> Tuple[str, ...]:
+    """Shell lines from a string (split at newlines) or a list of strings; blank lines dropped."""
+    if isinstance(value, str):
+        items = [(value, path)]
+    elif isinstance(value, list):
+        items = [(item, f"{path}[{i}]") for i, item in enumerate(value)]
+    else:
+        ck.fail(path, f"expected a shell line or a list of shell lines, got {show(value)}")
+    lines: List[str] = []
+    for item, where in items:
+        if not isinstance(item, str):
+            ck.fail(where, f"expected a shell line, got {show(item)}")
+        lines.extend(line.rstrip() for line in item.splitlines() if line.strip())
+    return tuple(lines)

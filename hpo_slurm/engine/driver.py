@@ -1,0 +1,688 @@
+"""The driver: one loop that turns searcher decisions into jobs and job results into searcher events.
+
+One tick:
+1. poll: ONE batched status query for every live job (no more often than the poll interval);
+2. ingest: new metric lines of every trial with a run, from stored byte offsets (between polls, only
+   of trials whose run was seen running); a validation at a trial's target length becomes a searcher
+   event;
+3. decide: ended jobs become successes, preemptions, time-outs or failures; the searcher's actions
+   become trial and run records;
+4. persist: everything the tick changed, with the searcher snapshot, in ONE transaction;
+5. act: cancel, then submit the runs recorded in 4 and record their job ids (a second transaction).
+
+Polling comes before ingesting so a job seen as ended has all its lines read before its end is judged.
+Crash safety comes from the order of 4 and 5: a run is recorded, under a unique name, before it is
+submitted, and bound to its job id after. A driver that restarts looks unbound runs up by name before
+submitting anything, and re-adopts live jobs. Side effects on files (spec files or the executor's batch
+manifest, stop files) happen in 5 too, after the decision that asks for them is durable.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import signal
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable, Deque, Dict, Iterable, List, Optional, Tuple
+
+from hpo_slurm.config.schema import ExperimentConfig
+from hpo_slurm.executors.base import SchedulerError, Executor, JobRequest, JobState, JobStatus, SubmitError
+from hpo_slurm.engine.faults import CrashPoints
+from hpo_slurm.engine.ingest import is_better, metric_value
+from hpo_slurm.core.layout import ExperimentLayout, run_name
+from hpo_slurm.searchers import Searcher, make_searcher, restore_searcher
+from hpo_slurm.experiment.store import Store
+from hpo_slurm.engine.timefit import fitted_time_minutes
+from hpo_slurm.core.types import (Action, Close, Create, ExitReason, RunState, Shutdown, Train, TrialState, cancel_unconfirmed,
+                    run_may_be_out)
+from hpo_slurm.engine.workspace import FileWorkspace
+from hpo_slurm.executors.base import Workspace
+
+log = logging.getLogger("hpo_slurm.engine.driver")
+
+SUBMIT_BACKOFF_S = (5.0, 15.0, 60.0, 300.0)
+SUBMIT_LIMIT_RETRY_S = 10.0  # after a refusal for a queued-jobs cap: jobs that end make room
+SUBMISSION_REFUSED = "submission refused"  # the reason of a run whose sbatch was refused for good
+UNKNOWN_GRACE_S = 30.0  # a job unknown to the scheduler this soon after submission is not yet LOST
+# exit codes of a job killed by SIGTERM, SIGUSR1 or SIGUSR2 (as the signal number or 128 + it)
+STOP_SIGNAL_EXITS = {n for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2) for n in (int(sig), 128 + int(sig))}
+SNAPSHOT_EVERY_EVENTS = 5000  # searcher snapshots are O(search); between them, its inputs are logged
+SNAPSHOT_EVERY_S = 60.0
+_dumps_sorted = json.JSONEncoder(sort_keys=True).encode  # json.dumps(x, sort_keys=True) without a new encoder per call
+
+
+@dataclass
+class _Changes:
+    """What one tick changed, written in one transaction."""
+
+    new_trials: List[int] = field(default_factory=list)
+    trials: Dict[int, Dict[str, Any]] = field(default_factory=dict)
+    new_runs: List[str] = field(default_factory=list)
+    runs: Dict[str, Dict[str, Any]] = field(default_factory=dict)
+    metrics: List[Dict[str, Any]] = field(default_factory=list)
+    events: List[Dict[str, Any]] = field(default_factory=list)
+    experiment: Dict[str, Any] = field(default_factory=dict)
+    searcher_events: List[Dict[str, Any]] = field(default_factory=list)
+    cancel: List[str] = field(default_factory=list)  # run ids
+    touched_trials: set = field(default_factory=set)
+
+    def empty(self) -> bool:
+        return not (self.new_trials or self.trials or self.new_runs or self.runs or self.metrics
+                    or self.events or self.experiment or self.searcher_events)
+
+
+class Driver:
+    """Owns one experiment while it runs. Build with ``Driver.open``; call ``tick()`` until ``done``."""
+
+    def __init__(
+        self,
+        layout: ExperimentLayout,
+        config: ExperimentConfig,
+        store: Store,
+        executor: Executor,
+        searcher: Searcher,
+        clock: Callable[[], float] = time.time,
+        poll_interval_s: float = 1.0,
+        submit: bool = True,
+        workspace: Optional[Workspace] = None,
+    ):
+        self.layout = layout
+        self.workspace = workspace or FileWorkspace(layout)
+        self.config = config
+        self.store = store
+        self.executor = executor
+        self.searcher = searcher
+        self.clock = clock
+        self.poll_interval_s = poll_interval_s
+        self.submit_enabled = submit  # False: record runs but leave them unsubmitted (sweep status)
+        self.experiment = store.experiment()
+        self.job_prefix = f"hpo.{self.experiment['uid'][:8]}."
+        self.trials: Dict[int, Dict[str, Any]] = {row["id"]: row for row in store.trials()}
+        self.runs: Dict[str, Dict[str, Any]] = {row["id"]: row for row in store.runs()}
+        self.runs_by_trial: Dict[int, List[str]] = {}  # every run of a trial, oldest first
+        self.active: Dict[int, List[str]] = {}  # trial id -> its unfinished runs, oldest first
+        for run in sorted(self.runs.values(), key=lambda r: (r["trial_id"], r["seq"])):
+            self.runs_by_trial.setdefault(run["trial_id"], []).append(run["id"])
+            if run_may_be_out(run):
+                self.active.setdefault(run["trial_id"], []).append(run["id"])
+        self._event_seq = store.last_searcher_event()
+        self._persisted_seq = self._event_seq  # the searcher events durable in the store
+        self._snapshot_seq = store.snapshot_event_seq()
+        self._snapshot_at = clock()
+        self._changes = _Changes()
+        self._last_poll = -math.inf
+        self._next_submit_at = -math.inf
+        self._submit_failures = 0
+        self._batch_cap: Optional[int] = None  # most runs per submission, after a queued-jobs cap refused more
+        self._stopping = False
+        self._crash = CrashPoints.from_environment()
+        self._uncertain: set = set()  # runs whose last submission attempt may have created a job
+        self._children = {t for t, row in self.trials.items() if row["parent_checkpoint"]}  # PBT children
+        self._resolved_dirs: Optional[Tuple[str, str]] = None
+
+    # ---- life cycle -----------------------------------------------------------------------------
+    def start(self, fresh: bool) -> None:
+        """Begin a new search (``fresh``) or reconcile with the jobs an earlier driver left."""
+        if fresh and self.workspace.stop_requested():
+            self._set_experiment(state="STOPPED", ended_at=self.clock())
+            self._persist()
+            return
+        if fresh:
+            self._apply(self._feed("initial"))
+            self._event("experiment_started", None, {"executor": self.executor.name})
+            log.info("started: %s search on the %s executor", self.config.searcher.name, self.executor.name)
+            self._persist()
+        else:
+            self._reconcile()
+        self._act()
+
+    @property
+    def done(self) -> bool:
+        state = self.experiment["state"]
+        return state != "RUNNING" and not any(self._live_runs())
+
+    def tick(self) -> None:
+        now = self.clock()
+        polled = now - self._last_poll >= self.poll_interval_s
+        if polled:
+            self._last_poll = now
+            statuses = self._poll()
+        else:
+            statuses = {}
+        for trial_id in list(self.active):
+            # between polls only trials seen running can have new lines: queued ones cost no file access
+            if polled or self._running(trial_id):
+                self._ingest(trial_id)
+        for run_id, status in statuses.items():
+            self._on_job_status(run_id, status)
+        if not self._stopping and self.workspace.stop_requested():
+            self._stop_all()
+        self._persist()
+        self._act()
+
+    # ---- 1. poll --------------------------------------------------------------------------------
+    def _live_runs(self) -> Iterable[Dict[str, Any]]:
+        for run_ids in self.active.values():
+            for run_id in run_ids:
+                run = self.runs[run_id]
+                if run["job_id"]:
+                    yield run
+
+    def _poll(self) -> Dict[str, JobStatus]:
+        by_job = {run["job_id"]: run["id"] for run in self._live_runs()}
+        if not by_job:
+            return {}
+        states = self.executor.poll(list(by_job))
+        return {by_job[job_id]: status for job_id, status in states.items() if job_id in by_job}
+
+    # ---- 2. ingest ------------------------------------------------------------------------------
+    def _running(self, trial_id: int) -> bool:
+        return any(self.runs[run_id]["state"] == RunState.RUNNING.value for run_id in self.active.get(trial_id, ()))
+
+    def _ingest(self, trial_id: int) -> None:
+        trial = self.trials[trial_id]
+        lines, offset, warnings = self.workspace.read_metrics(trial_id, trial["metrics_offset"] or 0)
+        for warning in warnings:
+            log.warning(warning)
+        if offset != trial["metrics_offset"]:
+            self._set_trial(trial_id, metrics_offset=offset)
+        searcher = self.config.searcher
+        reached = max((line.length for line in lines), default=0)
+        if reached > (trial["trained_length"] or 0):
+            self._set_trial(trial_id, trained_length=reached)
+        for line in lines:
+            self._changes.metrics.append({
+                "trial_id": trial_id, "run_id": line.run, "kind": line.kind, "length": line.length,
+                "metrics": _dumps_sorted(line.metrics), "time": line.time,
+            })
+            if line.kind != "validation":
+                continue
+            value = metric_value(line.metrics, searcher.metric)
+            if math.isnan(value):
+                log.warning("trial %s: validation at %s has no numeric %r: counted as the worst",
+                            trial_id, line.length, searcher.metric)
+            fields: Dict[str, Any] = {"latest_metric": value if math.isfinite(value) else None}
+            if is_better(value, trial["best_metric"], searcher.smaller_is_better):
+                fields.update(best_metric=value, best_length=line.length)
+            self._set_trial(trial_id, **fields)
+            target = trial["target_length"]
+            if not trial["closed"] and target is not None and line.length >= target > (trial["validated_length"] or 0):
+                self._set_trial(trial_id, validated_length=target, target_length=None, state=TrialState.PAUSED.value)
+                self._event("validation", trial_id, {"length": target, "metric": value})
+                self._apply(self._feed("validation", trial_id, target, value))
+
+    # ---- 3. decide ------------------------------------------------------------------------------
+    def _on_job_status(self, run_id: str, status: JobStatus) -> None:
+        run = self.runs[run_id]
+        trial_id = run["trial_id"]
+        if status.state == JobState.PENDING:
+            if status.confirmed and run["state"] == RunState.RUNNING.value:
+                # the scheduler requeued it (a preemption): queued again until it restarts
+                self._set_run(run_id, state=RunState.SUBMITTED.value)
+                self._show_trial_as(trial_id, TrialState.QUEUED)
+            return
+        if status.state == JobState.RUNNING:
+            if run["state"] == RunState.SUBMITTED.value:
+                self._set_run(run_id, state=RunState.RUNNING.value, started_at=self.clock())
+                self._show_trial_as(trial_id, TrialState.RUNNING)
+            return
+        if (status.state == JobState.UNKNOWN and (self._recently_submitted(run) or not status.confirmed)
+                and self.workspace.read_result(run_id) is None):
+            return  # not yet visible to the scheduler's queries, or its accounting could not say how it ended
+        self._on_job_ended(run_id, status)
+
+    def _show_trial_as(self, trial_id: int, state: TrialState) -> None:
+        """The state its current run gives an open trial (queued, running) while it trains toward a target."""
+        trial = self.trials[trial_id]
+        if not trial["closed"] and trial["target_length"] is not None:
+            self._set_trial(trial_id, state=state.value)
+
+    def _recently_submitted(self, run: Dict[str, Any]) -> bool:
+        return self.clock() - (run["submitted_at"] or 0.0) < UNKNOWN_GRACE_S
+
+    def _on_job_ended(self, run_id: str, status: JobStatus) -> None:
+        run = self.runs[run_id]
+        trial_id = run["trial_id"]
+        trial = self.trials[trial_id]
+        result = self.workspace.read_result(run_id)
+        stop_reason = result.get("stop_reason") if result else None
+        outcome, reason = self._judge(run, trial, status, result, stop_reason)
+        self._finish_run(run_id, outcome, reason, status.exit_code)
+        requeued = self.workspace.attempts(run_id) - 1
+        if requeued > 0:  # the scheduler preempted and requeued the job under the same id
+            self._set_trial(trial_id, preemptions=(trial["preemptions"] or 0) + requeued)
+        if trial["closed"] or outcome in (RunState.SUCCEEDED, RunState.CANCELLED):
+            return
+        if result and result.get("status") == "invalid_hp":
+            self._early_exit(trial_id, ExitReason.INVALID_HP, f"invalid hyperparameters: {result.get('message', '')}")
+        elif outcome == RunState.PREEMPTED:
+            self._set_trial(trial_id, preemptions=(trial["preemptions"] or 0) + 1)
+            self._record_run(trial_id)
+        elif outcome == RunState.TIMEOUT:
+            self._record_run(trial_id)
+        else:
+            restarts = (trial["restarts"] or 0) + 1
+            self._set_trial(trial_id, restarts=restarts, message=reason)
+            if restarts > self.config.max_restarts:
+                self._early_exit(trial_id, ExitReason.ERRORED,
+                                 f"failed {restarts} times (max_restarts {self.config.max_restarts}); last: {reason}")
+            else:
+                self._record_run(trial_id)
+
+    def _judge(self, run, trial, status: JobStatus, result, stop_reason):
+        """How a run ended, and why: (RunState, reason)."""
+        if (trial["validated_length"] or 0) >= run["to_length"]:
+            return RunState.SUCCEEDED, ""
+        if run["state"] == RunState.CANCELLED.value or trial["closed"] or stop_reason == "search_stopped":
+            return RunState.CANCELLED, "stopped by the search"
+        if result and result.get("status") == "invalid_hp":
+            return RunState.FAILED, "invalid hyperparameters"
+        if stop_reason == "preempted" or status.state == JobState.PREEMPTED:
+            return RunState.PREEMPTED, "preempted"
+        if result is None and status.exit_code in STOP_SIGNAL_EXITS:
+            # a stop signal killed the job before the trial could take it (still starting up)
+            return RunState.PREEMPTED, "preempted"
+        if stop_reason == "time_limit" or status.state == JobState.TIMEOUT:
+            return RunState.TIMEOUT, "reached its time limit"
+        if result is None and status.state == JobState.UNKNOWN:
+            return RunState.LOST, "the job vanished without a result"
+        if status.reason.startswith(SUBMISSION_REFUSED):
+            return RunState.FAILED, status.reason
+        if result and result.get("status") == "exited":
+            return RunState.FAILED, f"exited without reporting validation at length {run['to_length']}"
+        if result and result.get("message"):
+            return RunState.FAILED, result["message"]
+        if status.state == JobState.CANCELLED:
+            return RunState.FAILED, "cancelled outside hpo-slurm"
+        detail = f" (exit code {status.exit_code})" if status.exit_code is not None else ""
+        return RunState.FAILED, f"job ended {status.state.value.lower()}{detail} {status.reason}".strip()
+
+    def _finish_run(self, run_id: str, outcome: RunState, reason: str, exit_code: Optional[int]) -> None:
+        run = self.runs[run_id]
+        started, ended = self.workspace.run_times(run_id) if run["job_id"] else (None, None)
+        # the job's own times are exact; the driver only sees states as often as it polls
+        self._set_run(run_id, state=outcome.value, reason=reason, exit_code=exit_code,
+                      started_at=started or run["started_at"], ended_at=ended or self.clock())
+        self.active[run["trial_id"]].remove(run_id)
+        if not self.active[run["trial_id"]]:
+            del self.active[run["trial_id"]]
+        self._event("run_ended", run["trial_id"], {"run": run_id, "state": outcome.value, "reason": reason})
+        self._changes.touched_trials.add(run["trial_id"])
+
+    def _early_exit(self, trial_id: int, reason: ExitReason, message: str) -> None:
+        log.warning("trial %s: %s", trial_id, message)
+        self._set_trial(trial_id, state=TrialState.ERRORED.value, exit_reason=reason.value, message=message,
+                        target_length=None, ended_at=self.clock())
+        self._event("early_exit", trial_id, {"reason": reason.value, "message": message})
+        self._apply(self._feed("early_exit", trial_id, reason.value))
+        if not self.trials[trial_id]["closed"]:
+            self._mark_closed(trial_id)
+            self._apply(self._feed("closed", trial_id))
+
+    def _feed(self, kind: str, *args: Any) -> List[Action]:
+        """Give the searcher one event, logging it so a restart can replay it after the last snapshot."""
+        self._event_seq += 1
+        self._changes.searcher_events.append({"seq": self._event_seq, "kind": kind, "args": json.dumps(args)})
+        return feed_searcher(self.searcher, kind, args)
+
+    def _apply(self, actions: Iterable[Action]) -> None:
+        queue: Deque[Action] = deque(actions)
+        while queue:
+            action = queue.popleft()
+            if isinstance(action, Create):
+                self._create_trial(action)
+                self._event("created", action.trial_id, {"hparams": action.hparams, "parent": action.parent})
+                queue.extend(self._feed("created", action.trial_id))
+            elif isinstance(action, Train):
+                self._set_trial(action.trial_id, target_length=action.length)
+                self._record_run(action.trial_id)
+            elif isinstance(action, Close):
+                if not self.trials[action.trial_id]["closed"]:
+                    self._close_trial(action.trial_id)
+                    queue.extend(self._feed("closed", action.trial_id))
+            elif isinstance(action, Shutdown):
+                state = "ERRORED" if action.failure else "COMPLETED"
+                self._set_experiment(state=state, ended_at=self.clock())
+                self._event("shutdown", None, {"failure": action.failure})
+
+    def _create_trial(self, action: Create) -> None:
+        parent_checkpoint = None
+        if action.parent is not None:
+            parent_checkpoint = self.workspace.latest_checkpoint(action.parent)
+        row = {
+            "id": action.trial_id, "hparams": _dumps_sorted(action.hparams), "parent": action.parent,
+            "parent_checkpoint": parent_checkpoint, "state": TrialState.PENDING.value, "target_length": None,
+            "validated_length": 0, "trained_length": 0, "latest_metric": None, "best_metric": None, "best_length": None,
+            "restarts": 0, "preemptions": 0, "closed": 0, "exit_reason": None, "message": None,
+            "metrics_offset": 0, "checkpoint_bytes": 0, "created_at": self.clock(), "ended_at": None,
+        }
+        self.trials[action.trial_id] = row
+        self._changes.new_trials.append(action.trial_id)
+        if parent_checkpoint:
+            self._children.add(action.trial_id)
+
+    def _record_run(self, trial_id: int) -> None:
+        """Record the run that trains ``trial_id`` to its target; it is submitted in the act phase."""
+        trial = self.trials[trial_id]
+        seq = 1 + max((r["seq"] for r in self._runs_of(trial_id)), default=0)
+        run_id = run_name(trial_id, seq)
+        self.runs[run_id] = {
+            "id": run_id, "trial_id": trial_id, "seq": seq, "from_length": trial["validated_length"] or 0,
+            "to_length": trial["target_length"], "state": RunState.SUBMITTED.value, "job_id": None, "gpus": None,
+            "time_minutes": None,  # fitted when it is submitted, once the trial's earlier runs have ended
+            "recorded_at": self.clock(), "submitted_at": None,
+            "started_at": None, "ended_at": None, "exit_code": None, "reason": None,
+        }
+        self._changes.new_runs.append(run_id)
+        self.runs_by_trial.setdefault(trial_id, []).append(run_id)
+        self.active.setdefault(trial_id, []).append(run_id)
+        if not any(self.runs[r]["job_id"] for r in self.active[trial_id]):
+            self._set_trial(trial_id, state=TrialState.PENDING.value)
+
+    def _runs_of(self, trial_id: int) -> List[Dict[str, Any]]:
+        return [self.runs[run_id] for run_id in self.runs_by_trial.get(trial_id, [])]
+
+    def _close_trial(self, trial_id: int) -> None:
+        trial = self.trials[trial_id]
+        if trial["state"] != TrialState.ERRORED.value:
+            finished = (trial["validated_length"] or 0) >= self.config.searcher.max_length
+            state = TrialState.COMPLETED if finished else TrialState.STOPPED_EARLY
+            self._set_trial(trial_id, state=state.value, target_length=None, ended_at=self.clock())
+        self._mark_closed(trial_id)
+        self._event("closed", trial_id, {})
+
+    def _mark_closed(self, trial_id: int) -> None:
+        """The trial gets no more work: its unsubmitted runs are dropped, its unfinished work cancelled."""
+        self._set_trial(trial_id, closed=1)
+        for run_id in list(self.active.get(trial_id, [])):
+            run = self.runs[run_id]
+            if not run["job_id"]:
+                if run_id in self._uncertain:  # its job may exist: if it ever starts, it stops at once
+                    self.workspace.request_stop(run_id)
+                    self._uncertain.discard(run_id)
+                self._finish_run(run_id, RunState.CANCELLED, "not needed any more", None)
+            elif (self.trials[trial_id]["validated_length"] or 0) < run["to_length"]:
+                self._set_run(run_id, state=RunState.CANCELLED.value, reason="stopped by the search")
+                self._changes.cancel.append(run_id)
+
+    def _stop_all(self) -> None:
+        """The user asked to stop: close every open trial and cancel all work."""
+        self._stopping = True
+        for trial_id, trial in self.trials.items():
+            if not trial["closed"]:
+                self._set_trial(trial_id, state=TrialState.STOPPED_EARLY.value, exit_reason=ExitReason.USER_CANCELED.value,
+                                target_length=None, ended_at=self.clock())
+                self._mark_closed(trial_id)
+        for run in self._live_runs():
+            if run["id"] not in self._changes.cancel:
+                self._changes.cancel.append(run["id"])
+        if self.experiment["state"] == "RUNNING":
+            self._set_experiment(state="STOPPED", ended_at=self.clock())
+        self._event("stopped", None, {})
+
+    # ---- bookkeeping ----------------------------------------------------------------------------
+    def _set_trial(self, trial_id: int, **fields: Any) -> None:
+        self.trials[trial_id].update(fields)
+        if trial_id not in self._changes.new_trials:
+            self._changes.trials.setdefault(trial_id, {}).update(fields)
+
+    def _set_run(self, run_id: str, **fields: Any) -> None:
+        self.runs[run_id].update(fields)
+        if run_id not in self._changes.new_runs:
+            self._changes.runs.setdefault(run_id, {}).update(fields)
+
+    def _set_experiment(self, **fields: Any) -> None:
+        self.experiment.update(fields)
+        self._changes.experiment.update(fields)
+
+    def _event(self, kind: str, trial_id: Optional[int], data: Dict[str, Any]) -> None:
+        self._changes.events.append({"time": self.clock(), "kind": kind, "trial_id": trial_id, "data": data})
+
+    # ---- 4. persist -----------------------------------------------------------------------------
+    def _persist(self) -> None:
+        changes = self._changes
+        if changes.empty():
+            return
+        with self.store.transaction():
+            self.store.insert_trials(self.trials[t] for t in changes.new_trials)
+            self.store.update_rows("trials", "id", changes.trials.items())
+            self.store.insert_runs(self.runs[r] for r in changes.new_runs)
+            self.store.update_rows("runs", "id", changes.runs.items())
+            self.store.insert_metrics(changes.metrics)
+            self.store.append_events(changes.events)
+            if changes.searcher_events:
+                changes.experiment["progress"] = self.searcher.progress()
+            if changes.experiment:
+                self.store.update_experiment(**changes.experiment)
+            self.store.append_searcher_events(changes.searcher_events)
+            if self._snapshot_due():
+                self.store.save_snapshot(self.searcher.snapshot(), self.clock(), self._event_seq)
+                self._snapshot_seq, self._snapshot_at = self._event_seq, self.clock()
+        self._persisted_seq = self._event_seq
+        self._changes = _Changes(cancel=changes.cancel, touched_trials=changes.touched_trials)
+
+    def _snapshot_due(self) -> bool:
+        behind = self._event_seq - self._snapshot_seq
+        if behind <= 0:
+            return False
+        if self.experiment["state"] != "RUNNING":
+            return True
+        # A snapshot costs O(trials): at least twice that many events go between two, so snapshots cost
+        # O(1) per event instead of O(trials) (quadratic in a 100k-trial search); a resume replays at
+        # most max(SNAPSHOT_EVERY_EVENTS, 2 x trials) events. An old snapshot waits for trials / 4.
+        size = len(self.trials)
+        return behind >= max(SNAPSHOT_EVERY_EVENTS, 2 * size) or (
+            self.clock() - self._snapshot_at >= SNAPSHOT_EVERY_S and behind >= size // 4)
+
+    def checkpoint_searcher(self) -> None:
+        """Snapshot the searcher now (a driver that is about to exit calls this). Only when every event
+        it has seen is durable: a driver interrupted between a searcher event and its commit leaves the
+        snapshot as it was, and a resume replays the logged events instead."""
+        if self._event_seq != self._persisted_seq:
+            log.info("searcher snapshot skipped: the driver stopped before its last decisions were saved")
+            return
+        if self._event_seq > self._snapshot_seq:
+            with self.store.transaction():
+                self.store.save_snapshot(self.searcher.snapshot(), self.clock(), self._event_seq)
+            self._snapshot_seq = self._event_seq
+
+    # ---- 5. act ---------------------------------------------------------------------------------
+    def _act(self) -> None:
+        changes = self._changes
+        if changes.cancel:
+            pending, changes.cancel = changes.cancel, []
+            self._cancel(pending)
+        if self.submit_enabled and self.clock() >= self._next_submit_at:
+            self._submit_ready()
+        if changes.touched_trials:
+            referenced = {self.trials[t]["parent_checkpoint"] for t in self._children
+                          if not TrialState(self.trials[t]["state"]).terminal}
+            for trial_id in changes.touched_trials:
+                used = self.workspace.collect_garbage(self.config, self.trials, trial_id,
+                                                      lambda t=trial_id: self._validations(t), referenced)
+                self._set_trial(trial_id, checkpoint_bytes=used)
+        changes.touched_trials = set()
+        self._persist()
+
+    def _validations(self, trial_id: int) -> Dict[int, float]:
+        """The trial's validation metric by length (read from the store only when a GC needs it)."""
+        return {row["length"]: metric_value(row["metrics"], self.config.searcher.metric)
+                for row in self.store.metrics(trial_id, kind="validation")}
+
+    def _cancel(self, run_ids: List[str]) -> None:
+        """Ask the runs' trials to stop and cancel their jobs; a cancel that could not be delivered is
+        tried again next tick (the runs stay watched until their jobs end)."""
+        job_ids = []
+        for run_id in run_ids:
+            self.workspace.request_stop(run_id)
+            if self.runs[run_id]["job_id"]:
+                job_ids.append(self.runs[run_id]["job_id"])
+        if not job_ids:
+            return
+        try:
+            self.executor.cancel(job_ids)
+        except SchedulerError as exc:
+            log.warning("%s; trying again", exc)
+            self._changes.cancel.extend(run_ids)
+
+    def _ready_runs(self) -> List[Dict[str, Any]]:
+        """Unsubmitted runs whose trial has no earlier run still going, in recording order."""
+        ready = []
+        for run_ids in self.active.values():
+            first = self.runs[run_ids[0]]
+            if not first["job_id"] and first["state"] == RunState.SUBMITTED.value:
+                ready.append(first)
+        return sorted(ready, key=lambda r: (r["recorded_at"], r["trial_id"]))
+
+    def _request(self, run: Dict[str, Any], spec: Optional[Dict[str, Any]] = None) -> JobRequest:
+        return JobRequest(
+            run_id=run["id"], job_name=self.job_prefix + run["id"], run_dir=self.workspace.run_dir(run["id"]),
+            spec_path=self.workspace.spec_path(run["id"]), gpus=self.config.slots_per_trial,
+            time_minutes=run["time_minutes"], spec=spec,
+        )
+
+    def _submit_ready(self) -> None:
+        ready = self._ready_runs()[:self._batch_cap]
+        if not ready:
+            return
+        delivered = self.executor.delivers_specs  # else each run's spec file is written here, first
+        specs: Dict[str, Dict[str, Any]] = {}
+        for run in ready:
+            earlier = [r for r in self._runs_of(run["trial_id"]) if r["id"] != run["id"]]
+            self._set_run(run["id"], time_minutes=fitted_time_minutes(
+                earlier, run["from_length"], run["to_length"],
+                self.config.slurm.time_minutes, self.config.slurm.signal_delay_s,
+            ))
+            spec = self._spec(run)
+            if delivered:
+                specs[run["id"]] = spec
+            else:
+                self.workspace.prepare_run(run["id"], run["trial_id"], spec)
+        self._crash.reached("before_submit")
+        uncertain = [run for run in ready if run["id"] in self._uncertain]
+        if uncertain:
+            # an earlier attempt failed in a way that may have created jobs: look before resubmitting
+            try:
+                found = self.executor.find([self._request(run) for run in uncertain])
+            except SchedulerError as exc:
+                self._next_submit_at = self.clock() + SUBMIT_BACKOFF_S[0]
+                log.warning("cannot look up %d runs that may have been submitted (%s); nothing is submitted "
+                            "until they are found or known to be missing", len(uncertain), exc)
+                return
+            self._bind(found)
+            ready = [run for run in ready if run["id"] not in found]
+            if not ready:
+                return
+        try:
+            submitted = self.executor.submit([self._request(run, specs.get(run["id"])) for run in ready])
+        except SubmitError as exc:
+            self._bind(exc.submitted)
+            failed = [run for run in ready if run["id"] not in exc.submitted]
+            self._submit_failures += 1
+            delay = SUBMIT_BACKOFF_S[min(self._submit_failures, len(SUBMIT_BACKOFF_S)) - 1]
+            if exc.limit:
+                self._batch_cap, delay = max(1, len(failed) // 2), SUBMIT_LIMIT_RETRY_S
+                log.warning("the cluster refused %d runs for its cap on queued jobs (%s); submitting at most %d "
+                            "at a time from now on, next try in %.0fs", len(failed), exc, self._batch_cap, delay)
+            else:
+                log.warning("submission failed (%s); %s", exc, f"retrying in {delay:.0f}s" if exc.retry else "not retrying")
+            if exc.retry:
+                self._next_submit_at = self.clock() + delay
+                self._uncertain.update(run["id"] for run in failed)
+            else:
+                for run in failed:
+                    self._on_job_ended(run["id"], JobStatus(JobState.FAILED, reason=f"{SUBMISSION_REFUSED}: {exc}"))
+            return
+        self._crash.reached("after_submit")
+        self._submit_failures = 0
+        if self._batch_cap is not None:
+            self._batch_cap *= 2  # room may have freed up; a refusal halves it again
+        self._bind({run["id"]: job for run, job in zip(ready, submitted)})
+
+    def _bind(self, jobs: Dict[str, Any]) -> None:
+        """Record the job of each run (a Submitted, or a job id found by name)."""
+        now = self.clock()
+        for run_id, job in jobs.items():
+            job_id, gpus = (job, "") if isinstance(job, str) else (job.job_id, job.gpus)
+            self._set_run(run_id, job_id=job_id, gpus=gpus, submitted_at=now)
+            self._uncertain.discard(run_id)
+            trial_id = self.runs[run_id]["trial_id"]
+            if not self.trials[trial_id]["closed"]:
+                self._set_trial(trial_id, state=TrialState.QUEUED.value)
+
+    def _spec(self, run: Dict[str, Any]) -> Dict[str, Any]:
+        """What the run's job reads: where the experiment is, the trial's hyperparameters, how far to
+        train and how (``job.run_job``, ``trial.TrialContext``)."""
+        trial = self.trials[run["trial_id"]]
+        config = self.config
+        if self._resolved_dirs is None:  # resolved once per driver, not per run
+            self._resolved_dirs = (str(self.layout.dir.resolve()), str(self.layout.context.resolve()))
+        return {
+            "experiment": self.layout.name, "experiment_dir": self._resolved_dirs[0],
+            "context_dir": self._resolved_dirs[1],
+            "trial_id": trial["id"], "run_id": run["id"], "hparams": json.loads(trial["hparams"]),
+            "target_length": run["to_length"], "from_length": run["from_length"],
+            "unit": config.searcher.unit, "parent_checkpoint": trial["parent_checkpoint"],
+            "entrypoint": config.entrypoint,
+            "metric": config.searcher.metric, "smaller_is_better": config.searcher.smaller_is_better,
+            "time_limit_s": run["time_minutes"] * 60 if run["time_minutes"] else None,
+            "signal_delay_s": config.slurm.signal_delay_s,
+            "data": config.data, "records_per_epoch": config.records_per_epoch,
+        }
+
+    # ---- restart --------------------------------------------------------------------------------
+    def _reconcile(self) -> None:
+        """Bind runs recorded but never bound to a job (a crash between submit and record), and adopt
+        the live jobs of the previous driver."""
+        unbound = [self.runs[ids[0]] for ids in self.active.values()
+                   if not self.runs[ids[0]]["job_id"] and self.runs[ids[0]]["state"] == RunState.SUBMITTED.value]
+        if unbound:
+            try:
+                found = self.executor.find([self._request(run) for run in unbound])
+            except SchedulerError as exc:  # look again before submitting any of them
+                log.warning("cannot look up the jobs of %d unbound runs yet (%s)", len(unbound), exc)
+                self._uncertain.update(run["id"] for run in unbound)
+                found = {}
+            for run_id, job_id in found.items():
+                log.info("run %s: re-adopted job %s submitted before the driver stopped", run_id, job_id)
+            self._bind(found)
+        adopted = 0
+        for run in self._live_runs():
+            adopted += 1
+            self.executor.adopt(run["job_id"], run["gpus"] or "")
+            if cancel_unconfirmed(run):  # the previous driver may have died before cancelling it
+                self._changes.cancel.append(run["id"])
+        log.info("resumed: %d live jobs re-adopted (%d cancels sent again), %d runs to submit",
+                 adopted, len(self._changes.cancel), len(self._ready_runs()))
+        self._event("resumed", None, {"adopted": adopted})
+        self._persist()
+
+
+def feed_searcher(searcher: Searcher, kind: str, args: Iterable[Any]) -> List[Action]:
+    """Deliver one logged event (as ``Driver._feed`` records it) to the searcher."""
+    args = list(args)
+    if kind == "initial":
+        return searcher.initial()
+    if kind == "created":
+        return searcher.on_created(*args)
+    if kind == "validation":
+        return searcher.on_validation(*args)
+    if kind == "early_exit":
+        return searcher.on_early_exit(args[0], ExitReason(args[1]))
+    if kind == "closed":
+        return searcher.on_closed(*args)
+    raise ValueError(f"unknown searcher event {kind!r}")
+
+
+def load_searcher(config: ExperimentConfig, store: Store) -> Tuple[Searcher, bool]:
+    """The searcher as the last driver left it: its snapshot with the later logged events replayed
+    (their actions were already applied). Also whether the search is new (no event yet)."""
+    snapshot = store.load_snapshot()
+    searcher = restore_searcher(config, snapshot) if snapshot else make_searcher(config)
+    events = store.searcher_events(after=store.snapshot_event_seq())
+    for event in events:
+        feed_searcher(searcher, event["kind"], json.loads(event["args"]))
+    return searcher, snapshot is None and not events

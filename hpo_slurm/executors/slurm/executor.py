@@ -1,0 +1,204 @@
+"""Runs as Slurm jobs through submitit.
+
+Runs submitted together with the same resources go out as one job array, split below the cluster's
+MaxArraySize and throttled with ``%N``; submitit renders and submits the sbatch script, and its task
+side runs each job. Each batch is named ``hpo.<experiment uid>.<first run>+<more>`` and gets the
+folder ``jobs/<name>/`` (submitit's folder: script, logs, result pickles). BEFORE sbatch runs, two
+files are written there and synced: ``manifest.json`` (run ids in task order and each run's spec)
+and ``task.pkl`` (one submitit pickle of ``slurm_task.run_task`` for the whole batch). Nothing is
+written per run or per task by the driver: each task links its submitit pickle name to ``task.pkl``
+and writes its run's ``spec.json`` from the manifest (``hpo_slurm.tasks.slurm_task``). A driver that dies
+between sbatch and recording the job ids finds the jobs by name afterwards, and they run as they
+are. Polling is one sacct call for all live jobs (squeue when accounting is off).
+"""
+
+from __future__ import annotations
+
+import getpass
+import shlex
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+import cloudpickle
+import submitit
+from submitit.core.utils import DelayedSubmission
+
+from hpo_slurm.config.schema import ExperimentConfig
+from hpo_slurm.core.fsio import read_json, write_bytes_atomic, write_json_atomic
+from hpo_slurm.tasks.slurm_task import MANIFEST, SHARED_PICKLE, run_task
+from hpo_slurm.executors.base import Executor, JobRequest, JobStatus, SubmitError, Submitted
+from hpo_slurm.executors.slurm.commands import check_before_launch, cluster_config, has_accounting, poll_jobs, query_slurm, scancel
+from hpo_slurm.executors.slurm.parse import is_retryable, is_submit_limit, parse_names
+
+NO_CAP_PARALLELISM = 100_000
+
+
+class BatchExecutor(submitit.SlurmExecutor):
+    """submitit's Slurm executor, with ONE pickle for a batch of jobs instead of one per job: every
+    job of the batch runs the same ``DelayedSubmission``, which picks its work by array index. Its
+    folder must not depend on the job id (no ``%j``): it is the batch's folder."""
+
+    @property
+    def _submitit_command_str(self) -> str:
+        return " ".join([self.python, "-u -m hpo_slurm.tasks.slurm_task", shlex.quote(str(self.folder))])
+
+    def submit_batch(self, delayed: DelayedSubmission, count: int) -> List[str]:
+        """Write ``delayed`` as the batch's pickle, then submit ONE sbatch: a job array of ``count``
+        tasks, or a lone job when ``count`` is 1. The job ids, in task order."""
+        self.write_shared_pickle(delayed)
+        if count > 1:
+            self.parameters["map_count"] = count
+        job = self._submit_command(self._submitit_command_str)
+        return [f"{job.job_id}_{index}" for index in range(count)] if count > 1 else [job.job_id]
+
+    def write_shared_pickle(self, delayed: DelayedSubmission) -> Path:
+        """``<folder>/task.pkl``, synced to disk: what every job of the batch runs."""
+        delayed.set_timeout(self.parameters.get("time", 5), self.max_num_timeout)
+        path = self.folder / SHARED_PICKLE
+        write_bytes_atomic(path, cloudpickle.dumps(delayed))
+        return path
+
+
+class SlurmExecutor(Executor):
+    name = "slurm"
+    delivers_specs = True
+
+    def __init__(self, config: ExperimentConfig, experiment_dir: Path):
+        self.config = config
+        self.jobs_dir = Path(experiment_dir) / "jobs"
+        cluster = cluster_config()  # SchedulerError while the controller does not answer
+        self.max_array_size = int(cluster.get("MaxArraySize", "1001") or 1001)
+        self.accounting = has_accounting(cluster)
+        self.user = getpass.getuser()
+
+    # ---- submission -----------------------------------------------------------------------------
+    def submit(self, requests: Sequence[JobRequest]) -> List[Submitted]:
+        """Every request must carry its ``spec`` (``delivers_specs``)."""
+        missing = [r.run_id for r in requests if r.spec is None]
+        if missing:
+            raise ValueError(f"the Slurm executor delivers specs itself: no spec for {', '.join(missing)}")
+        submitted: Dict[str, Submitted] = {}
+        for batch in self.batches(requests):
+            try:
+                jobs = self._submit_batch(batch)
+            except Exception as exc:  # sbatch's own errors come through submitit as various types
+                message = _sbatch_message(exc)
+                raise SubmitError(message, retry=is_retryable(message), submitted=submitted,
+                                  limit=is_submit_limit(message)) from exc
+            submitted.update(zip((r.run_id for r in batch), jobs))
+        return [submitted[r.run_id] for r in requests]  # batches group by resources: back to request order
+
+    def batches(self, requests: Sequence[JobRequest]) -> List[List[JobRequest]]:
+        """The requests grouped by resources (GPUs, time limit), in pieces below MaxArraySize."""
+        groups: Dict[Tuple[int, Optional[int]], List[JobRequest]] = {}
+        for request in requests:
+            groups.setdefault((request.gpus, request.time_minutes), []).append(request)
+        size = max(1, self.max_array_size)
+        return [group[i:i + size] for group in groups.values() for i in range(0, len(group), size)]
+
+    def _submit_batch(self, batch: List[JobRequest]) -> List[Submitted]:
+        """The batch's manifest and pickle (synced), then one sbatch; the jobs in request order."""
+        name = batch_name(batch)
+        folder = self.jobs_dir / name
+        folder.mkdir(parents=True, exist_ok=True)
+        manifest = folder / MANIFEST
+        write_json_atomic(manifest, {"runs": [r.run_id for r in batch], "specs": [r.spec for r in batch]})
+        executor = BatchExecutor(folder=folder, max_num_timeout=0)
+        executor.update_parameters(**self.sbatch_parameters(batch[0], name, len(batch)))
+        job_ids = executor.submit_batch(DelayedSubmission(run_task, str(manifest)), len(batch))
+        return [Submitted(job_id) for job_id in job_ids]
+
+    def check(self, gpus: int, time_minutes: Optional[int]) -> Optional[str]:
+        """Before anything exists: let ``sbatch --test-only`` judge the script of one of this search's
+        jobs (partition, account, QOS, GPUs, memory, time, extra options). A UserError carries sbatch's
+        reason; a warning is returned when Slurm cannot judge it now (``slurm_cli.check_script``)."""
+        def render(folder: Path) -> str:
+            request = JobRequest("check", "hpo-slurm-check", folder, folder / "spec.json", gpus, time_minutes, spec={})
+            executor = BatchExecutor(folder=folder, max_num_timeout=0)
+            executor.update_parameters(**self.sbatch_parameters(request, request.job_name, 1))
+            return executor._make_submission_file_text("true", "check")
+
+        return check_before_launch(render, "the search's jobs")
+
+    def sbatch_parameters(self, request: JobRequest, name: str, count: int) -> Dict[str, object]:
+        """submitit parameters for a batch: the ``slurm:`` section, GPUs per trial and the time limit."""
+        slurm = self.config.slurm
+        extra: Dict[str, object] = {"requeue": True}
+        for option, value in slurm.extra_args:
+            extra[option] = True if value == "" else value
+        for option in ("account", "qos", "constraint", "mem"):
+            if getattr(slurm, option):
+                extra[option] = getattr(slurm, option)
+        parameters: Dict[str, object] = {
+            "job_name": name,
+            "signal_delay_s": slurm.signal_delay_s,
+            "additional_parameters": extra,
+            "stderr_to_stdout": False,
+        }
+        if slurm.partition:
+            parameters["partition"] = slurm.partition
+        if request.time_minutes:
+            parameters["time"] = request.time_minutes
+        if slurm.cpus_per_task:
+            parameters["cpus_per_task"] = slurm.cpus_per_task
+        if request.gpus:
+            parameters["gpus_per_node"] = f"{slurm.gpu_type}:{request.gpus}" if slurm.gpu_type else request.gpus
+        if slurm.setup:
+            parameters["setup"] = list(slurm.setup)
+        if count > 1:
+            cap = self.config.searcher.max_concurrent_trials
+            parameters["array_parallelism"] = cap if cap > 0 else NO_CAP_PARALLELISM
+        return parameters
+
+    # ---- polling --------------------------------------------------------------------------------
+    def poll(self, job_ids: Sequence[str]) -> Dict[str, JobStatus]:
+        return poll_jobs(job_ids, self.user, self.accounting)
+
+    # ---- after a crash --------------------------------------------------------------------------
+    def find(self, requests: Sequence[JobRequest]) -> Dict[str, str]:
+        """Jobs of unbound runs, by batch name (the batch manifests list the runs in task order)."""
+        wanted = {r.run_id for r in requests}
+        batches = {}
+        for manifest in self.jobs_dir.glob(f"*/{MANIFEST}") if self.jobs_dir.is_dir() else []:
+            run_ids = read_json(manifest)["runs"]
+            if wanted.intersection(run_ids):
+                batches[manifest.parent.name] = run_ids
+        if not batches:
+            return {}
+        ids_by_name = self._jobs_named(list(batches))
+        found: Dict[str, str] = {}
+        for name, run_ids in batches.items():
+            job_ids = sorted(set(ids_by_name.get(name, [])))
+            if not job_ids:
+                continue
+            if len(run_ids) == 1:
+                mapping = {run_ids[0]: job_ids[0]}
+            else:
+                base = job_ids[0].split("_")[0]
+                mapping = {run_id: f"{base}_{index}" for index, run_id in enumerate(run_ids)}
+            found.update((run_id, job_id) for run_id, job_id in mapping.items() if run_id in wanted)
+        return found
+
+    def _jobs_named(self, names: List[str]) -> Dict[str, List[str]]:
+        joined = ",".join(names)
+        found: Dict[str, List[str]] = {}
+        commands = [["squeue", "-h", "-r", "-u", self.user, "--name", joined, "-o", "%i|%j"]]
+        if self.accounting:
+            commands.append(["sacct", "-n", "-P", "-X", "-S", "now-30days", "--name", joined, "-o", "JobID,JobName"])
+        for command in commands:
+            for name, ids in parse_names(query_slurm(command)).items():
+                found.setdefault(name, []).extend(ids)
+        return found
+
+    def cancel(self, job_ids: Sequence[str]) -> None:
+        scancel(job_ids)
+
+
+def batch_name(batch: Iterable[JobRequest]) -> str:
+    requests = list(batch)
+    return f"{requests[0].job_name}+{len(requests) - 1}" if len(requests) > 1 else requests[0].job_name
+
+
+def _sbatch_message(exc: Exception) -> str:
+    text = str(exc).strip().replace("\n", " ")
+    return text[-500:] if text else type(exc).__name__

@@ -1,0 +1,162 @@
+"""Creating and finding experiment folders. ``create`` publishes a complete folder by rename, so a
+failed launch leaves nothing half-created."""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Callable, List, Optional
+
+from hpo_slurm.config.schema import ExperimentConfig, check_name
+from hpo_slurm.core.errors import UserError
+from hpo_slurm.core.layout import ExperimentLayout
+from hpo_slurm.experiment.store import Store
+
+DEFAULT_ROOT = "hpo-runs"
+ALWAYS_IGNORED = (".git", "__pycache__", "*.pyc", ".hpo-*", "hpo-runs")
+
+
+def resolve_root(option: Optional[str]) -> Path:
+    """The folder holding experiments: ``--root``, else $HPO_SLURM_ROOT, else ./hpo-runs. A UserError
+    naming where it came from when it exists and is not a folder."""
+    if option:
+        path, source = Path(option), "--root"
+    elif os.environ.get("HPO_SLURM_ROOT"):
+        path, source = Path(os.environ["HPO_SLURM_ROOT"]), "$HPO_SLURM_ROOT"
+    else:
+        path, source = Path(DEFAULT_ROOT), "the default root"
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{source} {path}: not a folder")
+    return path
+
+
+def make_root(root: Path) -> None:
+    """Create the experiments folder if needed; a UserError when the file system refuses."""
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create the experiments folder {root}: {exc.strerror or exc}") from None
+
+
+def find(root: Path, name: str) -> ExperimentLayout:
+    """The experiment ``name`` under ``root``, or a UserError saying it is not there."""
+    check_name(name, "experiment name", "")
+    layout = ExperimentLayout(Path(root) / name)
+    if not layout.database.is_file():
+        raise UserError(f"no experiment named {name!r} in {root}")
+    return layout
+
+
+def list_all(root: Path) -> List[ExperimentLayout]:
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    return [ExperimentLayout(p) for p in sorted(root.iterdir()) if (p / "experiment.db").is_file()]
+
+
+def create(
+    config: ExperimentConfig,
+    config_path: Path,
+    root: Path,
+    name: str,
+    executor: str,
+    context: Optional[Path] = None,
+    progress: Optional[Callable[[int, int], None]] = None,
+    warn: Optional[Callable[[str], None]] = None,
+) -> ExperimentLayout:
+    """Make ``root/name`` with the config, a copy of the model folder and a new database.
+    ``progress(copied_bytes, total_bytes)`` is called as the model folder is copied; ``warn(message)``
+    hears about what the copy left out."""
+    root = Path(root)
+    final = root / name
+    if final.exists():
+        raise UserError(f"experiment {name!r} already exists in {root}: use `hpo-slurm resume {name}` or another --name")
+    context = Path(context) if context else Path(config_path).resolve().parent
+    if not context.is_dir():
+        raise UserError(f"--context {context}: not a folder")
+    make_root(root)
+    staging = Path(tempfile.mkdtemp(prefix=f".hpo-{name}-", dir=root))
+    try:
+        layout = ExperimentLayout(staging)
+        shutil.copyfile(config_path, layout.config)
+        special = copy_context(context, layout.context, exclude=[root.resolve()], progress=progress)
+        if special and warn:
+            shown = ", ".join(special[:5]) + (f" and {len(special) - 5} more" if len(special) > 5 else "")
+            warn(f"the model folder copy leaves out what is not a file, folder or link: {shown}")
+        store = Store.open(layout.database)
+        store.create_experiment(
+            name=name, uid=uuid.uuid4().hex, state="RUNNING", searcher=config.searcher.name,
+            executor=executor, config=Path(config_path).read_text(), created_at=time.time(),
+            ended_at=None, message=None,
+        )
+        store.close()
+        os.rename(staging, final)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return ExperimentLayout(final)
+
+
+def copy_context(
+    source: Path, target: Path, exclude: List[Path], progress: Optional[Callable[[int, int], None]] = None,
+) -> List[str]:
+    """Copy the model folder, leaving out ``.hpoignore`` patterns, VCS folders and the runs root, and
+    anything that is not a file, folder or symbolic link (pipes, sockets, devices): those are returned,
+    relative to ``source``."""
+    patterns = list(ALWAYS_IGNORED) + _read_ignore_file(source / ".hpoignore")
+    excluded = {p.resolve() for p in exclude}
+    special: List[str] = []
+
+    def ignore(directory: str, names: List[str]) -> List[str]:
+        skipped = []
+        for name in names:
+            full = Path(directory, name)
+            relative = full.relative_to(source).as_posix()
+            if full.resolve() in excluded or any(
+                fnmatch.fnmatch(name, pattern) or fnmatch.fnmatch(relative, pattern.strip("/"))
+                for pattern in patterns
+            ):
+                skipped.append(name)
+            elif not (full.is_symlink() or full.is_dir() or full.is_file()):
+                skipped.append(name)
+                if relative not in special:
+                    special.append(relative)
+        return skipped
+
+    if progress is None:
+        shutil.copytree(source, target, ignore=ignore, symlinks=True)
+        return special
+    total = sum(path.stat().st_size for path in _kept_files(source, ignore))
+    copied = 0
+
+    def copy(src: str, dst: str) -> None:
+        nonlocal copied
+        shutil.copy2(src, dst)
+        copied += os.path.getsize(src)
+        progress(copied, total)
+
+    shutil.copytree(source, target, ignore=ignore, symlinks=True, copy_function=copy)
+    return special
+
+
+def _kept_files(source: Path, ignore: Callable[[str, List[str]], List[str]]) -> List[Path]:
+    kept = []
+    for directory, folders, files in os.walk(source):
+        skipped = set(ignore(directory, folders + files))
+        folders[:] = [f for f in folders if f not in skipped]
+        kept.extend(Path(directory, f) for f in files if f not in skipped and Path(directory, f).is_file())
+    return kept
+
+
+def _read_ignore_file(path: Path) -> List[str]:
+    if not path.is_file():
+        return []
+    lines = (line.strip() for line in path.read_text().splitlines())
+    return [line for line in lines if line and not line.startswith("#")]
+
+

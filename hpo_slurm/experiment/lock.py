@@ -1,0 +1,118 @@
+"""One driver per experiment: an advisory file lock plus host, pid and heartbeat in the lock file.
+
+The lock is ``flock`` (tied to the open file, so reading the lock file elsewhere in the process never
+drops it, unlike POSIX record locks; Linux NFS clients map it to a server-side lock).
+
+The kernel releases the file lock when the driver dies, whatever killed it, so a dead driver on this
+host never blocks a resume. A driver on another host (the experiment folder is shared) is seen by its
+heartbeat: it is live while its heartbeat is younger than ``STALE_AFTER_S``.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+from hpo_slurm.core.errors import UserError
+
+STALE_AFTER_S = 120.0
+
+
+class DriverLock:
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._fd: Optional[int] = None
+        self._info: Dict[str, Any] = {}
+
+    def acquire(self) -> None:
+        """Become the experiment's driver, or raise UserError naming the live one."""
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            holder = read_lock(self.path) or {}
+            raise UserError(
+                f"{self.path.parent.name}: a driver is already running "
+                f"(pid {holder.get('pid', '?')} on {holder.get('host', '?')})"
+            ) from None
+        holder = _read_fd(fd)
+        if holder and holder.get("host") != socket.gethostname() and is_fresh(holder):
+            os.close(fd)
+            raise UserError(
+                f"{self.path.parent.name}: a driver is running on {holder['host']} "
+                f"(pid {holder.get('pid')}, heartbeat {time.time() - holder['heartbeat']:.0f}s ago)"
+            )
+        self._fd = fd
+        self._info = {"host": socket.gethostname(), "pid": os.getpid(), "started": time.time()}
+        self.heartbeat()
+
+    def heartbeat(self) -> None:
+        assert self._fd is not None, "lock not held"
+        data = json.dumps({**self._info, "heartbeat": time.time()}).encode()
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, data, 0)
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.ftruncate(self._fd, 0)
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> "DriverLock":
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+
+def _read_fd(fd: int) -> Optional[Dict[str, Any]]:
+    try:
+        text = os.pread(fd, 4096, 0).decode()
+        return json.loads(text) if text.strip() else None
+    except (OSError, ValueError):
+        return None
+
+
+def read_lock(path: Path) -> Optional[Dict[str, Any]]:
+    try:
+        text = Path(path).read_text()
+        return json.loads(text) if text.strip() else None
+    except (OSError, ValueError):
+        return None
+
+
+def is_fresh(info: Dict[str, Any]) -> bool:
+    return time.time() - float(info.get("heartbeat", 0)) < STALE_AFTER_S
+
+
+def driver_alive(path: Path) -> Dict[str, Any]:
+    """``{"alive": bool, "pid": ..., "host": ...}`` for status: alive when the lock is held."""
+    info = read_lock(path) or {}
+    alive = False
+    if info:
+        if info.get("host") == socket.gethostname():
+            alive = _locked(path)
+        else:
+            alive = is_fresh(info)
+    return {"alive": alive, "pid": info.get("pid"), "host": info.get("host")}
+
+
+def _locked(path: Path) -> bool:
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
+    return False

@@ -1,0 +1,295 @@
+"""The experiment database: SQLite through sqlite-utils. Only the driver writes.
+
+Everything one driver tick changes is written in ONE transaction (``with store.transaction():``), so a
+reader (``hpo-slurm status``) sees the state before or after a tick, never half of one. The schema is
+versioned with ``PRAGMA user_version`` and upgraded by the ordered ``MIGRATIONS``. On network
+filesystems (NFS, Lustre, GPFS, ...) the rollback journal is used, since WAL needs shared memory that
+those cannot give; on a local disk WAL lets readers and the driver proceed without blocking each other.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
+
+from hpo_slurm.core.errors import UserError
+
+if TYPE_CHECKING:  # imported when first needed: it costs a third of a second, and reads do without it
+    import sqlite_utils
+
+_PLAIN = {str, int, float, bool, type(None)}  # anything else (dicts, lists, ...) takes sqlite-utils' path
+_dumps_sorted = json.JSONEncoder(sort_keys=True).encode  # json.dumps(x, sort_keys=True), without a new encoder per call
+NETWORK_FILESYSTEMS = {
+    "nfs", "nfs4", "lustre", "gpfs", "cifs", "smb3", "smbfs", "beegfs", "fuse.beegfs", "cephfs", "ceph",
+    "glusterfs", "fuse.glusterfs", "afs", "panfs", "fuse.sshfs", "9p", "wekafs", "orangefs",
+}
+
+TRIAL_COLUMNS = {
+    "id": int, "hparams": str, "parent": int, "parent_checkpoint": str, "state": str,
+    "target_length": int, "validated_length": int, "latest_metric": float, "best_metric": float,
+    "best_length": int, "restarts": int, "preemptions": int, "closed": int, "exit_reason": str,
+    "message": str, "metrics_offset": int, "checkpoint_bytes": int, "created_at": float,
+    "ended_at": float,
+}
+RUN_COLUMNS = {
+    "id": str, "trial_id": int, "seq": int, "from_length": int, "to_length": int, "state": str,
+    "job_id": str, "gpus": str, "time_minutes": int, "recorded_at": float, "submitted_at": float,
+    "started_at": float, "ended_at": float, "exit_code": int, "reason": str,
+}
+
+
+def _migration_1(db: sqlite_utils.Database) -> None:
+    db["experiment"].create(
+        {"id": int, "name": str, "uid": str, "state": str, "searcher": str, "executor": str,
+         "config": str, "created_at": float, "ended_at": float, "message": str},
+        pk="id",
+    )
+    db["trials"].create(TRIAL_COLUMNS, pk="id")
+    db["runs"].create(RUN_COLUMNS, pk="id")
+    db["runs"].create_index(["trial_id"])
+    db["runs"].create_index(["job_id"])
+    db["metrics"].create(
+        {"id": int, "trial_id": int, "run_id": str, "kind": str, "length": int, "metrics": str,
+         "time": float},
+        pk="id",
+    )
+    db["metrics"].create_index(["trial_id"])
+    db["events"].create({"seq": int, "time": float, "kind": str, "trial_id": int, "data": str}, pk="seq")
+    db["searcher"].create({"id": int, "snapshot": str, "updated_at": float}, pk="id")
+
+
+def _migration_2(db: sqlite_utils.Database) -> None:
+    """Searcher inputs are logged; snapshots are taken now and then and say how far they cover."""
+    db["searcher_events"].create({"seq": int, "kind": str, "args": str}, pk="seq")
+    db["searcher"].add_column("event_seq", int)
+    db["experiment"].add_column("progress", float)
+
+
+def _migration_3(db: sqlite_utils.Database) -> None:
+    """Trials record the longest length any of their reports reached (progress inside a rung)."""
+    db["trials"].add_column("trained_length", int)
+
+
+MIGRATIONS: List[Callable[[sqlite_utils.Database], None]] = [_migration_1, _migration_2, _migration_3]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def is_network_filesystem(path: Path, mounts: Optional[str] = None) -> bool:
+    """True when ``path`` lies on a filesystem type known to break SQLite's WAL mode. ``mounts`` is
+    the text of /proc/mounts (read when not given); when it cannot be read, the safe answer is True."""
+    if mounts is None:
+        try:
+            with open("/proc/mounts", encoding="utf-8") as handle:
+                mounts = handle.read()
+        except OSError:
+            return True
+    return filesystem_type(Path(path).resolve(), mounts) in NETWORK_FILESYSTEMS
+
+
+def filesystem_type(path: Path, mounts: str) -> str:
+    """The type of the filesystem whose mount point is the longest prefix of ``path``."""
+    best, best_type = "", ""
+    for line in mounts.splitlines():
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        mount_point = fields[1].replace("\\040", " ")
+        if (str(path) + "/").startswith(mount_point.rstrip("/") + "/") and len(mount_point) >= len(best):
+            best, best_type = mount_point, fields[2]
+    return best_type
+
+
+class Store:
+    """One experiment's database. Open with ``Store.open(path)`` (the driver) or
+    ``Store.open(path, readonly=True)`` (readers)."""
+
+    def __init__(self, conn: sqlite3.Connection, readonly: bool):
+        self.conn = conn
+        self._db: Optional["sqlite_utils.Database"] = None
+        self.readonly = readonly
+
+    @property
+    def db(self) -> "sqlite_utils.Database":
+        """sqlite-utils on the same connection (for schema changes and the rare write)."""
+        if self._db is None:
+            import sqlite_utils
+
+            self._db = sqlite_utils.Database(self.conn)
+        return self._db
+
+    def _query(self, sql: str, params: Iterable[Any] = ()) -> List[Dict[str, Any]]:
+        """Rows as dicts, as ``db.query`` gives them, without sqlite-utils' per-row overhead."""
+        cursor = self.conn.execute(sql, list(params))
+        names = [column[0] for column in cursor.description]
+        return [dict(zip(names, row)) for row in cursor.fetchall()]
+
+    @classmethod
+    def open(cls, path: Path, readonly: bool = False) -> "Store":
+        path = Path(path)
+        if readonly:
+            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None, timeout=30)
+        else:
+            conn = sqlite3.connect(str(path), isolation_level=None, timeout=60)
+            mode = "delete" if is_network_filesystem(path.parent) else "wal"
+            conn.execute(f"PRAGMA journal_mode={mode}")
+            conn.execute("PRAGMA synchronous=FULL" if mode == "delete" else "PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA busy_timeout=60000")
+        store = cls(conn, readonly)
+        if not readonly:
+            try:
+                store._migrate()
+            except BaseException:
+                conn.close()
+                raise
+        return store
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def _migrate(self) -> None:
+        version = self.conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise UserError(
+                f"experiment.db has schema version {version}, newer than this hpo-slurm knows ({SCHEMA_VERSION}); "
+                "upgrade hpo-slurm to use it"
+            )
+        for number in range(version, SCHEMA_VERSION):
+            with self.transaction():
+                MIGRATIONS[number](self.db)
+                self.conn.execute(f"PRAGMA user_version={number + 1}")
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """All writes inside commit together or not at all."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    @contextlib.contextmanager
+    def snapshot_read(self) -> Iterator[None]:
+        """Reads inside see one consistent state of the database."""
+        self.conn.execute("BEGIN")
+        try:
+            yield
+        finally:
+            self.conn.execute("COMMIT")
+
+    # ---- experiment ---------------------------------------------------------------------------
+    def create_experiment(self, **fields: Any) -> None:
+        self.db["experiment"].insert({"id": 1, **fields})
+
+    def experiment(self) -> Dict[str, Any]:
+        rows = self._query("SELECT * FROM experiment WHERE id = ?", [1])
+        if not rows:
+            from sqlite_utils.db import NotFoundError
+
+            raise NotFoundError
+        return rows[0]
+
+    def update_experiment(self, **fields: Any) -> None:
+        self._update("experiment", "id", 1, fields)
+
+    # ---- trials and runs ----------------------------------------------------------------------
+    def insert_trials(self, rows: Iterable[Dict[str, Any]]) -> None:
+        self._insert_all("trials", rows)
+
+    def trials(self) -> List[Dict[str, Any]]:
+        return self._query("SELECT * FROM trials ORDER BY id")
+
+    def insert_runs(self, rows: Iterable[Dict[str, Any]]) -> None:
+        self._insert_all("runs", rows)
+
+    def update_run(self, run_id: str, **fields: Any) -> None:
+        self._update("runs", "id", run_id, fields)
+
+    def runs(self, trial_id: Optional[int] = None) -> List[Dict[str, Any]]:
+        if trial_id is None:
+            return self._query("SELECT * FROM runs ORDER BY trial_id, seq")
+        return self._query("SELECT * FROM runs WHERE trial_id = ? ORDER BY seq", [trial_id])
+
+    # ---- metrics and events -------------------------------------------------------------------
+    def insert_metrics(self, rows: Iterable[Dict[str, Any]]) -> None:
+        self._insert_all("metrics", rows)
+
+    def metrics(self, trial_id: Optional[int] = None, kind: Optional[str] = None) -> List[Dict[str, Any]]:
+        where, params = [], []
+        if trial_id is not None:
+            where.append("trial_id = ?")
+            params.append(trial_id)
+        if kind is not None:
+            where.append("kind = ?")
+            params.append(kind)
+        sql = "SELECT * FROM metrics" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id"
+        return [{**row, "metrics": json.loads(row["metrics"])} for row in self._query(sql, params)]
+
+    def append_events(self, rows: Iterable[Dict[str, Any]]) -> None:
+        self._insert_all("events", [{**row, "data": _dumps_sorted(row.get("data"))} for row in rows])
+
+    def events(self) -> List[Dict[str, Any]]:
+        return [{**row, "data": json.loads(row["data"])} for row in self._query("SELECT * FROM events ORDER BY seq")]
+
+    # ---- searcher: snapshot plus the events logged since --------------------------------------
+    def save_snapshot(self, snapshot: Dict[str, Any], now: float, event_seq: int) -> None:
+        """The searcher's state after its first ``event_seq`` logged events."""
+        self.db["searcher"].upsert(
+            {"id": 1, "snapshot": json.dumps(snapshot, sort_keys=True), "updated_at": now, "event_seq": event_seq},
+            pk="id",
+        )
+
+    def load_snapshot(self) -> Optional[Dict[str, Any]]:
+        row = next(iter(self._query("SELECT snapshot FROM searcher WHERE id = 1")), None)
+        return json.loads(row["snapshot"]) if row else None
+
+    def snapshot_event_seq(self) -> int:
+        row = next(iter(self._query("SELECT event_seq FROM searcher WHERE id = 1")), None)
+        return (row["event_seq"] or 0) if row else 0
+
+    def append_searcher_events(self, rows: Iterable[Dict[str, Any]]) -> None:
+        """Rows of ``seq`` (1, 2, ...), ``kind`` and ``args`` (a JSON list)."""
+        self._insert_all("searcher_events", rows)
+
+    def searcher_events(self, after: int = 0) -> List[Dict[str, Any]]:
+        return self._query("SELECT * FROM searcher_events WHERE seq > ? ORDER BY seq", [after])
+
+    def last_searcher_event(self) -> int:
+        row = next(iter(self._query("SELECT MAX(seq) AS seq FROM searcher_events")), None)
+        return (row["seq"] or 0) if row else 0
+
+    def update_rows(self, table: str, key: str, items: Iterable[Tuple[Any, Dict[str, Any]]]) -> None:
+        """``_update`` for many rows: (key value, fields) pairs, one ``executemany`` per set of fields."""
+        groups: Dict[Tuple[str, ...], List[List[Any]]] = {}
+        for value, fields in items:
+            if fields:
+                groups.setdefault(tuple(fields), []).append([*fields.values(), value])
+        for names, params in groups.items():
+            assignments = ", ".join(f"[{name}] = ?" for name in names)
+            self.conn.executemany(f"UPDATE [{table}] SET {assignments} WHERE [{key}] = ?", params)
+
+    def _insert_all(self, table: str, rows: Iterable[Dict[str, Any]]) -> None:
+        """``db[table].insert_all(rows)``; rows that all have the same keys and only plain values go
+        through one ``executemany`` (sqlite-utils' per-row checks dominated the driver's tick)."""
+        rows = rows if isinstance(rows, list) else list(rows)
+        if not rows:
+            return
+        keys = rows[0].keys()
+        if all(row.keys() == keys for row in rows) and {type(v) for row in rows for v in row.values()} <= _PLAIN:
+            names = list(keys)
+            sql = (f"INSERT INTO [{table}] ({', '.join(f'[{name}]' for name in names)}) "
+                   f"VALUES ({', '.join('?' for _ in names)})")
+            self.conn.executemany(sql, [[row[name] for name in names] for row in rows])
+        else:
+            self.db[table].insert_all(rows)
+
+    def _update(self, table: str, key: str, value: Any, fields: Dict[str, Any]) -> None:
+        if not fields:
+            return
+        assignments = ", ".join(f"[{name}] = ?" for name in fields)
+        self.conn.execute(f"UPDATE [{table}] SET {assignments} WHERE [{key}] = ?", [*fields.values(), value])
+

@@ -1,0 +1,186 @@
+"""What ``hpo-slurm status`` reports, as plain data read from the experiment database (read-only).
+
+The summary is computed with SQL aggregates (counts by state, sums, ``ORDER BY ... LIMIT``), so its
+cost does not grow with a Python object per trial: a 100,000-trial experiment summarizes in a few
+table scans. The listing of trials with their runs is asked for explicitly (``trials="all"`` or the
+latest N)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from typing import Any, Dict, List, Optional, Sequence, Union
+
+from hpo_slurm.core.errors import UserError
+from hpo_slurm.core.layout import ExperimentLayout
+from hpo_slurm.experiment.lock import driver_alive
+from hpo_slurm.experiment.store import Store
+from hpo_slurm.core.types import RunState, TrialState
+
+TOP_TRIALS = 10  # trials listed by their best metric in every summary
+ACTIVE_RUNS = 20  # active (submitted or running) runs listed in a summary; run_counts has them all
+ACTIVE_RUN_STATES = (RunState.SUBMITTED.value, RunState.RUNNING.value)
+READ_CACHE_KIB = 64 * 1024  # SQLite page cache of the reading connection (the default is 2 MiB)
+TrialsWanted = Union[None, str, int]  # None: no listing; "all": every trial; N: the latest N trials
+
+
+def open_readonly(layout: ExperimentLayout) -> Store:
+    """The experiment database for reading, or a UserError saying it cannot be read."""
+    try:
+        return Store.open(layout.database, readonly=True)
+    except sqlite3.Error as exc:
+        raise UserError(f"{layout.database}: cannot read the experiment database ({exc})") from exc
+
+
+def parse_trials_option(value: Optional[str]) -> TrialsWanted:
+    """``--trials`` as given on the command line: None, ``"all"`` or a positive whole number N.
+    Anything else is a UserError naming the value."""
+    if value is None:
+        return None
+    text = value.strip().lower()
+    if text == "all":
+        return "all"
+    if text.isdigit() and int(text) > 0:
+        return int(text)
+    raise UserError(f"--trials: expected all or a positive whole number of trials, got {value!r}")
+
+
+def summarize(layout: ExperimentLayout, trials: TrialsWanted = None) -> Dict[str, Any]:
+    """One JSON-able object read from one consistent snapshot of the database:
+
+    ``name``, ``state``, ``searcher``, ``executor``, ``metric``, ``smaller_is_better``, ``progress``,
+    ``driver``, ``trial_counts`` and ``run_counts`` (every state, zeros included; ``runs_unsubmitted``
+    says how many of the SUBMITTED runs have no job yet), ``job_hours`` (wall
+    hours of the runs that started and ended) and ``gpu_hours`` (times ``slots_per_trial``),
+    ``checkpoint_bytes``, ``best`` (trial_id, metric, length, hparams; None before any validation),
+    ``top_trials`` (the TOP_TRIALS best trials by the searcher's metric, best first, each with its
+    runs), ``active_runs`` (at most ACTIVE_RUNS submitted or running runs, oldest first), ``created_at``,
+    ``ended_at``; and, only when ``trials`` is ``"all"`` or N, ``trials``: every trial (or the N with
+    the highest ids) in id order, each with its runs."""
+    from hpo_slurm.config.schema import load_config
+
+    config = load_config(str(layout.config))
+    smaller = config.searcher.smaller_is_better
+    store = open_readonly(layout)
+    try:
+        conn = store.conn
+        conn.execute(f"PRAGMA cache_size = -{READ_CACHE_KIB}")  # the trials table is scanned twice: keep it in memory
+        with store.snapshot_read():
+            experiment = store.experiment()
+            trial_counts = {state.value: 0 for state in TrialState}
+            checkpoint_bytes = 0
+            for state, count, saved in conn.execute(
+                    "SELECT state, COUNT(*), TOTAL(checkpoint_bytes) FROM trials GROUP BY state"):
+                trial_counts[state] = count
+                checkpoint_bytes += int(saved)
+            run_counts = {state.value: 0 for state in RunState}
+            job_seconds = 0.0
+            unsubmitted = 0
+            for state, count, seconds, jobless in conn.execute(
+                    "SELECT state, COUNT(*), TOTAL(CASE WHEN started_at AND ended_at THEN ended_at - started_at END), "
+                    "TOTAL(job_id IS NULL) FROM runs GROUP BY state"):  # one scan of the runs
+                run_counts[state] = count
+                job_seconds += seconds
+                if state == RunState.SUBMITTED.value:
+                    unsubmitted = int(jobless)
+            order = "ASC" if smaller else "DESC"
+            top = _query(conn, f"SELECT * FROM trials WHERE best_metric IS NOT NULL "
+                               f"ORDER BY best_metric {order}, id LIMIT ?", [TOP_TRIALS])
+            active = _query(conn, f"SELECT * FROM runs WHERE state IN ({', '.join('?' * len(ACTIVE_RUN_STATES))}) "
+                                  "ORDER BY rowid LIMIT ?", [*ACTIVE_RUN_STATES, ACTIVE_RUNS])  # oldest recorded first
+            top_runs = _runs_of(conn, [t["id"] for t in top])
+            listed = _listing(conn, trials)
+    finally:
+        store.close()
+    best = top[0] if top else None
+    summary: Dict[str, Any] = {
+        "name": experiment["name"],
+        "state": experiment["state"],
+        "searcher": experiment["searcher"],
+        "executor": experiment["executor"],
+        "metric": config.searcher.metric,
+        "smaller_is_better": smaller,
+        "progress": float(experiment.get("progress") or 0.0),
+        "driver": driver_alive(layout.lock),
+        "trial_counts": trial_counts,
+        "run_counts": run_counts,
+        "runs_unsubmitted": unsubmitted,
+        "job_hours": job_seconds / 3600.0,
+        "gpu_hours": job_seconds * max(config.slots_per_trial, 0) / 3600.0,
+        "checkpoint_bytes": checkpoint_bytes,
+        "best": best and {"trial_id": best["id"], "metric": best["best_metric"], "length": best["best_length"],
+                          "hparams": json.loads(best["hparams"])},
+        "top_trials": [_trial(t, top_runs.get(t["id"], [])) for t in top],
+        "active_runs": [_run(r) for r in active],
+        "created_at": experiment["created_at"],
+        "ended_at": experiment["ended_at"],
+    }
+    if listed is not None:
+        rows, runs = listed
+        summary["trials"] = [_trial(t, runs.get(t["id"], [])) for t in rows]
+    return summary
+
+
+def _query(conn: sqlite3.Connection, sql: str, params: Sequence[Any] = ()) -> List[Dict[str, Any]]:
+    cursor = conn.execute(sql, list(params))
+    names = [column[0] for column in cursor.description]
+    return [dict(zip(names, row)) for row in cursor.fetchall()]
+
+
+def _runs_of(conn: sqlite3.Connection, trial_ids: List[int]) -> Dict[int, List[Dict[str, Any]]]:
+    """The runs of the given trials, by trial, in run order."""
+    if not trial_ids:
+        return {}
+    rows = _query(conn, f"SELECT * FROM runs WHERE trial_id IN ({', '.join('?' * len(trial_ids))}) "
+                        "ORDER BY trial_id, seq", trial_ids)
+    return _by_trial(rows)
+
+
+def _by_trial(runs: List[Dict[str, Any]]) -> Dict[int, List[Dict[str, Any]]]:
+    grouped: Dict[int, List[Dict[str, Any]]] = {}
+    for run in runs:
+        grouped.setdefault(run["trial_id"], []).append(run)
+    return grouped
+
+
+def _listing(conn: sqlite3.Connection, trials: TrialsWanted):
+    """(trial rows in id order, their runs by trial) for ``trials``, or None when no listing is wanted."""
+    if trials is None:
+        return None
+    if trials == "all":
+        return (_query(conn, "SELECT * FROM trials ORDER BY id"),
+                _by_trial(_query(conn, "SELECT * FROM runs ORDER BY trial_id, seq")))
+    if not isinstance(trials, int) or isinstance(trials, bool) or trials < 1:
+        raise ValueError(f"trials must be None, 'all' or a positive int, not {trials!r}")
+    rows = _query(conn, "SELECT * FROM trials ORDER BY id DESC LIMIT ?", [trials])[::-1]
+    return rows, _runs_of(conn, [t["id"] for t in rows])
+
+
+def _trial(trial: Dict[str, Any], runs: List[Dict[str, Any]]) -> Dict[str, Any]:
+    return {
+        "id": trial["id"],
+        "state": trial["state"],
+        "hparams": json.loads(trial["hparams"]),
+        "parent": trial["parent"],
+        "length_done": trial["validated_length"] or 0,
+        "length_trained": max(trial.get("trained_length") or 0, trial["validated_length"] or 0),
+        "target_length": trial["target_length"],
+        "latest_metric": trial["latest_metric"],
+        "best_metric": trial["best_metric"],
+        "best_length": trial["best_length"],
+        "restarts": trial["restarts"] or 0,
+        "preemptions": trial["preemptions"] or 0,
+        "checkpoint_bytes": trial["checkpoint_bytes"] or 0,
+        "message": trial["message"],
+        "runs": [
+            {"run_id": r["id"], "job_id": r["job_id"], "from_length": r["from_length"], "to_length": r["to_length"],
+             "state": r["state"], "reason": r["reason"]}
+            for r in runs
+        ],
+    }
+
+
+def _run(run: Dict[str, Any]) -> Dict[str, Any]:
+    return {"run_id": run["id"], "trial_id": run["trial_id"], "job_id": run["job_id"], "state": run["state"],
+            "from_length": run["from_length"], "to_length": run["to_length"], "submitted_at": run["submitted_at"],
+            "started_at": run["started_at"]}

@@ -1,0 +1,115 @@
+"""``preview``: what a search will train, found by running the real searcher against a synthetic metric.
+
+Trials "train" instantly and report a constant metric (as Determined's preview does); events are handled
+in FIFO order. Because the plan comes from ``make_searcher``, it cannot drift from what ``launch`` does.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, deque
+from typing import Any, Callable, Dict, Optional
+
+from hpo_slurm.config.schema import ExperimentConfig
+from hpo_slurm.searchers import Searcher, make_searcher
+from hpo_slurm.core.types import Close, Create, Shutdown, Train
+
+Metric = Callable[[int, int], Any]  # (trial_id, length) -> raw metric
+
+
+def simulate(searcher: Searcher, metric: Metric = lambda trial_id, length: 1.0) -> Dict[str, Any]:
+    """Run ``searcher`` to Shutdown with instant trials. Returns per-trial ``final`` length, ``start``
+    length (a PBT child starts at its parent's length), ``parent`` links and the ``shutdown`` action."""
+    final: Dict[int, int] = {}
+    start: Dict[int, int] = {}
+    parent: Dict[int, Optional[int]] = {}
+    actions = deque(searcher.initial())
+    trains: deque = deque()
+    shutdown: Optional[Shutdown] = None
+    while shutdown is None:
+        while actions:
+            action = actions.popleft()
+            if isinstance(action, Create):
+                tid = action.trial_id
+                parent[tid] = action.parent
+                start[tid] = final[action.parent] if action.parent is not None else 0
+                final[tid] = start[tid]
+                actions.extend(searcher.on_created(tid))
+            elif isinstance(action, Train):
+                trains.append(action)
+            elif isinstance(action, Close):
+                actions.extend(searcher.on_closed(action.trial_id))
+            elif isinstance(action, Shutdown):
+                shutdown = action
+        if shutdown is not None:
+            break
+        if not trains:
+            raise RuntimeError(f"{searcher.name}: the search stalled with no work outstanding")
+        train = trains.popleft()
+        final[train.trial_id] = train.length
+        actions.extend(searcher.on_validation(train.trial_id, train.length, metric(train.trial_id, train.length)))
+    return {"final": final, "start": start, "parent": parent, "shutdown": shutdown}
+
+
+def build_plan(
+    config: ExperimentConfig, seconds_per_unit: Optional[float] = None, gpus: Optional[int] = None
+) -> Dict[str, Any]:
+    """The search's plan: brackets (successive halving only), how many trials end at each length, totals,
+    and GPU-hours when ``seconds_per_unit`` is given (``gpus`` defaults to ``config.slots_per_trial``).
+
+    ``total_length`` is the training actually done: the sum over trials of the final length reached,
+    minus, for PBT children, the length inherited from the parent's checkpoint.
+    """
+    searcher = make_searcher(config)
+    run = simulate(searcher)
+    ends = Counter(run["final"].values())
+    plan: Dict[str, Any] = {"searcher": config.searcher.name}
+    brackets = searcher.brackets()
+    if brackets is not None:
+        plan["brackets"] = brackets
+    plan["plan"] = [{"length": length, "trials": ends[length]} for length in sorted(ends)]
+    plan["total_trials"] = len(run["final"])
+    plan["total_length"] = sum(run["final"][t] - run["start"][t] for t in run["final"])
+    plan["unit"] = config.searcher.unit
+    if seconds_per_unit is not None:
+        gpus_per_trial = gpus if gpus is not None else max(config.slots_per_trial, 1)
+        plan["gpus_per_trial"] = gpus_per_trial
+        plan["gpu_hours"] = plan["total_length"] * seconds_per_unit * gpus_per_trial / 3600
+    return plan
+
+
+def render_plan(plan: Dict[str, Any]) -> None:
+    """Print ``plan`` as rich tables on stdout."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    unit = plan["unit"]
+    trials = plan["total_trials"]
+    console.print(
+        f"[bold]{plan['searcher']}[/bold]: {trials} trial{'' if trials == 1 else 's'}, "
+        f"{plan['total_length']:,} {unit} of training in total"
+    )
+    if plan.get("brackets"):
+        table = Table(title="Brackets")
+        for column in ("Bracket", "Rungs", f"Rung lengths ({unit})", "Trials", "Max concurrent"):
+            table.add_column(column, justify="right")
+        for index, bracket in enumerate(plan["brackets"], start=1):
+            table.add_row(
+                str(index),
+                str(bracket["num_rungs"]),
+                ", ".join(str(length) for length in bracket["rung_lengths"]),
+                str(bracket["max_trials"]),
+                str(bracket["max_concurrent_trials"]),
+            )
+        console.print(table)
+    table = Table(title="Where trials stop")
+    for column in (f"Length ({unit})", "Trials", f"Trial {unit}"):
+        table.add_column(column, justify="right")
+    for row in plan["plan"]:
+        table.add_row(f"{row['length']:,}", str(row["trials"]), f"{row['length'] * row['trials']:,}")
+    console.print(table)
+    if "gpu_hours" in plan:
+        console.print(
+            f"Estimated [bold]{plan['gpu_hours']:,.2f} GPU-hours[/bold] "
+            f"({plan['gpus_per_trial']} GPU(s) per trial)"
+        )
