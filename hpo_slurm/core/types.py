@@ -94,3 +94,9 @@ def cancel_unconfirmed(run: Mapping[str, Any]) -> bool:
 def run_may_be_out(run: Mapping[str, Any]) -> bool:
     """The run is unfinished, or cancelled with a job not yet seen to end: a driver still watches it."""
     return not RunState(run["state"]).terminal or cancel_unconfirmed(run)
+
+
+def awaits_submission(run: Mapping[str, Any]) -> bool:
+    """The run is recorded and wants a job, but no job was bound to it yet (never submitted, or
+    submitted by a driver that died before recording the job id: look it up by name first)."""
+    return run["state"] == RunState.SUBMITTED.value and not run["job_id"]

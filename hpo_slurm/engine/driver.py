@@ -22,56 +22,31 @@ from __future__ import annotations
 import json
 import logging
 import math
-import signal
 import time
-from collections import deque
-from dataclasses import dataclass, field
-from typing import Any, Callable, Deque, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 from hpo_slurm.config.schema import ExperimentConfig
-from hpo_slurm.executors.base import SchedulerError, Executor, JobRequest, JobState, JobStatus, SubmitError
+from hpo_slurm.core.layout import ExperimentLayout, run_name
+from hpo_slurm.core.types import (Action, Close, Create, ExitReason, RunState, Shutdown, Train, TrialState,
+                                  awaits_submission, cancel_unconfirmed, run_may_be_out)
 from hpo_slurm.engine.faults import CrashPoints
 from hpo_slurm.engine.ingest import is_better, metric_value
-from hpo_slurm.core.layout import ExperimentLayout, run_name
-from hpo_slurm.searchers import Searcher, make_searcher, restore_searcher
-from hpo_slurm.experiment.store import Store
+from hpo_slurm.engine.judge import SUBMISSION_REFUSED, judge
+from hpo_slurm.engine.run_spec import build_spec
+from hpo_slurm.engine.submission import SubmissionPolicy
+from hpo_slurm.engine.tick_changes import TickChanges, snapshot_due
 from hpo_slurm.engine.timefit import fitted_time_minutes
-from hpo_slurm.core.types import (Action, Close, Create, ExitReason, RunState, Shutdown, Train, TrialState, cancel_unconfirmed,
-                    run_may_be_out)
 from hpo_slurm.engine.workspace import FileWorkspace
-from hpo_slurm.executors.base import Workspace
+from hpo_slurm.executors.base import Executor, JobRequest, JobState, JobStatus, SchedulerError, SubmitError, Workspace
+from hpo_slurm.experiment.store import Store
+from hpo_slurm.searchers import Searcher, make_searcher, restore_searcher
+from hpo_slurm.searchers.drain import drain
+from hpo_slurm.searchers.replay import feed_event
 
 log = logging.getLogger("hpo_slurm.engine.driver")
 
-SUBMIT_BACKOFF_S = (5.0, 15.0, 60.0, 300.0)
-SUBMIT_LIMIT_RETRY_S = 10.0  # after a refusal for a queued-jobs cap: jobs that end make room
-SUBMISSION_REFUSED = "submission refused"  # the reason of a run whose sbatch was refused for good
 UNKNOWN_GRACE_S = 30.0  # a job unknown to the scheduler this soon after submission is not yet LOST
-# exit codes of a job killed by SIGTERM, SIGUSR1 or SIGUSR2 (as the signal number or 128 + it)
-STOP_SIGNAL_EXITS = {n for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2) for n in (int(sig), 128 + int(sig))}
-SNAPSHOT_EVERY_EVENTS = 5000  # searcher snapshots are O(search); between them, its inputs are logged
-SNAPSHOT_EVERY_S = 60.0
 _dumps_sorted = json.JSONEncoder(sort_keys=True).encode  # json.dumps(x, sort_keys=True) without a new encoder per call
-
-
-@dataclass
-class _Changes:
-    """What one tick changed, written in one transaction."""
-
-    new_trials: List[int] = field(default_factory=list)
-    trials: Dict[int, Dict[str, Any]] = field(default_factory=dict)
-    new_runs: List[str] = field(default_factory=list)
-    runs: Dict[str, Dict[str, Any]] = field(default_factory=dict)
-    metrics: List[Dict[str, Any]] = field(default_factory=list)
-    events: List[Dict[str, Any]] = field(default_factory=list)
-    experiment: Dict[str, Any] = field(default_factory=dict)
-    searcher_events: List[Dict[str, Any]] = field(default_factory=list)
-    cancel: List[str] = field(default_factory=list)  # run ids
-    touched_trials: set = field(default_factory=set)
-
-    def empty(self) -> bool:
-        return not (self.new_trials or self.trials or self.new_runs or self.runs or self.metrics
-                    or self.events or self.experiment or self.searcher_events)
 
 
 class Driver:
@@ -112,14 +87,12 @@ class Driver:
         self._persisted_seq = self._event_seq  # the searcher events durable in the store
         self._snapshot_seq = store.snapshot_event_seq()
         self._snapshot_at = clock()
-        self._changes = _Changes()
+        self._changes = TickChanges()
         self._last_poll = -math.inf
-        self._next_submit_at = -math.inf
-        self._submit_failures = 0
-        self._batch_cap: Optional[int] = None  # most runs per submission, after a queued-jobs cap refused more
+        self._submission = SubmissionPolicy()
+        self._uncertain = self._submission.uncertain  # runs whose last submission may have created a job
         self._stopping = False
         self._crash = CrashPoints.from_environment()
-        self._uncertain: set = set()  # runs whose last submission attempt may have created a job
         self._children = {t for t, row in self.trials.items() if row["parent_checkpoint"]}  # PBT children
         self._resolved_dirs: Optional[Tuple[str, str]] = None
 
@@ -248,8 +221,7 @@ class Driver:
         trial_id = run["trial_id"]
         trial = self.trials[trial_id]
         result = self.workspace.read_result(run_id)
-        stop_reason = result.get("stop_reason") if result else None
-        outcome, reason = self._judge(run, trial, status, result, stop_reason)
+        outcome, reason = judge(run, trial, status, result)
         self._finish_run(run_id, outcome, reason, status.exit_code)
         requeued = self.workspace.attempts(run_id) - 1
         if requeued > 0:  # the scheduler preempted and requeued the job under the same id
@@ -271,34 +243,6 @@ class Driver:
                                  f"failed {restarts} times (max_restarts {self.config.max_restarts}); last: {reason}")
             else:
                 self._record_run(trial_id)
-
-    def _judge(self, run, trial, status: JobStatus, result, stop_reason):
-        """How a run ended, and why: (RunState, reason)."""
-        if (trial["validated_length"] or 0) >= run["to_length"]:
-            return RunState.SUCCEEDED, ""
-        if run["state"] == RunState.CANCELLED.value or trial["closed"] or stop_reason == "search_stopped":
-            return RunState.CANCELLED, "stopped by the search"
-        if result and result.get("status") == "invalid_hp":
-            return RunState.FAILED, "invalid hyperparameters"
-        if stop_reason == "preempted" or status.state == JobState.PREEMPTED:
-            return RunState.PREEMPTED, "preempted"
-        if result is None and status.exit_code in STOP_SIGNAL_EXITS:
-            # a stop signal killed the job before the trial could take it (still starting up)
-            return RunState.PREEMPTED, "preempted"
-        if stop_reason == "time_limit" or status.state == JobState.TIMEOUT:
-            return RunState.TIMEOUT, "reached its time limit"
-        if result is None and status.state == JobState.UNKNOWN:
-            return RunState.LOST, "the job vanished without a result"
-        if status.reason.startswith(SUBMISSION_REFUSED):
-            return RunState.FAILED, status.reason
-        if result and result.get("status") == "exited":
-            return RunState.FAILED, f"exited without reporting validation at length {run['to_length']}"
-        if result and result.get("message"):
-            return RunState.FAILED, result["message"]
-        if status.state == JobState.CANCELLED:
-            return RunState.FAILED, "cancelled outside hpo-slurm"
-        detail = f" (exit code {status.exit_code})" if status.exit_code is not None else ""
-        return RunState.FAILED, f"job ended {status.state.value.lower()}{detail} {status.reason}".strip()
 
     def _finish_run(self, run_id: str, outcome: RunState, reason: str, exit_code: Optional[int]) -> None:
         run = self.runs[run_id]
@@ -326,27 +270,30 @@ class Driver:
         """Give the searcher one event, logging it so a restart can replay it after the last snapshot."""
         self._event_seq += 1
         self._changes.searcher_events.append({"seq": self._event_seq, "kind": kind, "args": json.dumps(args)})
-        return feed_searcher(self.searcher, kind, args)
+        return feed_event(self.searcher, kind, args)
 
     def _apply(self, actions: Iterable[Action]) -> None:
-        queue: Deque[Action] = deque(actions)
-        while queue:
-            action = queue.popleft()
-            if isinstance(action, Create):
-                self._create_trial(action)
-                self._event("created", action.trial_id, {"hparams": action.hparams, "parent": action.parent})
-                queue.extend(self._feed("created", action.trial_id))
-            elif isinstance(action, Train):
-                self._set_trial(action.trial_id, target_length=action.length)
-                self._record_run(action.trial_id)
-            elif isinstance(action, Close):
-                if not self.trials[action.trial_id]["closed"]:
-                    self._close_trial(action.trial_id)
-                    queue.extend(self._feed("closed", action.trial_id))
-            elif isinstance(action, Shutdown):
-                state = "ERRORED" if action.failure else "COMPLETED"
-                self._set_experiment(state=state, ended_at=self.clock())
-                self._event("shutdown", None, {"failure": action.failure})
+        drain(actions, self._apply_one)
+
+    def _apply_one(self, action: Action) -> Optional[List[Action]]:
+        """Turn one searcher action into trial, run and experiment changes; the searcher's answer to
+        being told about it (created, closed), if any."""
+        if isinstance(action, Create):
+            self._create_trial(action)
+            self._event("created", action.trial_id, {"hparams": action.hparams, "parent": action.parent})
+            return self._feed("created", action.trial_id)
+        if isinstance(action, Train):
+            self._set_trial(action.trial_id, target_length=action.length)
+            self._record_run(action.trial_id)
+        elif isinstance(action, Close):
+            if not self.trials[action.trial_id]["closed"]:
+                self._close_trial(action.trial_id)
+                return self._feed("closed", action.trial_id)
+        elif isinstance(action, Shutdown):
+            state = "ERRORED" if action.failure else "COMPLETED"
+            self._set_experiment(state=state, ended_at=self.clock())
+            self._event("shutdown", None, {"failure": action.failure})
+        return None
 
     def _create_trial(self, action: Create) -> None:
         parent_checkpoint = None
@@ -447,35 +394,13 @@ class Driver:
         if changes.empty():
             return
         with self.store.transaction():
-            self.store.insert_trials(self.trials[t] for t in changes.new_trials)
-            self.store.update_rows("trials", "id", changes.trials.items())
-            self.store.insert_runs(self.runs[r] for r in changes.new_runs)
-            self.store.update_rows("runs", "id", changes.runs.items())
-            self.store.insert_metrics(changes.metrics)
-            self.store.append_events(changes.events)
-            if changes.searcher_events:
-                changes.experiment["progress"] = self.searcher.progress()
-            if changes.experiment:
-                self.store.update_experiment(**changes.experiment)
-            self.store.append_searcher_events(changes.searcher_events)
-            if self._snapshot_due():
+            changes.write(self.store, self.trials, self.runs, self.searcher.progress)
+            if snapshot_due(self._event_seq - self._snapshot_seq, len(self.trials),
+                            self.experiment["state"] == "RUNNING", self.clock() - self._snapshot_at):
                 self.store.save_snapshot(self.searcher.snapshot(), self.clock(), self._event_seq)
                 self._snapshot_seq, self._snapshot_at = self._event_seq, self.clock()
         self._persisted_seq = self._event_seq
-        self._changes = _Changes(cancel=changes.cancel, touched_trials=changes.touched_trials)
-
-    def _snapshot_due(self) -> bool:
-        behind = self._event_seq - self._snapshot_seq
-        if behind <= 0:
-            return False
-        if self.experiment["state"] != "RUNNING":
-            return True
-        # A snapshot costs O(trials): at least twice that many events go between two, so snapshots cost
-        # O(1) per event instead of O(trials) (quadratic in a 100k-trial search); a resume replays at
-        # most max(SNAPSHOT_EVERY_EVENTS, 2 x trials) events. An old snapshot waits for trials / 4.
-        size = len(self.trials)
-        return behind >= max(SNAPSHOT_EVERY_EVENTS, 2 * size) or (
-            self.clock() - self._snapshot_at >= SNAPSHOT_EVERY_S and behind >= size // 4)
+        self._changes = TickChanges(cancel=changes.cancel, touched_trials=changes.touched_trials)
 
     def checkpoint_searcher(self) -> None:
         """Snapshot the searcher now (a driver that is about to exit calls this). Only when every event
@@ -495,7 +420,7 @@ class Driver:
         if changes.cancel:
             pending, changes.cancel = changes.cancel, []
             self._cancel(pending)
-        if self.submit_enabled and self.clock() >= self._next_submit_at:
+        if self.submit_enabled and self._submission.may_submit(self.clock()):
             self._submit_ready()
         if changes.touched_trials:
             referenced = {self.trials[t]["parent_checkpoint"] for t in self._children
@@ -533,7 +458,7 @@ class Driver:
         ready = []
         for run_ids in self.active.values():
             first = self.runs[run_ids[0]]
-            if not first["job_id"] and first["state"] == RunState.SUBMITTED.value:
+            if awaits_submission(first):
                 ready.append(first)
         return sorted(ready, key=lambda r: (r["recorded_at"], r["trial_id"]))
 
@@ -545,7 +470,7 @@ class Driver:
         )
 
     def _submit_ready(self) -> None:
-        ready = self._ready_runs()[:self._batch_cap]
+        ready = self._submission.take(self._ready_runs())
         if not ready:
             return
         delivered = self.executor.delivers_specs  # else each run's spec file is written here, first
@@ -568,7 +493,7 @@ class Driver:
             try:
                 found = self.executor.find([self._request(run) for run in uncertain])
             except SchedulerError as exc:
-                self._next_submit_at = self.clock() + SUBMIT_BACKOFF_S[0]
+                self._submission.wait_for_lookup(self.clock())
                 log.warning("cannot look up %d runs that may have been submitted (%s); nothing is submitted "
                             "until they are found or known to be missing", len(uncertain), exc)
                 return
@@ -581,25 +506,18 @@ class Driver:
         except SubmitError as exc:
             self._bind(exc.submitted)
             failed = [run for run in ready if run["id"] not in exc.submitted]
-            self._submit_failures += 1
-            delay = SUBMIT_BACKOFF_S[min(self._submit_failures, len(SUBMIT_BACKOFF_S)) - 1]
+            delay = self._submission.refused(self.clock(), (run["id"] for run in failed), exc.retry, exc.limit)
             if exc.limit:
-                self._batch_cap, delay = max(1, len(failed) // 2), SUBMIT_LIMIT_RETRY_S
                 log.warning("the cluster refused %d runs for its cap on queued jobs (%s); submitting at most %d "
-                            "at a time from now on, next try in %.0fs", len(failed), exc, self._batch_cap, delay)
+                            "at a time from now on, next try in %.0fs", len(failed), exc, self._submission.batch_cap, delay)
             else:
                 log.warning("submission failed (%s); %s", exc, f"retrying in {delay:.0f}s" if exc.retry else "not retrying")
-            if exc.retry:
-                self._next_submit_at = self.clock() + delay
-                self._uncertain.update(run["id"] for run in failed)
-            else:
+            if not exc.retry:
                 for run in failed:
                     self._on_job_ended(run["id"], JobStatus(JobState.FAILED, reason=f"{SUBMISSION_REFUSED}: {exc}"))
             return
         self._crash.reached("after_submit")
-        self._submit_failures = 0
-        if self._batch_cap is not None:
-            self._batch_cap *= 2  # room may have freed up; a refusal halves it again
+        self._submission.succeeded()
         self._bind({run["id"]: job for run, job in zip(ready, submitted)})
 
     def _bind(self, jobs: Dict[str, Any]) -> None:
@@ -616,29 +534,15 @@ class Driver:
     def _spec(self, run: Dict[str, Any]) -> Dict[str, Any]:
         """What the run's job reads: where the experiment is, the trial's hyperparameters, how far to
         train and how (``job.run_job``, ``trial.TrialContext``)."""
-        trial = self.trials[run["trial_id"]]
-        config = self.config
         if self._resolved_dirs is None:  # resolved once per driver, not per run
             self._resolved_dirs = (str(self.layout.dir.resolve()), str(self.layout.context.resolve()))
-        return {
-            "experiment": self.layout.name, "experiment_dir": self._resolved_dirs[0],
-            "context_dir": self._resolved_dirs[1],
-            "trial_id": trial["id"], "run_id": run["id"], "hparams": json.loads(trial["hparams"]),
-            "target_length": run["to_length"], "from_length": run["from_length"],
-            "unit": config.searcher.unit, "parent_checkpoint": trial["parent_checkpoint"],
-            "entrypoint": config.entrypoint,
-            "metric": config.searcher.metric, "smaller_is_better": config.searcher.smaller_is_better,
-            "time_limit_s": run["time_minutes"] * 60 if run["time_minutes"] else None,
-            "signal_delay_s": config.slurm.signal_delay_s,
-            "data": config.data, "records_per_epoch": config.records_per_epoch,
-        }
+        return build_spec(self.config, self.layout.name, *self._resolved_dirs, self.trials[run["trial_id"]], run)
 
     # ---- restart --------------------------------------------------------------------------------
     def _reconcile(self) -> None:
         """Bind runs recorded but never bound to a job (a crash between submit and record), and adopt
         the live jobs of the previous driver."""
-        unbound = [self.runs[ids[0]] for ids in self.active.values()
-                   if not self.runs[ids[0]]["job_id"] and self.runs[ids[0]]["state"] == RunState.SUBMITTED.value]
+        unbound = [self.runs[ids[0]] for ids in self.active.values() if awaits_submission(self.runs[ids[0]])]
         if unbound:
             try:
                 found = self.executor.find([self._request(run) for run in unbound])
@@ -661,22 +565,6 @@ class Driver:
         self._persist()
 
 
-def feed_searcher(searcher: Searcher, kind: str, args: Iterable[Any]) -> List[Action]:
-    """Deliver one logged event (as ``Driver._feed`` records it) to the searcher."""
-    args = list(args)
-    if kind == "initial":
-        return searcher.initial()
-    if kind == "created":
-        return searcher.on_created(*args)
-    if kind == "validation":
-        return searcher.on_validation(*args)
-    if kind == "early_exit":
-        return searcher.on_early_exit(args[0], ExitReason(args[1]))
-    if kind == "closed":
-        return searcher.on_closed(*args)
-    raise ValueError(f"unknown searcher event {kind!r}")
-
-
 def load_searcher(config: ExperimentConfig, store: Store) -> Tuple[Searcher, bool]:
     """The searcher as the last driver left it: its snapshot with the later logged events replayed
     (their actions were already applied). Also whether the search is new (no event yet)."""
@@ -684,5 +572,5 @@ def load_searcher(config: ExperimentConfig, store: Store) -> Tuple[Searcher, boo
     searcher = restore_searcher(config, snapshot) if snapshot else make_searcher(config)
     events = store.searcher_events(after=store.snapshot_event_seq())
     for event in events:
-        feed_searcher(searcher, event["kind"], json.loads(event["args"]))
+        feed_event(searcher, event["kind"], json.loads(event["args"]))
     return searcher, snapshot is None and not events

@@ -1,0 +1,52 @@
+"""How a run ended: one pure function from what the driver knows of a run's job to the run's final
+state and the reason it gives. No I/O, no clock: a table test pins every case."""
+
+from __future__ import annotations
+
+import signal
+from typing import Any, Mapping, Optional, Tuple
+
+from hpo_slurm.core.types import RunState
+from hpo_slurm.executors.base import JobState, JobStatus
+
+SUBMISSION_REFUSED = "submission refused"  # the reason of a run whose sbatch was refused for good
+# exit codes of a job killed by SIGTERM, SIGUSR1 or SIGUSR2 (as the signal number or 128 + it)
+STOP_SIGNAL_EXITS = frozenset(
+    n for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2) for n in (int(sig), 128 + int(sig)))
+
+
+def judge(run: Mapping[str, Any], trial: Mapping[str, Any], status: JobStatus,
+          result: Optional[Mapping[str, Any]]) -> Tuple[RunState, str]:
+    """The state a run ends in, and why, from its row, its trial's row, the scheduler's last word on
+    its job and the result file its job wrote (None when it wrote none). In order of precedence:
+    the trial validated at the run's target (SUCCEEDED); the search stopped it (CANCELLED); the trial
+    raised InvalidHP (FAILED); preempted, also by a stop signal before the trial could take it
+    (PREEMPTED); out of time (TIMEOUT); gone without a result (LOST); everything else FAILED, with the
+    most specific reason known."""
+    stop_reason = result.get("stop_reason") if result else None
+    result_status = result.get("status") if result else None
+    if (trial["validated_length"] or 0) >= run["to_length"]:
+        return RunState.SUCCEEDED, ""
+    if run["state"] == RunState.CANCELLED.value or trial["closed"] or stop_reason == "search_stopped":
+        return RunState.CANCELLED, "stopped by the search"
+    if result_status == "invalid_hp":
+        return RunState.FAILED, "invalid hyperparameters"
+    if stop_reason == "preempted" or status.state == JobState.PREEMPTED:
+        return RunState.PREEMPTED, "preempted"
+    if result is None and status.exit_code in STOP_SIGNAL_EXITS:
+        # a stop signal killed the job before the trial could take it (still starting up)
+        return RunState.PREEMPTED, "preempted"
+    if stop_reason == "time_limit" or status.state == JobState.TIMEOUT:
+        return RunState.TIMEOUT, "reached its time limit"
+    if result is None and status.state == JobState.UNKNOWN:
+        return RunState.LOST, "the job vanished without a result"
+    if status.reason.startswith(SUBMISSION_REFUSED):
+        return RunState.FAILED, status.reason
+    if result_status == "exited":
+        return RunState.FAILED, f"exited without reporting validation at length {run['to_length']}"
+    if result and result.get("message"):
+        return RunState.FAILED, result["message"]
+    if status.state == JobState.CANCELLED:
+        return RunState.FAILED, "cancelled outside hpo-slurm"
+    detail = f" (exit code {status.exit_code})" if status.exit_code is not None else ""
+    return RunState.FAILED, f"job ended {status.state.value.lower()}{detail} {status.reason}".strip()
