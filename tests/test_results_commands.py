@@ -18,7 +18,8 @@ import yaml
 from hpo_slurm.experiment import folder as experiment
 from hpo_slurm.reporting import plots, results
 from hpo_slurm.cli.completion import complete_experiment_names
-from hpo_slurm.config.checks import Checker, parse_hyperparameters
+from hpo_slurm.config.checks import Checker
+from hpo_slurm.config.hyperparameters import parse_hyperparameters
 from hpo_slurm.config.space import Const
 from results_helpers import invoke, launch_example, tfrecords
 

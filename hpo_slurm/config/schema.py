@@ -19,7 +19,7 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional, Tuple
 
-from hpo_slurm.config import checks as checks
+from hpo_slurm.config import checks, hyperparameters, json_values, yaml12
 from hpo_slurm.config.slurm_section import parse_slurm
 from hpo_slurm.config.checks import LENGTH_UNITS, MAX_LENGTH, MAX_POWER, MAX_RUNGS, MAX_TRIALS, Checker, Length, show
 from hpo_slurm.core.errors import ConfigError
@@ -192,7 +192,7 @@ def load_config(path: "str | os.PathLike[str]") -> ExperimentConfig:
         raise ConfigError(source, "", "cannot read the file: not UTF-8 text") from None
     except OSError as exc:
         raise ConfigError(source, "", f"cannot read the file: {exc.strerror or exc}") from None
-    data = checks.yaml_load(text, source)
+    data = yaml12.yaml_load(text, source)
     if data is None:
         raise ConfigError(source, "", "the file is empty; expected a mapping of config keys")
     return parse_config(data, source, base_dir=os.path.dirname(os.path.abspath(source)))
@@ -221,7 +221,7 @@ def parse_config(data: Any, source: str, base_dir: Optional[str] = None) -> Expe
     description = "" if description is None else ck.string(description, "description", multiline=True)
     entrypoint = _entrypoint(ck, ck.required(
         top, "entrypoint", "", "the command that trains one trial, e.g. entrypoint: python3 train.py"))
-    space = checks.parse_hyperparameters(ck, top.get("hyperparameters"))
+    space = hyperparameters.parse_hyperparameters(ck, top.get("hyperparameters"))
     searcher = _searcher(ck, ck.required(top, "searcher", ""), space)
     resources = ck.mapping(top.get("resources"), "resources")
     ck.check_keys(resources, "resources", RESOURCES_KEYS, IGNORED_RESOURCES_KEYS)
@@ -235,7 +235,7 @@ def parse_config(data: Any, source: str, base_dir: Optional[str] = None) -> Expe
         records_per_epoch=_optional(top, "records_per_epoch", "", ck.integer, 0, minimum=0),
         checkpoint_storage=_checkpoint_storage(ck, top.get("checkpoint_storage")),
         slurm=SlurmConfig(**parse_slurm(ck, top.get("slurm"), "slurm", base_dir or os.getcwd())),
-        data=copy.deepcopy(checks.json_value(ck, ck.mapping(top.get("data"), "data"), "data")),
+        data=copy.deepcopy(json_values.json_value(ck, ck.mapping(top.get("data"), "data"), "data")),
         min_validation_period=_period(ck, top, "min_validation_period"),
         min_checkpoint_period=_period(ck, top, "min_checkpoint_period"),
         perform_initial_validation=_optional(top, "perform_initial_validation", "", ck.boolean, False),
@@ -309,8 +309,8 @@ def _searcher(ck: Checker, value: Any, space: Nested) -> SearcherConfig:
     if name == "single":
         out["max_trials"] = get("max_trials", ck.integer, 1, minimum=1, maximum=1)
     elif name == "grid":
-        checks.require_grid_counts(ck, space)
-        size = checks.require_grid_size(ck, space)
+        hyperparameters.require_grid_counts(ck, space)
+        size = hyperparameters.require_grid_size(ck, space)
         given = get("max_trials", ck.integer, size, minimum=1)
         if given != size:
             ck.fail("searcher.max_trials", f"grid search trains every point of the grid ({size} trials); "

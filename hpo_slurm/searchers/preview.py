@@ -7,11 +7,12 @@ in FIFO order. Because the plan comes from ``make_searcher``, it cannot drift fr
 from __future__ import annotations
 
 from collections import Counter, deque
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Deque, Dict, List, Optional
 
 from hpo_slurm.config.schema import ExperimentConfig
+from hpo_slurm.core.types import Action, Close, Create, Shutdown, Train
 from hpo_slurm.searchers import Searcher, make_searcher
-from hpo_slurm.core.types import Close, Create, Shutdown, Train
+from hpo_slurm.searchers.drain import drain
 
 Metric = Callable[[int, int], Any]  # (trial_id, length) -> raw metric
 
@@ -22,32 +23,32 @@ def simulate(searcher: Searcher, metric: Metric = lambda trial_id, length: 1.0) 
     final: Dict[int, int] = {}
     start: Dict[int, int] = {}
     parent: Dict[int, Optional[int]] = {}
-    actions = deque(searcher.initial())
-    trains: deque = deque()
-    shutdown: Optional[Shutdown] = None
-    while shutdown is None:
-        while actions:
-            action = actions.popleft()
-            if isinstance(action, Create):
-                tid = action.trial_id
-                parent[tid] = action.parent
-                start[tid] = final[action.parent] if action.parent is not None else 0
-                final[tid] = start[tid]
-                actions.extend(searcher.on_created(tid))
-            elif isinstance(action, Train):
-                trains.append(action)
-            elif isinstance(action, Close):
-                actions.extend(searcher.on_closed(action.trial_id))
-            elif isinstance(action, Shutdown):
-                shutdown = action
-        if shutdown is not None:
-            break
+    trains: Deque[Train] = deque()
+    shutdown: List[Shutdown] = []
+
+    def handle(action: Action) -> Optional[List[Action]]:
+        if isinstance(action, Create):
+            tid = action.trial_id
+            parent[tid] = action.parent
+            start[tid] = final[action.parent] if action.parent is not None else 0
+            final[tid] = start[tid]
+            return searcher.on_created(tid)
+        if isinstance(action, Train):
+            trains.append(action)
+        elif isinstance(action, Close):
+            return searcher.on_closed(action.trial_id)
+        elif isinstance(action, Shutdown):
+            shutdown.append(action)
+        return None
+
+    drain(searcher.initial(), handle)
+    while not shutdown:
         if not trains:
             raise RuntimeError(f"{searcher.name}: the search stalled with no work outstanding")
         train = trains.popleft()
         final[train.trial_id] = train.length
-        actions.extend(searcher.on_validation(train.trial_id, train.length, metric(train.trial_id, train.length)))
-    return {"final": final, "start": start, "parent": parent, "shutdown": shutdown}
+        drain(searcher.on_validation(train.trial_id, train.length, metric(train.trial_id, train.length)), handle)
+    return {"final": final, "start": start, "parent": parent, "shutdown": shutdown[0]}
 
 
 def build_plan(
