@@ -45,7 +45,7 @@ def write_config(source: Path, target: Path, **changes: Any) -> Path:
 def cli(*args: str, env: Optional[Dict[str, str]] = None, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run ``hpo-slurm ARGS`` as a real process."""
     return subprocess.run(
-        [sys.executable, "-m", "hpo_slurm.cli.main", *args], capture_output=True, text=True, timeout=timeout,
+        [sys.executable, "-m", "hpo_slurm.cli", *args], capture_output=True, text=True, timeout=timeout,
         env={**os.environ, **(env or {})},
     )
 
@@ -59,7 +59,7 @@ def launch_slowed(source: Path, name: str, root: Path, sleep_per_unit: float) ->
 
 def start_cli(*args: str, env: Optional[Dict[str, str]] = None) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "hpo_slurm.cli.main", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        [sys.executable, "-m", "hpo_slurm.cli", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True, env={**os.environ, **(env or {})},
     )
 

@@ -186,8 +186,8 @@ def test_completion_lists_experiment_names(search, tmp_path, monkeypatch):
     # through the shell protocol, as bash asks
     env = {**os.environ, "_HPO_SLURM_COMPLETE": "bash_complete", "COMP_WORDS": f"hpo-slurm best {name[:4]}",
            "COMP_CWORD": "2", "HPO_SLURM_ROOT": str(root)}
-    done = subprocess.run([sys.executable, "-m", "hpo_slurm.cli.main"], env=env, capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-m", "hpo_slurm.cli"], env=env, capture_output=True, text=True)
     assert done.stdout.split() == [f"plain,{name}"]
     env.update(COMP_WORDS="hpo-slurm ten", COMP_CWORD="1")
-    done = subprocess.run([sys.executable, "-m", "hpo_slurm.cli.main"], env=env, capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-m", "hpo_slurm.cli"], env=env, capture_output=True, text=True)
     assert done.stdout.split() == ["plain,tensorboard"]

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from hpo_slurm.cli.completion import complete_experiment_names
+from hpo_slurm.cli.options import resolve_root, root_option
 from hpo_slurm.core.errors import UserError
 
 
@@ -100,23 +101,10 @@ def _print_warnings(config) -> None:
         _warn(warning)
 
 
-def _root_option(function):
-    return click.option(
-        "--root", type=click.Path(file_okay=False), default=None,
-        help="Folder holding experiments (default: $HPO_SLURM_ROOT, else ./hpo-runs).",
-    )(function)
-
-
-def _root(root) -> Path:
-    from hpo_slurm.experiment.folder import resolve_root
-
-    return resolve_root(root)
-
-
 @cli.command()
 @click.argument("config_path", metavar="CONFIG", type=click.Path(dir_okay=False))
 @click.option("--name", default=None, help="Experiment name (default: the config's name).")
-@_root_option
+@root_option
 @click.option("--executor", type=click.Choice(["auto", "local", "slurm"]), default="auto", show_default=True,
               help="Where trials run: slurm when sbatch is on PATH, else local processes.")
 @click.option("--context", type=click.Path(file_okay=False, exists=True), default=None,
@@ -139,7 +127,7 @@ def launch(config_path: str, name, root, executor: str, context, detach: bool, a
     _print_warnings(config)
     name = name or config.name
     check_name(name, "--name", "")
-    root_path = _root(root)
+    root_path = resolve_root(root)
     from hpo_slurm.reporting.live import progress
 
     executor = resolve_executor_name(executor)
@@ -173,7 +161,7 @@ def launch(config_path: str, name, root, executor: str, context, detach: bool, a
 
 @cli.command()
 @click.argument("name", shell_complete=complete_experiment_names)
-@_root_option
+@root_option
 @click.option("--detach", is_flag=True, help="Run the driver in the background, logging to driver.log.")
 def resume(name: str, root, detach: bool) -> None:
     """Restart the driver of an experiment after it stopped (crash, reboot, Ctrl-C).
@@ -186,7 +174,7 @@ def resume(name: str, root, detach: bool) -> None:
     """
     from hpo_slurm.experiment import folder as experiment
 
-    layout = experiment.find(_root(root), name)
+    layout = experiment.find(resolve_root(root), name)
     _drive(layout, detach)
 
 
@@ -201,7 +189,7 @@ def _drive(layout, detach: bool) -> None:
         with open(layout.driver_log, "ab") as log_file:
             logged = log_file.tell()
             process = subprocess.Popen(
-                [sys.executable, "-m", "hpo_slurm.cli.main", "resume", layout.name, "--root", str(layout.dir.parent)],
+                [sys.executable, "-m", "hpo_slurm.cli", "resume", layout.name, "--root", str(layout.dir.parent)],
                 stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
             )
         _wait_until_driving(layout, process, logged)
@@ -265,7 +253,7 @@ def _wait_until_driving(layout, process, logged: int, timeout: float = 30.0) -> 
 
 @cli.command()
 @click.argument("name", required=False, shell_complete=complete_experiment_names)
-@_root_option
+@root_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--watch", is_flag=True, help="Refresh in place until interrupted.")
 @click.option("--trials", "trials", metavar="all|N", default=None,
@@ -285,7 +273,7 @@ def status(name, root, as_json: bool, watch: bool, trials) -> None:
     from hpo_slurm.sweep.arrays import refresh as refresh_sweep  # a sweep has no driver: status ingests its tasks' files
 
     wanted = parse_trials_option(trials)
-    root_path = _root(root)
+    root_path = resolve_root(root)
     if name is None:
         if wanted is not None:
             raise UserError(f"--trials {trials}: lists one experiment's trials; give its NAME")
@@ -315,7 +303,7 @@ def status(name, root, as_json: bool, watch: bool, trials) -> None:
 
 @cli.command()
 @click.argument("name", shell_complete=complete_experiment_names)
-@_root_option
+@root_option
 @click.option("--timeout", type=float, default=120.0, show_default=True, help="Seconds to wait for the jobs to end.")
 def stop(name: str, root, timeout: float) -> None:
     """Stop a search: cancel its queued and running work and close it.
@@ -330,7 +318,7 @@ def stop(name: str, root, timeout: float) -> None:
     from hpo_slurm.experiment.lock import driver_alive
     from hpo_slurm.engine.session import run_driver
 
-    layout = experiment.find(_root(root), name)
+    layout = experiment.find(resolve_root(root), name)
     layout.stop_request.touch()
     if driver_alive(layout.lock)["alive"]:
         deadline = _time.monotonic() + timeout
@@ -344,7 +332,7 @@ def stop(name: str, root, timeout: float) -> None:
 @cli.command()
 @click.argument("name", shell_complete=complete_experiment_names)
 @click.argument("trial_id", type=int)
-@_root_option
+@root_option
 @click.option("--follow", "-f", is_flag=True, help="Keep printing the trial's output, run by run, until the trial ends.")
 def logs(name: str, trial_id: int, root, follow: bool) -> None:
     """Print a trial's output, run by run.
@@ -357,7 +345,7 @@ def logs(name: str, trial_id: int, root, follow: bool) -> None:
     from hpo_slurm.reporting.logs import print_trial_logs
     from hpo_slurm.sweep.arrays import is_sweep, refresh as refresh_sweep
 
-    layout = experiment.find(_root(root), name)
+    layout = experiment.find(resolve_root(root), name)
     refresh = (lambda: refresh_sweep(layout, quiet=True)) if follow and is_sweep(layout) else None
     print_trial_logs(layout, trial_id, follow, refresh)
 

@@ -13,23 +13,12 @@ from typing import Optional
 
 import click
 
-from hpo_slurm.cli.completion import complete_experiment_names
+from hpo_slurm.cli.options import name_argument, root_option
 from hpo_slurm.core.errors import UserError
 from hpo_slurm.cli.outputs import output_dir, output_file, write_failed
 
 FORMATS = ("csv", "json", "jsonl")
 WHAT = ("trials", "runs", "metrics")
-
-
-def _root_option(function):
-    return click.option(
-        "--root", type=click.Path(file_okay=False), default=None,
-        help="Folder holding experiments (default: $HPO_SLURM_ROOT, else ./hpo-runs).",
-    )(function)
-
-
-def _name_argument(function):
-    return click.argument("name", shell_complete=complete_experiment_names)(function)
 
 
 def _load(name: str, root: Optional[str]):
@@ -47,8 +36,8 @@ def _choices(values):
 
 
 @click.command()
-@_name_argument
-@_root_option
+@name_argument
+@root_option
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="Folder for the PNG files (default: <experiment>/plots).")
 def plot(name: str, root, out_dir) -> None:
@@ -79,8 +68,8 @@ def plot(name: str, root, out_dir) -> None:
 
 
 @click.command()
-@_name_argument
-@_root_option
+@name_argument
+@root_option
 @click.option("--out", "out_file", type=click.Path(dir_okay=False), default=None,
               help="HTML file to write (default: <experiment>/report.html).")
 def report(name: str, root, out_file) -> None:
@@ -112,8 +101,8 @@ def report(name: str, root, out_file) -> None:
 
 
 @click.command()
-@_name_argument
-@_root_option
+@name_argument
+@root_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of YAML.")
 def best(name: str, root, as_json: bool) -> None:
     """Print the best trial: its hyperparameters as a Determined ``hyperparameters:`` block (bare
@@ -139,8 +128,8 @@ def best(name: str, root, as_json: bool) -> None:
 
 
 @click.command()
-@_name_argument
-@_root_option
+@name_argument
+@root_option
 @click.option("--format", "fmt", default="csv", show_default=True, metavar="csv|json|jsonl",
               shell_complete=_choices(FORMATS), help="Output format.")
 @click.option("--what", default="trials", show_default=True, metavar="trials|runs|metrics",
@@ -182,8 +171,8 @@ def export(name: str, root, fmt: str, what: str, out_file: str) -> None:
 
 
 @click.command()
-@_name_argument
-@_root_option
+@name_argument
+@root_option
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="Folder for the event files (default: <experiment>/tensorboard).")
 def tensorboard(name: str, root, out_dir) -> None:

@@ -34,7 +34,7 @@ def render(config: ExperimentConfig, layout: ExperimentLayout, uid: str) -> str:
         value = getattr(slurm, option)
         if value:
             options.append(f"#SBATCH --{option}={_safe(value, f'slurm.{option}')}")
-    command = shlex.join([sys.executable, "-m", "hpo_slurm.cli.main", "resume", layout.name, "--root", str(layout.dir.parent)])
+    command = shlex.join([sys.executable, "-m", "hpo_slurm.cli", "resume", layout.name, "--root", str(layout.dir.parent)])
     values: Dict[str, str] = {
         "job_name": job_name(uid),
         "output": _safe(str(layout.dir / "driver-job.log"), "the experiment folder"),
