@@ -199,14 +199,16 @@ def _drive(layout, detach: bool) -> None:
     import signal
 
     from hpo_slurm.engine.driver_job import REQUEUE_EXIT_CODE
-    from hpo_slurm.reporting.live import drive_with_view
+    from hpo_slurm.engine.session import run_driver
+    from hpo_slurm.reporting.live import live_view
 
     def time_limit_warning(signum, frame):
         raise _TimeLimitWarning()
 
     signal.signal(signal.SIGUSR1, time_limit_warning)
     try:
-        driver = drive_with_view(layout)
+        with live_view(layout) as on_tick:
+            driver = run_driver(layout, on_tick=on_tick)
     except KeyboardInterrupt:
         click.echo(f"\ndriver stopped; trials keep their work. Continue with `hpo-slurm resume {layout.name}`", err=True)
         sys.exit(130)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import time
-from typing import TYPE_CHECKING, Callable, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 from rich.console import Console, Group
 from rich.live import Live
@@ -15,9 +15,6 @@ from rich.live import Live
 from hpo_slurm.core.layout import ExperimentLayout
 from hpo_slurm.reporting.status import TrialsWanted, summarize
 from hpo_slurm.reporting.views import output_console, print_summary, summary_panel, trials_table
-
-if TYPE_CHECKING:  # pragma: no cover
-    from hpo_slurm.engine.driver import Driver
 
 REFRESH_S = 1.0
 VISIBLE_TRIALS = 15
@@ -30,27 +27,27 @@ def _renderable(layout: ExperimentLayout, width: Optional[int] = None) -> Group:
                                                             one_line=True))
 
 
-def drive_with_view(layout: ExperimentLayout) -> "Driver":
-    """Run the driver in the foreground; on a terminal, refresh a live view once a second."""
-    from hpo_slurm.engine.session import run_driver
-
+@contextlib.contextmanager
+def live_view(layout: ExperimentLayout) -> Iterator[Optional[Callable[[Any], None]]]:
+    """The view of a search whose driver runs in the foreground for as long as the block runs. Yields
+    the callback the driver calls after each tick: on a terminal it redraws the view at most once a
+    second; when stderr is not a terminal it is None and the summary is printed once, at the end."""
     console = Console(stderr=True)
     if not console.is_terminal:
-        driver = run_driver(layout)
+        yield None
         print_summary(summarize(layout), output_console())
-        return driver
+        return
     last = [0.0]
     with Live(console=console, auto_refresh=False, transient=False, screen=False) as live:
 
-        def refresh(driver: "Driver") -> None:
+        def refresh(driver: Any) -> None:
             now = time.monotonic()
             if now - last[0] >= REFRESH_S:
                 last[0] = now
                 live.update(_renderable(layout, console.width), refresh=True)
 
-        driver = run_driver(layout, on_tick=refresh)
+        yield refresh
         live.update(_renderable(layout, console.width), refresh=True)
-    return driver
 
 
 def watch_status(layout: ExperimentLayout, console: Optional[Console] = None, interval: float = REFRESH_S,
