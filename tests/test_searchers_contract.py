@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections import Counter, deque
+from collections import Counter
 from typing import Any, Callable, Dict, List
 
 import pytest
@@ -14,6 +14,7 @@ from hpo_slurm.config.schema import ExperimentConfig, SearcherConfig
 from hpo_slurm.searchers.preview import build_plan
 from hpo_slurm.searchers import make_searcher, restore_searcher
 from hpo_slurm.searchers.adaptive_asha import layout
+from hpo_slurm.searchers.drain import drain
 from hpo_slurm.config.space import Categorical, Double, Int, Log, Nested
 from hpo_slurm.core.types import Close, Create, ExitReason, Shutdown, Train, action_to_json
 
@@ -108,27 +109,29 @@ class Driver:
         return sorted(t for t in self.open if t not in self.pending and t not in self.close_sent)
 
     def handle(self, actions) -> None:
-        queue = deque(actions)
-        while queue:
-            action = queue.popleft()
-            self.log.append(action_to_json(action))
-            assert not self.shutdowns, f"action after Shutdown: {action}"
-            if isinstance(action, Create):
-                self.created.append(action.trial_id)
-                self.open.add(action.trial_id)
-                self.final[action.trial_id] = 0
-                queue.extend(self.call("on_created", action.trial_id))
-            elif isinstance(action, Train):
-                assert action.trial_id not in self.pending
-                self.pending[action.trial_id] = action.length
-            elif isinstance(action, Close):
-                self.close_sent.add(action.trial_id)
-                self.open.discard(action.trial_id)
-                queue.extend(self.call("on_closed", action.trial_id))
-            else:
-                assert isinstance(action, Shutdown)
-                self.shutdowns.append(action)
-            self.check_invariants()
+        drain(actions, self.handle_one)
+
+    def handle_one(self, action):
+        self.log.append(action_to_json(action))
+        assert not self.shutdowns, f"action after Shutdown: {action}"
+        answer = None
+        if isinstance(action, Create):
+            self.created.append(action.trial_id)
+            self.open.add(action.trial_id)
+            self.final[action.trial_id] = 0
+            answer = self.call("on_created", action.trial_id)
+        elif isinstance(action, Train):
+            assert action.trial_id not in self.pending
+            self.pending[action.trial_id] = action.length
+        elif isinstance(action, Close):
+            self.close_sent.add(action.trial_id)
+            self.open.discard(action.trial_id)
+            answer = self.call("on_closed", action.trial_id)
+        else:
+            assert isinstance(action, Shutdown)
+            self.shutdowns.append(action)
+        self.check_invariants()
+        return answer
 
     def call(self, event: str, *args):
         actions = getattr(self.searcher, event)(*args)

@@ -10,6 +10,7 @@ from typing import Any, Callable, Dict
 import pytest
 
 from hpo_slurm.config.schema import ExperimentConfig, SearcherConfig
+from hpo_slurm.searchers.drain import drain
 from hpo_slurm.searchers import make_searcher, restore_searcher
 from hpo_slurm.searchers.adaptive_asha import bracket_rungs, integer_log, layout, max_rungs
 from hpo_slurm.searchers.asha import rung_lengths
@@ -31,31 +32,31 @@ def run(cfg: ExperimentConfig, outcome: Callable[[int, int], Any]) -> Dict[str, 
     """A FIFO driver. ``outcome(trial, length)`` is a metric, or an ExitReason for an early exit."""
     searcher = make_searcher(cfg)
     final, creates, closes, shutdowns = {}, [], [], []
-    actions, trains = deque(searcher.initial()), deque()
+    trains = deque()
+
+    def handle(action):
+        if isinstance(action, Create):
+            creates.append(action)
+            final[action.trial_id] = 0
+            return searcher.on_created(action.trial_id)
+        if isinstance(action, Train):
+            trains.append(action)
+        elif isinstance(action, Close):
+            closes.append(action.trial_id)
+            return searcher.on_closed(action.trial_id)
+        else:
+            shutdowns.append(action)
+        return None
+
+    drain(searcher.initial(), handle)
     while not shutdowns:
-        while actions:
-            action = actions.popleft()
-            if isinstance(action, Create):
-                creates.append(action)
-                final[action.trial_id] = 0
-                actions.extend(searcher.on_created(action.trial_id))
-            elif isinstance(action, Train):
-                trains.append(action)
-            elif isinstance(action, Close):
-                closes.append(action.trial_id)
-                actions.extend(searcher.on_closed(action.trial_id))
-            else:
-                shutdowns.append(action)
-        if shutdowns:
-            break
         train = trains.popleft()
         result = outcome(train.trial_id, train.length)
         if isinstance(result, ExitReason):
-            actions.extend(searcher.on_early_exit(train.trial_id, result))
-            actions.extend(searcher.on_closed(train.trial_id))
+            drain(searcher.on_early_exit(train.trial_id, result) + searcher.on_closed(train.trial_id), handle)
         else:
             final[train.trial_id] = train.length
-            actions.extend(searcher.on_validation(train.trial_id, train.length, result))
+            drain(searcher.on_validation(train.trial_id, train.length, result), handle)
     return {"final": final, "creates": creates, "closes": closes, "shutdowns": shutdowns, "searcher": searcher}
 
 
