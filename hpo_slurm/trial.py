@@ -12,7 +12,7 @@
     with ctx.checkpoint(ctx.target_length) as path: save(path)
 
 Trials never open the experiment database: they append metric lines and publish checkpoint folders
-under the experiment folder, and the driver ingests them.
+under the experiment folder, and the driver ingests them (``hpo_slurm.core.protocol`` describes the files).
 """
 
 from __future__ import annotations
@@ -26,12 +26,12 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, Optional
+from typing import Any, Callable, Dict, Iterator, Mapping, Optional, Tuple, Union
 
 from hpo_slurm.core.fsio import append_line, read_json, write_json_atomic
 from hpo_slurm.core.layout import CHECKPOINT_META, ExperimentLayout, checkpoint_name
+from hpo_slurm.core.protocol import SPEC_ENV, RunSpec, StopReason, checkpoint_length, latest_checkpoint_in
 
-SPEC_ENV = "HPO_SLURM_SPEC"
 STOP_SIGNALS = ("SIGTERM", "SIGUSR1", "SIGUSR2")
 INVALID_HP_FILE = "invalid_hp.json"
 TIME_LIMIT_SLACK_S = 60.0
@@ -42,18 +42,26 @@ class InvalidHP(Exception):
 
 
 class TrialContext:
-    """This run of a trial: its hyperparameters, the length to reach, and where to report."""
+    """This run of a trial: its hyperparameters, the length to reach, and where to report.
 
-    def __init__(self, spec: Dict[str, Any]):
-        self.spec = spec
-        self.trial_id: int = spec["trial_id"]
-        self.run_id: str = spec["run_id"]
-        self.hparams: Dict[str, Any] = spec["hparams"]
-        self.target_length: int = spec["target_length"]
-        self.unit: str = spec.get("unit", "batches")
-        self.data: Dict[str, Any] = spec.get("data", {})
-        self.records_per_epoch: int = spec.get("records_per_epoch", 0)
-        self._layout = ExperimentLayout(Path(spec["experiment_dir"]))
+    Built from the run's spec: a ``RunSpec``, or the ``spec.json`` object (``ProtocolError`` when it
+    is not a valid one). ``spec`` is that object as a dict; ``run_spec`` the typed spec."""
+
+    def __init__(self, spec: Union[RunSpec, Mapping[str, Any]]):
+        if isinstance(spec, RunSpec):
+            self.run_spec = spec
+            self.spec: Dict[str, Any] = spec.to_json()
+        else:
+            self.run_spec = RunSpec.from_json(spec)
+            self.spec = spec if isinstance(spec, dict) else dict(spec)
+        self.trial_id: int = self.run_spec.trial_id
+        self.run_id: str = self.run_spec.run_id
+        self.hparams: Dict[str, Any] = self.run_spec.hparams
+        self.target_length: int = self.run_spec.target_length
+        self.unit: str = self.run_spec.unit
+        self.data: Dict[str, Any] = self.run_spec.data
+        self.records_per_epoch: int = self.run_spec.records_per_epoch
+        self._layout = ExperimentLayout(Path(self.run_spec.experiment_dir))
         self._stop_reason: Optional[str] = None
         self._last_stop_check = 0.0
 
@@ -68,7 +76,7 @@ class TrialContext:
         found = latest_checkpoint_in(self._layout.checkpoints_dir(self.trial_id))
         if found is not None:
             return found
-        parent = self.spec.get("parent_checkpoint")
+        parent = self.run_spec.parent_checkpoint
         if parent and Path(parent).is_dir():
             return Path(parent)
         return None
@@ -139,11 +147,13 @@ class TrialContext:
         if now - self._last_stop_check >= 1.0:
             self._last_stop_check = now
             if self._layout.stop_request.exists() or self._layout.run_stop_file(self.run_id).exists():
-                self._stop_reason = "search_stopped"
+                self._stop_reason = StopReason.SEARCH_STOPPED.value
         return self._stop_reason is not None
 
     @property
     def stop_reason(self) -> Optional[str]:
+        """Why the run was asked to stop: a ``StopReason`` value, or the reason given to
+        ``request_stop``; None until then."""
         return self._stop_reason
 
     def request_stop(self, reason: str) -> None:
@@ -163,25 +173,34 @@ def init(install_signal_handlers: bool = True) -> TrialContext:
         raise RuntimeError(f"{SPEC_ENV} is not set: run this script through hpo-slurm")
     ctx = TrialContext(read_json(Path(spec_path)))
     if install_signal_handlers:
-        install_stop_handlers(ctx.request_stop, ctx.spec)
+        install_stop_handlers(ctx.request_stop, ctx.run_spec)
         _install_invalid_hp_hook(ctx)
     return ctx
 
 
-def stop_reason_for(signum: int, spec: Dict[str, Any], elapsed_s: float) -> str:
-    """``preempted`` or ``time_limit``. SIGTERM is a preemption. The warning signal (USR1/USR2) means
-    the time limit only when it comes near the end of the run's time; earlier, the scheduler sent it
-    for a preemption (Slurm does with ``preempt_send_user_signal``)."""
+def stop_reason_for(signum: int, spec: Union[RunSpec, Mapping[str, Any]], elapsed_s: float) -> str:
+    """``preempted`` or ``time_limit`` (``StopReason`` values) for a stop signal that came
+    ``elapsed_s`` into the run of ``spec`` (a ``RunSpec`` or a spec object). SIGTERM is a preemption.
+    The warning signal (USR1/USR2) means the time limit only when it comes near the end of the run's
+    time; earlier, the scheduler sent it for a preemption (Slurm does with
+    ``preempt_send_user_signal``)."""
     if signum == signal.SIGTERM:
-        return "preempted"
-    limit = spec.get("time_limit_s")
+        return StopReason.PREEMPTED.value
+    limit, signal_delay = _time_limit(spec)
     if limit is None:
-        return "time_limit"
-    warned_at = limit - spec.get("signal_delay_s", 0)
-    return "time_limit" if elapsed_s >= warned_at - TIME_LIMIT_SLACK_S else "preempted"
+        return StopReason.TIME_LIMIT.value
+    warned_at = limit - signal_delay
+    return StopReason.TIME_LIMIT.value if elapsed_s >= warned_at - TIME_LIMIT_SLACK_S else StopReason.PREEMPTED.value
 
 
-def install_stop_handlers(on_stop: Callable[[str], None], spec: Dict[str, Any]) -> None:
+def _time_limit(spec: Union[RunSpec, Mapping[str, Any]]) -> Tuple[Optional[float], float]:
+    """The run's time limit (None: none) and how long before it the warning signal comes."""
+    if isinstance(spec, RunSpec):
+        return spec.time_limit_s, spec.signal_delay_s
+    return spec.get("time_limit_s"), spec.get("signal_delay_s", 0)
+
+
+def install_stop_handlers(on_stop: Callable[[str], None], spec: Union[RunSpec, Mapping[str, Any]]) -> None:
     """Route the stop signals to ``on_stop(reason)`` (see ``stop_reason_for``)."""
     started = time.monotonic()
 
@@ -206,24 +225,6 @@ def _install_invalid_hp_hook(ctx: TrialContext) -> None:
         previous(kind, value, traceback)
 
     sys.excepthook = hook
-
-
-def latest_checkpoint_in(directory: Path) -> Optional[Path]:
-    """The published checkpoint with the greatest length in ``directory``, or None."""
-    if not directory.is_dir():
-        return None
-    lengths = {}
-    for entry in os.scandir(directory):
-        if entry.is_dir() and entry.name.startswith("length-") and (Path(entry.path) / CHECKPOINT_META).exists():
-            try:
-                lengths[int(entry.name[len("length-"):])] = entry.name
-            except ValueError:
-                continue
-    return directory / lengths[max(lengths)] if lengths else None
-
-
-def checkpoint_length(path: Path) -> int:
-    return int(read_json(Path(path) / CHECKPOINT_META)["length"])
 
 
 def _jsonable_metric(value: Any) -> Any:

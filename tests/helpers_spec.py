@@ -14,6 +14,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 from hpo_slurm.core.fsio import write_json_atomic
 from hpo_slurm.core.layout import CHECKPOINT_META, ExperimentLayout, run_name
+from hpo_slurm.core.protocol import RunSpec
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"
@@ -39,20 +40,21 @@ def make_run(
     run_id = run_name(trial_id, run_seq)
     layout.run_dir(run_id).mkdir(parents=True, exist_ok=True)
     layout.trial_dir(trial_id).mkdir(parents=True, exist_ok=True)
-    spec = {
-        "experiment_dir": str(layout.dir),
-        "trial_id": trial_id,
-        "run_id": run_id,
-        "hparams": hparams,
-        "target_length": target_length,
-        "unit": unit,
-        "data": dict(data or {}),
-        "records_per_epoch": records_per_epoch,
-        "entrypoint": entrypoint,
-        "context_dir": str(context_dir),
-        "parent_checkpoint": str(parent_checkpoint) if parent_checkpoint is not None else None,
-    }
-    write_json_atomic(layout.spec_file(run_id), spec)
+    spec = RunSpec(
+        experiment_dir=str(layout.dir),
+        context_dir=str(context_dir),
+        trial_id=trial_id,
+        run_id=run_id,
+        hparams=hparams,
+        target_length=target_length,
+        entrypoint=entrypoint,
+        experiment=experiment,
+        unit=unit,
+        data=dict(data or {}),
+        records_per_epoch=records_per_epoch,
+        parent_checkpoint=str(parent_checkpoint) if parent_checkpoint is not None else None,
+    )
+    write_json_atomic(layout.spec_file(run_id), spec.to_json())
     return layout.spec_file(run_id)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from hpo_slurm.core.protocol import RunResult
 from hpo_slurm.core.types import RunState
 from hpo_slurm.engine.judge import SUBMISSION_REFUSED, judge
 from hpo_slurm.executors.base import JobState, JobStatus
@@ -18,11 +19,11 @@ def trial(validated=0, closed=0):
 
 
 def result(status, stop_reason=None, message=None):
-    """A result file as the job writes it (tasks.job.run_job)."""
+    """A result file as the job writes it (tasks.job.run_job), as the workspace reads it."""
     out = {"status": status, "exit_code": 0 if status != "failed" else 1, "stop_reason": stop_reason}
     if message is not None:
         out["message"] = message
-    return out
+    return RunResult.from_json(out)
 
 
 CASES = [

@@ -13,8 +13,10 @@ from click.testing import CliRunner
 from hpo_slurm.cli.main import cli
 from hpo_slurm.executors.base import JobState, JobStatus, SchedulerError, SubmitError
 from hpo_slurm.executors.simulated import Faults
-from hpo_slurm.engine.simulation import Simulation, create_experiment, simulate
-from hpo_slurm.core.protocol import MetricLine
+from hpo_slurm.config.schema import load_config
+from hpo_slurm.config.yaml12 import yaml_load
+from hpo_slurm.engine.simulation import Simulation, create_experiment, dump_config, simulate
+from hpo_slurm.core.protocol import MetricLine, RunResult, RunStatus, StopReason
 from hpo_slurm.core.layout import ExperimentLayout
 from hpo_slurm.reporting.status import summarize
 
@@ -171,7 +173,7 @@ def test_a_job_gone_while_accounting_is_down_waits_for_an_answer_unless_it_left_
     driver.clock = lambda: sim.clock() + 3600  # long after submission: no grace for new jobs
     driver._on_job_status(first, unaccounted)  # no result file: how it ended is unknown, so ask again
     assert driver.runs[first]["state"] == "RUNNING"
-    sim.workspace.results[second] = {"status": "stopped", "exit_code": 0, "stop_reason": "preempted"}
+    sim.workspace.results[second] = RunResult(RunStatus.STOPPED, 0, stop_reason=StopReason.PREEMPTED)
     driver._on_job_status(second, unaccounted)  # it left a result: judged by it
     assert driver.runs[second]["state"] == "PREEMPTED"
     driver._on_job_status(first, JobStatus(JobState.UNKNOWN))  # the scheduler says it is gone: lost
@@ -430,3 +432,46 @@ def test_cli_errors_are_one_line(tmp_path):
     done = CliRunner().invoke(cli, ["simulate", str(path), "--objective", "hpo_slurm.benchmarks.zero:objective",
                                     "--root", str(tmp_path / "r")])
     assert done.exit_code == 2 and "already exists" in done.output
+
+
+def test_config_text_is_written_so_the_config_loader_reads_it_back():
+    """The config loader reads YAML 1.2: strings that YAML 1.1 writes plain but 1.2 reads as numbers,
+    booleans or null come back as the same strings."""
+    strings = ["1e-3", "0o17", "0x1F", "010", "1:30:00", "on", "no", "false", "True", "null", "~", "", ".inf",
+               ".nan", "-.5", "a: b", "- x", "#c", "line\nbreak", "naïve", "plain_name-1.2/x", "yes"]
+    data = {"name": "n", "entrypoint": "false", "strings": strings, "numbers": [1e-3, 10, -0.0, float("inf"), 2**70],
+            "flags": [True, False, None], "nested": {"1e5": "0o7", "k": {"deep": ["010"]}}}
+    text = dump_config(data)
+    assert yaml_load(text, "dumped") == data
+    assert list(yaml_load(text, "dumped")) == list(data)  # keys keep their order
+
+
+def test_a_seeded_experiment_stores_the_config_it_runs_with_and_no_model_folder(tmp_path):
+    path = tmp_path / "search.yaml"
+    path.write_text((CONFIGS / "hartmann6.yaml").read_text().replace(
+        "x5: {type: double, minval: 0.0, maxval: 1.0}",
+        'x5: {type: categorical, vals: [1e-3, "1e-3", 0o17, on, "010"]}'))
+    original = load_config(str(path))
+    layout, returned = create_experiment(path, tmp_path / "runs", name="seeded", seed=11, origin=1000.0)
+    stored = load_config(str(layout.config))
+    assert stored.seed == returned.seed == 11 and original.seed == 1
+    for read in (returned, stored):
+        assert read.raw["hyperparameters"] == original.raw["hyperparameters"]
+        assert read.raw["hyperparameters"]["x5"]["vals"] == [0.001, "1e-3", 15, "on", "010"]
+        assert {k: v for k, v in read.raw.items() if k != "reproducibility"} == \
+            {k: v for k, v in original.raw.items() if k != "reproducibility"}
+    assert not layout.context.exists()  # a simulated search runs no code: no model folder copy
+    assert rows({"dir": layout.dir}, "SELECT config, created_at FROM experiment") == [(layout.config.read_text(), 1000.0)]
+    unseeded = config(tmp_path, max_trials=4)
+    result = simulate(unseeded, HARTMANN, tmp_path / "runs", name="unseeded", workers=2)
+    assert (Path(result["dir"]) / "config.yaml").read_text() == unseeded.read_text()  # the file as given
+
+
+def test_the_simulation_engine_needs_no_command_line_library():
+    import subprocess
+    import sys
+
+    code = "import sys, hpo_slurm.engine.simulation; print('click' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
+

@@ -22,6 +22,7 @@ from hpo_slurm.engine.driver import Driver, load_searcher
 from hpo_slurm.executors.base import JobRequest
 from hpo_slurm.executors.slurm.executor import SlurmExecutor
 from hpo_slurm.core.fsio import read_json
+from hpo_slurm.core.protocol import RunSpec
 from hpo_slurm.reporting.logs import run_log_files
 from hpo_slurm.tasks.slurm_task import MANIFEST, SHARED_PICKLE
 from hpo_slurm.experiment.store import Store
@@ -78,7 +79,8 @@ def test_runs_of_mixed_time_limits_come_back_in_request_order(tmp_path, cluster)
     minutes = [5, 6, 5, 7, 6, 5]
     requests = [JobRequest(run_id=f"t{i}-r1", job_name=f"{prefix}t{i}-r1", run_dir=experiment / "runs" / f"t{i}-r1",
                            spec_path=experiment / "runs" / f"t{i}-r1" / "spec.json", gpus=0, time_minutes=m,
-                           spec={"run_id": f"t{i}-r1"}) for i, m in enumerate(minutes)]
+                           spec=RunSpec(str(experiment), str(quadratic), i, f"t{i}-r1", {}, 1, "true"))
+                for i, m in enumerate(minutes)]
     submitted = executor.submit(requests)
     queued = {}
     for line in slurm("squeue", "-h", "-r", "-o", "%i|%j|%l").splitlines():

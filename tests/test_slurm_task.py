@@ -19,6 +19,7 @@ from helpers_spec import EXAMPLES, job_env
 from hpo_slurm.executors.slurm.executor import BatchExecutor
 from hpo_slurm.core.fsio import read_json, write_json_atomic
 from hpo_slurm.core.layout import ExperimentLayout, run_name
+from hpo_slurm.core.protocol import PROTOCOL_VERSION, BatchManifest, RunResult, RunSpec, RunStatus
 from hpo_slurm.tasks.slurm_task import MANIFEST, SHARED_PICKLE, run_task, task_index
 
 HPARAMS = {"optimizer": {"lr": 0.05, "momentum": 0.8}, "layers": 3, "activation": "tanh"}
@@ -35,13 +36,19 @@ def spec_of(layout: ExperimentLayout, trial_id: int) -> Dict[str, Any]:
     }
 
 
-def make_batch(tmp_path: Path, count: int) -> tuple:
-    """An experiment folder and a batch folder as ``SlurmExecutor._submit_batch`` leaves them."""
+def make_batch(tmp_path: Path, count: int, written_by_0_1_0: bool = False) -> tuple:
+    """An experiment folder and a batch folder as ``SlurmExecutor._submit_batch`` leaves them, or as
+    hpo-slurm 0.1.0 left them (a manifest without protocol versions)."""
     layout = ExperimentLayout(tmp_path / "exp")
     specs = [spec_of(layout, trial_id) for trial_id in range(1, count + 1)]
     folder = layout.dir / "jobs" / f"hpo.test.{specs[0]['run_id']}+{count - 1}"
     folder.mkdir(parents=True)
-    write_json_atomic(folder / MANIFEST, {"runs": [s["run_id"] for s in specs], "specs": specs})
+    if written_by_0_1_0:
+        manifest = {"runs": [s["run_id"] for s in specs], "specs": specs}
+    else:
+        manifest = BatchManifest(tuple(RunSpec.from_json(s) for s in specs)).to_json()
+        specs = manifest["specs"]
+    write_json_atomic(folder / MANIFEST, manifest)
     executor = BatchExecutor(folder=folder, max_num_timeout=0)
     executor.update_parameters(job_name=folder.name, time=5)
     executor.write_shared_pickle(DelayedSubmission(run_task, str(folder / MANIFEST)))
@@ -57,8 +64,9 @@ def run_task_process(folder: Path, index: int, restart: int = 0) -> subprocess.C
                           capture_output=True, text=True, timeout=120)
 
 
-def test_a_task_links_the_shared_pickle_and_writes_its_spec_from_the_manifest(tmp_path):
-    layout, folder, specs = make_batch(tmp_path, 3)
+@pytest.mark.parametrize("written_by_0_1_0", [False, True], ids=["current", "0.1.0"])
+def test_a_task_links_the_shared_pickle_and_writes_its_spec_from_the_manifest(tmp_path, written_by_0_1_0):
+    layout, folder, specs = make_batch(tmp_path, 3, written_by_0_1_0)
     assert not (layout.dir / "runs").exists()
     done = run_task_process(folder, 1)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -66,13 +74,14 @@ def test_a_task_links_the_shared_pickle_and_writes_its_spec_from_the_manifest(tm
     assert (folder / f"{ARRAY_JOB}_1_submitted.pkl").samefile(folder / SHARED_PICKLE)
     assert sorted(p.name for p in folder.glob("*.pkl")) == sorted(
         [SHARED_PICKLE, f"{ARRAY_JOB}_1_submitted.pkl", f"{ARRAY_JOB}_1_0_result.pkl"])
-    # only task 1's run exists, with the spec its manifest entry holds
+    # only task 1's run exists, with the spec its manifest entry holds, in the current protocol
     assert sorted(p.name for p in (layout.dir / "runs").iterdir()) == [specs[1]["run_id"]]
-    assert read_json(layout.spec_file(specs[1]["run_id"])) == specs[1]
+    written = read_json(layout.spec_file(specs[1]["run_id"]))
+    assert written == {**specs[1], "protocol": PROTOCOL_VERSION}
     result = read_json(layout.result_file(specs[1]["run_id"]))
-    assert result["status"] == "exited"
+    assert result["status"] == "exited" and result["protocol"] == PROTOCOL_VERSION
     outcome, value = pickle.loads((folder / f"{ARRAY_JOB}_1_0_result.pkl").read_bytes())
-    assert outcome == "success" and value["status"] == "exited"
+    assert outcome == "success" and isinstance(value, RunResult) and value.status is RunStatus.EXITED
     validations = [json.loads(line) for line in layout.metrics_file(2).read_text().splitlines()
                    if json.loads(line)["kind"] == "validation"]
     assert [v["length"] for v in validations] == [12]

@@ -1,4 +1,5 @@
-"""Where everything lives in an experiment folder. Pure path arithmetic: no I/O.
+"""Where everything lives in an experiment folder. Pure path arithmetic: no I/O. What the files
+that pass between the driver and its jobs hold is ``hpo_slurm.core.protocol``'s.
 
     <root>/<experiment>/
       config.yaml, context/, experiment.db, driver.lock, driver.log, stop-requested
@@ -6,6 +7,8 @@
       trials/<id>/checkpoints/<name>/    published by rename
       runs/<run>/spec.json               what the job runs (hyperparameters travel here, never on a command line)
       runs/<run>/result.json             how the job's last attempt ended
+      runs/<run>/attempts.jsonl, stop    each start of the job; the driver's request to stop
+      jobs/<batch>/manifest.json         the runs of one batch job and their specs
 """
 
 from __future__ import annotations

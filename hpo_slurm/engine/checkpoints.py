@@ -16,7 +16,7 @@ from typing import Any, Callable, Dict, List, Optional, Set, Union
 
 from hpo_slurm.config.schema import ExperimentConfig
 from hpo_slurm.core.layout import CHECKPOINT_META, ExperimentLayout
-from hpo_slurm.trial import checkpoint_length, latest_checkpoint_in
+from hpo_slurm.core.protocol import checkpoint_length, latest_checkpoint_in
 from hpo_slurm.core.types import TrialState
 
 log = logging.getLogger("hpo_slurm.engine.checkpoints")

@@ -27,6 +27,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 from hpo_slurm.config.schema import ExperimentConfig
 from hpo_slurm.core.layout import ExperimentLayout, run_name
+from hpo_slurm.core.protocol import RunSpec, RunStatus
 from hpo_slurm.core.types import (Action, Close, Create, ExitReason, RunState, Shutdown, Train, TrialState,
                                   awaits_submission, cancel_unconfirmed, run_may_be_out)
 from hpo_slurm.engine.faults import CrashPoints
@@ -38,6 +39,7 @@ from hpo_slurm.engine.tick_changes import TickChanges, snapshot_due
 from hpo_slurm.engine.timefit import fitted_time_minutes
 from hpo_slurm.engine.workspace import FileWorkspace
 from hpo_slurm.executors.base import Executor, JobRequest, JobState, JobStatus, SchedulerError, SubmitError, Workspace
+from hpo_slurm.experiment.rows import new_run_row, new_trial_row
 from hpo_slurm.experiment.store import Store
 from hpo_slurm.searchers import Searcher, make_searcher, restore_searcher
 from hpo_slurm.searchers.drain import drain
@@ -228,8 +230,8 @@ class Driver:
             self._set_trial(trial_id, preemptions=(trial["preemptions"] or 0) + requeued)
         if trial["closed"] or outcome in (RunState.SUCCEEDED, RunState.CANCELLED):
             return
-        if result and result.get("status") == "invalid_hp":
-            self._early_exit(trial_id, ExitReason.INVALID_HP, f"invalid hyperparameters: {result.get('message', '')}")
+        if result is not None and result.status is RunStatus.INVALID_HP:
+            self._early_exit(trial_id, ExitReason.INVALID_HP, f"invalid hyperparameters: {result.message or ''}")
         elif outcome == RunState.PREEMPTED:
             self._set_trial(trial_id, preemptions=(trial["preemptions"] or 0) + 1)
             self._record_run(trial_id)
@@ -299,14 +301,8 @@ class Driver:
         parent_checkpoint = None
         if action.parent is not None:
             parent_checkpoint = self.workspace.latest_checkpoint(action.parent)
-        row = {
-            "id": action.trial_id, "hparams": _dumps_sorted(action.hparams), "parent": action.parent,
-            "parent_checkpoint": parent_checkpoint, "state": TrialState.PENDING.value, "target_length": None,
-            "validated_length": 0, "trained_length": 0, "latest_metric": None, "best_metric": None, "best_length": None,
-            "restarts": 0, "preemptions": 0, "closed": 0, "exit_reason": None, "message": None,
-            "metrics_offset": 0, "checkpoint_bytes": 0, "created_at": self.clock(), "ended_at": None,
-        }
-        self.trials[action.trial_id] = row
+        self.trials[action.trial_id] = new_trial_row(action.trial_id, action.hparams, action.parent,
+                                                     parent_checkpoint, self.clock())
         self._changes.new_trials.append(action.trial_id)
         if parent_checkpoint:
             self._children.add(action.trial_id)
@@ -316,13 +312,9 @@ class Driver:
         trial = self.trials[trial_id]
         seq = 1 + max((r["seq"] for r in self._runs_of(trial_id)), default=0)
         run_id = run_name(trial_id, seq)
-        self.runs[run_id] = {
-            "id": run_id, "trial_id": trial_id, "seq": seq, "from_length": trial["validated_length"] or 0,
-            "to_length": trial["target_length"], "state": RunState.SUBMITTED.value, "job_id": None, "gpus": None,
-            "time_minutes": None,  # fitted when it is submitted, once the trial's earlier runs have ended
-            "recorded_at": self.clock(), "submitted_at": None,
-            "started_at": None, "ended_at": None, "exit_code": None, "reason": None,
-        }
+        # its time limit is fitted when it is submitted, once the trial's earlier runs have ended
+        self.runs[run_id] = new_run_row(run_id, trial_id, seq, trial["validated_length"] or 0, trial["target_length"],
+                                        self.clock())
         self._changes.new_runs.append(run_id)
         self.runs_by_trial.setdefault(trial_id, []).append(run_id)
         self.active.setdefault(trial_id, []).append(run_id)
@@ -462,7 +454,7 @@ class Driver:
                 ready.append(first)
         return sorted(ready, key=lambda r: (r["recorded_at"], r["trial_id"]))
 
-    def _request(self, run: Dict[str, Any], spec: Optional[Dict[str, Any]] = None) -> JobRequest:
+    def _request(self, run: Dict[str, Any], spec: Optional[RunSpec] = None) -> JobRequest:
         return JobRequest(
             run_id=run["id"], job_name=self.job_prefix + run["id"], run_dir=self.workspace.run_dir(run["id"]),
             spec_path=self.workspace.spec_path(run["id"]), gpus=self.config.slots_per_trial,
@@ -474,7 +466,7 @@ class Driver:
         if not ready:
             return
         delivered = self.executor.delivers_specs  # else each run's spec file is written here, first
-        specs: Dict[str, Dict[str, Any]] = {}
+        specs: Dict[str, RunSpec] = {}
         for run in ready:
             earlier = [r for r in self._runs_of(run["trial_id"]) if r["id"] != run["id"]]
             self._set_run(run["id"], time_minutes=fitted_time_minutes(
@@ -531,7 +523,7 @@ class Driver:
             if not self.trials[trial_id]["closed"]:
                 self._set_trial(trial_id, state=TrialState.QUEUED.value)
 
-    def _spec(self, run: Dict[str, Any]) -> Dict[str, Any]:
+    def _spec(self, run: Dict[str, Any]) -> RunSpec:
         """What the run's job reads: where the experiment is, the trial's hyperparameters, how far to
         train and how (``job.run_job``, ``trial.TrialContext``)."""
         if self._resolved_dirs is None:  # resolved once per driver, not per run

@@ -6,6 +6,7 @@ from __future__ import annotations
 import signal
 from typing import Any, Mapping, Optional, Tuple
 
+from hpo_slurm.core.protocol import RunResult, RunStatus, StopReason
 from hpo_slurm.core.types import RunState
 from hpo_slurm.executors.base import JobState, JobStatus
 
@@ -16,36 +17,36 @@ STOP_SIGNAL_EXITS = frozenset(
 
 
 def judge(run: Mapping[str, Any], trial: Mapping[str, Any], status: JobStatus,
-          result: Optional[Mapping[str, Any]]) -> Tuple[RunState, str]:
+          result: Optional[RunResult]) -> Tuple[RunState, str]:
     """The state a run ends in, and why, from its row, its trial's row, the scheduler's last word on
     its job and the result file its job wrote (None when it wrote none). In order of precedence:
     the trial validated at the run's target (SUCCEEDED); the search stopped it (CANCELLED); the trial
     raised InvalidHP (FAILED); preempted, also by a stop signal before the trial could take it
     (PREEMPTED); out of time (TIMEOUT); gone without a result (LOST); everything else FAILED, with the
     most specific reason known."""
-    stop_reason = result.get("stop_reason") if result else None
-    result_status = result.get("status") if result else None
+    stop_reason = result.stop_reason if result is not None else None
+    result_status = result.status if result is not None else None
     if (trial["validated_length"] or 0) >= run["to_length"]:
         return RunState.SUCCEEDED, ""
-    if run["state"] == RunState.CANCELLED.value or trial["closed"] or stop_reason == "search_stopped":
+    if run["state"] == RunState.CANCELLED.value or trial["closed"] or stop_reason == StopReason.SEARCH_STOPPED:
         return RunState.CANCELLED, "stopped by the search"
-    if result_status == "invalid_hp":
+    if result_status is RunStatus.INVALID_HP:
         return RunState.FAILED, "invalid hyperparameters"
-    if stop_reason == "preempted" or status.state == JobState.PREEMPTED:
+    if stop_reason == StopReason.PREEMPTED or status.state == JobState.PREEMPTED:
         return RunState.PREEMPTED, "preempted"
     if result is None and status.exit_code in STOP_SIGNAL_EXITS:
         # a stop signal killed the job before the trial could take it (still starting up)
         return RunState.PREEMPTED, "preempted"
-    if stop_reason == "time_limit" or status.state == JobState.TIMEOUT:
+    if stop_reason == StopReason.TIME_LIMIT or status.state == JobState.TIMEOUT:
         return RunState.TIMEOUT, "reached its time limit"
     if result is None and status.state == JobState.UNKNOWN:
         return RunState.LOST, "the job vanished without a result"
     if status.reason.startswith(SUBMISSION_REFUSED):
         return RunState.FAILED, status.reason
-    if result_status == "exited":
+    if result_status is RunStatus.EXITED:
         return RunState.FAILED, f"exited without reporting validation at length {run['to_length']}"
-    if result and result.get("message"):
-        return RunState.FAILED, result["message"]
+    if result is not None and result.message:
+        return RunState.FAILED, result.message
     if status.state == JobState.CANCELLED:
         return RunState.FAILED, "cancelled outside hpo-slurm"
     detail = f" (exit code {status.exit_code})" if status.exit_code is not None else ""

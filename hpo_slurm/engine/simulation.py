@@ -14,16 +14,14 @@ from __future__ import annotations
 
 import importlib
 import math
-import os
-import shutil
-import tempfile
+import re
 import time
-import uuid
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
-import click
+import yaml
 
+from hpo_slurm.config.yaml12 import yaml_load
 from hpo_slurm.core.errors import UserError
 
 ObjectiveSpec = Union[str, Callable[[Dict[str, Any], int], Dict[str, Any]]]
@@ -68,46 +66,58 @@ class _CheckedObjective:
 
 def create_experiment(config_path: Path, root: Path, name: Optional[str] = None, seed: Optional[int] = None,
                       origin: Optional[float] = None):
-    """A simulated experiment's folder: config.yaml (with ``seed`` as reproducibility.experiment_seed
-    when given) and a new experiment.db; published by rename like ``experiment.create``, without a
-    context copy. Returns (layout, config)."""
-    import yaml
-
+    """A simulated experiment's folder, made by ``experiment.folder.create`` without a model folder copy:
+    config.yaml (with ``seed`` as reproducibility.experiment_seed when given) and a new experiment.db
+    created at ``origin`` (default: now). Returns (layout, config)."""
     from hpo_slurm.config.schema import check_name, load_config, parse_config
-    from hpo_slurm.experiment.folder import make_root
-    from hpo_slurm.core.layout import ExperimentLayout
-    from hpo_slurm.experiment.store import Store
+    from hpo_slurm.experiment import folder
 
     config_path = Path(config_path)
     config = load_config(str(config_path))
     text = config_path.read_text()
     if seed is not None:
-        data = yaml.safe_load(text)
-        data.setdefault("reproducibility", {})
-        data["reproducibility"] = dict(data["reproducibility"] or {}, experiment_seed=seed)
-        text = yaml.safe_dump(data, sort_keys=False)
+        data = _with_seed(yaml_load(text, str(config_path)), seed)
+        text = dump_config(data)
         config = parse_config(data, str(config_path), base_dir=str(config_path.resolve().parent))
     name = check_name(name or config.name, "--name", "")
     root = Path(root)
-    final = root / name
-    if final.exists():
+    if (root / name).exists():
         raise UserError(f"experiment {name!r} already exists in {root}: use another --name")
-    make_root(root)
-    staging = Path(tempfile.mkdtemp(prefix=f".hpo-{name}-", dir=root))
-    try:
-        layout = ExperimentLayout(staging)
-        layout.config.write_text(text)
-        store = Store.open(layout.database)
-        store.create_experiment(
-            name=name, uid=uuid.uuid4().hex, state="RUNNING", searcher=config.searcher.name, executor="simulated",
-            config=text, created_at=time.time() if origin is None else origin, ended_at=None, message=None,
-        )
-        store.close()
-        os.rename(staging, final)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return ExperimentLayout(final), config
+    layout = folder.create(config, config_path, root, name, "simulated", config_text=text, copy_model=False,
+                           created_at=origin)
+    return layout, config
+
+
+def _with_seed(data: Dict[str, Any], seed: int) -> Dict[str, Any]:
+    """The config data with ``seed`` as reproducibility.experiment_seed (the other keys kept in order)."""
+    data.setdefault("reproducibility", {})
+    data["reproducibility"] = dict(data["reproducibility"] or {}, experiment_seed=seed)
+    return data
+
+
+class _ConfigDumper(yaml.SafeDumper):
+    """Writes YAML that the config loader (YAML 1.2 core schema) reads back as the same data."""
+
+
+# Strings YAML 1.2 reads back as strings when written plain: a letter or _ first (numbers, .inf and .nan
+# start otherwise), then no character with a meaning in YAML; minus the words for booleans and null.
+_PLAIN_STRING = re.compile(r"[A-Za-z_][A-Za-z0-9_./-]*")
+_NOT_STRINGS = {"true", "True", "TRUE", "false", "False", "FALSE", "null", "Null", "NULL"}
+
+
+def _represent_string(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    """A string is written plain only when YAML 1.2 cannot read it as anything else (YAML 1.1, which
+    PyYAML's dumper follows, would write ``1e-3`` or ``0o17`` plain), else in double quotes."""
+    plain = _PLAIN_STRING.fullmatch(value) and value not in _NOT_STRINGS
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=None if plain else '"')
+
+
+_ConfigDumper.add_representer(str, _represent_string)
+
+
+def dump_config(data: Dict[str, Any]) -> str:
+    """Config data as YAML text, keys in their order, that ``load_config`` reads back as ``data``."""
+    return yaml.dump(data, Dumper=_ConfigDumper, sort_keys=False)
 
 
 class Simulation:
@@ -203,8 +213,7 @@ class Simulation:
         self.driver.tick()
         self.ticks += 1
         if self.tick_log is not None:
-            last_event = self.store.conn.execute("SELECT MAX(seq) FROM events").fetchone()[0] or 0
-            self.tick_log.append((time.perf_counter(), len(self.driver.trials), last_event))
+            self.tick_log.append((time.perf_counter(), len(self.driver.trials), self.store.last_event_seq()))
         return not self.driver.done
 
     def run(self, max_ticks: Optional[int] = None) -> Dict[str, Any]:
@@ -240,15 +249,16 @@ class Simulation:
 
         store = Store.open(self.layout.database, readonly=True)
         try:
-            experiment = store.experiment()
-            trials = store.conn.execute("SELECT COUNT(*), SUM(restarts), SUM(preemptions) FROM trials").fetchone()
-            events = store.conn.execute("SELECT COUNT(*) FROM events").fetchone()[0]
-            searcher_events = store.last_searcher_event()
+            with store.snapshot_read():
+                experiment = store.experiment()
+                trials = store.trial_totals()
+                events = store.event_count()
+                searcher_events = store.last_searcher_event()
+                best_trial = store.trial(self.best[0]) if self.best is not None else None
             best = None
             if self.best is not None:
-                row = store.conn.execute("SELECT hparams FROM trials WHERE id = ?", [self.best[0]]).fetchone()
                 best = {"trial_id": self.best[0], "metric": self.best[1], "length": self.max_length,
-                        "hparams": json.loads(row[0])}
+                        "hparams": json.loads(best_trial["hparams"])}
         finally:
             store.close()
         executor = self.executor
@@ -259,7 +269,7 @@ class Simulation:
             "dir": str(self.layout.dir),
             "state": experiment["state"],
             "best": best,
-            "trials": trials[0],
+            "trials": trials.count,
             "events": events,
             "searcher_events": searcher_events,
             "runs": executor.counts["submitted"],
@@ -269,8 +279,8 @@ class Simulation:
             "wall_seconds": self.wall_seconds,
             "workers": self.workers,
             "seed": self.seed,
-            "restarts": trials[1] or 0,
-            "preemptions": trials[2] or 0,
+            "restarts": trials.restarts,
+            "preemptions": trials.preemptions,
             "injected": {key: executor.counts[key] for key in ("stragglers", "failed", "preempted")},
             "driver_restarts": self.restarts_of_driver,
             "incumbent_trace": self.trace,
@@ -297,66 +307,3 @@ def simulate(config_path: Union[str, Path], objective: ObjectiveSpec, root: Unio
     simulation = Simulation(layout, function, workers=workers, seed=config.seed if seed is None else seed,
                             faults=faults, searcher=searcher(config) if callable(searcher) else searcher)
     return simulation.run()
-
-
-def _probability(name: str):
-    return click.option(f"--{name}", type=click.FloatRange(0, 1), default=0.0, show_default=True,
-                        help=f"Probability that a run attempt is hit by {name} (see the README).")
-
-
-def register(cli: click.Group) -> None:
-    @cli.command("simulate")
-    @click.argument("config_path", metavar="CONFIG", type=click.Path(dir_okay=False, exists=True))
-    @click.option("--objective", required=True, metavar="MODULE:FUNCTION",
-                  help="f(hparams, length) -> {metric: value, 'seconds': cumulative training seconds}.")
-    @click.option("--workers", type=click.IntRange(min=1), default=16, show_default=True,
-                  help="Simulated workers (GPUs) running trials at once; more runs wait in a FIFO queue.")
-    @click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=None,
-                  help="Replaces reproducibility.experiment_seed and seeds the injected faults.")
-    @click.option("--name", default=None, help="Experiment name (default: the config's name).")
-    @click.option("--root", type=click.Path(file_okay=False), default=None,
-                  help="Folder holding experiments (default: $HPO_SLURM_ROOT, else ./hpo-runs).")
-    @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-    @_probability("stragglers")
-    @click.option("--straggler-factor", type=click.FloatRange(min=1), default=4.0, show_default=True,
-                  help="How many times slower a straggler runs.")
-    @_probability("failures")
-    @_probability("preemptions")
-    def simulate_command(config_path, objective, workers, seed, name, root, as_json, stragglers,
-                         straggler_factor, failures, preemptions) -> None:
-        """Run a search on a simulated cluster: the real driver and store, a virtual clock.
-
-        Trials are calls of the objective; nothing is submitted. The experiment folder (config.yaml,
-        experiment.db) is created under --root and `hpo-slurm status` reads it.
-
-        \b
-        Example:
-          hpo-slurm simulate benchmarks/configs/hartmann6.yaml \\
-              --objective hpo_slurm.benchmarks.hartmann:good --workers 16 --json
-        """
-        import json
-
-        from hpo_slurm.executors.simulated import Faults
-        from hpo_slurm.experiment.folder import resolve_root
-
-        if failures + preemptions > 1:
-            raise UserError("--failures plus --preemptions must not exceed 1")
-        result = simulate(config_path, objective, resolve_root(root), name=name,
-                          workers=workers, seed=seed,
-                          faults=Faults(stragglers, straggler_factor, failures, preemptions))
-        if as_json:
-            click.echo(json.dumps(result))
-            return
-        best = result["best"]
-        click.echo(f"experiment {result['experiment']}: {result['state']} in {result['dir']}")
-        click.echo(f"trials {result['trials']}, runs {result['runs']}, events {result['events']}, "
-                   f"restarts {result['restarts']}, preemptions {result['preemptions']}")
-        utilization = "-" if result["utilization"] is None else f"{result['utilization']:.3f}"
-        click.echo(f"compute {result['compute_seconds'] / 3600:.2f} worker-hours, makespan "
-                   f"{result['makespan_seconds'] / 3600:.2f} h on {result['workers']} workers, "
-                   f"utilization {utilization}; simulated in {result['wall_seconds']:.2f} s")
-        if best:
-            click.echo(f"best at full length: trial {best['trial_id']}, {best['metric']:.6g}, "
-                       f"{json.dumps(best['hparams'], sort_keys=True)}")
-        else:
-            click.echo("no trial reached full length")

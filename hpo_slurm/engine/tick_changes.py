@@ -38,9 +38,9 @@ class TickChanges:
         """Write every change into ``store`` inside the caller's transaction; ``trials``/``runs`` are the
         driver's rows by id. ``progress()`` is recorded when the searcher saw events."""
         store.insert_trials(trials[t] for t in self.new_trials)
-        store.update_rows("trials", "id", self.trials.items())
+        store.update_trials(self.trials.items())
         store.insert_runs(runs[r] for r in self.new_runs)
-        store.update_rows("runs", "id", self.runs.items())
+        store.update_runs(self.runs.items())
         store.insert_metrics(self.metrics)
         store.append_events(self.events)
         if self.searcher_events:

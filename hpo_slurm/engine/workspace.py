@@ -8,15 +8,18 @@ comes back later reads them.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from hpo_slurm.engine.checkpoints import collect_garbage, latest_checkpoint_path
 from hpo_slurm.config.schema import ExperimentConfig
 from hpo_slurm.core.fsio import read_json, write_json_atomic
-from hpo_slurm.core.protocol import MetricLine, read_new_lines
+from hpo_slurm.core.protocol import MetricLine, ProtocolError, RunResult, RunSpec, read_new_lines
 from hpo_slurm.executors.base import Workspace
 from hpo_slurm.core.layout import ExperimentLayout
+
+log = logging.getLogger("hpo_slurm.engine.workspace")
 
 
 class FileWorkspace(Workspace):
@@ -31,12 +34,18 @@ class FileWorkspace(Workspace):
     def read_metrics(self, trial_id: int, offset: int) -> Tuple[List[MetricLine], int, List[str]]:
         return read_new_lines(self.layout.metrics_file(trial_id), offset)
 
-    def read_result(self, run_id: str) -> Optional[Dict[str, Any]]:
+    def read_result(self, run_id: str) -> Optional[RunResult]:
+        """The run's ``result.json``; None when there is none, or it is not one (logged: the run is
+        then judged by what the scheduler says of its job)."""
+        path = self.layout.result_file(run_id)
         try:
-            result = read_json(self.layout.result_file(run_id))
-        except (OSError, ValueError):
+            return RunResult.from_json(read_json(path), str(path))
+        except OSError:
             return None
-        return result if isinstance(result, dict) else None
+        except ValueError as exc:  # not JSON, or a ProtocolError
+            detail = exc if isinstance(exc, ProtocolError) else f"{path}: not JSON ({exc})"
+            log.warning("run %s: result ignored: %s", run_id, detail)
+            return None
 
     def attempts(self, run_id: str) -> int:
         try:
@@ -53,18 +62,18 @@ class FileWorkspace(Workspace):
             started = float(json.loads(lines[-1])["time"]) if lines else None
         except (OSError, ValueError, KeyError, TypeError):
             started = None
-        result = self.read_result(run_id) or {}
-        ended = result.get("ended")
-        return started, float(ended) if isinstance(ended, (int, float)) else None
+        result = self.read_result(run_id)
+        ended = result.ended if result is not None else None
+        return started, float(ended) if ended is not None else None
 
     def latest_checkpoint(self, trial_id: int) -> Optional[str]:
         found = latest_checkpoint_path(self.layout, trial_id)
         return str(found) if found else None
 
-    def prepare_run(self, run_id: str, trial_id: int, spec: Dict[str, Any]) -> None:
+    def prepare_run(self, run_id: str, trial_id: int, spec: RunSpec) -> None:
         self.layout.run_dir(run_id).mkdir(parents=True, exist_ok=True)
         self.layout.trial_dir(trial_id).mkdir(parents=True, exist_ok=True)
-        write_json_atomic(self.layout.spec_file(run_id), spec)  # a sweep's array task may read it hours later
+        write_json_atomic(self.layout.spec_file(run_id), spec.to_json())  # a sweep's array task may read it hours later
 
     def request_stop(self, run_id: str) -> None:
         stop_file = self.layout.run_stop_file(run_id)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
 from hpo_slurm.config.schema import ExperimentConfig
-from hpo_slurm.core.protocol import MetricLine
+from hpo_slurm.core.protocol import MetricLine, RunResult, RunSpec
 
 
 class JobState(str, enum.Enum):
@@ -52,7 +52,7 @@ class JobRequest:
     spec_path: Path
     gpus: int
     time_minutes: Optional[int] = None
-    spec: Optional[Dict[str, Any]] = field(default=None, compare=False, hash=False, repr=False)
+    spec: Optional[RunSpec] = field(default=None, compare=False, hash=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -118,8 +118,9 @@ class Workspace:
         """New complete metric lines after ``offset``, the new offset, and warnings for bad lines."""
         raise NotImplementedError
 
-    def read_result(self, run_id: str) -> Optional[Dict[str, Any]]:
-        """How the run's last attempt ended (``job.run_job``'s result), or None."""
+    def read_result(self, run_id: str) -> Optional[RunResult]:
+        """How the run's last attempt ended (``job.run_job``'s result), or None when there is no
+        readable result (the attempt never wrote one, or wrote one this hpo-slurm cannot read)."""
         raise NotImplementedError
 
     def attempts(self, run_id: str) -> int:
@@ -133,7 +134,7 @@ class Workspace:
     def latest_checkpoint(self, trial_id: int) -> Optional[str]:
         raise NotImplementedError
 
-    def prepare_run(self, run_id: str, trial_id: int, spec: Dict[str, Any]) -> None:
+    def prepare_run(self, run_id: str, trial_id: int, spec: RunSpec) -> None:
         """Make what the run's job reads (its spec file) before it is submitted. The driver skips this
         for executors that deliver specs themselves (``Executor.delivers_specs``)."""
         raise NotImplementedError

@@ -5,7 +5,7 @@ reads what they "wrote" and records everything in experiment.db. Nothing here to
 
 * ``VirtualClock``: the time the driver sees (``Driver(clock=...)``); only the simulation moves it.
 * ``SimulatedWorkspace``: the in-memory ``Workspace``: metric lines, results, attempts, checkpoints and
-  run specs are plain dicts.
+  run specs are kept in dicts (results and specs as the protocol's ``RunResult`` and ``RunSpec``).
 * ``SimulatedExecutor``: runs wait FIFO for one of ``workers`` workers. A run that starts evaluates the
   objective ``f(hparams, length) -> {metric..., "seconds": cumulative training seconds}`` at its target
   length; it lasts ``seconds(to) - seconds(from)`` (times a straggler factor), where ``from`` is the
@@ -27,13 +27,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Set, Tuple
 
-from hpo_slurm.core.protocol import MetricLine
+from hpo_slurm.core.protocol import MetricLine, RunResult, RunSpec, RunStatus, StopReason
 from hpo_slurm.core.rng import Rng
 from hpo_slurm.executors.base import Workspace
 from hpo_slurm.executors.base import Executor, JobRequest, JobState, JobStatus, Submitted
 
 Objective = Callable[[Dict[str, Any], int], Dict[str, Any]]
 SIM_ROOT = Path("/simulated")  # run folders and spec paths the driver names; never created
+# what the simulated jobs "write" (frozen, so one object serves every run)
+RESULT_EXITED = RunResult(RunStatus.EXITED, 0)
+RESULT_PREEMPTED = RunResult(RunStatus.STOPPED, 0, stop_reason=StopReason.PREEMPTED)
+RESULT_SEARCH_STOPPED = RunResult(RunStatus.STOPPED, 0, stop_reason=StopReason.SEARCH_STOPPED)
+RESULT_INJECTED_FAILURE = RunResult(RunStatus.FAILED, 1, message="injected failure (simulated)")
 
 
 class VirtualClock:
@@ -74,11 +79,11 @@ class SimulatedWorkspace(Workspace):
 
     def __init__(self) -> None:
         self.lines: Dict[int, List[MetricLine]] = {}
-        self.results: Dict[str, Dict[str, Any]] = {}
+        self.results: Dict[str, RunResult] = {}
         self.starts: Dict[str, int] = {}
         self.times: Dict[str, Tuple[Optional[float], Optional[float]]] = {}  # run -> (started, ended)
         self.checkpoints: Dict[int, int] = {}  # trial -> length of its latest checkpoint
-        self.specs: Dict[str, Dict[str, Any]] = {}  # run -> what its job reads (dropped when it starts)
+        self.specs: Dict[str, RunSpec] = {}  # run -> what its job reads (dropped when it starts)
         self.stop_requests: Set[str] = set()
         self.stop_search = False
 
@@ -92,7 +97,7 @@ class SimulatedWorkspace(Workspace):
             return [], offset, []
         return lines[offset:], len(lines), []
 
-    def read_result(self, run_id: str) -> Optional[Dict[str, Any]]:
+    def read_result(self, run_id: str) -> Optional[RunResult]:
         return self.results.get(run_id)
 
     def attempts(self, run_id: str) -> int:
@@ -105,8 +110,8 @@ class SimulatedWorkspace(Workspace):
         length = self.checkpoints.get(trial_id)
         return None if length is None else checkpoint_path(trial_id, length)
 
-    def prepare_run(self, run_id: str, trial_id: int, spec: Dict[str, Any]) -> None:
-        self.specs[run_id] = {key: spec[key] for key in ("trial_id", "hparams", "target_length", "parent_checkpoint")}
+    def prepare_run(self, run_id: str, trial_id: int, spec: RunSpec) -> None:
+        self.specs[run_id] = spec
 
     def request_stop(self, run_id: str) -> None:
         self.stop_requests.add(run_id)
@@ -238,7 +243,7 @@ class SimulatedExecutor(Executor):
             else:
                 self._queue.remove(job)
             job.state = JobState.CANCELLED
-            self.workspace.results[job.run_id] = {"status": "stopped", "exit_code": 0, "stop_reason": "search_stopped"}
+            self.workspace.results[job.run_id] = RESULT_SEARCH_STOPPED
             self.counts["cancelled"] += 1
         self._dispatch()
 
@@ -278,8 +283,8 @@ class SimulatedExecutor(Executor):
     def _start(self, job: _Job) -> None:
         now = self.clock.t
         spec = self.workspace.specs.pop(job.run_id)
-        trial_id, to_length, hparams = spec["trial_id"], spec["target_length"], spec["hparams"]
-        start_length = self.workspace.start_length(trial_id, spec["parent_checkpoint"])
+        trial_id, to_length, hparams = spec.trial_id, spec.target_length, spec.hparams
+        start_length = self.workspace.start_length(trial_id, spec.parent_checkpoint)
         result = self.objective(hparams, to_length)
         seconds_to = float(result["seconds"])
         seconds_from = float(self.objective(hparams, start_length)["seconds"]) if start_length > 0 else 0.0
@@ -337,7 +342,7 @@ class SimulatedExecutor(Executor):
             workspace.lines.setdefault(job.trial_id, []).append(
                 MetricLine("validation", job.to_length, job.metrics, job.run_id, self.clock.origin + now))
             workspace.checkpoints[job.trial_id] = job.to_length
-            workspace.results[job.run_id] = {"status": "exited", "exit_code": 0, "stop_reason": None}
+            workspace.results[job.run_id] = RESULT_EXITED
             job.state, job.exit_code = JobState.COMPLETED, 0
             self.counts["completed"] += 1
             if self.on_validation is not None:
@@ -345,11 +350,10 @@ class SimulatedExecutor(Executor):
         elif job.outcome == "preempted":
             if job.reached > workspace.checkpoints.get(job.trial_id, 0):
                 workspace.checkpoints[job.trial_id] = job.reached
-            workspace.results[job.run_id] = {"status": "stopped", "exit_code": 0, "stop_reason": "preempted"}
+            workspace.results[job.run_id] = RESULT_PREEMPTED
             job.state, job.exit_code = JobState.PREEMPTED, 0
             self.counts["preempted"] += 1
         else:
-            workspace.results[job.run_id] = {"status": "failed", "exit_code": 1, "stop_reason": None,
-                                             "message": "injected failure (simulated)"}
+            workspace.results[job.run_id] = RESULT_INJECTED_FAILURE
             job.state, job.exit_code = JobState.FAILED, 1
             self.counts["failed"] += 1

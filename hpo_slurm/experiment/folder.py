@@ -68,30 +68,43 @@ def create(
     context: Optional[Path] = None,
     progress: Optional[Callable[[int, int], None]] = None,
     warn: Optional[Callable[[str], None]] = None,
+    *,
+    config_text: Optional[str] = None,
+    copy_model: bool = True,
+    created_at: Optional[float] = None,
 ) -> ExperimentLayout:
-    """Make ``root/name`` with the config, a copy of the model folder and a new database.
-    ``progress(copied_bytes, total_bytes)`` is called as the model folder is copied; ``warn(message)``
-    hears about what the copy left out."""
+    """Make ``root/name`` with the config, a copy of the model folder and a new database, published by
+    rename: on any failure nothing is left under ``root``. ``progress(copied_bytes, total_bytes)`` is
+    called as the model folder is copied; ``warn(message)`` hears about what the copy left out.
+
+    ``config_text`` is written as config.yaml (and kept in the database) instead of the file at
+    ``config_path``; ``copy_model=False`` leaves out the model folder (a simulated search runs no
+    code); ``created_at`` is the experiment's creation time (default: now)."""
     root = Path(root)
     final = root / name
     if final.exists():
         raise UserError(f"experiment {name!r} already exists in {root}: use `hpo-slurm resume {name}` or another --name")
     context = Path(context) if context else Path(config_path).resolve().parent
-    if not context.is_dir():
+    if copy_model and not context.is_dir():
         raise UserError(f"--context {context}: not a folder")
     make_root(root)
     staging = Path(tempfile.mkdtemp(prefix=f".hpo-{name}-", dir=root))
     try:
         layout = ExperimentLayout(staging)
-        shutil.copyfile(config_path, layout.config)
-        special = copy_context(context, layout.context, exclude=[root.resolve()], progress=progress)
-        if special and warn:
-            shown = ", ".join(special[:5]) + (f" and {len(special) - 5} more" if len(special) > 5 else "")
-            warn(f"the model folder copy leaves out what is not a file, folder or link: {shown}")
+        if config_text is None:
+            shutil.copyfile(config_path, layout.config)
+            config_text = Path(config_path).read_text()
+        else:
+            layout.config.write_text(config_text)
+        if copy_model:
+            special = copy_context(context, layout.context, exclude=[root.resolve()], progress=progress)
+            if special and warn:
+                shown = ", ".join(special[:5]) + (f" and {len(special) - 5} more" if len(special) > 5 else "")
+                warn(f"the model folder copy leaves out what is not a file, folder or link: {shown}")
         store = Store.open(layout.database)
         store.create_experiment(
             name=name, uid=uuid.uuid4().hex, state="RUNNING", searcher=config.searcher.name,
-            executor=executor, config=Path(config_path).read_text(), created_at=time.time(),
+            executor=executor, config=config_text, created_at=time.time() if created_at is None else created_at,
             ended_at=None, message=None,
         )
         store.close()

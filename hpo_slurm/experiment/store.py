@@ -1,8 +1,11 @@
-"""The experiment database: SQLite through sqlite-utils. Only the driver writes.
+"""The experiment database: SQLite through sqlite-utils. Only the driver writes, and this module is the
+only code that speaks SQL: everyone else reads and writes through ``Store``'s named methods, in the
+row types of rows.py.
 
 Everything one driver tick changes is written in ONE transaction (``with store.transaction():``), so a
 reader (``hpo-slurm status``) sees the state before or after a tick, never half of one. The schema is
-versioned with ``PRAGMA user_version`` and upgraded by the ordered ``MIGRATIONS``. On network
+versioned with ``PRAGMA user_version`` and upgraded by the ordered ``MIGRATIONS`` to the columns that
+rows.py names (``TrialRow``, ``RunRow``, ...; ``new_trial_row``/``new_run_row`` build complete rows). On network
 filesystems (NFS, Lustre, GPFS, ...) the rollback journal is used, since WAL needs shared memory that
 those cannot give; on a local disk WAL lets readers and the driver proceed without blocking each other.
 """
@@ -13,12 +16,18 @@ import contextlib
 import json
 import sqlite3
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from hpo_slurm.core.errors import UserError
+from hpo_slurm.experiment.rows import (EventRow, ExperimentRow, MetricRow, RunRow, RunStateTotals, SearcherEventRow,
+                                       TrialRow, TrialStateTotals, TrialTotals)
 
 if TYPE_CHECKING:  # imported when first needed: it costs a third of a second, and reads do without it
     import sqlite_utils
+
+StoreError = sqlite3.Error
+"""What a ``Store`` method raises when SQLite cannot open, read or write the database (locked for longer
+than the busy timeout, damaged, missing, or a write on a read-only store)."""
 
 _PLAIN = {str, int, float, bool, type(None)}  # anything else (dicts, lists, ...) takes sqlite-utils' path
 _dumps_sorted = json.JSONEncoder(sort_keys=True).encode  # json.dumps(x, sort_keys=True), without a new encoder per call
@@ -27,28 +36,28 @@ NETWORK_FILESYSTEMS = {
     "glusterfs", "fuse.glusterfs", "afs", "panfs", "fuse.sshfs", "9p", "wekafs", "orangefs",
 }
 
-TRIAL_COLUMNS = {
-    "id": int, "hparams": str, "parent": int, "parent_checkpoint": str, "state": str,
-    "target_length": int, "validated_length": int, "latest_metric": float, "best_metric": float,
-    "best_length": int, "restarts": int, "preemptions": int, "closed": int, "exit_reason": str,
-    "message": str, "metrics_offset": int, "checkpoint_bytes": int, "created_at": float,
-    "ended_at": float,
-}
-RUN_COLUMNS = {
-    "id": str, "trial_id": int, "seq": int, "from_length": int, "to_length": int, "state": str,
-    "job_id": str, "gpus": str, "time_minutes": int, "recorded_at": float, "submitted_at": float,
-    "started_at": float, "ended_at": float, "exit_code": int, "reason": str,
-}
 
-
+# ---- the schema's history: each migration is frozen once released --------------------------------
 def _migration_1(db: sqlite_utils.Database) -> None:
     db["experiment"].create(
         {"id": int, "name": str, "uid": str, "state": str, "searcher": str, "executor": str,
          "config": str, "created_at": float, "ended_at": float, "message": str},
         pk="id",
     )
-    db["trials"].create(TRIAL_COLUMNS, pk="id")
-    db["runs"].create(RUN_COLUMNS, pk="id")
+    db["trials"].create(
+        {"id": int, "hparams": str, "parent": int, "parent_checkpoint": str, "state": str,
+         "target_length": int, "validated_length": int, "latest_metric": float, "best_metric": float,
+         "best_length": int, "restarts": int, "preemptions": int, "closed": int, "exit_reason": str,
+         "message": str, "metrics_offset": int, "checkpoint_bytes": int, "created_at": float,
+         "ended_at": float},
+        pk="id",
+    )
+    db["runs"].create(
+        {"id": str, "trial_id": int, "seq": int, "from_length": int, "to_length": int, "state": str,
+         "job_id": str, "gpus": str, "time_minutes": int, "recorded_at": float, "submitted_at": float,
+         "started_at": float, "ended_at": float, "exit_code": int, "reason": str},
+        pk="id",
+    )
     db["runs"].create_index(["trial_id"])
     db["runs"].create_index(["job_id"])
     db["metrics"].create(
@@ -104,30 +113,34 @@ def filesystem_type(path: Path, mounts: str) -> str:
 
 class Store:
     """One experiment's database. Open with ``Store.open(path)`` (the driver) or
-    ``Store.open(path, readonly=True)`` (readers)."""
+    ``Store.open(path, readonly=True)`` (readers: every write then fails with ``StoreError``).
+
+    Rows come back as dicts shaped as rows.py's row types, JSON columns as stored (text) unless a
+    method says it decodes them. Reads that must agree with each other go inside ``snapshot_read()``."""
 
     def __init__(self, conn: sqlite3.Connection, readonly: bool):
-        self.conn = conn
+        self._conn = conn
         self._db: Optional["sqlite_utils.Database"] = None
         self.readonly = readonly
 
-    @property
-    def db(self) -> "sqlite_utils.Database":
+    def _database(self) -> "sqlite_utils.Database":
         """sqlite-utils on the same connection (for schema changes and the rare write)."""
         if self._db is None:
             import sqlite_utils
 
-            self._db = sqlite_utils.Database(self.conn)
+            self._db = sqlite_utils.Database(self._conn)
         return self._db
 
-    def _query(self, sql: str, params: Iterable[Any] = ()) -> List[Dict[str, Any]]:
+    def _query(self, sql: str, params: Iterable[Any] = ()) -> List[Any]:
         """Rows as dicts, as ``db.query`` gives them, without sqlite-utils' per-row overhead."""
-        cursor = self.conn.execute(sql, list(params))
+        cursor = self._conn.execute(sql, list(params))
         names = [column[0] for column in cursor.description]
         return [dict(zip(names, row)) for row in cursor.fetchall()]
 
     @classmethod
     def open(cls, path: Path, readonly: bool = False) -> "Store":
+        """Open (the driver: create and migrate) the database at ``path``; ``StoreError`` when SQLite
+        cannot, ``UserError`` when its schema is newer than this hpo-slurm knows."""
         path = Path(path)
         if readonly:
             conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None, timeout=30)
@@ -147,10 +160,15 @@ class Store:
         return store
 
     def close(self) -> None:
-        self.conn.close()
+        self._conn.close()
+
+    def use_page_cache(self, kib: int) -> None:
+        """Let this connection cache up to ``kib`` KiB of database pages (SQLite's default is 2 MiB): a
+        reader that scans a large table more than once keeps it in memory."""
+        self._conn.execute(f"PRAGMA cache_size = -{int(kib)}")
 
     def _migrate(self) -> None:
-        version = self.conn.execute("PRAGMA user_version").fetchone()[0]
+        version = self._conn.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
             raise UserError(
                 f"experiment.db has schema version {version}, newer than this hpo-slurm knows ({SCHEMA_VERSION}); "
@@ -158,34 +176,36 @@ class Store:
             )
         for number in range(version, SCHEMA_VERSION):
             with self.transaction():
-                MIGRATIONS[number](self.db)
-                self.conn.execute(f"PRAGMA user_version={number + 1}")
+                MIGRATIONS[number](self._database())
+                self._conn.execute(f"PRAGMA user_version={number + 1}")
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
         """All writes inside commit together or not at all."""
-        self.conn.execute("BEGIN IMMEDIATE")
+        self._conn.execute("BEGIN IMMEDIATE")
         try:
             yield
         except BaseException:
-            self.conn.execute("ROLLBACK")
+            self._conn.execute("ROLLBACK")
             raise
-        self.conn.execute("COMMIT")
+        self._conn.execute("COMMIT")
 
     @contextlib.contextmanager
     def snapshot_read(self) -> Iterator[None]:
         """Reads inside see one consistent state of the database."""
-        self.conn.execute("BEGIN")
+        self._conn.execute("BEGIN")
         try:
             yield
         finally:
-            self.conn.execute("COMMIT")
+            self._conn.execute("COMMIT")
 
     # ---- experiment ---------------------------------------------------------------------------
     def create_experiment(self, **fields: Any) -> None:
-        self.db["experiment"].insert({"id": 1, **fields})
+        """Insert the experiment row (id 1); ``fields`` are the other columns of ``ExperimentRow``."""
+        self._database()["experiment"].insert({"id": 1, **fields})
 
-    def experiment(self) -> Dict[str, Any]:
+    def experiment(self) -> ExperimentRow:
+        """The experiment row; sqlite-utils' ``NotFoundError`` when there is none yet."""
         rows = self._query("SELECT * FROM experiment WHERE id = ?", [1])
         if not rows:
             from sqlite_utils.db import NotFoundError
@@ -193,32 +213,108 @@ class Store:
             raise NotFoundError
         return rows[0]
 
+    def experiment_state(self) -> Optional[str]:
+        """The experiment's state, or None when its row does not exist yet."""
+        row = self._conn.execute("SELECT state FROM experiment WHERE id = 1").fetchone()
+        return row[0] if row else None
+
     def update_experiment(self, **fields: Any) -> None:
         self._update("experiment", "id", 1, fields)
 
-    # ---- trials and runs ----------------------------------------------------------------------
+    # ---- trials -------------------------------------------------------------------------------
     def insert_trials(self, rows: Iterable[Dict[str, Any]]) -> None:
+        """Insert trial rows (``new_trial_row`` builds complete ones)."""
         self._insert_all("trials", rows)
 
-    def trials(self) -> List[Dict[str, Any]]:
+    def update_trials(self, changes: Iterable[Tuple[int, Dict[str, Any]]]) -> None:
+        """Write changed fields of trials: (trial id, {column: value}) pairs."""
+        self._update_rows("trials", "id", changes)
+
+    def trials(self) -> List[TrialRow]:
+        """Every trial, in id order."""
         return self._query("SELECT * FROM trials ORDER BY id")
 
+    def trial(self, trial_id: int) -> Optional[TrialRow]:
+        """One trial, or None when there is no such trial."""
+        rows = self._query("SELECT * FROM trials WHERE id = ?", [trial_id])
+        return rows[0] if rows else None
+
+    def latest_trials(self, limit: int) -> List[TrialRow]:
+        """The ``limit`` trials with the highest ids, in id order."""
+        return self._query("SELECT * FROM trials ORDER BY id DESC LIMIT ?", [limit])[::-1]
+
+    def best_trials(self, limit: int, smaller_is_better: bool) -> List[TrialRow]:
+        """At most ``limit`` trials that have a best metric, best first (ties: lower id first)."""
+        order = "ASC" if smaller_is_better else "DESC"
+        return self._query(f"SELECT * FROM trials WHERE best_metric IS NOT NULL "
+                           f"ORDER BY best_metric {order}, id LIMIT ?", [limit])
+
+    def trial_totals_by_state(self) -> List[TrialStateTotals]:
+        """Count and checkpoint bytes of the trials in each state that has any, in one scan."""
+        return [TrialStateTotals(state, count, int(saved)) for state, count, saved in self._conn.execute(
+            "SELECT state, COUNT(*), TOTAL(checkpoint_bytes) FROM trials GROUP BY state")]
+
+    def trial_totals(self) -> TrialTotals:
+        """How many trials there are, with their restarts and preemptions summed."""
+        count, restarts, preemptions = self._conn.execute(
+            "SELECT COUNT(*), SUM(restarts), SUM(preemptions) FROM trials").fetchone()
+        return TrialTotals(count, restarts or 0, preemptions or 0)
+
+    # ---- runs ---------------------------------------------------------------------------------
     def insert_runs(self, rows: Iterable[Dict[str, Any]]) -> None:
+        """Insert run rows (``new_run_row`` builds complete ones)."""
         self._insert_all("runs", rows)
 
     def update_run(self, run_id: str, **fields: Any) -> None:
         self._update("runs", "id", run_id, fields)
 
-    def runs(self, trial_id: Optional[int] = None) -> List[Dict[str, Any]]:
+    def update_runs(self, changes: Iterable[Tuple[str, Dict[str, Any]]]) -> None:
+        """Write changed fields of runs: (run id, {column: value}) pairs."""
+        self._update_rows("runs", "id", changes)
+
+    def runs(self, trial_id: Optional[int] = None) -> List[RunRow]:
+        """Every run in (trial, seq) order, or the runs of one trial in seq order."""
         if trial_id is None:
             return self._query("SELECT * FROM runs ORDER BY trial_id, seq")
         return self._query("SELECT * FROM runs WHERE trial_id = ? ORDER BY seq", [trial_id])
 
+    def runs_by_trial(self, trial_ids: Optional[Sequence[int]] = None) -> Dict[int, List[RunRow]]:
+        """The runs of the given trials (every trial's when None), by trial id, each in seq order;
+        trials without runs are left out. One query."""
+        if trial_ids is None:
+            rows = self.runs()
+        elif not trial_ids:
+            return {}
+        else:
+            rows = self._query(f"SELECT * FROM runs WHERE trial_id IN ({', '.join('?' * len(trial_ids))}) "
+                               "ORDER BY trial_id, seq", trial_ids)
+        grouped: Dict[int, List[RunRow]] = {}
+        for run in rows:
+            grouped.setdefault(run["trial_id"], []).append(run)
+        return grouped
+
+    def runs_in_states(self, states: Sequence[str], limit: int) -> List[RunRow]:
+        """At most ``limit`` runs in one of ``states``, oldest recorded first."""
+        return self._query(
+            f"SELECT * FROM runs WHERE state IN ({', '.join('?' * len(states))}) ORDER BY rowid LIMIT ?",
+            [*states, limit])
+
+    def run_totals_by_state(self) -> List[RunStateTotals]:
+        """Per state that has runs: their count, the wall seconds of those that started and ended, and
+        how many have no job id; one scan of the runs."""
+        return [RunStateTotals(state, count, seconds, int(jobless)) for state, count, seconds, jobless in
+                self._conn.execute(
+                    "SELECT state, COUNT(*), TOTAL(CASE WHEN started_at AND ended_at THEN ended_at - started_at END), "
+                    "TOTAL(job_id IS NULL) FROM runs GROUP BY state")]
+
     # ---- metrics and events -------------------------------------------------------------------
     def insert_metrics(self, rows: Iterable[Dict[str, Any]]) -> None:
+        """Insert metric rows without ``id``, ``metrics`` as JSON text."""
         self._insert_all("metrics", rows)
 
-    def metrics(self, trial_id: Optional[int] = None, kind: Optional[str] = None) -> List[Dict[str, Any]]:
+    def metrics(self, trial_id: Optional[int] = None, kind: Optional[str] = None) -> List[MetricRow]:
+        """Metric rows in the order they were ingested, ``metrics`` decoded; all of them, or those of one
+        trial and/or one kind."""
         where, params = [], []
         if trial_id is not None:
             where.append("trial_id = ?")
@@ -230,15 +326,25 @@ class Store:
         return [{**row, "metrics": json.loads(row["metrics"])} for row in self._query(sql, params)]
 
     def append_events(self, rows: Iterable[Dict[str, Any]]) -> None:
+        """Append event rows without ``seq``; ``data`` is stored as JSON."""
         self._insert_all("events", [{**row, "data": _dumps_sorted(row.get("data"))} for row in rows])
 
-    def events(self) -> List[Dict[str, Any]]:
-        return [{**row, "data": json.loads(row["data"])} for row in self._query("SELECT * FROM events ORDER BY seq")]
+    def events(self) -> List[EventRow]:
+        """Every event in order, ``data`` decoded."""
+        return [{**row, "data": json.loads(row["data"])}
+                for row in self._query("SELECT * FROM events ORDER BY seq")]
+
+    def event_count(self) -> int:
+        return self._conn.execute("SELECT COUNT(*) FROM events").fetchone()[0]
+
+    def last_event_seq(self) -> int:
+        """The seq of the latest event, 0 before any."""
+        return self._conn.execute("SELECT MAX(seq) FROM events").fetchone()[0] or 0
 
     # ---- searcher: snapshot plus the events logged since --------------------------------------
     def save_snapshot(self, snapshot: Dict[str, Any], now: float, event_seq: int) -> None:
         """The searcher's state after its first ``event_seq`` logged events."""
-        self.db["searcher"].upsert(
+        self._database()["searcher"].upsert(
             {"id": 1, "snapshot": json.dumps(snapshot, sort_keys=True), "updated_at": now, "event_seq": event_seq},
             pk="id",
         )
@@ -255,14 +361,15 @@ class Store:
         """Rows of ``seq`` (1, 2, ...), ``kind`` and ``args`` (a JSON list)."""
         self._insert_all("searcher_events", rows)
 
-    def searcher_events(self, after: int = 0) -> List[Dict[str, Any]]:
+    def searcher_events(self, after: int = 0) -> List[SearcherEventRow]:
         return self._query("SELECT * FROM searcher_events WHERE seq > ? ORDER BY seq", [after])
 
     def last_searcher_event(self) -> int:
         row = next(iter(self._query("SELECT MAX(seq) AS seq FROM searcher_events")), None)
         return (row["seq"] or 0) if row else 0
 
-    def update_rows(self, table: str, key: str, items: Iterable[Tuple[Any, Dict[str, Any]]]) -> None:
+    # ---- writing rows -------------------------------------------------------------------------
+    def _update_rows(self, table: str, key: str, items: Iterable[Tuple[Any, Dict[str, Any]]]) -> None:
         """``_update`` for many rows: (key value, fields) pairs, one ``executemany`` per set of fields."""
         groups: Dict[Tuple[str, ...], List[List[Any]]] = {}
         for value, fields in items:
@@ -270,7 +377,7 @@ class Store:
                 groups.setdefault(tuple(fields), []).append([*fields.values(), value])
         for names, params in groups.items():
             assignments = ", ".join(f"[{name}] = ?" for name in names)
-            self.conn.executemany(f"UPDATE [{table}] SET {assignments} WHERE [{key}] = ?", params)
+            self._conn.executemany(f"UPDATE [{table}] SET {assignments} WHERE [{key}] = ?", params)
 
     def _insert_all(self, table: str, rows: Iterable[Dict[str, Any]]) -> None:
         """``db[table].insert_all(rows)``; rows that all have the same keys and only plain values go
@@ -283,13 +390,12 @@ class Store:
             names = list(keys)
             sql = (f"INSERT INTO [{table}] ({', '.join(f'[{name}]' for name in names)}) "
                    f"VALUES ({', '.join('?' for _ in names)})")
-            self.conn.executemany(sql, [[row[name] for name in names] for row in rows])
+            self._conn.executemany(sql, [[row[name] for name in names] for row in rows])
         else:
-            self.db[table].insert_all(rows)
+            self._database()[table].insert_all(rows)
 
     def _update(self, table: str, key: str, value: Any, fields: Dict[str, Any]) -> None:
         if not fields:
             return
         assignments = ", ".join(f"[{name}] = ?" for name in fields)
-        self.conn.execute(f"UPDATE [{table}] SET {assignments} WHERE [{key}] = ?", [*fields.values(), value])
-
+        self._conn.execute(f"UPDATE [{table}] SET {assignments} WHERE [{key}] = ?", [*fields.values(), value])

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import codecs
 import os
-import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -22,7 +21,8 @@ from typing import Any, Callable, Dict, List, Optional, Set, TextIO, Tuple
 from hpo_slurm.core.errors import UserError
 from hpo_slurm.core.layout import ExperimentLayout
 from hpo_slurm.experiment.lock import driver_alive
-from hpo_slurm.experiment.store import Store
+from hpo_slurm.experiment.rows import RunRow, TrialRow
+from hpo_slurm.experiment.store import Store, StoreError
 from hpo_slurm.core.types import RunState, TrialState, run_may_be_out
 
 POLL_S = 0.5  # how often the followed files are checked for new output
@@ -67,12 +67,12 @@ def print_trial_logs(layout: ExperimentLayout, trial_id: int, follow: bool,
 class _Snapshot:
     """What following needs from the database, read in one consistent snapshot."""
 
-    def __init__(self, experiment_state: str, trial: Dict[str, Any], runs: List[Dict[str, Any]]):
+    def __init__(self, experiment_state: str, trial: TrialRow, runs: List[RunRow]):
         self.experiment_state = experiment_state
         self.trial = trial
         self.runs = runs
 
-    def live_runs(self) -> List[Dict[str, Any]]:
+    def live_runs(self) -> List[RunRow]:
         """Runs whose job may still be out: submitted, running, or cancelled and not yet seen to end."""
         return [r for r in self.runs if run_may_be_out(r)]
 
@@ -97,18 +97,16 @@ def _read(layout: ExperimentLayout, trial_id: int) -> Optional[_Snapshot]:
         store = Store.open(layout.database, readonly=True)
         try:
             with store.snapshot_read():
-                experiment = store.conn.execute("SELECT state FROM experiment WHERE id = 1").fetchone()
-                cursor = store.conn.execute("SELECT * FROM trials WHERE id = ?", [trial_id])
-                row = cursor.fetchone()
-                trial = dict(zip([c[0] for c in cursor.description], row)) if row else None
+                experiment_state = store.experiment_state()
+                trial = store.trial(trial_id)
                 runs = store.runs(trial_id)
         finally:
             store.close()
-    except sqlite3.Error as exc:
+    except StoreError as exc:
         raise UserError(f"{layout.database}: cannot read the experiment database ({exc})") from exc
     if trial is None:
         return None
-    return _Snapshot(experiment[0] if experiment else "RUNNING", trial, runs)
+    return _Snapshot(experiment_state or "RUNNING", trial, runs)
 
 
 # ---- printing --------------------------------------------------------------------------------------

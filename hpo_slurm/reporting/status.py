@@ -1,6 +1,6 @@
 """What ``hpo-slurm status`` reports, as plain data read from the experiment database (read-only).
 
-The summary is computed with SQL aggregates (counts by state, sums, ``ORDER BY ... LIMIT``), so its
+The summary is computed with the store's SQL aggregates (counts by state, sums, ``ORDER BY ... LIMIT``), so its
 cost does not grow with a Python object per trial: a 100,000-trial experiment summarizes in a few
 table scans. The listing of trials with their runs is asked for explicitly (``trials="all"`` or the
 latest N)."""
@@ -8,13 +8,13 @@ latest N)."""
 from __future__ import annotations
 
 import json
-import sqlite3
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 from hpo_slurm.core.errors import UserError
 from hpo_slurm.core.layout import ExperimentLayout
 from hpo_slurm.experiment.lock import driver_alive
-from hpo_slurm.experiment.store import Store
+from hpo_slurm.experiment.rows import RunRow, TrialRow
+from hpo_slurm.experiment.store import Store, StoreError
 from hpo_slurm.core.types import RunState, TrialState
 
 TOP_TRIALS = 10  # trials listed by their best metric in every summary
@@ -28,7 +28,7 @@ def open_readonly(layout: ExperimentLayout) -> Store:
     """The experiment database for reading, or a UserError saying it cannot be read."""
     try:
         return Store.open(layout.database, readonly=True)
-    except sqlite3.Error as exc:
+    except StoreError as exc:
         raise UserError(f"{layout.database}: cannot read the experiment database ({exc})") from exc
 
 
@@ -63,33 +63,26 @@ def summarize(layout: ExperimentLayout, trials: TrialsWanted = None) -> Dict[str
     smaller = config.searcher.smaller_is_better
     store = open_readonly(layout)
     try:
-        conn = store.conn
-        conn.execute(f"PRAGMA cache_size = -{READ_CACHE_KIB}")  # the trials table is scanned twice: keep it in memory
+        store.use_page_cache(READ_CACHE_KIB)  # the trials table is scanned twice: keep it in memory
         with store.snapshot_read():
             experiment = store.experiment()
             trial_counts = {state.value: 0 for state in TrialState}
             checkpoint_bytes = 0
-            for state, count, saved in conn.execute(
-                    "SELECT state, COUNT(*), TOTAL(checkpoint_bytes) FROM trials GROUP BY state"):
-                trial_counts[state] = count
-                checkpoint_bytes += int(saved)
+            for trial_totals in store.trial_totals_by_state():
+                trial_counts[trial_totals.state] = trial_totals.count
+                checkpoint_bytes += trial_totals.checkpoint_bytes
             run_counts = {state.value: 0 for state in RunState}
             job_seconds = 0.0
             unsubmitted = 0
-            for state, count, seconds, jobless in conn.execute(
-                    "SELECT state, COUNT(*), TOTAL(CASE WHEN started_at AND ended_at THEN ended_at - started_at END), "
-                    "TOTAL(job_id IS NULL) FROM runs GROUP BY state"):  # one scan of the runs
-                run_counts[state] = count
-                job_seconds += seconds
-                if state == RunState.SUBMITTED.value:
-                    unsubmitted = int(jobless)
-            order = "ASC" if smaller else "DESC"
-            top = _query(conn, f"SELECT * FROM trials WHERE best_metric IS NOT NULL "
-                               f"ORDER BY best_metric {order}, id LIMIT ?", [TOP_TRIALS])
-            active = _query(conn, f"SELECT * FROM runs WHERE state IN ({', '.join('?' * len(ACTIVE_RUN_STATES))}) "
-                                  "ORDER BY rowid LIMIT ?", [*ACTIVE_RUN_STATES, ACTIVE_RUNS])  # oldest recorded first
-            top_runs = _runs_of(conn, [t["id"] for t in top])
-            listed = _listing(conn, trials)
+            for run_totals in store.run_totals_by_state():  # one scan of the runs
+                run_counts[run_totals.state] = run_totals.count
+                job_seconds += run_totals.job_seconds
+                if run_totals.state == RunState.SUBMITTED.value:
+                    unsubmitted = run_totals.without_job
+            top = store.best_trials(TOP_TRIALS, smaller)
+            active = store.runs_in_states(ACTIVE_RUN_STATES, ACTIVE_RUNS)  # oldest recorded first
+            top_runs = store.runs_by_trial([t["id"] for t in top])
+            listed = _listing(store, trials)
     finally:
         store.close()
     best = top[0] if top else None
@@ -121,42 +114,19 @@ def summarize(layout: ExperimentLayout, trials: TrialsWanted = None) -> Dict[str
     return summary
 
 
-def _query(conn: sqlite3.Connection, sql: str, params: Sequence[Any] = ()) -> List[Dict[str, Any]]:
-    cursor = conn.execute(sql, list(params))
-    names = [column[0] for column in cursor.description]
-    return [dict(zip(names, row)) for row in cursor.fetchall()]
-
-
-def _runs_of(conn: sqlite3.Connection, trial_ids: List[int]) -> Dict[int, List[Dict[str, Any]]]:
-    """The runs of the given trials, by trial, in run order."""
-    if not trial_ids:
-        return {}
-    rows = _query(conn, f"SELECT * FROM runs WHERE trial_id IN ({', '.join('?' * len(trial_ids))}) "
-                        "ORDER BY trial_id, seq", trial_ids)
-    return _by_trial(rows)
-
-
-def _by_trial(runs: List[Dict[str, Any]]) -> Dict[int, List[Dict[str, Any]]]:
-    grouped: Dict[int, List[Dict[str, Any]]] = {}
-    for run in runs:
-        grouped.setdefault(run["trial_id"], []).append(run)
-    return grouped
-
-
-def _listing(conn: sqlite3.Connection, trials: TrialsWanted):
+def _listing(store: Store, trials: TrialsWanted) -> Optional[Tuple[List[TrialRow], Dict[int, List[RunRow]]]]:
     """(trial rows in id order, their runs by trial) for ``trials``, or None when no listing is wanted."""
     if trials is None:
         return None
     if trials == "all":
-        return (_query(conn, "SELECT * FROM trials ORDER BY id"),
-                _by_trial(_query(conn, "SELECT * FROM runs ORDER BY trial_id, seq")))
+        return store.trials(), store.runs_by_trial()
     if not isinstance(trials, int) or isinstance(trials, bool) or trials < 1:
         raise ValueError(f"trials must be None, 'all' or a positive int, not {trials!r}")
-    rows = _query(conn, "SELECT * FROM trials ORDER BY id DESC LIMIT ?", [trials])[::-1]
-    return rows, _runs_of(conn, [t["id"] for t in rows])
+    rows = store.latest_trials(trials)
+    return rows, store.runs_by_trial([t["id"] for t in rows])
 
 
-def _trial(trial: Dict[str, Any], runs: List[Dict[str, Any]]) -> Dict[str, Any]:
+def _trial(trial: TrialRow, runs: List[RunRow]) -> Dict[str, Any]:
     return {
         "id": trial["id"],
         "state": trial["state"],
@@ -180,7 +150,7 @@ def _trial(trial: Dict[str, Any], runs: List[Dict[str, Any]]) -> Dict[str, Any]:
     }
 
 
-def _run(run: Dict[str, Any]) -> Dict[str, Any]:
+def _run(run: RunRow) -> Dict[str, Any]:
     return {"run_id": run["id"], "trial_id": run["trial_id"], "job_id": run["job_id"], "state": run["state"],
             "from_length": run["from_length"], "to_length": run["to_length"], "submitted_at": run["submitted_at"],
             "started_at": run["started_at"]}

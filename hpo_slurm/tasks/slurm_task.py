@@ -2,8 +2,9 @@
 
 The driver submits each batch of runs as one submitit job (a job array when it holds several runs)
 whose folder ``jobs/<batch name>/`` holds two files written and synced before sbatch runs:
-``manifest.json`` (the runs in task order and each run's spec) and ``task.pkl`` (ONE submitit
-``DelayedSubmission`` of ``run_task`` for the whole batch). submitit's task side loads
+``manifest.json`` (a ``protocol.BatchManifest``: the runs in task order and each run's spec) and
+``task.pkl`` (ONE submitit ``DelayedSubmission`` of ``run_task`` for the whole batch). submitit's
+task side loads
 ``<FOLDER>/<job id>_submitted.pkl`` (job id ``<array>_<index>`` for a task of an array); ``main``
 hard-links that name to ``task.pkl`` when it is missing, then hands over to submitit's own
 ``process_job`` (pickle, signal handlers, result pickle). Nothing per task is written before the
@@ -21,9 +22,9 @@ import errno
 import os
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import List, Optional
 
-from hpo_slurm.core.fsio import read_json
+from hpo_slurm.core.protocol import BatchManifest, RunResult
 from hpo_slurm.tasks.job import run_job, write_spec_file
 
 MANIFEST = "manifest.json"
@@ -61,15 +62,12 @@ def place_submitted_pickle(path: Path) -> None:
             return
 
 
-def run_task(manifest_path: str) -> Dict[str, Any]:
+def run_task(manifest_path: str) -> RunResult:
     """Run this task's run of the batch in ``manifest_path``: ``run_job``'s result (it raises
-    ``job.TrialFailed`` when the trial failed, so the job ends failed)."""
-    manifest = read_json(Path(manifest_path))
-    runs, specs = manifest["runs"], manifest["specs"]
-    index = task_index(len(runs))
-    spec = specs[index]
-    if spec["run_id"] != runs[index]:
-        raise RuntimeError(f"{manifest_path}: task {index} is run {runs[index]} but its spec is {spec['run_id']}")
+    ``job.TrialFailed`` when the trial failed, so the job ends failed, and ``protocol.ProtocolError``
+    for a manifest it cannot read)."""
+    manifest = BatchManifest.read(Path(manifest_path))
+    spec = manifest.spec_for_task(task_index(len(manifest.specs)))
     spec_path = write_spec_file(spec)
     _link_output(Path(spec_path).parent)
     return run_job(spec_path)

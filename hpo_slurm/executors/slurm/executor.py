@@ -4,7 +4,8 @@ Runs submitted together with the same resources go out as one job array, split b
 MaxArraySize and throttled with ``%N``; submitit renders and submits the sbatch script, and its task
 side runs each job. Each batch is named ``hpo.<experiment uid>.<first run>+<more>`` and gets the
 folder ``jobs/<name>/`` (submitit's folder: script, logs, result pickles). BEFORE sbatch runs, two
-files are written there and synced: ``manifest.json`` (run ids in task order and each run's spec)
+files are written there and synced: ``manifest.json`` (a ``protocol.BatchManifest``: run ids in task
+order and each run's spec)
 and ``task.pkl`` (one submitit pickle of ``slurm_task.run_task`` for the whole batch). Nothing is
 written per run or per task by the driver: each task links its submitit pickle name to ``task.pkl``
 and writes its run's ``spec.json`` from the manifest (``hpo_slurm.tasks.slurm_task``). A driver that dies
@@ -25,6 +26,7 @@ from submitit.core.utils import DelayedSubmission
 
 from hpo_slurm.config.schema import ExperimentConfig
 from hpo_slurm.core.fsio import read_json, write_bytes_atomic, write_json_atomic
+from hpo_slurm.core.protocol import BatchManifest
 from hpo_slurm.tasks.slurm_task import MANIFEST, SHARED_PICKLE, run_task
 from hpo_slurm.executors.base import Executor, JobRequest, JobStatus, SubmitError, Submitted
 from hpo_slurm.executors.slurm.commands import check_before_launch, cluster_config, has_accounting, poll_jobs, query_slurm, scancel
@@ -102,7 +104,7 @@ class SlurmExecutor(Executor):
         folder = self.jobs_dir / name
         folder.mkdir(parents=True, exist_ok=True)
         manifest = folder / MANIFEST
-        write_json_atomic(manifest, {"runs": [r.run_id for r in batch], "specs": [r.spec for r in batch]})
+        write_json_atomic(manifest, BatchManifest(tuple(r.spec for r in batch)).to_json())
         executor = BatchExecutor(folder=folder, max_num_timeout=0)
         executor.update_parameters(**self.sbatch_parameters(batch[0], name, len(batch)))
         job_ids = executor.submit_batch(DelayedSubmission(run_task, str(manifest)), len(batch))
@@ -113,7 +115,7 @@ class SlurmExecutor(Executor):
         jobs (partition, account, QOS, GPUs, memory, time, extra options). A UserError carries sbatch's
         reason; a warning is returned when Slurm cannot judge it now (``slurm_cli.check_script``)."""
         def render(folder: Path) -> str:
-            request = JobRequest("check", "hpo-slurm-check", folder, folder / "spec.json", gpus, time_minutes, spec={})
+            request = JobRequest("check", "hpo-slurm-check", folder, folder / "spec.json", gpus, time_minutes)
             executor = BatchExecutor(folder=folder, max_num_timeout=0)
             executor.update_parameters(**self.sbatch_parameters(request, request.job_name, 1))
             return executor._make_submission_file_text("true", "check")
