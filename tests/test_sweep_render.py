@@ -8,7 +8,6 @@ import json
 import re
 import shlex
 import subprocess
-from collections import deque
 from pathlib import Path
 
 import pytest
@@ -16,16 +15,17 @@ import pytest
 from driver_helpers import cli, copy_example, write_config
 from hpo_slurm.config.schema import SlurmConfig, load_config
 from hpo_slurm.core.errors import UserError
-from hpo_slurm.executors.array import executor as array_module
 from hpo_slurm.executors.array.executor import ArrayExecutor
 from hpo_slurm.executors.base import JobRequest, JobState, SchedulerError
 from hpo_slurm.core.fsio import write_json_atomic
+from hpo_slurm.searchers.drain import drain
 from hpo_slurm.searchers import make_searcher
-from hpo_slurm.sweep.arrays import planned_trials
-from hpo_slurm.executors.array.caps import Limits, parse_assoc, parse_qos, plan_arrays, user_cap
+from hpo_slurm.sweep.plan import planned_trials
+from hpo_slurm.executors.array.caps import Limits, parse_assoc, parse_qos, plan_arrays, plan_requests, user_cap
 from hpo_slurm.executors.array.render import (
     array_spec, check_template, option_lines, render_array, render_wave,
 )
+from hpo_slurm.executors.array.waves import ArrayStatus, WaveState
 from hpo_slurm.executors.templates import sbatch_template
 from hpo_slurm.core.types import Close, Create, Train
 
@@ -130,16 +130,18 @@ def test_a_sweep_creates_the_trials_a_capped_search_creates(example):
     config = dataclasses.replace(config, searcher=dataclasses.replace(config.searcher, max_concurrent_trials=2))
     searcher = make_searcher(config)
     created = []
-    queue = deque(searcher.initial())
-    while queue:  # every trial validates at its target and is closed, two in flight at a time
-        action = queue.popleft()
+
+    def handle(action):  # every trial validates at its target and is closed, two in flight at a time
         if isinstance(action, Create):
             created.append((action.trial_id, action.hparams))
-            queue.extend(searcher.on_created(action.trial_id))
-        elif isinstance(action, Train):
-            queue.extend(searcher.on_validation(action.trial_id, action.length, 1.0))
-        elif isinstance(action, Close):
-            queue.extend(searcher.on_closed(action.trial_id))
+            return searcher.on_created(action.trial_id)
+        if isinstance(action, Train):
+            return searcher.on_validation(action.trial_id, action.length, 1.0)
+        if isinstance(action, Close):
+            return searcher.on_closed(action.trial_id)
+        return None
+
+    drain(searcher.initial(), handle)
     assert [(t, h) for t, h, _ in planned_trials(config)] == created
     assert len(created) == config.searcher.max_trials
 
@@ -147,34 +149,51 @@ def test_a_sweep_creates_the_trials_a_capped_search_creates(example):
 def test_wave_chains_are_pending_submitted_or_broken(tmp_path, monkeypatch):
     config = load_config(str(Path(__file__).parent.parent / "examples" / "quadratic" / "random.yaml"))
     executor = ArrayExecutor(config, tmp_path)
-    executor._cluster = {"AccountingStorageType": "accounting_storage/slurmdbd"}
+    executor.cluster.config = {"AccountingStorageType": "accounting_storage/slurmdbd"}
     for index in range(4):
-        write_json_atomic_dir(executor.array_dir(index), {
-            "array": index, "job_name": f"hpo.u.array-{index}", "wave_name": f"hpo.u.wave-{index}" if index else None,
+        write_json_atomic_dir(executor.folders.folder(index), {
+            "array": index, "experiment_dir": str(tmp_path), "job_name": f"hpo.u.array-{index}",
+            "wave_name": f"hpo.u.wave-{index}" if index else None,
             "previous": index - 1 if index else None, "next": index + 1 if index < 3 else None,
-            "runs": [f"t{index}-r1"], "specs": ["x"],
-        })
-    write_json_atomic(executor.array_dir(0) / "submitted.json", {"job_id": "100"})
-    write_json_atomic(executor.array_dir(1) / "wave.json", {"job_id": "101"})
+            "runs": [f"t{index}-r1"], "specs": [str(tmp_path / "runs" / f"t{index}-r1" / "spec.json")],
+        })  # as hpo-slurm 0.1.0 wrote them: spec paths
+    write_json_atomic(executor.folders.folder(0) / "submitted.json", {"job_id": "100"})
+    write_json_atomic(executor.folders.folder(1) / "wave.json", {"job_id": "101"})
     jobs = {"hpo.u.wave-1": [("101", JobState.RUNNING)], "hpo.u.array-1": [("102_0", JobState.PENDING)]}
-    monkeypatch.setattr(array_module, "jobs_named", lambda names, user, accounting: jobs)
+    monkeypatch.setattr(executor, "jobs_named", lambda names: jobs)
     states = executor.chain_states([1, 2, 3])
-    assert states[1] == ("submitted", "102")  # found by name, and recorded
-    assert states[2] == ("pending", None) and states[3] == ("pending", None)  # wave 1 will submit wave 2
+    # found by name, and recorded; its wave job is still running, so it submits wave 2 next
+    assert states[1] == ArrayStatus(WaveState.SUBMITTED_NEXT_WAVE_DUE, "102")
+    assert json.loads((executor.folders.folder(1) / "submitted.json").read_text()) == {"job_id": "102"}
+    assert states[2] == ArrayStatus(WaveState.PENDING) and states[3] == ArrayStatus(WaveState.PENDING)
     assert executor.resolve("array-1_0") == "102_0"
     jobs.clear()
     jobs["hpo.u.wave-2"] = [("103", JobState.COMPLETED)]  # ended without submitting array 2
-    assert executor.chain_states([2, 3]) == {2: ("broken", None), 3: ("broken", None)}
+    assert executor.chain_states([2, 3]) == {2: ArrayStatus(WaveState.BROKEN), 3: ArrayStatus(WaveState.BROKEN)}
     statuses = executor.poll(["array-3_0"])
     assert statuses["array-3_0"].state == JobState.UNKNOWN
 
-    def unreachable(names, user, accounting):
+    def unreachable(names):
         raise SchedulerError("squeue failed: Socket timed out on send/recv operation")
 
-    monkeypatch.setattr(array_module, "jobs_named", unreachable)  # never "broken" for a query that failed
+    monkeypatch.setattr(executor, "jobs_named", unreachable)  # never "broken" for a query that failed
     assert executor.poll(["array-3_0"])["array-3_0"].state == JobState.PENDING
     with pytest.raises(SchedulerError):
         executor.find([JobRequest(run_id="t3-r1", job_name="x", run_dir=tmp_path, spec_path=tmp_path / "s", gpus=0)])
+
+
+def test_runs_are_grouped_by_gpus_and_take_the_longest_time_limit(tmp_path):
+    def request(run_id, gpus, minutes):
+        return JobRequest(run_id=run_id, job_name=f"hpo.u.{run_id}", run_dir=tmp_path, spec_path=tmp_path / run_id,
+                          gpus=gpus, time_minutes=minutes)
+
+    requests = [request("a", 1, 10), request("b", 1, 30), request("c", 2, 5), request("d", 2, None), request("e", 1, 7)]
+    arrays, plan = plan_requests(requests, Limits(), first_index=4)
+    assert [(a.index, [r.run_id for r in a.requests], a.gpus, a.time_minutes) for a in arrays] == [
+        (4, ["a", "b"], 1, 30), (5, ["c", "d"], 2, None), (6, ["e"], 1, 7)]
+    assert plan.sizes == [2, 2, 1] and not plan.waves
+    arrays, plan = plan_requests(requests[:2], Limits(room=1), first_index=0)
+    assert [len(a.requests) for a in arrays] == [1, 1] and plan.waves
 
 
 def write_json_atomic_dir(folder: Path, data) -> None:

@@ -272,7 +272,7 @@ def status(name, root, as_json: bool, watch: bool, trials) -> None:
     """
     from hpo_slurm.experiment import folder as experiment
     from hpo_slurm.reporting.status import parse_trials_option, summarize
-    from hpo_slurm.sweep.arrays import refresh as refresh_sweep  # a sweep has no driver: status ingests its tasks' files
+    from hpo_slurm.sweep.refresh import refresh as refresh_sweep  # a sweep has no driver: status ingests its tasks' files
 
     wanted = parse_trials_option(trials)
     root_path = resolve_root(root)
@@ -345,7 +345,8 @@ def logs(name: str, trial_id: int, root, follow: bool) -> None:
     """
     from hpo_slurm.experiment import folder as experiment
     from hpo_slurm.reporting.logs import print_trial_logs
-    from hpo_slurm.sweep.arrays import is_sweep, refresh as refresh_sweep
+    from hpo_slurm.sweep.kind import is_sweep
+    from hpo_slurm.sweep.refresh import refresh as refresh_sweep
 
     layout = experiment.find(resolve_root(root), name)
     refresh = (lambda: refresh_sweep(layout, quiet=True)) if follow and is_sweep(layout) else None
@@ -355,10 +356,10 @@ def logs(name: str, trial_id: int, root, follow: bool) -> None:
 from hpo_slurm.cli.results import register as _register_results; _register_results(cli)  # noqa: E402,E702
 
 
-from hpo_slurm.sweep.arrays import register as _register_sweep; _register_sweep(cli)  # noqa: E402,E702
+from hpo_slurm.cli.sweep import register as _register_sweep; _register_sweep(cli)  # noqa: E402,E702
 
 
-from hpo_slurm.engine.simulation import register as _register_simulate; _register_simulate(cli)  # noqa: E402,E702
+from hpo_slurm.cli.simulate import register as _register_simulate; _register_simulate(cli)  # noqa: E402,E702
 
 
 def main() -> None:

@@ -4,13 +4,16 @@ how many jobs a user may have queued. Pure functions (parsers tested on literal 
 Slurm counts every task of an array as one job against MaxSubmitJobs. A capped sweep goes out as a
 chain: array 1, then a wave job (``--dependency=afterany`` on array 1) that submits array 2 and the
 next wave job, and so on. While a wave job runs, its array and the next wave job are queued with it,
-so a wave holds at most ``room - 2`` tasks.
+so a wave holds at most ``room - 2`` tasks. ``plan_requests`` applies this to a batch of runs: each
+array holds consecutive runs with the same GPUs per task.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from hpo_slurm.executors.base import JobRequest
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,46 @@ def plan_arrays(count: int, limits: Limits) -> Plan:
         largest = min(largest, max(1, room - 2))
     sizes = [min(largest, count - start) for start in range(0, count, largest)]
     return Plan(sizes, waves and len(sizes) > 1)
+
+
+@dataclass(frozen=True)
+class PlannedArray:
+    """One array of a submission: its number ``n`` (folder ``jobs/array-<n>/``), its runs in task
+    order, the time limit of its tasks (the longest of its runs'; None when one has none) and the
+    GPUs of each task."""
+
+    index: int
+    requests: Sequence[JobRequest]
+    time_minutes: Optional[int]
+    gpus: int
+
+
+def plan_requests(requests: Sequence[JobRequest], limits: Limits, first_index: int) -> Tuple[List[PlannedArray], Plan]:
+    """The arrays for ``requests``, numbered from ``first_index``: consecutive requests with the same
+    GPUs, each group split by ``plan_arrays``; the plan goes in waves when any group needs them."""
+    arrays: List[PlannedArray] = []
+    plan_sizes: List[int] = []
+    waves = False
+    index = first_index
+    start = 0
+    while start < len(requests):
+        end = start
+        while end < len(requests) and requests[end].gpus == requests[start].gpus:
+            end += 1
+        group = list(requests[start:end])
+        plan = plan_arrays(len(group), limits)
+        waves = waves or plan.waves
+        offset = 0
+        for size in plan.sizes:
+            chunk = group[offset:offset + size]
+            times = [r.time_minutes for r in chunk]
+            longest = None if None in times else max(t for t in times if t is not None)
+            arrays.append(PlannedArray(index, chunk, longest, chunk[0].gpus))
+            plan_sizes.append(size)
+            index += 1
+            offset += size
+        start = end
+    return arrays, Plan(plan_sizes, waves)
 
 
 # ---- limits -------------------------------------------------------------------------------------

@@ -15,11 +15,14 @@ import time
 from pathlib import Path
 from typing import Callable, List, Optional
 
-from hpo_slurm.executors.array.executor import jobs_named
+from hpo_slurm.core.layout import ExperimentLayout
+from hpo_slurm.executors.array.cluster import jobs_named
+from hpo_slurm.executors.array.files import (
+    ARRAY_SCRIPT, SUBMITTED, WAVE_SCRIPT, WAVE_SUBMITTED, ArrayFolders, read_job_id, write_job_id,
+)
+from hpo_slurm.executors.array.manifest import ArrayManifest
 from hpo_slurm.executors.base import SchedulerError, SubmitError
 from hpo_slurm.executors.slurm.commands import cluster_config, has_accounting, sbatch
-from hpo_slurm.core.fsio import read_json, write_json_atomic
-from hpo_slurm.core.layout import ExperimentLayout
 
 RETRY_PAUSE_S = 30.0
 RETRY_FOR_S = 45 * 60.0
@@ -31,22 +34,25 @@ def main(argv: Optional[List[str]] = None) -> int:
         print("usage: python -m hpo_slurm.executors.array.wave_job MANIFEST", file=sys.stderr)
         return 2
     manifest_path = Path(args[0])
-    manifest = read_json(manifest_path)
-    layout = ExperimentLayout(Path(manifest["experiment_dir"]))
+    manifest = ArrayManifest.read(manifest_path)
+    layout = ExperimentLayout(Path(manifest.experiment_dir))
     if layout.stop_request.exists():
         print("the experiment was stopped: nothing submitted", flush=True)
         return 0
     folder = manifest_path.parent
+    folders = ArrayFolders(folder.parent)
     try:
-        job_id = submit_once(manifest["job_name"], folder / "submitted.json",
-                             lambda: sbatch(folder / "array.sbatch", cwd=layout.dir))
-        print(f"array {manifest['array']}: job {job_id}", flush=True)
-        following = manifest.get("next")
+        job_id = submit_once(manifest.job_name, folder / SUBMITTED, lambda: sbatch(folder / ARRAY_SCRIPT, cwd=layout.dir))
+        print(f"array {manifest.index}: job {job_id}", flush=True)
+        following = manifest.next
         if following is not None:
-            next_folder = folder.parent / f"array-{following}"
-            next_manifest = read_json(next_folder / "manifest.json")
-            wave_id = submit_once(next_manifest["wave_name"], next_folder / "wave.json",
-                                  lambda: sbatch(next_folder / "wave.sbatch", cwd=layout.dir,
+            next_manifest = ArrayManifest.read(folders.manifest_path(following))
+            if next_manifest.wave_name is None:
+                print(f"giving up: array {following} has no wave job to submit", file=sys.stderr, flush=True)
+                return 1
+            next_folder = folders.folder(following)
+            wave_id = submit_once(next_manifest.wave_name, next_folder / WAVE_SUBMITTED,
+                                  lambda: sbatch(next_folder / WAVE_SCRIPT, cwd=layout.dir,
                                                  dependency=f"afterany:{job_id}"))
             print(f"wave for array {following}: job {wave_id} (after job {job_id})", flush=True)
     except SubmitError as exc:
@@ -59,10 +65,9 @@ def submit_once(name: str, record: Path, submit: Callable[[], str],
                 pause_s: float = RETRY_PAUSE_S, retry_for_s: float = RETRY_FOR_S) -> str:
     """The id of the job ``name``: as recorded, else found by name, else submitted now (retrying
     errors that can pass, such as a full queue); recorded either way."""
-    try:
-        return str(read_json(record)["job_id"])
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
+    recorded = read_job_id(record)
+    if recorded is not None:
+        return recorded
     deadline = time.monotonic() + retry_for_s
     while True:  # a lookup that cannot answer is retried, never taken for "not submitted yet"
         try:
@@ -85,7 +90,7 @@ def submit_once(name: str, record: Path, submit: Callable[[], str],
                     raise
                 print(f"{exc}; retrying in {pause_s:.0f}s", file=sys.stderr, flush=True)
                 time.sleep(pause_s)
-    write_json_atomic(record, {"job_id": job_id})
+    write_job_id(record, job_id)
     return job_id
 
 

@@ -1,0 +1,125 @@
+"""What a sweep asks the Slurm cluster before and after it submits: the cluster's configuration and
+the room left under the caps on queued jobs (``ClusterView``), and this user's jobs by name
+(``jobs_named``), which is how arrays and wave jobs submitted but not recorded are found.
+
+Every query either answers or raises: a lookup that failed is never taken for "no such job", since
+that would have a job submitted twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from hpo_slurm.executors.array.caps import Limits, parse_assoc, parse_qos, smallest, user_cap
+from hpo_slurm.executors.base import JobState
+from hpo_slurm.executors.slurm.commands import cluster_config, has_accounting, query_slurm, run_slurm
+from hpo_slurm.executors.slurm.parse import expand_array_ids, state_of
+
+log = logging.getLogger("hpo_slurm.array")
+
+
+def jobs_named(names: Sequence[str], user: str, accounting: bool) -> Dict[str, List[Tuple[str, JobState]]]:
+    """Name -> [(job id, state)] of this user's jobs with those names (squeue, and sacct for ended ones).
+    Raises SchedulerError when squeue (or sacct, with accounting) cannot answer: "no such job" is never
+    concluded from a failed query, since it would have the job submitted twice."""
+    found: Dict[str, List[Tuple[str, JobState]]] = {}
+    if not names:
+        return found
+    joined = ",".join(sorted(set(names)))
+    commands = [["squeue", "-h", "-r", "-u", user, "--name", joined, "-o", "%i|%j|%T"]]
+    if accounting:
+        commands.append(["sacct", "-n", "-P", "-X", "-S", "now-30days", "--name", joined, "-o", "JobID,JobName,State"])
+    for command in commands:
+        text = query_slurm(command)
+        for line in text.splitlines():
+            fields = line.split("|")
+            if len(fields) < 3:
+                continue
+            for job_id in expand_array_ids(fields[0].strip()):
+                found.setdefault(fields[1].strip(), []).append((job_id, state_of(fields[2])))
+    return found
+
+
+class ClusterView:
+    """One user's view of the cluster, for one executor: ``scontrol show config`` read once, whether
+    there is accounting, and the ``Limits`` a sweep's arrays must fit. ``qos`` is the QOS the jobs use
+    (``slurm.qos``); ``max_jobs`` is the user's own cap on queued jobs (``--max-jobs``), on top of the
+    cluster's."""
+
+    def __init__(self, user: str, qos: Optional[str], max_jobs: Optional[int]):
+        self.user = user
+        self.qos = qos
+        self.max_jobs = max_jobs
+        self._config: Optional[Dict[str, str]] = None
+
+    @property
+    def config(self) -> Dict[str, str]:
+        """``scontrol show config``, read once; SchedulerError while the controller does not answer."""
+        if self._config is None:
+            self._config = cluster_config()
+        return self._config
+
+    @config.setter
+    def config(self, value: Dict[str, str]) -> None:
+        """Use ``value`` as the cluster's configuration instead of asking scontrol."""
+        self._config = dict(value)
+
+    @property
+    def accounting(self) -> bool:
+        return has_accounting(self.config)
+
+    def limits(self) -> Limits:
+        """MaxArraySize, and the room left under the caps on queued jobs: the user's association and
+        QOS (MaxSubmitJobs), MaxJobCount (all users' jobs count) and ``max_jobs``. A cap that cannot
+        be read (sacctmgr or squeue failing) is logged and planned without."""
+        max_array = int(self.config.get("MaxArraySize", "1001") or 1001)
+        caps: List[Tuple[int, str, bool]] = []  # (cap, what, per user)
+        if self.max_jobs:
+            caps.append((self.max_jobs, "--max-jobs", True))
+        job_count = _positive(self.config.get("MaxJobCount"))
+        if job_count:
+            caps.append((job_count, "MaxJobCount", False))
+        if self.accounting:
+            cap = self._user_cap()
+            if cap:
+                caps.append((cap, "MaxSubmitJobs", True))
+        if not caps:
+            return Limits(max_array)
+        room, source = min((cap - self._queued(all_users=not per_user), f"{what} {cap}")
+                           for cap, what, per_user in caps)
+        return Limits(max_array, room=room, source=source)
+
+    def jobs_named(self, names: Sequence[str]) -> Dict[str, List[Tuple[str, JobState]]]:
+        """``jobs_named`` for this user, with sacct when the cluster keeps accounting."""
+        return jobs_named(names, self.user, self.accounting)
+
+    def _user_cap(self) -> Optional[int]:
+        try:
+            assoc = parse_assoc(run_slurm(["sacctmgr", "-n", "-P", "show", "assoc", "where", f"user={self.user}",
+                                           "format=MaxSubmit,GrpSubmit,QOS,DefaultQOS"]))
+            qos = parse_qos(run_slurm(["sacctmgr", "-n", "-P", "show", "qos", "format=Name,MaxSubmitPU,GrpSubmit"]))
+        except (OSError, subprocess.SubprocessError) as exc:
+            log.warning("cannot read the queued-jobs caps from sacctmgr (%s); planning without them", _message(exc))
+            return None
+        return smallest(user_cap(assoc, qos, self.qos))
+
+    def _queued(self, all_users: bool) -> int:
+        args = ["squeue", "-h", "-r", "-o", "%i"] + ([] if all_users else ["-u", self.user])
+        try:
+            return len(run_slurm(args).split())
+        except (OSError, subprocess.SubprocessError) as exc:
+            log.warning("cannot count queued jobs with squeue (%s); taking none", _message(exc))
+            return 0
+
+
+def _positive(text: Optional[str]) -> Optional[int]:
+    text = (text or "").strip()
+    return int(text) if text.isdigit() and int(text) > 0 else None
+
+
+def _message(exc: BaseException) -> str:
+    if isinstance(exc, subprocess.CalledProcessError):
+        return " ".join((exc.stderr or exc.stdout or "").split()) or f"exit status {exc.returncode}"
+    return str(exc)
