@@ -45,8 +45,8 @@ def resume_once(trials: int, workers: int) -> dict:
     simulation.open_driver()
     while len(simulation.driver.trials) < trials:
         simulation.step()
-    behind = simulation.driver._event_seq - simulation.driver._snapshot_seq
-    seen = simulation.driver._event_seq
+    behind = simulation.driver._searcher_log.seq - simulation.driver._searcher_log.snapshot_seq
+    seen = simulation.driver._searcher_log.seq
     simulation.crash()
     started = time.perf_counter()
     simulation.open_driver()  # Store.open, load_searcher (snapshot + replay), Driver(...), start(fresh=False)

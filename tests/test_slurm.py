@@ -294,7 +294,8 @@ def test_the_driver_runs_as_a_job_that_requeues_itself(quadratic, tmp_path):
 def test_without_accounting_the_executor_works_from_squeue_and_files(quadratic, tmp_path):
     from hpo_slurm.experiment import folder as experiments
     from hpo_slurm.config.schema import load_config
-    from hpo_slurm.engine.driver import Driver, load_searcher
+    from hpo_slurm.engine.driver import Driver
+    from hpo_slurm.engine.searcher_log import load_searcher
     from hpo_slurm.executors.slurm.executor import SlurmExecutor
     from hpo_slurm.experiment.store import Store
 

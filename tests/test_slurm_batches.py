@@ -18,7 +18,8 @@ from driver_helpers import copy_example, write_config
 from slurm_cluster import require_cluster, slurm, wait_until_idle
 from hpo_slurm.experiment import folder as experiments
 from hpo_slurm.config.schema import load_config
-from hpo_slurm.engine.driver import Driver, load_searcher
+from hpo_slurm.engine.driver import Driver
+from hpo_slurm.engine.searcher_log import load_searcher
 from hpo_slurm.executors.base import JobRequest
 from hpo_slurm.executors.slurm.executor import SlurmExecutor
 from hpo_slurm.core.fsio import read_json

@@ -35,15 +35,15 @@ from hpo_slurm.engine.ingest import is_better, metric_value
 from hpo_slurm.engine.judge import SUBMISSION_REFUSED, judge
 from hpo_slurm.engine.run_spec import build_spec
 from hpo_slurm.engine.submission import SubmissionPolicy
-from hpo_slurm.engine.tick_changes import TickChanges, snapshot_due
+from hpo_slurm.engine.searcher_log import SearcherLog
+from hpo_slurm.engine.tick_changes import TickChanges
 from hpo_slurm.engine.timefit import fitted_time_minutes
 from hpo_slurm.engine.workspace import FileWorkspace
 from hpo_slurm.executors.base import Executor, JobRequest, JobState, JobStatus, SchedulerError, SubmitError, Workspace
 from hpo_slurm.experiment.rows import new_run_row, new_trial_row
 from hpo_slurm.experiment.store import Store
-from hpo_slurm.searchers import Searcher, make_searcher, restore_searcher
+from hpo_slurm.searchers import Searcher
 from hpo_slurm.searchers.drain import drain
-from hpo_slurm.searchers.replay import feed_event
 
 log = logging.getLogger("hpo_slurm.engine.driver")
 
@@ -85,10 +85,7 @@ class Driver:
             self.runs_by_trial.setdefault(run["trial_id"], []).append(run["id"])
             if run_may_be_out(run):
                 self.active.setdefault(run["trial_id"], []).append(run["id"])
-        self._event_seq = store.last_searcher_event()
-        self._persisted_seq = self._event_seq  # the searcher events durable in the store
-        self._snapshot_seq = store.snapshot_event_seq()
-        self._snapshot_at = clock()
+        self._searcher_log = SearcherLog(searcher, store, clock)
         self._changes = TickChanges()
         self._last_poll = -math.inf
         self._submission = SubmissionPolicy()
@@ -270,9 +267,7 @@ class Driver:
 
     def _feed(self, kind: str, *args: Any) -> List[Action]:
         """Give the searcher one event, logging it so a restart can replay it after the last snapshot."""
-        self._event_seq += 1
-        self._changes.searcher_events.append({"seq": self._event_seq, "kind": kind, "args": json.dumps(args)})
-        return feed_event(self.searcher, kind, args)
+        return self._searcher_log.feed(kind, args, self._changes.searcher_events)
 
     def _apply(self, actions: Iterable[Action]) -> None:
         drain(actions, self._apply_one)
@@ -387,24 +382,13 @@ class Driver:
             return
         with self.store.transaction():
             changes.write(self.store, self.trials, self.runs, self.searcher.progress)
-            if snapshot_due(self._event_seq - self._snapshot_seq, len(self.trials),
-                            self.experiment["state"] == "RUNNING", self.clock() - self._snapshot_at):
-                self.store.save_snapshot(self.searcher.snapshot(), self.clock(), self._event_seq)
-                self._snapshot_seq, self._snapshot_at = self._event_seq, self.clock()
-        self._persisted_seq = self._event_seq
+            self._searcher_log.save_if_due(self.store, len(self.trials), self.experiment["state"] == "RUNNING")
+        self._searcher_log.committed()
         self._changes = TickChanges(cancel=changes.cancel, touched_trials=changes.touched_trials)
 
     def checkpoint_searcher(self) -> None:
-        """Snapshot the searcher now (a driver that is about to exit calls this). Only when every event
-        it has seen is durable: a driver interrupted between a searcher event and its commit leaves the
-        snapshot as it was, and a resume replays the logged events instead."""
-        if self._event_seq != self._persisted_seq:
-            log.info("searcher snapshot skipped: the driver stopped before its last decisions were saved")
-            return
-        if self._event_seq > self._snapshot_seq:
-            with self.store.transaction():
-                self.store.save_snapshot(self.searcher.snapshot(), self.clock(), self._event_seq)
-            self._snapshot_seq = self._event_seq
+        """Snapshot the searcher now, if every event it saw is durable (``SearcherLog.save_now``)."""
+        self._searcher_log.save_now(self.store)
 
     # ---- 5. act ---------------------------------------------------------------------------------
     def _act(self) -> None:
@@ -556,13 +540,3 @@ class Driver:
         self._event("resumed", None, {"adopted": adopted})
         self._persist()
 
-
-def load_searcher(config: ExperimentConfig, store: Store) -> Tuple[Searcher, bool]:
-    """The searcher as the last driver left it: its snapshot with the later logged events replayed
-    (their actions were already applied). Also whether the search is new (no event yet)."""
-    snapshot = store.load_snapshot()
-    searcher = restore_searcher(config, snapshot) if snapshot else make_searcher(config)
-    events = store.searcher_events(after=store.snapshot_event_seq())
-    for event in events:
-        feed_event(searcher, event["kind"], json.loads(event["args"]))
-    return searcher, snapshot is None and not events

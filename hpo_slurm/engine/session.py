@@ -8,7 +8,8 @@ import time
 from typing import Callable, Iterator, Optional, Tuple
 
 from hpo_slurm.config.schema import load_config
-from hpo_slurm.engine.driver import Driver, load_searcher
+from hpo_slurm.engine.driver import Driver
+from hpo_slurm.engine.searcher_log import load_searcher
 from hpo_slurm.executors import make_executor
 from hpo_slurm.core.layout import ExperimentLayout
 from hpo_slurm.experiment.lock import DriverLock

@@ -164,7 +164,8 @@ class Simulation:
     # ---- the driver ---------------------------------------------------------------------------------
     def open_driver(self) -> None:
         """Start the driver, or resume it from experiment.db after ``crash()``."""
-        from hpo_slurm.engine.driver import Driver, load_searcher
+        from hpo_slurm.engine.driver import Driver
+        from hpo_slurm.engine.searcher_log import load_searcher
         from hpo_slurm.experiment.store import Store
 
         self.store = Store.open(self.layout.database)

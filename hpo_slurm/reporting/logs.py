@@ -23,7 +23,7 @@ from hpo_slurm.core.layout import ExperimentLayout
 from hpo_slurm.experiment.lock import driver_alive
 from hpo_slurm.experiment.rows import RunRow, TrialRow
 from hpo_slurm.experiment.store import Store, StoreError
-from hpo_slurm.core.types import RunState, TrialState, run_may_be_out
+from hpo_slurm.core.types import TrialState, awaits_submission, run_may_be_out
 
 POLL_S = 0.5  # how often the followed files are checked for new output
 REFRESH_S = 1.0  # how often the database is read for new runs and the trial's state
@@ -79,7 +79,7 @@ class _Snapshot:
     def waits_for_resubmit(self) -> bool:
         """A sweep's trial whose failed task left a retry run that no job runs yet (and none will
         until ``sweep --resubmit``)."""
-        unsubmitted = any(r["state"] == RunState.SUBMITTED.value and not r["job_id"] for r in self.runs)
+        unsubmitted = any(awaits_submission(r) for r in self.runs)
         return unsubmitted and not any(r["job_id"] for r in self.live_runs())
 
     def trial_over(self, layout: ExperimentLayout) -> bool:
