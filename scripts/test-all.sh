@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
-# Install hpo-slurm with everything its tests need, start the local Slurm cluster when running as
-# root (scripts/local-slurm.sh), and run the whole test suite. Extra arguments go to pytest.
+# Install hpo-slurm with everything its tests need, check the import contracts (`lint-imports`, see
+# pyproject.toml), start the local Slurm cluster when running as root (scripts/local-slurm.sh), and run
+# the whole test suite. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # torch first and pinned: its CPU wheel; an open requirement would pull several GB of CUDA packages.
 python3 -m pip install --quiet --disable-pip-version-check torch==2.13.0
 python3 -m pip install --quiet --disable-pip-version-check -e '.[torch,examples,dev]'
+
+# layers point down and the job side imports nothing heavy; a broken contract stops the script here
+lint-imports
 
 if [ "$(id -u)" = 0 ] && [ "${HPO_SLURM_SKIP_CLUSTER:-0}" != 1 ]; then
   bash scripts/local-slurm.sh up
