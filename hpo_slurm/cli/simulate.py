@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from hpo_slurm.cli.options import resolve_root, root_option
 from hpo_slurm.core.errors import UserError
 
 
@@ -24,8 +25,7 @@ def register(cli: click.Group) -> None:
     @click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=None,
                   help="Replaces reproducibility.experiment_seed and seeds the injected faults.")
     @click.option("--name", default=None, help="Experiment name (default: the config's name).")
-    @click.option("--root", type=click.Path(file_okay=False), default=None,
-                  help="Folder holding experiments (default: $HPO_SLURM_ROOT, else ./hpo-runs).")
+    @root_option
     @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
     @_probability("stragglers")
     @click.option("--straggler-factor", type=click.FloatRange(min=1), default=4.0, show_default=True,
@@ -48,7 +48,6 @@ def register(cli: click.Group) -> None:
 
         from hpo_slurm.engine.simulation import simulate
         from hpo_slurm.executors.simulated import Faults
-        from hpo_slurm.experiment.folder import resolve_root
 
         if failures + preemptions > 1:
             raise UserError("--failures plus --preemptions must not exceed 1")

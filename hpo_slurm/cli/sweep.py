@@ -18,6 +18,7 @@ from pathlib import Path
 
 import click
 
+from hpo_slurm.cli.options import resolve_root, root_option
 from hpo_slurm.core.errors import UserError
 
 
@@ -27,8 +28,7 @@ def register(cli: click.Group) -> None:
     @cli.command()
     @click.argument("target", metavar="CONFIG | NAME")
     @click.option("--name", default=None, help="Experiment name (default: the config's name).")
-    @click.option("--root", type=click.Path(file_okay=False), default=None,
-                  help="Folder holding experiments (default: $HPO_SLURM_ROOT, else ./hpo-runs).")
+    @root_option
     @click.option("--context", type=click.Path(file_okay=False, exists=True), default=None,
                   help="Model folder to copy (default: the config's folder); .hpoignore is honoured.")
     @click.option("--dry-run", is_flag=True, help="Print the sbatch scripts and manifests; create and submit nothing.")
@@ -52,7 +52,7 @@ def register(cli: click.Group) -> None:
           hpo-slurm status grid-1
           hpo-slurm sweep --resubmit grid-1
         """
-        from hpo_slurm.experiment.folder import find, resolve_root
+        from hpo_slurm.experiment.folder import find
         from hpo_slurm.sweep.launch import start
         from hpo_slurm.sweep.refresh import resubmit_failed
 
