@@ -78,11 +78,11 @@ class Harness:
 
     @property
     def executor(self) -> Executor:
-        raise NotImplementedError
+        return self._executor
 
     @property
     def workspace(self) -> Workspace:
-        raise NotImplementedError
+        return self._workspace
 
     def request(self, kind: str) -> JobRequest:
         """A run whose trial does ``kind``, its spec written as the driver writes it."""
@@ -124,14 +124,6 @@ class LocalHarness(Harness):
         self._executor = LocalExecutor(gpus=0, signal_delay_s=2)
         self._workspace = FileWorkspace(self.layout)
         self._job_ids: List[str] = []
-
-    @property
-    def executor(self) -> Executor:
-        return self._executor
-
-    @property
-    def workspace(self) -> Workspace:
-        return self._workspace
 
     def submit(self, requests: Sequence[JobRequest]) -> List[Submitted]:
         submitted = self._executor.submit(requests)
@@ -204,14 +196,6 @@ class SlurmHarness(Harness):
                                    name="contract", slurm={"partition": "debug", "mem": "500M", "time": 5})
         self._executor = SlurmExecutor(load_config(str(config_path)), self.layout.dir)
         self._workspace = FileWorkspace(self.layout)
-
-    @property
-    def executor(self) -> Executor:
-        return self._executor
-
-    @property
-    def workspace(self) -> Workspace:
-        return self._workspace
 
     def let_time_pass(self) -> None:
         time.sleep(0.5)

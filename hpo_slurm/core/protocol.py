@@ -60,6 +60,14 @@ class ProtocolError(ValueError):
     """A protocol file that cannot be used: malformed, or written by a newer hpo-slurm."""
 
 
+def _read_json_file(path: Path) -> Any:
+    """The JSON in ``path``: OSError when it cannot be read, ProtocolError when it is not JSON."""
+    try:
+        return read_json(path)
+    except json.JSONDecodeError as exc:
+        raise ProtocolError(f"{path}: not JSON ({exc})") from exc
+
+
 def check_version(data: Mapping[str, Any], what: str) -> int:
     """The protocol version of ``data`` (1 when it has none: written by hpo-slurm 0.1.0). Raises
     ``ProtocolError`` for a version this hpo-slurm does not speak."""
@@ -187,11 +195,7 @@ class RunSpec:
     @classmethod
     def read(cls, path: Path) -> "RunSpec":
         """The spec in the file ``path``. OSError when it cannot be read; ProtocolError otherwise."""
-        try:
-            data = read_json(path)
-        except json.JSONDecodeError as exc:
-            raise ProtocolError(f"{path}: not JSON ({exc})") from exc
-        return cls.from_json(data, str(path))
+        return cls.from_json(_read_json_file(path), str(path))
 
 
 @dataclass(frozen=True)
@@ -305,11 +309,7 @@ class BatchManifest:
     @classmethod
     def read(cls, path: Path) -> "BatchManifest":
         """The manifest in the file ``path``. OSError when it cannot be read; ProtocolError otherwise."""
-        try:
-            data = read_json(path)
-        except json.JSONDecodeError as exc:
-            raise ProtocolError(f"{path}: not JSON ({exc})") from exc
-        return cls.from_json(data, str(path))
+        return cls.from_json(_read_json_file(path), str(path))
 
 
 # ---- checkpoints --------------------------------------------------------------------------------
