@@ -105,10 +105,12 @@ def test_a_task_finds_its_run_in_either_manifest(tmp_path):
         task_run(legacy, 0)
 
 
-def run_task(manifest: Path, task: int) -> subprocess.CompletedProcess:
+def run_task(manifest: Path, task: int, module: str = "hpo_slurm.tasks.sweep_task") -> subprocess.CompletedProcess:
+    """Run task ``task`` of an array as its script does: ``python -m MODULE MANIFEST`` (arrays queued
+    by hpo-slurm 0.1.0 name ``hpo_slurm.sweep_task``)."""
     env = {**os.environ, "SLURM_ARRAY_TASK_ID": str(task), "SLURM_ARRAY_JOB_ID": "77",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-    return subprocess.run([sys.executable, "-m", "hpo_slurm.tasks.sweep_task", str(manifest)], capture_output=True,
+    return subprocess.run([sys.executable, "-m", module, str(manifest)], capture_output=True,
                           text=True, env=env, timeout=120)
 
 
@@ -128,7 +130,7 @@ def test_a_task_runs_its_run_and_writes_its_spec_file(tmp_path, written_by):
     else:
         data = ArrayManifest.of(0, str(layout.dir), "hpo.u.array-0", specs).to_json()
     manifest.write_text(json.dumps(data))
-    done = run_task(manifest, 0)
+    done = run_task(manifest, 0, "hpo_slurm.sweep_task" if written_by == "0.1.0" else "hpo_slurm.tasks.sweep_task")
     assert done.returncode == 0, done.stderr
     assert RunSpec.read(layout.spec_file("t1-r1")) == specs[0]
     assert json.loads(layout.result_file("t1-r1").read_text())["status"] == "exited"

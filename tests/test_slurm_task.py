@@ -3,6 +3,7 @@ run as Slurm would run a task of a job array (Slurm's environment variables set 
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import pickle
@@ -51,16 +52,30 @@ def make_batch(tmp_path: Path, count: int, written_by_0_1_0: bool = False) -> tu
     write_json_atomic(folder / MANIFEST, manifest)
     executor = BatchExecutor(folder=folder, max_num_timeout=0)
     executor.update_parameters(job_name=folder.name, time=5)
-    executor.write_shared_pickle(DelayedSubmission(run_task, str(folder / MANIFEST)))
+    if written_by_0_1_0:
+        # hpo-slurm 0.1.0 pickled its task function by reference as ``hpo_slurm.slurm_task.run_task``
+        importlib.import_module("hpo_slurm.slurm_task")
+        run_task.__module__ = "hpo_slurm.slurm_task"
+        try:
+            executor.write_shared_pickle(DelayedSubmission(run_task, str(folder / MANIFEST)))
+        finally:
+            run_task.__module__ = "hpo_slurm.tasks.slurm_task"
+        assert b"hpo_slurm.slurm_task" in (folder / SHARED_PICKLE).read_bytes()
+        assert b"hpo_slurm.tasks.slurm_task" not in (folder / SHARED_PICKLE).read_bytes()
+    else:
+        executor.write_shared_pickle(DelayedSubmission(run_task, str(folder / MANIFEST)))
     return layout, folder, specs
 
 
-def run_task_process(folder: Path, index: int, restart: int = 0) -> subprocess.CompletedProcess:
+def run_task_process(folder: Path, index: int, restart: int = 0,
+                     module: str = "hpo_slurm.tasks.slurm_task") -> subprocess.CompletedProcess:
+    """Run task ``index`` of the batch in ``folder`` as its Slurm job would: ``python -u -m MODULE
+    FOLDER`` (jobs queued by hpo-slurm 0.1.0 name ``hpo_slurm.slurm_task``)."""
     env = job_env()
     env.update(SUBMITIT_EXECUTOR="slurm", SLURM_JOB_ID=str(int(ARRAY_JOB) + index), SLURM_ARRAY_JOB_ID=ARRAY_JOB,
                SLURM_ARRAY_TASK_ID=str(index), SLURM_PROCID="0", SLURM_LOCALID="0", SLURM_NODEID="0",
                SLURM_NTASKS="1", SLURM_JOB_NUM_NODES="1", SLURM_RESTART_COUNT=str(restart))
-    return subprocess.run([sys.executable, "-u", "-m", "hpo_slurm.tasks.slurm_task", str(folder)], env=env,
+    return subprocess.run([sys.executable, "-u", "-m", module, str(folder)], env=env,
                           capture_output=True, text=True, timeout=120)
 
 
@@ -68,7 +83,7 @@ def run_task_process(folder: Path, index: int, restart: int = 0) -> subprocess.C
 def test_a_task_links_the_shared_pickle_and_writes_its_spec_from_the_manifest(tmp_path, written_by_0_1_0):
     layout, folder, specs = make_batch(tmp_path, 3, written_by_0_1_0)
     assert not (layout.dir / "runs").exists()
-    done = run_task_process(folder, 1)
+    done = run_task_process(folder, 1, module="hpo_slurm.slurm_task" if written_by_0_1_0 else "hpo_slurm.tasks.slurm_task")
     assert done.returncode == 0, done.stderr[-3000:]
     # submitit's own name for this task's pickle is the batch's one pickle
     assert (folder / f"{ARRAY_JOB}_1_submitted.pkl").samefile(folder / SHARED_PICKLE)
