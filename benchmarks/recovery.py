@@ -95,19 +95,19 @@ def main() -> None:
     for repeat in range(args.repeats):
         resumes.append(resume_once(args.resume_trials, args.workers))
         print(f"resume {repeat + 1}: {resumes[-1]}", flush=True)
-    imports = timed([sys.executable, "-c", "import hpo_slurm.cli.main, hpo_slurm.engine.session, hpo_slurm.engine.driver"], args.repeats)
+    imports = timed([sys.executable, "-c", "import hpo_slurm.cli, hpo_slurm.engine.session, hpo_slurm.engine.driver"], args.repeats)
 
     root = Path(tempfile.mkdtemp(prefix="hpo-status-"))
     started = time.perf_counter()
     experiment = build_finished(args.status_trials, args.workers, root)
     print(f"built a {args.status_trials:,}-trial experiment in {time.perf_counter() - started:.1f} s", flush=True)
     load_before = os.getloadavg()
-    status_command = [sys.executable, "-m", "hpo_slurm.cli.main", "status", experiment.name, "--root", str(experiment.parent),
+    status_command = [sys.executable, "-m", "hpo_slurm.cli", "status", experiment.name, "--root", str(experiment.parent),
                       "--json"]
     summary_bytes, all_bytes = [], []
     status = timed(status_command, args.repeats, summary_bytes)
     status_all = timed(status_command + ["--trials", "all"], args.repeats, all_bytes)
-    summary_only = timed([sys.executable, "-m", "hpo_slurm.cli.main", "status", "--root", str(experiment.parent),
+    summary_only = timed([sys.executable, "-m", "hpo_slurm.cli", "status", "--root", str(experiment.parent),
                           "--json"], args.repeats)
     python_alone = timed([sys.executable, "-c", "pass"], args.repeats)
     floor = timed([sys.executable, "-c", f"import sqlite3; c = sqlite3.connect({str(experiment / 'experiment.db')!r}); "

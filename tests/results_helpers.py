@@ -10,7 +10,7 @@ from typing import Iterator, Tuple
 from click.testing import CliRunner
 
 from driver_helpers import cli, copy_example
-from hpo_slurm.cli.main import cli as hpo_cli
+from hpo_slurm.cli import cli as hpo_cli
 
 
 def launch_example(tmp: Path, config: str) -> Tuple[Path, str]:

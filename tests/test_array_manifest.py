@@ -139,3 +139,16 @@ def test_a_task_runs_its_run_and_writes_its_spec_file(tmp_path, written_by):
     assert json.loads(layout.result_file("t2-r1").read_text())["status"] == "failed"
     done = run_task(manifest, 2)
     assert done.returncode == 2 and "has 2 tasks" in done.stderr
+
+
+def test_a_spec_a_task_cannot_read_is_reported_in_the_run_s_log(tmp_path):
+    layout = ExperimentLayout(tmp_path / "exp")
+    path = make_run(tmp_path, tmp_path, "true", {"lr": 1}, 5)  # a 0.1.0 array: its spec file, here torn
+    path.write_text('{"run_id": "t1-r1", "hpar')
+    manifest = layout.dir / "jobs" / "array-0" / "manifest.json"
+    manifest.parent.mkdir(parents=True)
+    manifest.write_text(json.dumps({"array": 0, "experiment_dir": str(layout.dir), "runs": ["t1-r1"],
+                                    "specs": [str(path)]}))
+    done = run_task(manifest, 0, "hpo_slurm.sweep_task")
+    assert done.returncode != 0 and done.stderr == ""  # nothing lost to the array's own Slurm log
+    assert "not JSON" in (layout.run_dir("t1-r1") / "77_0_log.err").read_text()  # where `hpo-slurm logs` reads

@@ -10,7 +10,7 @@ import click
 import pytest
 
 from hpo_slurm.cli import results as cli_results
-from hpo_slurm.cli.main import cli
+from hpo_slurm.cli import cli
 from results_helpers import invoke
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()

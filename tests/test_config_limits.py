@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from click.testing import CliRunner
 
-from hpo_slurm.cli.main import cli
+from hpo_slurm.cli import cli
 from hpo_slurm.config.schema import load_config, parse_config
 from hpo_slurm.config.checks import MAX_TRIALS
 

@@ -59,7 +59,7 @@ def test_a_spec_with_only_the_required_fields_gets_the_job_s_defaults():
 
 
 def test_a_spec_of_a_newer_protocol_is_refused_with_a_clear_error():
-    with pytest.raises(ProtocolError, match=r"spec\.json: written by a newer hpo-slurm \(protocol 2; this one reads up to 1\)"):
+    with pytest.raises(ProtocolError, match=r"spec\.json: written by a newer hpo-slurm \(protocol 3; this one reads up to 2\)"):
         RunSpec.from_json({**SPEC_0_1_0, "protocol": PROTOCOL_VERSION + 1}, "spec.json")
 
 
@@ -220,3 +220,18 @@ def test_a_job_writes_a_versioned_result_and_refuses_a_newer_spec(tmp_path):
     refused = run_job_process(newer)
     assert refused.returncode != 0 and "ProtocolError" in refused.stdout and "newer hpo-slurm" in refused.stdout
     assert not (newer.parent / "attempts.jsonl").exists() and not (newer.parent / "result.json").exists()
+
+
+def test_a_trial_that_exits_with_true_fails_with_status_1_and_its_result_is_read(tmp_path):
+    context = tmp_path / "model"
+    context.mkdir()
+    (context / "quits.py").write_text("import sys\n\ndef main(ctx):\n    sys.exit(True)\n")
+    spec_path = make_run(tmp_path, context, "quits:main", {}, 4)
+    done = run_job_process(spec_path)
+    assert done.returncode != 0  # the trial failed, so the job fails
+    written = result(spec_path)
+    assert type(written["exit_code"]) is int and written["exit_code"] == 1 and written["message"] == "`quits:main` called sys.exit(True)"
+    read = FileWorkspace(ExperimentLayout(tmp_path / "exp")).read_result(RunSpec.read(spec_path).run_id)
+    assert read is not None and read.status is RunStatus.FAILED and read.exit_code == 1
+    # hpo-slurm 0.1.0 wrote that exit code as JSON's true
+    assert type(RunResult.from_json({**written, "exit_code": True}).exit_code) is int

@@ -10,7 +10,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from hpo_slurm.cli.main import cli
+from hpo_slurm.cli import cli
 from hpo_slurm.executors.base import JobState, JobStatus, SchedulerError, SubmitError
 from hpo_slurm.executors.simulated import Faults
 from hpo_slurm.config.schema import load_config

@@ -32,11 +32,12 @@ Files, per run ``<run>`` of trial ``<id>`` (all JSON is UTF-8; whole files are p
     A batch of runs submitted as one job (a job array when it holds several): the run ids in task
     order and each run's spec; task ``i`` writes ``runs/<runs[i]>/spec.json`` from ``specs[i]``.
 
-Versions: spec.json, result.json and manifest.json carry ``"protocol": PROTOCOL_VERSION``. A file
-without the key was written by hpo-slurm 0.1.0 and reads as version 1 (jobs queued before an upgrade
-still run); a file with a greater version than this module's is refused with a ``ProtocolError``
-that says to upgrade. Field names on disk never change within a version; a new field with a default
-keeps the version, anything else raises it.
+Versions: spec.json, result.json and manifest.json carry ``"protocol": PROTOCOL_VERSION`` (2). Version
+1 is what hpo-slurm 0.1.0 wrote, with no key: such files read as version 1, so jobs queued before an
+upgrade still run (its sweep manifests list spec.json paths where version 2 holds the specs, and a
+trial's ``sys.exit(True)`` could leave ``"exit_code": true``). A file with a greater version than this
+module's is refused with a ``ProtocolError`` that says to upgrade. Field names and meanings never
+change within a version; a new field with a default keeps the version, anything else raises it.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 from hpo_slurm.core.fsio import read_json
 from hpo_slurm.core.layout import CHECKPOINT_META
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 VERSION_KEY = "protocol"
 SPEC_ENV = "HPO_SLURM_SPEC"  # the job's environment variable naming the run's spec.json
 
@@ -242,7 +243,7 @@ class RunResult:
             raise ProtocolError(f"{what}: unknown status {status!r}") from exc
         return cls(
             status=status,
-            exit_code=_field(data, "exit_code", (int,), what),
+            exit_code=int(_field(data, "exit_code", (int, bool), what)),  # 0.1.0 wrote sys.exit(True) as true
             stop_reason=_optional(data, "stop_reason", (str,), what, None),
             message=_optional(data, "message", (str,), what, None),
             attempt=_optional(data, "attempt", (int,), what, None),

@@ -152,7 +152,8 @@ def _run_function(entrypoint: str, spec: RunSpec, spec_path: str) -> RunResult:
     except InvalidHP as exc:
         return RunResult(RunStatus.INVALID_HP, 0, message=str(exc))
     except SystemExit as exc:  # sys.exit() in the trial ends the trial, not the job wrapper
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        # sys.exit(True) is status 1, sys.exit("message") too, sys.exit() and sys.exit(None) are 0
+        code = int(exc.code) if isinstance(exc.code, int) else (0 if exc.code is None else 1)
         return _outcome(code, ctx.stop_reason, f"`{entrypoint}` called sys.exit({exc.code!r})")
     except Exception:  # the trial's own error: recorded, then the job fails
         traceback.print_exc()

@@ -21,7 +21,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from hpo_slurm.core.fsio import read_json
 from hpo_slurm.core.layout import ExperimentLayout
@@ -51,16 +51,19 @@ def main(argv: Optional[List[str]] = None) -> int:
         print("usage: python -m hpo_slurm.tasks.sweep_task MANIFEST", file=sys.stderr)
         return 2
     task = int(os.environ["SLURM_ARRAY_TASK_ID"])
+    manifest_path = Path(args[0])
     try:
-        found = task_run(Path(args[0]), task)
+        run_id, experiment_dir = task_place(read_json(manifest_path), task, manifest_path)
     except IndexError as exc:
         print(f"task {task}: the manifest {args[0]} {exc}", file=sys.stderr)
         return 2
+    job_id = task_job_id()
+    layout = ExperimentLayout(experiment_dir)
+    # from here on everything, a spec that cannot be read included, goes to the run's log (``logs`` reads it)
+    _redirect_output(layout.run_dir(run_id), job_id.replace(";", "_"))
+    found = task_run(manifest_path, task)
     spec = found.spec
     spec_path = str(write_spec_file(spec)) if found.spec_to_write else str(found.spec_path)
-    job_id = task_job_id()
-    layout = ExperimentLayout(Path(spec.experiment_dir))
-    _redirect_output(layout.run_dir(spec.run_id), job_id.replace(";", "_"))
     print(f"hpo-slurm sweep task {task} of array {found.array}: run {spec.run_id}, job {job_id}, "
           f"restart {os.environ.get('SLURM_RESTART_COUNT', '0')}", flush=True)
     checkpointed = _checkpoint_length(layout, spec.trial_id)
@@ -77,6 +80,20 @@ def main(argv: Optional[List[str]] = None) -> int:
         else:
             requeue(job_id, StopReason(reason).value)
     return 0
+
+
+def task_place(data: Any, task: int, manifest_path: Path) -> Tuple[str, Path]:
+    """Task ``task``'s run id and experiment folder, read from a manifest's own keys (both formats
+    have them) before any spec is parsed. IndexError ("has N tasks") outside the array;
+    ProtocolError when the manifest lacks them."""
+    if not isinstance(data, dict):
+        raise ProtocolError(f"{manifest_path}: expected a JSON object")
+    runs, experiment_dir = data.get("runs"), data.get("experiment_dir")
+    if not isinstance(runs, list) or not isinstance(experiment_dir, str):
+        raise ProtocolError(f"{manifest_path}: no 'runs' list or 'experiment_dir'")
+    if not 0 <= task < len(runs):
+        raise IndexError(f"has {len(runs)} tasks")
+    return str(runs[task]), Path(experiment_dir)
 
 
 def task_run(manifest_path: Path, task: int) -> TaskRun:
