@@ -7,7 +7,8 @@ import json
 import pytest
 
 from hpo_slurm.config.schema import ExperimentConfig, SearcherConfig
-from hpo_slurm.searchers.preview import build_plan, render_plan, simulate
+from hpo_slurm.reporting.plan_tables import render_plan
+from hpo_slurm.searchers.preview import build_plan, simulate
 from hpo_slurm.searchers import make_searcher
 from hpo_slurm.config.space import Double, Int, Nested
 

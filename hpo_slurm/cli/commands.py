@@ -79,7 +79,8 @@ def preview(config_path: str, as_json: bool, seconds_per_unit, gpus) -> None:
       hpo-slurm preview search.yaml --seconds-per-unit 0.5
     """
     from hpo_slurm.config.schema import load_config
-    from hpo_slurm.searchers.preview import build_plan, render_plan
+    from hpo_slurm.reporting.plan_tables import render_plan
+    from hpo_slurm.searchers.preview import build_plan
 
     config = load_config(config_path)
     _print_warnings(config)

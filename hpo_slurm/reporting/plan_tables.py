@@ -1,0 +1,43 @@
+"""``hpo-slurm preview``'s output: a search's plan (``searchers.preview.build_plan``) as tables."""
+
+from __future__ import annotations
+
+from typing import Any, Dict
+
+from rich.console import Console
+from rich.table import Table
+
+
+def render_plan(plan: Dict[str, Any]) -> None:
+    """Print ``plan`` as rich tables on stdout."""
+    console = Console()
+    unit = plan["unit"]
+    trials = plan["total_trials"]
+    console.print(
+        f"[bold]{plan['searcher']}[/bold]: {trials} trial{'' if trials == 1 else 's'}, "
+        f"{plan['total_length']:,} {unit} of training in total"
+    )
+    if plan.get("brackets"):
+        table = Table(title="Brackets")
+        for column in ("Bracket", "Rungs", f"Rung lengths ({unit})", "Trials", "Max concurrent"):
+            table.add_column(column, justify="right")
+        for index, bracket in enumerate(plan["brackets"], start=1):
+            table.add_row(
+                str(index),
+                str(bracket["num_rungs"]),
+                ", ".join(str(length) for length in bracket["rung_lengths"]),
+                str(bracket["max_trials"]),
+                str(bracket["max_concurrent_trials"]),
+            )
+        console.print(table)
+    table = Table(title="Where trials stop")
+    for column in (f"Length ({unit})", "Trials", f"Trial {unit}"):
+        table.add_column(column, justify="right")
+    for row in plan["plan"]:
+        table.add_row(f"{row['length']:,}", str(row["trials"]), f"{row['length'] * row['trials']:,}")
+    console.print(table)
+    if "gpu_hours" in plan:
+        console.print(
+            f"Estimated [bold]{plan['gpu_hours']:,.2f} GPU-hours[/bold] "
+            f"({plan['gpus_per_trial']} GPU(s) per trial)"
+        )
