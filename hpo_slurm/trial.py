@@ -45,14 +45,16 @@ class TrialContext:
     """This run of a trial: its hyperparameters, the length to reach, and where to report.
 
     Built from the run's spec: a ``RunSpec``, or the ``spec.json`` object (``ProtocolError`` when it
-    is not a valid one). ``spec`` is that object as a dict; ``run_spec`` the typed spec."""
+    is not a valid one; ``context_dir`` and ``entrypoint`` may be left out). ``spec`` is that object as
+    a dict; ``run_spec`` the typed spec."""
 
     def __init__(self, spec: Union[RunSpec, Mapping[str, Any]]):
         if isinstance(spec, RunSpec):
             self.run_spec = spec
             self.spec: Dict[str, Any] = spec.to_json()
         else:
-            self.run_spec = RunSpec.from_json(spec)
+            # what the job needs to start the trial (its folder, its entrypoint) the trial itself does not
+            self.run_spec = RunSpec.from_json({"context_dir": "", "entrypoint": "", **spec})
             self.spec = spec if isinstance(spec, dict) else dict(spec)
         self.trial_id: int = self.run_spec.trial_id
         self.run_id: str = self.run_spec.run_id

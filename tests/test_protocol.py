@@ -235,3 +235,11 @@ def test_a_trial_that_exits_with_true_fails_with_status_1_and_its_result_is_read
     assert read is not None and read.status is RunStatus.FAILED and read.exit_code == 1
     # hpo-slurm 0.1.0 wrote that exit code as JSON's true
     assert type(RunResult.from_json({**written, "exit_code": True}).exit_code) is int
+
+
+def test_a_trial_context_needs_no_more_of_a_spec_than_the_trial_uses(tmp_path):
+    ctx = trial.TrialContext({"experiment_dir": str(tmp_path), "trial_id": 3, "run_id": "t3-r1",
+                              "hparams": {"lr": 0.1}, "target_length": 8})
+    assert (ctx.trial_id, ctx.run_id, ctx.hparams, ctx.target_length, ctx.unit) == (3, "t3-r1", {"lr": 0.1}, 8, "batches")
+    with pytest.raises(ProtocolError, match="no 'target_length'"):
+        trial.TrialContext({"experiment_dir": str(tmp_path), "trial_id": 3, "run_id": "t3-r1", "hparams": {}})

@@ -50,8 +50,11 @@ def test_array_id_expansion():
 
 
 def test_names_map_to_job_ids():
-    names = parse_names("80_[0-1]|hpo.ab.t1-r1+1\n81|hpo.ab.t3-r1\n80_2|hpo.ab.t1-r1+1\n")
-    assert names == {"hpo.ab.t1-r1+1": ["80_0", "80_1", "80_2"], "hpo.ab.t3-r1": ["81"]}
+    names = parse_names("80_[0-1]|hpo.ab.t1-r1+1|PENDING\n81|hpo.ab.t3-r1|RUNNING\n"
+                        "80_2|hpo.ab.t1-r1+1|COMPLETED\n82|hpo.ab.t4-r1|CANCELLED by 0\n")
+    assert names == {"hpo.ab.t1-r1+1": [("80_0", JobState.PENDING), ("80_1", JobState.PENDING),
+                                        ("80_2", JobState.COMPLETED)],
+                     "hpo.ab.t3-r1": [("81", JobState.RUNNING)], "hpo.ab.t4-r1": [("82", JobState.CANCELLED)]}
 
 
 def test_scontrol_config_values():

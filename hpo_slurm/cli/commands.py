@@ -8,8 +8,7 @@ from pathlib import Path
 
 import click
 
-from hpo_slurm.cli.completion import complete_experiment_names
-from hpo_slurm.cli.options import resolve_root, root_option
+from hpo_slurm.cli.options import name_argument, optional_name_argument, resolve_root, root_option
 from hpo_slurm.core.errors import UserError
 
 
@@ -161,7 +160,7 @@ def launch(config_path: str, name, root, executor: str, context, detach: bool, a
 
 
 @cli.command()
-@click.argument("name", shell_complete=complete_experiment_names)
+@name_argument
 @root_option
 @click.option("--detach", is_flag=True, help="Run the driver in the background, logging to driver.log.")
 def resume(name: str, root, detach: bool) -> None:
@@ -255,7 +254,7 @@ def _wait_until_driving(layout, process, logged: int, timeout: float = 30.0) -> 
 
 
 @cli.command()
-@click.argument("name", required=False, shell_complete=complete_experiment_names)
+@optional_name_argument
 @root_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--watch", is_flag=True, help="Refresh in place until interrupted.")
@@ -305,7 +304,7 @@ def status(name, root, as_json: bool, watch: bool, trials) -> None:
 
 
 @cli.command()
-@click.argument("name", shell_complete=complete_experiment_names)
+@name_argument
 @root_option
 @click.option("--timeout", type=float, default=120.0, show_default=True, help="Seconds to wait for the jobs to end.")
 def stop(name: str, root, timeout: float) -> None:
@@ -333,7 +332,7 @@ def stop(name: str, root, timeout: float) -> None:
 
 
 @cli.command()
-@click.argument("name", shell_complete=complete_experiment_names)
+@name_argument
 @click.argument("trial_id", type=int)
 @root_option
 @click.option("--follow", "-f", is_flag=True, help="Keep printing the trial's output, run by run, until the trial ends.")

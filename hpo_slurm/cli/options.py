@@ -24,6 +24,11 @@ def name_argument(function: F) -> F:
     return click.argument("name", shell_complete=complete_experiment_names)(function)
 
 
+def optional_name_argument(function: F) -> F:
+    """An experiment's ``NAME`` that may be left out (then the command is about every experiment)."""
+    return click.argument("name", required=False, shell_complete=complete_experiment_names)(function)
+
+
 def resolve_root(root: Optional[str]) -> Path:
     """The experiments folder ``--root`` names, else $HPO_SLURM_ROOT, else ./hpo-runs (UserError when unusable)."""
     from hpo_slurm.experiment.folder import resolve_root as resolve

@@ -19,7 +19,7 @@ from hpo_slurm.core.layout import CHECKPOINT_META, ExperimentLayout
 from hpo_slurm.core.protocol import checkpoint_length, latest_checkpoint_in
 from hpo_slurm.core.types import TrialState
 
-log = logging.getLogger("hpo_slurm.engine.checkpoints")
+log = logging.getLogger(__name__)
 
 
 def latest_checkpoint_path(layout: ExperimentLayout, trial_id: int) -> Optional[Path]:

@@ -1,29 +1,21 @@
 """The driver: one loop that turns searcher decisions into jobs and job results into searcher events.
 
-One tick:
-1. poll: ONE batched status query for every live job (no more often than the poll interval);
-2. ingest: new metric lines of every trial with a run, from stored byte offsets (between polls, only
-   of trials whose run was seen running); a validation at a trial's target length becomes a searcher
-   event;
-3. decide: ended jobs become successes, preemptions, time-outs or failures; the searcher's actions
-   become trial and run records;
-4. persist: everything the tick changed, with the searcher snapshot, in ONE transaction;
-5. act: cancel, then submit the runs recorded in 4 and record their job ids (a second transaction).
-
-Polling comes before ingesting so a job seen as ended has all its lines read before its end is judged.
-Crash safety comes from the order of 4 and 5: a run is recorded, under a unique name, before it is
-submitted, and bound to its job id after. A driver that restarts looks unbound runs up by name before
-submitting anything, and re-adopts live jobs. Side effects on files (spec files or the executor's batch
-manifest, stop files) happen in 5 too, after the decision that asks for them is durable.
+One tick (docs/architecture.md walks through it): 1. poll every live job in ONE batched query; 2. ingest
+new metric lines (a validation at a trial's target is a searcher event); 3. decide: judge ended jobs,
+turn the searcher's actions into trial and run records; 4. persist everything in ONE transaction;
+5. act: cancel, submit the runs recorded in 4, record their job ids. Polling comes before ingesting, so
+a job seen as ended has all its lines read before its end is judged. Crash safety comes from the order
+of 4 and 5: a run is recorded under a unique name before it is submitted and bound to its job id after;
+a restarted driver looks unbound runs up by name before submitting anything and re-adopts live jobs.
+Side effects on files (specs, manifests, stop files) happen in 5, after the decision is durable.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
-from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional
 
 from hpo_slurm.config.schema import ExperimentConfig
 from hpo_slurm.core.layout import ExperimentLayout, run_name
@@ -33,22 +25,21 @@ from hpo_slurm.core.types import (Action, Close, Create, ExitReason, RunState, S
 from hpo_slurm.engine.faults import CrashPoints
 from hpo_slurm.engine.ingest import is_better, metric_value
 from hpo_slurm.engine.judge import SUBMISSION_REFUSED, judge
-from hpo_slurm.engine.run_spec import build_spec
+from hpo_slurm.engine.run_spec import RunSpecs
 from hpo_slurm.engine.submission import SubmissionPolicy
 from hpo_slurm.engine.searcher_log import SearcherLog
 from hpo_slurm.engine.tick_changes import TickChanges
 from hpo_slurm.engine.timefit import fitted_time_minutes
 from hpo_slurm.engine.workspace import FileWorkspace
 from hpo_slurm.executors.base import Executor, JobRequest, JobState, JobStatus, SchedulerError, SubmitError, Workspace
-from hpo_slurm.experiment.rows import new_run_row, new_trial_row
+from hpo_slurm.experiment.rows import new_metric_row, new_run_row, new_trial_row
 from hpo_slurm.experiment.store import Store
 from hpo_slurm.searchers import Searcher
 from hpo_slurm.searchers.drain import drain
 
-log = logging.getLogger("hpo_slurm.engine.driver")
+log = logging.getLogger(__name__)
 
 UNKNOWN_GRACE_S = 30.0  # a job unknown to the scheduler this soon after submission is not yet LOST
-_dumps_sorted = json.JSONEncoder(sort_keys=True).encode  # json.dumps(x, sort_keys=True) without a new encoder per call
 
 
 class Driver:
@@ -93,7 +84,7 @@ class Driver:
         self._stopping = False
         self._crash = CrashPoints.from_environment()
         self._children = {t for t, row in self.trials.items() if row["parent_checkpoint"]}  # PBT children
-        self._resolved_dirs: Optional[Tuple[str, str]] = None
+        self._specs = RunSpecs(config, layout)
 
     # ---- life cycle -----------------------------------------------------------------------------
     def start(self, fresh: bool) -> None:
@@ -166,10 +157,8 @@ class Driver:
         if reached > (trial["trained_length"] or 0):
             self._set_trial(trial_id, trained_length=reached)
         for line in lines:
-            self._changes.metrics.append({
-                "trial_id": trial_id, "run_id": line.run, "kind": line.kind, "length": line.length,
-                "metrics": _dumps_sorted(line.metrics), "time": line.time,
-            })
+            self._changes.metrics.append(
+                new_metric_row(trial_id, line.run, line.kind, line.length, line.metrics, line.time))
             if line.kind != "validation":
                 continue
             value = metric_value(line.metrics, searcher.metric)
@@ -457,7 +446,7 @@ class Driver:
                 earlier, run["from_length"], run["to_length"],
                 self.config.slurm.time_minutes, self.config.slurm.signal_delay_s,
             ))
-            spec = self._spec(run)
+            spec = self._specs.build(self.trials[run["trial_id"]], run)
             if delivered:
                 specs[run["id"]] = spec
             else:
@@ -506,13 +495,6 @@ class Driver:
             trial_id = self.runs[run_id]["trial_id"]
             if not self.trials[trial_id]["closed"]:
                 self._set_trial(trial_id, state=TrialState.QUEUED.value)
-
-    def _spec(self, run: Dict[str, Any]) -> RunSpec:
-        """What the run's job reads: where the experiment is, the trial's hyperparameters, how far to
-        train and how (``job.run_job``, ``trial.TrialContext``)."""
-        if self._resolved_dirs is None:  # resolved once per driver, not per run
-            self._resolved_dirs = (str(self.layout.dir.resolve()), str(self.layout.context.resolve()))
-        return build_spec(self.config, self.layout.name, *self._resolved_dirs, self.trials[run["trial_id"]], run)
 
     # ---- restart --------------------------------------------------------------------------------
     def _reconcile(self) -> None:

@@ -17,7 +17,7 @@ from hpo_slurm.experiment.store import Store
 from hpo_slurm.searchers import Searcher, make_searcher, restore_searcher
 from hpo_slurm.searchers.replay import feed_event
 
-log = logging.getLogger("hpo_slurm.engine.searcher_log")
+log = logging.getLogger(__name__)
 
 
 def load_searcher(config: ExperimentConfig, store: Store) -> Tuple[Searcher, bool]:

@@ -19,7 +19,7 @@ from hpo_slurm.core.protocol import MetricLine, ProtocolError, RunResult, RunSpe
 from hpo_slurm.executors.base import Workspace
 from hpo_slurm.core.layout import ExperimentLayout
 
-log = logging.getLogger("hpo_slurm.engine.workspace")
+log = logging.getLogger(__name__)
 
 
 class FileWorkspace(Workspace):
@@ -73,7 +73,7 @@ class FileWorkspace(Workspace):
     def prepare_run(self, run_id: str, trial_id: int, spec: RunSpec) -> None:
         self.layout.run_dir(run_id).mkdir(parents=True, exist_ok=True)
         self.layout.trial_dir(trial_id).mkdir(parents=True, exist_ok=True)
-        write_json_atomic(self.layout.spec_file(run_id), spec.to_json())  # a sweep's array task may read it hours later
+        write_json_atomic(self.layout.spec_file(run_id), spec.to_json())  # durable: a job may start long after
 
     def request_stop(self, run_id: str) -> None:
         stop_file = self.layout.run_stop_file(run_id)

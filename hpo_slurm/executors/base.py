@@ -119,7 +119,7 @@ class Workspace:
         raise NotImplementedError
 
     def read_result(self, run_id: str) -> Optional[RunResult]:
-        """How the run's last attempt ended (``job.run_job``'s result), or None when there is no
+        """How the run's last attempt ended (``tasks.job.run_job``'s result), or None when there is no
         readable result (the attempt never wrote one, or wrote one this hpo-slurm cannot read)."""
         raise NotImplementedError
 

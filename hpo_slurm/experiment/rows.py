@@ -12,7 +12,7 @@ from typing import Any, Dict, Optional, TypedDict
 
 from hpo_slurm.core.types import RunState, TrialState
 
-_dumps_sorted = json.JSONEncoder(sort_keys=True).encode  # json.dumps(x, sort_keys=True), without a new encoder per call
+dumps_sorted = json.JSONEncoder(sort_keys=True).encode  # json.dumps(x, sort_keys=True), without a new encoder per call
 
 
 class ExperimentRow(TypedDict):
@@ -112,11 +112,18 @@ def new_trial_row(trial_id: int, hparams: Dict[str, Any], parent: Optional[int],
                   created_at: float) -> TrialRow:
     """A trial as the searcher creates it: PENDING, nothing trained, no run yet."""
     return TrialRow(
-        id=trial_id, hparams=_dumps_sorted(hparams), parent=parent, parent_checkpoint=parent_checkpoint,
+        id=trial_id, hparams=dumps_sorted(hparams), parent=parent, parent_checkpoint=parent_checkpoint,
         state=TrialState.PENDING.value, target_length=None, validated_length=0, latest_metric=None,
         best_metric=None, best_length=None, restarts=0, preemptions=0, closed=0, exit_reason=None, message=None,
         metrics_offset=0, checkpoint_bytes=0, created_at=created_at, ended_at=None, trained_length=0,
     )
+
+
+def new_metric_row(trial_id: int, run_id: str, kind: str, length: int, metrics: Dict[str, Any],
+                   time: float) -> Dict[str, Any]:
+    """A metrics line as the store inserts it (its id is the store's, its metrics JSON text)."""
+    return {"trial_id": trial_id, "run_id": run_id, "kind": kind, "length": length,
+            "metrics": dumps_sorted(metrics), "time": time}
 
 
 def new_run_row(run_id: str, trial_id: int, seq: int, from_length: int, to_length: int,

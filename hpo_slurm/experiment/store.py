@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Iterator, List,
 
 from hpo_slurm.core.errors import UserError
 from hpo_slurm.experiment.rows import (EventRow, ExperimentRow, MetricRow, RunRow, RunStateTotals, SearcherEventRow,
-                                       TrialRow, TrialStateTotals, TrialTotals)
+                                       TrialRow, TrialStateTotals, TrialTotals, dumps_sorted)
 
 if TYPE_CHECKING:  # imported when first needed: it costs a third of a second, and reads do without it
     import sqlite_utils
@@ -30,7 +30,6 @@ StoreError = sqlite3.Error
 than the busy timeout, damaged, missing, or a write on a read-only store)."""
 
 _PLAIN = {str, int, float, bool, type(None)}  # anything else (dicts, lists, ...) takes sqlite-utils' path
-_dumps_sorted = json.JSONEncoder(sort_keys=True).encode  # json.dumps(x, sort_keys=True), without a new encoder per call
 NETWORK_FILESYSTEMS = {
     "nfs", "nfs4", "lustre", "gpfs", "cifs", "smb3", "smbfs", "beegfs", "fuse.beegfs", "cephfs", "ceph",
     "glusterfs", "fuse.glusterfs", "afs", "panfs", "fuse.sshfs", "9p", "wekafs", "orangefs",
@@ -327,7 +326,7 @@ class Store:
 
     def append_events(self, rows: Iterable[Dict[str, Any]]) -> None:
         """Append event rows without ``seq``; ``data`` is stored as JSON."""
-        self._insert_all("events", [{**row, "data": _dumps_sorted(row.get("data"))} for row in rows])
+        self._insert_all("events", [{**row, "data": dumps_sorted(row.get("data"))} for row in rows])
 
     def events(self) -> List[EventRow]:
         """Every event in order, ``data`` decoded."""

@@ -122,7 +122,7 @@ def _print_dry_run(name: str, executor: ArrayExecutor, requests: Sequence[JobReq
             click.echo(f"\n# ---- jobs/array-{array.index}/wave.sbatch ----")
             click.echo(executor.scripts.render_wave(array.index, DRY_RUN_PREFIX), nl=False)
     by_run = {run_name(trial_id, 1): (trial_id, hparams) for trial_id, hparams, _ in trials}
-    click.echo("\n# ---- manifests: array, task -> trial, run, hyperparameters (read from spec files) ----")
+    click.echo("\n# ---- manifests: array, task -> trial, run, hyperparameters (each task's spec is in its manifest) ----")
     for array in arrays:
         for task, request in enumerate(array.requests):
             trial_id, hparams = by_run[request.run_id]

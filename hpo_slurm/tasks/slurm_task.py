@@ -12,7 +12,7 @@ task starts, so a task can never start before its files exist.
 
 ``run_task`` picks its run from the manifest by SLURM_ARRAY_TASK_ID, writes ``runs/<run>/spec.json``
 from the manifest entry if absent, links submitit's output files into the run's folder (where
-``hpo-slurm logs`` reads them) and runs ``job.run_job``. A task Slurm requeues keeps its job id and
+``hpo-slurm logs`` reads them) and runs ``tasks.job.run_job``. A task Slurm requeues keeps its job id and
 finds all of this again. Imports nothing heavy.
 """
 

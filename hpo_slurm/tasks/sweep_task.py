@@ -2,7 +2,7 @@
 
 It picks its run from the array's manifest by SLURM_ARRAY_TASK_ID, writes the run's ``spec.json``
 from the manifest entry unless it exists (an earlier attempt wrote it), and runs it with
-``job.run_job``, exactly as a driven job would (metrics, checkpoints, result file, stop signals). The
+``tasks.job.run_job``, exactly as a driven job would (metrics, checkpoints, result file, stop signals). The
 manifest is a ``protocol.BatchManifest`` whose other keys describe the array
 (``hpo_slurm.executors.array.manifest``); one written by hpo-slurm 0.1.0 lists spec.json paths
 instead of specs, and is run from those files. With no driver to resubmit it, a task that stopped

@@ -14,32 +14,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from hpo_slurm.executors.array.caps import Limits, parse_assoc, parse_qos, smallest, user_cap
 from hpo_slurm.executors.base import JobState
-from hpo_slurm.executors.slurm.commands import cluster_config, has_accounting, query_slurm, run_slurm
-from hpo_slurm.executors.slurm.parse import expand_array_ids, state_of
+from hpo_slurm.executors.slurm.commands import cluster_config, has_accounting, jobs_named, run_slurm
 
-log = logging.getLogger("hpo_slurm.array")
-
-
-def jobs_named(names: Sequence[str], user: str, accounting: bool) -> Dict[str, List[Tuple[str, JobState]]]:
-    """Name -> [(job id, state)] of this user's jobs with those names (squeue, and sacct for ended ones).
-    Raises SchedulerError when squeue (or sacct, with accounting) cannot answer: "no such job" is never
-    concluded from a failed query, since it would have the job submitted twice."""
-    found: Dict[str, List[Tuple[str, JobState]]] = {}
-    if not names:
-        return found
-    joined = ",".join(sorted(set(names)))
-    commands = [["squeue", "-h", "-r", "-u", user, "--name", joined, "-o", "%i|%j|%T"]]
-    if accounting:
-        commands.append(["sacct", "-n", "-P", "-X", "-S", "now-30days", "--name", joined, "-o", "JobID,JobName,State"])
-    for command in commands:
-        text = query_slurm(command)
-        for line in text.splitlines():
-            fields = line.split("|")
-            if len(fields) < 3:
-                continue
-            for job_id in expand_array_ids(fields[0].strip()):
-                found.setdefault(fields[1].strip(), []).append((job_id, state_of(fields[2])))
-    return found
+log = logging.getLogger(__name__)
 
 
 class ClusterView:

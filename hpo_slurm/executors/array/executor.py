@@ -34,7 +34,7 @@ from hpo_slurm.executors.array.waves import ArrayStatus, JobsByName, WaveState, 
 from hpo_slurm.executors.base import Executor, JobRequest, JobState, JobStatus, SchedulerError, SubmitError, Submitted
 from hpo_slurm.executors.slurm.commands import check_before_launch, poll_jobs, sbatch, scancel
 
-log = logging.getLogger("hpo_slurm.array")
+log = logging.getLogger(__name__)
 
 
 class ArrayExecutor(Executor):

@@ -16,13 +16,12 @@ from pathlib import Path
 from typing import Callable, List, Optional
 
 from hpo_slurm.core.layout import ExperimentLayout
-from hpo_slurm.executors.array.cluster import jobs_named
 from hpo_slurm.executors.array.files import (
     ARRAY_SCRIPT, SUBMITTED, WAVE_SCRIPT, WAVE_SUBMITTED, ArrayFolders, read_job_id, write_job_id,
 )
 from hpo_slurm.executors.array.manifest import ArrayManifest
 from hpo_slurm.executors.base import SchedulerError, SubmitError
-from hpo_slurm.executors.slurm.commands import cluster_config, has_accounting, sbatch
+from hpo_slurm.executors.slurm.commands import cluster_config, has_accounting, jobs_named, sbatch
 
 RETRY_PAUSE_S = 30.0
 RETRY_FOR_S = 45 * 60.0

@@ -8,15 +8,15 @@ import logging
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import Callable, Dict, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from hpo_slurm.core.errors import UserError
 from hpo_slurm.executors.base import JobState, JobStatus, SchedulerError, SubmitError
 from hpo_slurm.executors.slurm.parse import (
-    is_not_judged_now, is_retryable, is_unreachable, parse_sacct, parse_scontrol_config, parse_squeue,
+    is_not_judged_now, is_retryable, is_unreachable, parse_names, parse_sacct, parse_scontrol_config, parse_squeue,
 )
 
-log = logging.getLogger("hpo_slurm.slurm")
+log = logging.getLogger(__name__)
 
 COMMAND_TIMEOUT_S = 60
 
@@ -146,3 +146,20 @@ def scancel(job_ids: Sequence[str]) -> None:
 def _describe(exc: BaseException) -> str:
     stderr = getattr(exc, "stderr", None)
     return stderr.strip().splitlines()[-1] if isinstance(stderr, str) and stderr.strip() else str(exc)
+
+
+def jobs_named(names: Sequence[str], user: str, accounting: bool) -> Dict[str, List[Tuple[str, JobState]]]:
+    """Name -> [(job id, state)] of this user's jobs with those names (squeue, and sacct for ended ones;
+    array ranges expanded). Raises SchedulerError when squeue (or sacct, with accounting) cannot answer:
+    "no such job" is never concluded from a failed query, since it would have the job submitted twice."""
+    found: Dict[str, List[Tuple[str, JobState]]] = {}
+    if not names:
+        return found
+    joined = ",".join(sorted(set(names)))
+    commands = [["squeue", "-h", "-r", "-u", user, "--name", joined, "-o", "%i|%j|%T"]]
+    if accounting:
+        commands.append(["sacct", "-n", "-P", "-X", "-S", "now-30days", "--name", joined, "-o", "JobID,JobName,State"])
+    for command in commands:
+        for name, jobs in parse_names(query_slurm(command)).items():
+            found.setdefault(name, []).extend(jobs)
+    return found

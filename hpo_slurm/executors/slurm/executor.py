@@ -29,8 +29,8 @@ from hpo_slurm.core.fsio import read_json, write_bytes_atomic, write_json_atomic
 from hpo_slurm.core.protocol import BatchManifest
 from hpo_slurm.tasks.slurm_task import MANIFEST, SHARED_PICKLE, run_task
 from hpo_slurm.executors.base import Executor, JobRequest, JobStatus, SubmitError, Submitted
-from hpo_slurm.executors.slurm.commands import check_before_launch, cluster_config, has_accounting, poll_jobs, query_slurm, scancel
-from hpo_slurm.executors.slurm.parse import is_retryable, is_submit_limit, parse_names
+from hpo_slurm.executors.slurm.commands import check_before_launch, cluster_config, has_accounting, jobs_named, poll_jobs, scancel
+from hpo_slurm.executors.slurm.parse import is_retryable, is_submit_limit
 
 NO_CAP_PARALLELISM = 100_000
 
@@ -113,7 +113,7 @@ class SlurmExecutor(Executor):
     def check(self, gpus: int, time_minutes: Optional[int]) -> Optional[str]:
         """Before anything exists: let ``sbatch --test-only`` judge the script of one of this search's
         jobs (partition, account, QOS, GPUs, memory, time, extra options). A UserError carries sbatch's
-        reason; a warning is returned when Slurm cannot judge it now (``slurm_cli.check_script``)."""
+        reason; a warning is returned when Slurm cannot judge it now (``commands.check_before_launch``)."""
         def render(folder: Path) -> str:
             request = JobRequest("check", "hpo-slurm-check", folder, folder / "spec.json", gpus, time_minutes)
             executor = BatchExecutor(folder=folder, max_num_timeout=0)
@@ -167,7 +167,8 @@ class SlurmExecutor(Executor):
                 batches[manifest.parent.name] = run_ids
         if not batches:
             return {}
-        ids_by_name = self._jobs_named(list(batches))
+        ids_by_name = {name: [job_id for job_id, _ in jobs]
+                       for name, jobs in jobs_named(list(batches), self.user, self.accounting).items()}
         found: Dict[str, str] = {}
         for name, run_ids in batches.items():
             job_ids = sorted(set(ids_by_name.get(name, [])))
@@ -179,17 +180,6 @@ class SlurmExecutor(Executor):
                 base = job_ids[0].split("_")[0]
                 mapping = {run_id: f"{base}_{index}" for index, run_id in enumerate(run_ids)}
             found.update((run_id, job_id) for run_id, job_id in mapping.items() if run_id in wanted)
-        return found
-
-    def _jobs_named(self, names: List[str]) -> Dict[str, List[str]]:
-        joined = ",".join(names)
-        found: Dict[str, List[str]] = {}
-        commands = [["squeue", "-h", "-r", "-u", self.user, "--name", joined, "-o", "%i|%j"]]
-        if self.accounting:
-            commands.append(["sacct", "-n", "-P", "-X", "-S", "now-30days", "--name", joined, "-o", "JobID,JobName"])
-        for command in commands:
-            for name, ids in parse_names(query_slurm(command)).items():
-                found.setdefault(name, []).extend(ids)
         return found
 
     def cancel(self, job_ids: Sequence[str]) -> None:

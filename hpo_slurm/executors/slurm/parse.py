@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Dict, Iterator, List, Optional
+from typing import Dict, Iterator, List, Optional, Tuple
 
 from hpo_slurm.executors.base import JobState, JobStatus
 
@@ -98,12 +98,13 @@ def parse_squeue(text: str) -> Dict[str, JobStatus]:
     return statuses
 
 
-def parse_names(text: str) -> Dict[str, List[str]]:
-    """``JobID|JobName`` rows (squeue ``-o %i|%j`` or sacct ``-o JobID,JobName``) -> name -> job ids."""
-    names: Dict[str, List[str]] = {}
-    for job_id, name, *_ in _rows(text, 2):
+def parse_names(text: str) -> Dict[str, List[Tuple[str, JobState]]]:
+    """``JobID|JobName|State`` rows (squeue ``-o %i|%j|%T`` or sacct ``-o JobID,JobName,State``) ->
+    name -> [(job id, state)], array ranges expanded to one id per task."""
+    names: Dict[str, List[Tuple[str, JobState]]] = {}
+    for job_id, name, state, *_ in _rows(text, 3):
         for expanded in expand_array_ids(job_id.strip()):
-            names.setdefault(name.strip(), []).append(expanded)
+            names.setdefault(name.strip(), []).append((expanded, state_of(state)))
     return names
 
 
