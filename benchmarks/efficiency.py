@@ -10,8 +10,11 @@ AT max_length first reaches the target, as a fraction of that budget (inf when i
   adaptive_asha in aggressive mode), divisor 4, max_concurrent_trials = workers, on the simulated
   cluster, with ``MANY`` x N trials, about enough to spend random search's budget;
 * random-2x: random search with 2N trials (another seed);
+* adaptive_asha with ``sampler: tpe`` (BOHB-style model-based sampling, BOHB's defaults), standard and
+  conservative modes (asha-tpe, asha-conservative-tpe);
 * Optuna's SuccessiveHalvingPruner and HyperbandPruner (min_resource 1, reduction factor 4, as many
-  trials), RandomSampler so that only the early stopping differs, ask/tell on the same number of
+  trials) with RandomSampler, so that only the early stopping differs; and what an Optuna user runs,
+  TPESampler (multivariate, constant_liar) with HyperbandPruner (optuna-tpe-hyperband), ask/tell on the same number of
   simulated workers: a trial trains from one report length to the next (powers of 4 and max_length,
   every length where a pruner can decide), reports, asks ``should_prune()``; a pruned or finished trial
   frees its worker. Compute is the sum of busy worker-seconds, the running trials' included.
@@ -57,8 +60,10 @@ OBJECTIVES = {
 # spends only ~0.3 of it on the curves (256 units, ~1/30), so those get 32N.
 MANY = {"hartmann6.yaml": 8, "curves.yaml": 32}
 ASHA_MODES = {"adaptive_asha": "standard", "asha-aggressive": "aggressive", "asha-conservative": "conservative"}
-SIMULATED = (*ASHA_MODES, "async_halving", "random-2x")  # methods run by hpo-slurm on the simulated cluster
-METHODS = (*SIMULATED, "optuna-sha", "optuna-hyperband")
+TPE_MODES = {"asha-tpe": "standard", "asha-conservative-tpe": "conservative"}  # adaptive_asha, sampler: tpe
+SIMULATED = (*ASHA_MODES, *TPE_MODES, "async_halving", "random-2x")  # run by hpo-slurm on the simulated cluster
+OPTUNA = ("optuna-sha", "optuna-hyperband", "optuna-tpe-hyperband")
+METHODS = (*SIMULATED, *OPTUNA)
 
 
 def compute_to_target(trace: List[List[float]], target: float) -> float:
@@ -94,7 +99,11 @@ def run_optuna(objective: Callable, names: List[str], max_length: int, trials: i
     else:
         chosen = optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max_length, reduction_factor=4)
     # HyperbandPruner assigns brackets by a hash of the study name: a fixed name keeps runs repeatable
-    study = optuna.create_study(study_name=f"{pruner}-{seed}", direction="minimize", sampler=optuna.samplers.RandomSampler(seed=seed), pruner=chosen)
+    if pruner == "optuna-tpe-hyperband":  # what an Optuna user runs: TPE (multivariate, constant liar for workers)
+        sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True)
+    else:
+        sampler = optuna.samplers.RandomSampler(seed=seed)
+    study = optuna.create_study(study_name=f"{pruner}-{seed}", direction="minimize", sampler=sampler, pruner=chosen)
     space = {name: FloatDistribution(0.0, 1.0) for name in names}
     steps = sorted({4 ** k for k in range(20) if 4 ** k < max_length} | {max_length})
     events: List[Any] = []  # (end time, sequence, trial, hparams, step index, result, segment start)
@@ -152,6 +161,9 @@ def one_seed(name: str, seed: int, n: int, workers: int, root: Path, many: Optio
     adaptive = {method: write_config(base, folder / f"{method}.yaml", seed=seed, max_trials=many * n,
                                      max_concurrent_trials=workers, mode=mode, stop_once=stop_once)
                 for method, mode in ASHA_MODES.items()}
+    adaptive.update({method: write_config(base, folder / f"{method}.yaml", seed=seed, max_trials=many * n,
+                                          max_concurrent_trials=workers, mode=mode, stop_once=stop_once, sampler="tpe")
+                     for method, mode in TPE_MODES.items()})
     config = load_config(str(adaptive["adaptive_asha"]))
     names = [path[0] for path, _ in config.hyperparameters.leaves()]
     max_length = config.searcher.max_length
@@ -177,7 +189,7 @@ def one_seed(name: str, seed: int, n: int, workers: int, root: Path, many: Optio
         row[method] = spent / budget
         row[f"{method}_total"] = results[method]["compute_seconds"] / budget
         row[f"{method}_best"] = (results[method]["best"] or {}).get("metric")
-    for method in ("optuna-sha", "optuna-hyperband"):
+    for method in OPTUNA:
         run = run_optuna(objective, names, max_length, many * n, seed, method, target, workers)
         row[method] = compute_to_target(run["incumbent_trace"], target) / budget
         row[f"{method}_best"] = run["best"]

@@ -18,6 +18,7 @@ Measured per run, each in a fresh interpreter:
 
     python benchmarks/throughput.py                       # 1k, 10k, 100k; 3 runs each
     python benchmarks/throughput.py --sizes 1000 --repeats 1
+    python benchmarks/throughput.py --sampler tpe         # model-based sampling, beside Optuna's TPESampler
 """
 
 from __future__ import annotations
@@ -40,11 +41,12 @@ RUNG_LENGTHS = (1, 4, 16, 64, 256)
 OPTUNA_LIMIT = 10_000  # larger Optuna runs take too long on this machine: extrapolated instead
 
 
-def run_ours(trials: int, workers: int) -> dict:
+def run_ours(trials: int, workers: int, sampler: str = "random") -> dict:
     from hpo_slurm.engine.simulation import Simulation, create_experiment
 
     folder = Path(tempfile.mkdtemp(prefix="hpo-throughput-"))
-    config = write_config("zero.yaml", folder / "zero.yaml", max_trials=trials, max_concurrent_trials=workers)
+    config = write_config("zero.yaml", folder / "zero.yaml", max_trials=trials, max_concurrent_trials=workers,
+                          sampler=sampler)
     layout, _ = create_experiment(config, folder / "runs")
     simulation = Simulation(layout, "hpo_slurm.benchmarks.zero:objective", workers=workers)
     simulation.tick_log = []
@@ -76,14 +78,14 @@ def run_ours(trials: int, workers: int) -> dict:
                 created_at[mark] = moment
     by_creation = (log[-1][0] - created_at[trials - tenth]) / (created_at[tenth] - wall0)
     return {
-        "system": "hpo-slurm", "trials": result["trials"], "workers": workers, "wall_s": wall, "cpu_s": cpu,
+        "system": "hpo-slurm", "sampler": sampler, "trials": result["trials"], "workers": workers, "wall_s": wall, "cpu_s": cpu,
         "events": result["events"], "trials_per_s": result["trials"] / wall,
         "cpu_s_per_1k_events": cpu / result["events"] * 1000, "last_first_ratio": last / first,
         "last_first_ratio_by_creation": by_creation, "ticks": simulation.ticks,
     }
 
 
-def run_optuna(trials: int) -> dict:
+def run_optuna(trials: int, sampler: str = "random") -> dict:
     import optuna
     from optuna.distributions import FloatDistribution
     from optuna.trial import TrialState
@@ -94,7 +96,9 @@ def run_optuna(trials: int) -> dict:
     folder = Path(tempfile.mkdtemp(prefix="optuna-throughput-"))
     storage = optuna.storages.RDBStorage(f"sqlite:///{folder / 'optuna.db'}")
     study = optuna.create_study(
-        storage=storage, direction="minimize", sampler=optuna.samplers.RandomSampler(seed=1),
+        storage=storage, direction="minimize",
+        sampler=(optuna.samplers.TPESampler(seed=1, multivariate=True, constant_liar=True) if sampler == "tpe"
+                 else optuna.samplers.RandomSampler(seed=1)),
         pruner=optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=4),
     )
     space = {f"x{i}": FloatDistribution(0.0, 1.0) for i in range(4)}
@@ -122,7 +126,7 @@ def run_optuna(trials: int) -> dict:
     shutil.rmtree(folder, ignore_errors=True)
     first = marks[trials // 10] - wall0
     last = wall0 + wall - marks[trials - trials // 10]
-    return {"system": "optuna-sqlite", "trials": trials, "wall_s": wall, "cpu_s": cpu, "reports": reports,
+    return {"system": "optuna-sqlite", "sampler": sampler, "trials": trials, "wall_s": wall, "cpu_s": cpu, "reports": reports,
             "trials_per_s": trials / wall, "last_first_ratio": last / first, "optuna": optuna.__version__}
 
 
@@ -132,25 +136,29 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workers", type=int, default=64)
     parser.add_argument("--optuna-repeats", type=int, default=None, help="default: --repeats below 10k, 1 at 10k")
+    parser.add_argument("--sampler", choices=("random", "tpe"), default="random",
+                        help="hpo-slurm's searcher.sampler; Optuna runs RandomSampler or TPESampler (multivariate, "
+                             "constant_liar) to match")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         kind, trials = args.child[0], int(args.child[1])
-        print(json.dumps(run_ours(trials, int(args.child[2])) if kind == "ours" else run_optuna(trials)))
+        print(json.dumps(run_ours(trials, int(args.child[2]), args.child[3]) if kind == "ours"
+                         else run_optuna(trials, args.child[2])))
         return
 
     script = Path(__file__).resolve()
     runs = []
     for size in args.sizes:
         for repeat in range(args.repeats):  # interleaved: a noisy minute hits both systems alike
-            ours = run_child(script, "--child", "ours", str(size), str(args.workers))
+            ours = run_child(script, "--child", "ours", str(size), str(args.workers), args.sampler)
             runs.append(ours)
             print(f"hpo-slurm {size:>7} trials run {repeat + 1}: {ours['trials_per_s']:,.0f} trials/s, "
                   f"{ours['cpu_s_per_1k_events']:.3f} CPU s/1k events, last/first {ours['last_first_ratio']:.2f}",
                   flush=True)
             optuna_repeats = args.optuna_repeats or (args.repeats if size < OPTUNA_LIMIT else 1)
             if size <= OPTUNA_LIMIT and repeat < optuna_repeats:
-                theirs = run_child(script, "--child", "optuna", str(size), timeout=6 * 3600)
+                theirs = run_child(script, "--child", "optuna", str(size), args.sampler, timeout=6 * 3600)
                 runs.append(theirs)
                 print(f"optuna    {size:>7} trials run {repeat + 1}: {theirs['trials_per_s']:,.1f} trials/s",
                       flush=True)
@@ -183,7 +191,8 @@ def main() -> None:
     print()
     print(table(["trials", "hpo-slurm trials/s", "CPU s/1k events", "last/first (per trial)",
                  "last/first (by creation)", "Optuna trials/s", "Optuna", "speedup"], rows))
-    path = save("throughput", {"workers": args.workers, "summary": summary, "runs": runs,
+    path = save("throughput" if args.sampler == "random" else f"throughput-{args.sampler}",
+                {"workers": args.workers, "sampler": args.sampler, "summary": summary, "runs": runs,
                                "spread": {str(s["trials"]): (min(s["trials_per_s_all"]), max(s["trials_per_s_all"]))
                                           for s in summary if s["trials_per_s_all"]}})
     print(f"\nwrote {path}")

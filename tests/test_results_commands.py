@@ -44,7 +44,8 @@ def test_best_prints_a_const_hyperparameters_block_and_the_checkpoint(search):
     space = parse_hyperparameters(Checker("best"), block)  # what Determined and hpo-slurm read back
     assert all(isinstance(param, Const) for _, param in space.leaves())
     lines = done.stdout.splitlines()
-    assert lines[0] == f"# best trial of {name}: trial {best['id']} ({best['state']})"
+    assert lines[0] == (f"# best trial of {name}: trial {best['id']} ({best['state']}), "
+                        f"found by {res.config.searcher.name} with random sampling")
     checkpoint = res.layout.checkpoints_dir(best["id"]) / f"length-{best['best_length']:09d}"
     assert f"# checkpoint: {checkpoint}" in lines
 

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from hpo_slurm.config.sampler_section import SamplerConfig
 from hpo_slurm.config.schema import ExperimentConfig, SearcherConfig
 from hpo_slurm.searchers.preview import build_plan
 from hpo_slurm.searchers import make_searcher, restore_searcher
@@ -30,6 +31,8 @@ ADAPTIVE = dict(name="adaptive_asha", max_trials=16, max_length=81, divisor=3, m
 PBT = dict(name="pbt", population_size=5, num_rounds=3, length_per_round=10, truncate_fraction=0.4,
            resample_probability=0.3, perturb_factor=0.2)
 
+TPE = SamplerConfig(name="tpe", min_points_in_model=2, max_points_in_model=4, random_fraction=0.25)
+
 CONFIGS: Dict[str, Dict[str, Any]] = {
     "single": dict(name="single", max_length=100),
     "random": dict(name="random", max_trials=7, max_concurrent_trials=3, max_length=50),
@@ -48,6 +51,11 @@ CONFIGS: Dict[str, Dict[str, Any]] = {
     "pbt": PBT,
     "pbt_larger_better": {**PBT, "population_size": 6, "num_rounds": 4, "truncate_fraction": 0.2,
                           "smaller_is_better": False},
+    # model-based sampling: a tiny model (2 results per length, kept to 4) so it fits and prunes early
+    "random_tpe": {**dict(name="random", max_trials=9, max_concurrent_trials=3, max_length=50), "sampler": TPE},
+    "asha_tpe": {**ASHA, "sampler": TPE},
+    "adaptive_tpe": {**ADAPTIVE, "mode": "standard", "sampler": TPE},
+    "pbt_tpe": {**PBT, "sampler": TPE},
 }
 
 

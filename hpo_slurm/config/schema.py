@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Optional, Tuple
 
 from hpo_slurm.config import checks, hyperparameters, json_values, yaml12
+from hpo_slurm.config.sampler_section import SAMPLING_SEARCHERS, SamplerConfig, parse_sampler
 from hpo_slurm.config.slurm_section import parse_slurm
 from hpo_slurm.config.checks import LENGTH_UNITS, MAX_LENGTH, MAX_POWER, MAX_RUNGS, MAX_TRIALS, Checker, Length, show
 from hpo_slurm.core.errors import ConfigError
@@ -56,6 +57,8 @@ class SearcherConfig:
     truncate_fraction: float = 0.0
     resample_probability: float = 0.0
     perturb_factor: float = 0.0
+    # random, adaptive_asha, async_halving and pbt: how new hyperparameters are drawn
+    sampler: SamplerConfig = SamplerConfig()
 
 
 @dataclass(frozen=True)
@@ -145,12 +148,13 @@ _COMMON = ("name", "metric", "smaller_is_better", "max_length", "time_metric", "
            "max_concurrent_trials")
 SEARCHER_KEYS = {
     "single": _COMMON + ("max_trials",),
-    "random": _COMMON + ("max_trials",),
+    "random": _COMMON + ("max_trials", "sampler", "tpe"),
     "grid": _COMMON + ("max_trials",),
-    "adaptive_asha": _COMMON + ("max_trials", "mode", "divisor", "max_rungs", "bracket_rungs", "stop_once"),
-    "async_halving": _COMMON + ("max_trials", "num_rungs", "divisor", "stop_once"),
+    "adaptive_asha": _COMMON + ("max_trials", "mode", "divisor", "max_rungs", "bracket_rungs", "stop_once",
+                                "sampler", "tpe"),
+    "async_halving": _COMMON + ("max_trials", "num_rungs", "divisor", "stop_once", "sampler", "tpe"),
     "pbt": ("name", "metric", "smaller_is_better", "max_concurrent_trials", "population_size",
-            "num_rounds", "length_per_round", "replace_function", "explore_function"),
+            "num_rounds", "length_per_round", "replace_function", "explore_function", "sampler", "tpe"),
 }
 IGNORED_SEARCHER_KEYS = {
     "source_trial_id": "trials start from scratch", "source_checkpoint_uuid": "trials start from scratch",
@@ -303,6 +307,8 @@ def _searcher(ck: Checker, value: Any, space: Nested) -> SearcherConfig:
         smaller_is_better=get("smaller_is_better", ck.boolean, True),
         max_concurrent_trials=get("max_concurrent_trials", ck.integer, 16, minimum=0),
     )
+    if name in SAMPLING_SEARCHERS:
+        out["sampler"] = parse_sampler(ck, section, path)
     if name == "pbt":
         return SearcherConfig(**out, **_pbt(ck, section, path))
     out["max_length"], out["unit"] = _max_length(ck, section, name)

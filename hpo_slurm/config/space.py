@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 from hpo_slurm.core.rng import Rng
 
@@ -136,15 +136,17 @@ class Nested:
         rng: Rng,
         resample_probability: float,
         perturb_factor: float,
+        resample: Optional[Callable[[], Dict[str, Any]]] = None,
     ) -> Dict[str, Any]:
         """PBT's explore step: each leaf is resampled with ``resample_probability``, else multiplied
         by ``1 - perturb_factor`` or ``1 + perturb_factor`` (even odds) and clamped to its range; ints
         round down when shrinking and up when growing. Consts and categoricals keep their value when
-        not resampled."""
+        not resampled. A resampled leaf is the leaf's own uniform draw, or, with ``resample``, its
+        value in the configuration ``resample()`` returns (a model's pick)."""
         values = {}
         for path, param in self.leaves():
             if rng.random() < resample_probability:
-                values[path] = param.sample(rng)
+                values[path] = param.sample(rng) if resample is None else lookup(resample(), path)
                 continue
             value = lookup(old, path)
             shrink = rng.random() < 0.5

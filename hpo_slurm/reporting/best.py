@@ -33,6 +33,8 @@ def best_trial(results: Results) -> Dict[str, Any]:
         checkpoints[max(checkpoints)] if checkpoints else None)
     return {
         "experiment": results.layout.name,
+        "searcher": results.config.searcher.name,
+        "sampler": results.config.searcher.sampler.name,
         "trial_id": trial["id"],
         "state": trial["state"],
         "metric_name": results.metric,
@@ -70,7 +72,8 @@ def render_yaml(best: Dict[str, Any], space: Nested) -> str:
     if best["checkpoint"] and not best["checkpoint_at_best"]:
         where += "  (the best length's checkpoint is gone; this is the latest)"
     header = [
-        f"# best trial of {best['experiment']}: trial {best['trial_id']} ({best['state']})",
+        f"# best trial of {best['experiment']}: trial {best['trial_id']} ({best['state']}), "
+        f"found by {best['searcher']} with {best['sampler']} sampling",
         f"# {best['metric_name']} ({direction}) {best['metric']:.6g} at {best['length']} {best['unit']}",
         f"# checkpoint: {where}",
         "# bare values are consts: paste this block into a Determined const.yaml",

@@ -68,7 +68,7 @@ def _summary_rows(summary: Dict[str, Any], results: Results) -> List[tuple]:
     direction = "lower" if results.smaller_is_better else "higher"
     return [
         ("state", _state(summary["state"])),
-        ("searcher", _e(f"{summary['searcher']} on {summary['executor']}")),
+        ("searcher", _e(f"{summary['searcher']} with {summary['sampler']} sampling, on {summary['executor']}")),
         ("metric", _e(f"{summary['metric']} ({direction} is better)")),
         ("progress", _e(f"{summary['progress']:.0%}")),
         ("trials", _e(counts)),

@@ -90,6 +90,7 @@ def summarize(layout: ExperimentLayout, trials: TrialsWanted = None) -> Dict[str
         "name": experiment["name"],
         "state": experiment["state"],
         "searcher": experiment["searcher"],
+        "sampler": config.searcher.sampler.name,
         "executor": experiment["executor"],
         "metric": config.searcher.metric,
         "smaller_is_better": smaller,

@@ -15,6 +15,7 @@ from hpo_slurm.searchers.base import Context, SearchMethod
 from hpo_slurm.searchers.grid import GridSearch
 from hpo_slurm.searchers.pbt import PBT
 from hpo_slurm.searchers.random_search import RandomSearch, single_search
+from hpo_slurm.searchers.samplers import RandomSampler, make_sampler
 from hpo_slurm.searchers.wrapper import Searcher
 
 _METHODS = {
@@ -36,7 +37,7 @@ def build_method(config: ExperimentConfig, ctx: Context, state: Optional[Dict[st
 
 def make_searcher(config: ExperimentConfig) -> Searcher:
     """A fresh search for ``config``; call ``initial()`` on it first."""
-    ctx = Context.from_seed(config.seed)
+    ctx = Context.from_seed(config.seed, _sampler(config, None))
     return Searcher(config.searcher.name, build_method(config, ctx), ctx)
 
 
@@ -46,9 +47,16 @@ def restore_searcher(config: ExperimentConfig, snapshot: Dict[str, Any]) -> Sear
         raise ValueError(
             f"the snapshot is of a {snapshot.get('searcher')!r} search, the config asks for {config.searcher.name!r}"
         )
-    ctx = Context.from_snapshot(snapshot["context"])
+    ctx = Context.from_snapshot(snapshot["context"], _sampler(config, snapshot["context"].get("sampler")))
     method = build_method(config, ctx, snapshot["method"])
     return Searcher(config.searcher.name, method, ctx, snapshot["wrapper"])
+
+
+def _sampler(config: ExperimentConfig, state: Optional[Dict[str, Any]]) -> Optional[RandomSampler]:
+    """The search's sampler (None for uniform draws, which keep no state)."""
+    if config.searcher.sampler.name == "random":
+        return None
+    return make_sampler(config.searcher.sampler, config.searcher.smaller_is_better, state)
 
 
 __all__ = ["Searcher", "make_searcher", "restore_searcher", "build_method"]

@@ -174,7 +174,7 @@ class AsyncHalving(SearchMethod):
         trial_id = self.ctx.new_trial_id()
         self.state["trial_rung"][str(trial_id)] = 0
         self._rung(0)["outstanding"] += 1
-        return [Create(trial_id, self.space.sample(self.ctx.rng)), Train(trial_id, self.lengths[0])]
+        return [Create(trial_id, self.ctx.sample(self.space)), Train(trial_id, self.lengths[0])]
 
     def _close(self, trial_id: int) -> Close:
         self.state["closed"][str(trial_id)] = True

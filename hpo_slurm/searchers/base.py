@@ -41,27 +41,40 @@ def signed_metric(value: Any, smaller_is_better: bool) -> float:
 
 
 class Context:
-    """The random generator and trial-id counter one search shares across all of its parts."""
+    """The random generator, trial-id counter and hyperparameter sampler one search shares across all
+    of its parts. ``sampler`` is a ``searchers.samplers`` sampler; None draws uniformly (as the random
+    sampler does) and keeps nothing."""
 
-    def __init__(self, rng: Rng, next_trial_id: int = 1):
+    def __init__(self, rng: Rng, next_trial_id: int = 1, sampler: Any = None):
         self.rng = rng
         self.next_trial_id = next_trial_id
+        self.sampler = sampler
 
     @classmethod
-    def from_seed(cls, seed: int) -> "Context":
-        return cls(Rng(seed))
+    def from_seed(cls, seed: int, sampler: Any = None) -> "Context":
+        return cls(Rng(seed), sampler=sampler)
 
     @classmethod
-    def from_snapshot(cls, data: Dict[str, Any]) -> "Context":
-        return cls(Rng(data["rng"]), data["next_trial_id"])
+    def from_snapshot(cls, data: Dict[str, Any], sampler: Any = None) -> "Context":
+        """The context ``snapshot()`` saved; ``sampler`` is built by the caller from the snapshot's
+        ``"sampler"`` entry (absent for samplers that keep nothing)."""
+        return cls(Rng(data["rng"]), data["next_trial_id"], sampler)
 
     def new_trial_id(self) -> int:
         trial_id = self.next_trial_id
         self.next_trial_id += 1
         return trial_id
 
+    def sample(self, space: Any) -> Dict[str, Any]:
+        """A new trial's hyperparameters from ``space`` (a ``config.space.Nested``)."""
+        return space.sample(self.rng) if self.sampler is None else self.sampler.sample(space, self.rng)
+
     def snapshot(self) -> Dict[str, Any]:
-        return {"rng": self.rng.state, "next_trial_id": self.next_trial_id}
+        data: Dict[str, Any] = {"rng": self.rng.state, "next_trial_id": self.next_trial_id}
+        sampler_state = self.sampler.snapshot() if self.sampler is not None else None
+        if sampler_state is not None:
+            data["sampler"] = sampler_state
+        return data
 
 
 class SearchMethod:

@@ -48,7 +48,7 @@ class PBT(SearchMethod):
     def initial(self) -> List[Action]:
         actions: List[Action] = []
         for _ in range(self.config.population_size):
-            actions += self._create(self.space.sample(self.ctx.rng), 0, parent=None)
+            actions += self._create(self.ctx.sample(self.space), 0, parent=None)
         return actions
 
     def on_validation(self, trial_id: int, length: int, metric: float) -> List[Action]:
@@ -115,6 +115,7 @@ class PBT(SearchMethod):
                     self.ctx.rng,
                     self.config.resample_probability,
                     self.config.perturb_factor,
+                    self.ctx.sampler.resampler(self.space, self.ctx.rng) if self.ctx.sampler else None,
                 )
                 actions += self._create(hparams, self.state["length"][str(parent)], parent=parent)
         children = self.state["members"]

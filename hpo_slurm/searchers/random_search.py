@@ -59,7 +59,7 @@ class RandomSearch(IndependentTrials):
 
     def _next_hparams(self) -> Dict[str, Any]:
         self.state["created"] += 1
-        return self.space.sample(self.ctx.rng)
+        return self.ctx.sample(self.space)
 
 
 def single_search(config: SearcherConfig, space: Nested, ctx: Context, state=None) -> RandomSearch:

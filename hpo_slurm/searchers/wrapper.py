@@ -75,6 +75,8 @@ class Searcher:
             )
         self._finish_train(trial)
         trial["length"] = length
+        if self.ctx.sampler is not None:
+            self.ctx.sampler.on_validation(trial_id, length, metric)
         return self._emit(self.method.on_validation(trial_id, length, metric))
 
     def on_early_exit(self, trial_id: int, reason: ExitReason) -> List[Action]:
@@ -86,6 +88,8 @@ class Searcher:
             return []  # the searcher needed nothing more from it
         if not trial["created"]:
             raise ValueError(f"trial {trial_id} reported an exit before on_created")
+        if self.ctx.sampler is not None:
+            self.ctx.sampler.on_early_exit(trial_id, reason, trial["train"] or 0)
         self._finish_train(trial)
         trial["exit"] = reason.value
         if reason == ExitReason.INVALID_HP:
@@ -99,6 +103,8 @@ class Searcher:
                 f"trial {trial_id} was closed without a Close action or an early exit (report on_early_exit first)"
             )
         del self.state["trials"][str(trial_id)]
+        if self.ctx.sampler is not None:
+            self.ctx.sampler.on_closed(trial_id)
         actions = self._emit(self.method.on_closed(trial_id))
         if not self.state["trials"]:
             actions += self._shutdown()
@@ -182,6 +188,8 @@ class Searcher:
         if key in self.state["trials"]:
             raise RuntimeError(f"{self.name}: trial {action.trial_id} created twice")
         self.state["trials"][key] = {"train": None, "length": 0, "created": False, "close_sent": False, "exit": None}
+        if self.ctx.sampler is not None:
+            self.ctx.sampler.on_created(action.trial_id, action.hparams)
         self.state["requested"] += 1
         valid = self.state["requested"] - self.state["invalid"]
         if valid > self.method.trial_budget():

@@ -1,0 +1,172 @@
+"""How a search picks a new trial's hyperparameters: ``RandomSampler`` (uniform draws, Determined's
+decisions) or ``TPESampler`` (a tree-structured Parzen estimator fitted as BOHB does).
+
+A sampler belongs to the search's shared ``Context``; the ``Searcher`` wrapper tells it every trial's
+creation, validations and end, whichever method runs the search, so the brackets of a tournament
+share one model. Its whole state is JSON-able (``snapshot``), like every other part of a searcher.
+"""
+
+from __future__ import annotations
+
+import math
+import pickle
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from hpo_slurm.config.sampler_section import SamplerConfig
+from hpo_slurm.config.space import Nested
+from hpo_slurm.core.rng import Rng
+from hpo_slurm.core.types import ExitReason
+from hpo_slurm.searchers.base import WORST, signed_metric
+
+
+class RandomSampler:
+    """Uniform draws from the space. Stateless: its snapshot is None."""
+
+    name = "random"
+
+    def sample(self, space: Nested, rng: Rng) -> Dict[str, Any]:
+        return space.sample(rng)
+
+    def resampler(self, space: Nested, rng: Rng) -> Optional[Callable[[], Dict[str, Any]]]:
+        """What PBT's explore step resamples leaves from: None means each leaf's own uniform draw."""
+        return None
+
+    def on_created(self, trial_id: int, hparams: Dict[str, Any]) -> None:
+        pass
+
+    def on_validation(self, trial_id: int, length: int, metric: Any) -> None:
+        pass
+
+    def on_early_exit(self, trial_id: int, reason: ExitReason, length: int) -> None:
+        pass
+
+    def on_closed(self, trial_id: int) -> None:
+        pass
+
+    def snapshot(self) -> Optional[Dict[str, Any]]:
+        return None
+
+
+class TPESampler(RandomSampler):
+    """BOHB's model-based draws. Per length it keeps at most ``2 x max_points_in_model`` results:
+    past that, the best ``top_n_percent`` share and the latest of the rest survive, so memory and the
+    cost of a draw stay bounded however long the search runs. Trials still training (created, no
+    result yet) are handed to the model as pending points (constant liar), so many trials created at
+    once spread out instead of piling onto one point.
+
+    State: ``hparams`` of every open trial and of every trial a kept result names; ``open`` trial ids;
+    ``pending`` (open trials without a result yet); ``refs``: trial id -> how many kept results name
+    it; ``results``: length -> [[signed metric, trial id], ...] in arrival order."""
+
+    name = "tpe"
+
+    def __init__(self, options: SamplerConfig, smaller_is_better: bool, state: Optional[Dict[str, Any]] = None):
+        from hpo_slurm.searchers.tpe import TPEOptions  # numpy only for searches that model
+
+        self.options = options
+        self.smaller_is_better = smaller_is_better
+        self.tpe_options = TPEOptions(
+            top_n_percent=options.top_n_percent, num_samples=options.num_samples,
+            bandwidth_factor=options.bandwidth_factor, min_bandwidth=options.min_bandwidth, min_std=options.min_std,
+            min_points_in_model=options.min_points_in_model, max_points_in_model=options.max_points_in_model)
+        self.state: Dict[str, Any] = state if state is not None else {
+            "hparams": {}, "open": {}, "pending": [], "refs": {}, "results": {}}
+
+    # ---- drawing ----------------------------------------------------------------------------------
+    def sample(self, space: Nested, rng: Rng) -> Dict[str, Any]:
+        """A uniform draw with probability ``random_fraction`` (and while no length has enough results),
+        else the model's pick."""
+        if rng.random() < self.options.random_fraction:
+            return space.sample(rng)
+        picked = self._suggest(space, rng.next_u64())
+        return picked if picked is not None else space.sample(rng)
+
+    def resampler(self, space: Nested, rng: Rng) -> Optional[Callable[[], Dict[str, Any]]]:
+        """PBT's explore step resamples leaves from one draw of this sampler, made on first use."""
+        drawn: List[Dict[str, Any]] = []
+
+        def draw() -> Dict[str, Any]:
+            if not drawn:
+                drawn.append(self.sample(space, rng))
+            return drawn[0]
+
+        return draw
+
+    def _suggest(self, space: Nested, seed: int) -> Optional[Dict[str, Any]]:
+        from hpo_slurm.searchers.tpe import suggest
+
+        hparams = self.state["hparams"]
+        observations: List[Tuple[Dict[str, Any], int, float]] = [
+            (hparams[str(trial_id)], int(length), signed)
+            for length, results in self.state["results"].items() for signed, trial_id in results]
+        pending = [hparams[str(trial_id)] for trial_id in self.state["pending"]]
+        return suggest(space, self.tpe_options, observations, pending, seed)
+
+    # ---- what the search tells it -----------------------------------------------------------------
+    def on_created(self, trial_id: int, hparams: Dict[str, Any]) -> None:
+        key = str(trial_id)
+        self.state["hparams"][key] = hparams
+        self.state["open"][key] = True
+        self.state["pending"].append(trial_id)
+
+    def on_validation(self, trial_id: int, length: int, metric: Any) -> None:
+        self._record(trial_id, length, signed_metric(metric, self.smaller_is_better))
+
+    def on_early_exit(self, trial_id: int, reason: ExitReason, length: int) -> None:
+        """A trial that failed or could not train counts as the worst result where it was headed (as
+        BOHB counts a crashed run); one the user cancelled says nothing about its hyperparameters."""
+        if reason in (ExitReason.ERRORED, ExitReason.INVALID_HP) and length > 0:
+            self._record(trial_id, length, WORST)
+
+    def on_closed(self, trial_id: int) -> None:
+        key = str(trial_id)
+        self.state["open"].pop(key, None)
+        if trial_id in self.state["pending"]:
+            self.state["pending"].remove(trial_id)
+        self._forget_if_unused(key)
+
+    def snapshot(self) -> Dict[str, Any]:
+        return pickle.loads(pickle.dumps(self.state, pickle.HIGHEST_PROTOCOL))  # a deep copy, fast
+
+    # ---- bookkeeping ------------------------------------------------------------------------------
+    def _record(self, trial_id: int, length: int, signed: float) -> None:
+        key = str(trial_id)
+        if key not in self.state["open"]:
+            raise ValueError(f"a result of trial {trial_id}, which the sampler does not know as open")
+        if trial_id in self.state["pending"]:
+            self.state["pending"].remove(trial_id)
+        results = self.state["results"].setdefault(str(length), [])
+        results.append([signed, trial_id])
+        self.state["refs"][key] = self.state["refs"].get(key, 0) + 1
+        if len(results) >= 2 * self.options.max_points_in_model:
+            self._prune(str(length))
+
+    def _prune(self, length: str) -> None:
+        """Keep ``max_points_in_model`` results at ``length``: the best ``top_n_percent`` share and the
+        latest of the others; the hyperparameters of trials no longer used are dropped."""
+        results = self.state["results"][length]
+        cap = self.options.max_points_in_model
+        best_count = max(1, math.ceil(cap * self.options.top_n_percent / 100.0))
+        best = set(sorted(range(len(results)), key=lambda i: (results[i][0], i))[:best_count])
+        others = [i for i in range(len(results)) if i not in best][-(cap - best_count):]
+        keep = best | set(others)
+        self.state["results"][length] = [entry for i, entry in enumerate(results) if i in keep]
+        refs = self.state["refs"]
+        for i, (_, trial_id) in enumerate(results):
+            if i not in keep:
+                key = str(trial_id)
+                refs[key] -= 1
+                self._forget_if_unused(key)
+
+    def _forget_if_unused(self, key: str) -> None:
+        if key not in self.state["open"] and self.state["refs"].get(key, 0) <= 0:
+            self.state["refs"].pop(key, None)
+            self.state["hparams"].pop(key, None)
+
+
+def make_sampler(options: SamplerConfig, smaller_is_better: bool,
+                 state: Optional[Dict[str, Any]] = None) -> RandomSampler:
+    """The sampler ``options`` name, continuing from ``state`` (its snapshot) when given."""
+    if options.name == "tpe":
+        return TPESampler(options, smaller_is_better, state)
+    return RandomSampler()
