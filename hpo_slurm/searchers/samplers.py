@@ -48,7 +48,7 @@ class RandomSampler:
 
 
 class TPESampler(RandomSampler):
-    """BOHB's model-based draws. Per length it keeps at most ``2 x max_points_in_model`` results:
+    """BOHB's model-based draws. Per length it keeps at most ``1.125 x max_points_in_model`` results:
     past that, the best ``top_n_percent`` share and the latest of the rest survive, so memory and the
     cost of a draw stay bounded however long the search runs. Trials still training (created, no
     result yet) are handed to the model as pending points (constant liar), so many trials created at
@@ -93,12 +93,19 @@ class TPESampler(RandomSampler):
         return draw
 
     def _suggest(self, space: Nested, seed: int) -> Optional[Dict[str, Any]]:
-        from hpo_slurm.searchers.tpe import suggest
+        """The model's pick, fitted on the longest length with enough results (``tpe.suggest``'s
+        rule: at least twice ``min_points_in_model``); only that length's results are handed over."""
+        from hpo_slurm.searchers.tpe import leaves, suggest
 
+        min_points = self.options.min_points_in_model or len(leaves(space)) + 1
+        results = self.state["results"]
+        ready = [length for length, entries in results.items() if len(entries) >= 2 * min_points]
+        if not ready:
+            return None
+        length = max(ready, key=int)
         hparams = self.state["hparams"]
         observations: List[Tuple[Dict[str, Any], int, float]] = [
-            (hparams[str(trial_id)], int(length), signed)
-            for length, results in self.state["results"].items() for signed, trial_id in results]
+            (hparams[str(trial_id)], int(length), signed) for signed, trial_id in results[length]]
         pending = [hparams[str(trial_id)] for trial_id in self.state["pending"]]
         return suggest(space, self.tpe_options, observations, pending, seed)
 
@@ -138,7 +145,8 @@ class TPESampler(RandomSampler):
         results = self.state["results"].setdefault(str(length), [])
         results.append([signed, trial_id])
         self.state["refs"][key] = self.state["refs"].get(key, 0) + 1
-        if len(results) >= 2 * self.options.max_points_in_model:
+        cap = self.options.max_points_in_model
+        if len(results) >= cap + max(1, cap // 8):
             self._prune(str(length))
 
     def _prune(self, length: str) -> None:
