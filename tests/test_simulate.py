@@ -97,9 +97,9 @@ def test_incumbent_trace_improves_at_full_length(tmp_path):
     assert best == pytest.approx(result["best"]["metric"])
 
 
-@pytest.mark.parametrize("crash_at", [1, 7, 40])
-def test_kill_and_resume_gives_the_same_result(tmp_path, crash_at):
-    path = config(tmp_path, max_trials=64)
+@pytest.mark.parametrize("crash_at, sampler", [(1, "random"), (7, "random"), (40, "random"), (40, "tpe")])
+def test_kill_and_resume_gives_the_same_result(tmp_path, crash_at, sampler):
+    path = config(tmp_path, max_trials=64, sampler=sampler)
     faults = Faults(stragglers=0.1, failures=0.1, preemptions=0.1)
     whole = simulate(path, HARTMANN, tmp_path / "runs", name="whole", workers=8, seed=5, faults=faults)
 
