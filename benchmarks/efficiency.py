@@ -19,8 +19,10 @@ AT max_length first reaches the target, as a fraction of that budget (inf when i
   every length where a pruner can decide), reports, asks ``should_prune()``; a pruned or finished trial
   frees its worker. Compute is the sum of busy worker-seconds, the running trials' included.
 
-Objectives: multi-fidelity Hartmann-6 (mfpbench presets good, moderate, bad, terrible) and the
-learning-curve benchmark with early/final rank correlation 0.9, 0.5 and 0.1. The table also shows the
+Objectives: multi-fidelity Hartmann-6 (mfpbench presets good, moderate, bad, terrible), the
+learning-curve benchmark with early/final rank correlation 0.9, 0.5 and 0.1, and digits-mlp: real
+learning curves of an MLP on scikit-learn's digits looked up in a table (576 configurations x 30
+epochs, ``benchmarks/make_digits_table.py``; Optuna searches the same ranges, scales and choices). The table also shows the
 measured Spearman correlation between the bottom rung (length 1) and max_length, and between a
 middle rung and max_length, over 2,000 random configurations.
 
@@ -32,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import random
 import shutil
 import sys
 import tempfile
@@ -54,11 +55,13 @@ OBJECTIVES = {
     "curves-0.9": ("curves.yaml", "hpo_slurm.benchmarks.curves:high"),
     "curves-0.5": ("curves.yaml", "hpo_slurm.benchmarks.curves:medium"),
     "curves-0.1": ("curves.yaml", "hpo_slurm.benchmarks.curves:low"),
+    "digits-mlp": ("digits.yaml", "hpo_slurm.benchmarks.digits:objective"),
 }
 # Trials of the early-stopping methods, in multiples of N: "enough to spend about that budget".
 # 8N does that on Hartmann (100 units, adaptive_asha's trials cost ~1/8 of a full one on average) but
 # spends only ~0.3 of it on the curves (256 units, ~1/30), so those get 32N.
-MANY = {"hartmann6.yaml": 8, "curves.yaml": 32}
+# digits (30 epochs, rungs 1, 7, 30): 4N spends ~1.0 of it in standard mode (measured, 10 seeds).
+MANY = {"hartmann6.yaml": 8, "curves.yaml": 32, "digits.yaml": 4}
 ASHA_MODES = {"adaptive_asha": "standard", "asha-aggressive": "aggressive", "asha-conservative": "conservative"}
 TPE_MODES = {"asha-tpe": "standard", "asha-conservative-tpe": "conservative"}  # adaptive_asha, sampler: tpe
 SIMULATED = (*ASHA_MODES, *TPE_MODES, "async_halving", "random-2x")  # run by hpo-slurm on the simulated cluster
@@ -73,16 +76,42 @@ def compute_to_target(trace: List[List[float]], target: float) -> float:
     return math.inf
 
 
-def measured_correlations(objective: Callable, names: List[str], max_length: int) -> Dict[str, float]:
-    rng = random.Random(0)
-    configs = [{name: rng.random() for name in names} for _ in range(2000)]
+def measured_correlations(objective: Callable, space: Any, max_length: int) -> Dict[str, float]:
+    """Spearman correlation of the loss at length 1, and at a middle length (max_length / 16, at least
+    2), with the loss at max_length, over 2,000 configurations drawn uniformly from ``space``."""
+    from hpo_slurm.core.rng import Rng
+
+    rng = Rng(0)
+    configs = [space.sample(rng) for _ in range(2000)]
     final = [objective(c, max_length)["loss"] for c in configs]
-    middle = max(int(max_length / 16), 1)
-    return {f"rho_{length}": spearman([objective(c, length)["loss"] for c in configs], final)
-            for length in (1, middle)}
+    middle = max(max_length // 16, 2)
+    return {"rho_1": spearman([objective(c, 1)["loss"] for c in configs], final),
+            "rho_mid": spearman([objective(c, middle)["loss"] for c in configs], final), "mid_length": middle}
 
 
-def run_optuna(objective: Callable, names: List[str], max_length: int, trials: int, seed: int, pruner: str,
+def optuna_distributions(space: Any) -> Dict[str, Any]:
+    """Optuna's distributions for a flat hyperparameter space: the same ranges, scales and choices."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    from hpo_slurm.config.space import Categorical, Const, Double, Int, Log
+
+    out: Dict[str, Any] = {}
+    for path, param in space.leaves():
+        name = ".".join(path)
+        if isinstance(param, Double):
+            out[name] = FloatDistribution(param.minval, param.maxval)
+        elif isinstance(param, Log):
+            out[name] = FloatDistribution(param.base ** param.minval, param.base ** param.maxval, log=True)
+        elif isinstance(param, Int):
+            out[name] = IntDistribution(param.minval, param.maxval)
+        elif isinstance(param, Categorical):
+            out[name] = CategoricalDistribution(list(param.vals))
+        elif not isinstance(param, Const):
+            raise TypeError(f"{name}: no Optuna distribution for {param!r}")
+    return out
+
+
+def run_optuna(objective: Callable, space: Any, max_length: int, trials: int, seed: int, pruner: str,
                target: float, workers: int) -> Dict[str, Any]:
     """Optuna ask/tell on ``workers`` simulated workers: a trial trains from one report length to the
     next (``seconds(b) - seconds(a)``), reports, and asks ``should_prune()``; a pruned or finished trial
@@ -90,7 +119,6 @@ def run_optuna(objective: Callable, names: List[str], max_length: int, trials: i
     import heapq
 
     import optuna
-    from optuna.distributions import FloatDistribution
     from optuna.trial import TrialState
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -104,7 +132,7 @@ def run_optuna(objective: Callable, names: List[str], max_length: int, trials: i
     else:
         sampler = optuna.samplers.RandomSampler(seed=seed)
     study = optuna.create_study(study_name=f"{pruner}-{seed}", direction="minimize", sampler=sampler, pruner=chosen)
-    space = {name: FloatDistribution(0.0, 1.0) for name in names}
+    distributions = optuna_distributions(space)
     steps = sorted({4 ** k for k in range(20) if 4 ** k < max_length} | {max_length})
     events: List[Any] = []  # (end time, sequence, trial, hparams, step index, result, segment start)
     running: Dict[int, float] = {}  # trial number -> start of its current segment
@@ -121,7 +149,7 @@ def run_optuna(objective: Callable, names: List[str], max_length: int, trials: i
         nonlocal asked
         if asked < trials:
             asked += 1
-            trial = study.ask(space)
+            trial = study.ask(distributions)
             schedule(now, trial, dict(trial.params), 0, 0.0)
 
     for _ in range(workers):
@@ -165,7 +193,6 @@ def one_seed(name: str, seed: int, n: int, workers: int, root: Path, many: Optio
                                           max_concurrent_trials=workers, mode=mode, stop_once=stop_once, sampler="tpe")
                      for method, mode in TPE_MODES.items()})
     config = load_config(str(adaptive["adaptive_asha"]))
-    names = [path[0] for path, _ in config.hyperparameters.leaves()]
     max_length = config.searcher.max_length
     rungs = max(bracket_rungs(config.searcher))
     configs = {
@@ -190,7 +217,7 @@ def one_seed(name: str, seed: int, n: int, workers: int, root: Path, many: Optio
         row[f"{method}_total"] = results[method]["compute_seconds"] / budget
         row[f"{method}_best"] = (results[method]["best"] or {}).get("metric")
     for method in OPTUNA:
-        run = run_optuna(objective, names, max_length, many * n, seed, method, target, workers)
+        run = run_optuna(objective, config.hyperparameters, max_length, many * n, seed, method, target, workers)
         row[method] = compute_to_target(run["incumbent_trace"], target) / budget
         row[f"{method}_best"] = run["best"]
     shutil.rmtree(folder, ignore_errors=True)
@@ -219,8 +246,7 @@ def main() -> None:
     for name in args.objectives:
         base, spec = OBJECTIVES[name]
         config = load_config(str(Path(__file__).resolve().parent / "configs" / base))
-        names = [path[0] for path, _ in config.hyperparameters.leaves()]
-        correlations = measured_correlations(load_objective(spec), names, config.searcher.max_length)
+        correlations = measured_correlations(load_objective(spec), config.hyperparameters, config.searcher.max_length)
         per_seed = []
         for seed in range(1, args.seeds + 1):
             per_seed.append(one_seed(name, seed, args.n, args.workers, root, args.many, args.stop_once))
@@ -230,7 +256,7 @@ def main() -> None:
                  **{f"{m}_reached": sum(math.isfinite(r[m]) for r in per_seed) for m in METHODS},
                  "adaptive_asha_total": median(r["adaptive_asha_total"] for r in per_seed)}
         summary.append(entry)
-        rows.append([name, correlations["rho_1"], list(correlations.values())[1],
+        rows.append([name, correlations["rho_1"], correlations["rho_mid"],
                      *[f"{entry[m]:.2f} ({entry[m + '_reached']}/{args.seeds})" for m in METHODS],
                      entry["adaptive_asha_total"]])
     shutil.rmtree(root, ignore_errors=True)

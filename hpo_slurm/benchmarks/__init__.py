@@ -7,6 +7,9 @@ that continues a trial from length ``a`` to ``b`` costs ``seconds(b) - seconds(a
   terrible); length = fidelity, 1..100.
 * ``curves``: parametric learning curves whose early/final Spearman rank correlation is a parameter
   and whose per-unit cost is lognormal per configuration (stragglers).
+* ``digits``: a real learning-curve table: 576 configurations of an MLP on scikit-learn's digits x 30
+  epochs, validation loss and measured seconds per epoch, looked up (``benchmarks/make_digits_table.py``
+  made it).
 * ``zero``: costs nothing and computes almost nothing, to measure the driver's own overhead.
 """
 
