@@ -6,7 +6,6 @@ from __future__ import annotations
 import gzip
 import json
 import math
-import random
 from importlib import resources
 from pathlib import Path
 
