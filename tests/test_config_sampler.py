@@ -94,3 +94,15 @@ def test_a_search_that_samples_uniformly_never_imports_numpy():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "False"
+
+
+def test_pbt_with_tpe_needs_a_population_its_model_can_fit_on():
+    data = {"entrypoint": "x", "hyperparameters": SPACE,
+            "searcher": {"name": "pbt", "metric": "loss", "sampler": "tpe", "population_size": 3, "num_rounds": 2,
+                         "length_per_round": 10, "replace_function": {"truncate_fraction": 0.5},
+                         "explore_function": {"resample_probability": 0.2, "perturb_factor": 0.2}}}
+    with pytest.raises(ConfigError, match=r"^search.yaml: searcher.sampler: tpe fits its model on one round's "
+                                          r"results: population_size 3 is below 2 x min_points_in_model \(2"):
+        parse_config(data, "search.yaml")
+    data["searcher"]["population_size"] = 4
+    assert parse_config(data, "search.yaml").searcher.sampler.name == "tpe"

@@ -70,3 +70,18 @@ def parse_sampler(ck: Checker, section: Dict[str, Any], path: str) -> SamplerCon
     read("min_points_in_model", ck.integer, minimum=1, maximum=100_000)
     read("max_points_in_model", ck.integer, minimum=4, maximum=100_000)
     return SamplerConfig(name=name, **values)
+
+
+def check_population(ck: Checker, sampler: SamplerConfig, population_size: int, searched: int, path: str) -> None:
+    """PBT's members report at one length per round, so its model can fit only when a round's results
+    are enough for both densities: ``population_size >= 2 x min_points_in_model`` (default: the
+    ``searched`` hyperparameters + 1)."""
+    if sampler.name != "tpe":
+        return
+    min_points = sampler.min_points_in_model or searched + 1
+    if population_size < 2 * min_points:
+        ck.fail(join(path, "sampler"),
+                f"tpe fits its model on one round's results: population_size {population_size} is below "
+                f"2 x min_points_in_model ({min_points}{'' if sampler.min_points_in_model else ': searched hyperparameters + 1'}); "
+                f"raise population_size to {2 * min_points} or set searcher.tpe.min_points_in_model")
+

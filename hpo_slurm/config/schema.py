@@ -20,11 +20,11 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Optional, Tuple
 
 from hpo_slurm.config import checks, hyperparameters, json_values, yaml12
-from hpo_slurm.config.sampler_section import SAMPLING_SEARCHERS, SamplerConfig, parse_sampler
+from hpo_slurm.config.sampler_section import SAMPLING_SEARCHERS, SamplerConfig, check_population, parse_sampler
 from hpo_slurm.config.slurm_section import parse_slurm
 from hpo_slurm.config.checks import LENGTH_UNITS, MAX_LENGTH, MAX_POWER, MAX_RUNGS, MAX_TRIALS, Checker, Length, show
 from hpo_slurm.core.errors import ConfigError
-from hpo_slurm.config.space import Nested
+from hpo_slurm.config.space import Const, Nested
 
 SEARCHER_NAMES = ("single", "grid", "random", "adaptive_asha", "async_halving", "pbt")
 
@@ -310,7 +310,10 @@ def _searcher(ck: Checker, value: Any, space: Nested) -> SearcherConfig:
     if name in SAMPLING_SEARCHERS:
         out["sampler"] = parse_sampler(ck, section, path)
     if name == "pbt":
-        return SearcherConfig(**out, **_pbt(ck, section, path))
+        pbt = _pbt(ck, section, path)
+        searched = sum(1 for _, param in space.leaves() if not isinstance(param, Const))
+        check_population(ck, out["sampler"], pbt["population_size"], searched, path)
+        return SearcherConfig(**out, **pbt)
     out["max_length"], out["unit"] = _max_length(ck, section, name)
     if name == "single":
         out["max_trials"] = get("max_trials", ck.integer, 1, minimum=1, maximum=1)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any, Dict, Optional
 
 from hpo_slurm.config.schema import ExperimentConfig
+from hpo_slurm.config.space import Const
 from hpo_slurm.searchers.adaptive_asha import adaptive_asha
 from hpo_slurm.searchers.asha import AsyncHalving
 from hpo_slurm.searchers.base import Context, SearchMethod
@@ -47,6 +48,10 @@ def restore_searcher(config: ExperimentConfig, snapshot: Dict[str, Any]) -> Sear
         raise ValueError(
             f"the snapshot is of a {snapshot.get('searcher')!r} search, the config asks for {config.searcher.name!r}"
         )
+    started_with = "tpe" if "sampler" in snapshot["context"] else "random"
+    if started_with != config.searcher.sampler.name:
+        raise ValueError(f"the search was started with sampler: {started_with}, the config asks for "
+                         f"{config.searcher.sampler.name}: a search keeps the sampler it started with")
     ctx = Context.from_snapshot(snapshot["context"], _sampler(config, snapshot["context"].get("sampler")))
     method = build_method(config, ctx, snapshot["method"])
     return Searcher(config.searcher.name, method, ctx, snapshot["wrapper"])
@@ -56,7 +61,8 @@ def _sampler(config: ExperimentConfig, state: Optional[Dict[str, Any]]) -> Optio
     """The search's sampler (None for uniform draws, which keep no state)."""
     if config.searcher.sampler.name == "random":
         return None
-    return make_sampler(config.searcher.sampler, config.searcher.smaller_is_better, state)
+    searched = sum(1 for _, param in config.hyperparameters.leaves() if not isinstance(param, Const))
+    return make_sampler(config.searcher.sampler, config.searcher.smaller_is_better, searched, state)
 
 
 __all__ = ["Searcher", "make_searcher", "restore_searcher", "build_method"]

@@ -48,11 +48,15 @@ class RandomSampler:
 
 
 class TPESampler(RandomSampler):
-    """BOHB's model-based draws. Per length it keeps at most ``1.125 x max_points_in_model`` results:
-    past that, the best ``top_n_percent`` share and the latest of the rest survive, so memory and the
-    cost of a draw stay bounded however long the search runs. Trials still training (created, no
-    result yet) are handed to the model as pending points (constant liar), so many trials created at
-    once spread out instead of piling onto one point.
+    """BOHB's model-based draws, fitted on the longest length with ``2 x min_points`` results
+    (``min_points``: ``min_points_in_model``, else the searched hyperparameters + 1). Results at shorter
+    lengths are dropped once a longer one is modelled (the model never goes back to them); per length at
+    most ``1.125 x cap`` results are kept (``cap``: ``max_points_in_model``, at least ``2 x
+    min_points``): past that, the best ``top_n_percent`` share and the latest of the rest survive. So
+    the cost of a draw stays bounded however long the search runs, and memory is that plus the
+    hyperparameters of the open trials. Trials still training (created, no result yet) are handed to
+    the model as pending points (constant liar), so many trials created at once spread out instead of
+    piling onto one point.
 
     State: ``hparams`` of every open trial and of every trial a kept result names; ``open`` trial ids;
     ``pending`` (open trials without a result yet); ``refs``: trial id -> how many kept results name
@@ -60,16 +64,21 @@ class TPESampler(RandomSampler):
 
     name = "tpe"
 
-    def __init__(self, options: SamplerConfig, smaller_is_better: bool, state: Optional[Dict[str, Any]] = None):
+    def __init__(self, options: SamplerConfig, smaller_is_better: bool, searched: int,
+                 state: Optional[Dict[str, Any]] = None):
+        """``searched``: how many hyperparameters the space searches (its non-const leaves)."""
         from hpo_slurm.searchers.tpe import TPEOptions  # numpy only for searches that model
 
         self.options = options
         self.smaller_is_better = smaller_is_better
+        self.min_points = options.min_points_in_model or searched + 1
+        self.cap = max(options.max_points_in_model, 2 * self.min_points)
         self.tpe_options = TPEOptions(
             top_n_percent=options.top_n_percent, num_samples=options.num_samples,
             bandwidth_factor=options.bandwidth_factor, min_bandwidth=options.min_bandwidth, min_std=options.min_std,
             min_points_in_model=options.min_points_in_model, max_points_in_model=options.max_points_in_model)
-        self.state: Dict[str, Any] = state if state is not None else {
+        # a copy: a restored sampler never changes the snapshot it came from
+        self.state: Dict[str, Any] = pickle.loads(pickle.dumps(state, pickle.HIGHEST_PROTOCOL)) if state else {
             "hparams": {}, "open": {}, "pending": [], "refs": {}, "results": {}}
 
     # ---- drawing ----------------------------------------------------------------------------------
@@ -95,14 +104,12 @@ class TPESampler(RandomSampler):
     def _suggest(self, space: Nested, seed: int) -> Optional[Dict[str, Any]]:
         """The model's pick, fitted on the longest length with enough results (``tpe.suggest``'s
         rule: at least twice ``min_points_in_model``); only that length's results are handed over."""
-        from hpo_slurm.searchers.tpe import leaves, suggest
+        from hpo_slurm.searchers.tpe import suggest
 
-        min_points = self.options.min_points_in_model or len(leaves(space)) + 1
-        results = self.state["results"]
-        ready = [length for length, entries in results.items() if len(entries) >= 2 * min_points]
-        if not ready:
+        length = self._longest_ready()
+        if length is None:
             return None
-        length = max(ready, key=int)
+        results = self.state["results"]
         hparams = self.state["hparams"]
         observations: List[Tuple[Dict[str, Any], int, float]] = [
             (hparams[str(trial_id)], int(length), signed) for signed, trial_id in results[length]]
@@ -142,29 +149,42 @@ class TPESampler(RandomSampler):
             raise ValueError(f"a result of trial {trial_id}, which the sampler does not know as open")
         if trial_id in self.state["pending"]:
             self.state["pending"].remove(trial_id)
+        modelled = self._longest_ready()
+        if modelled is not None and length < int(modelled):
+            return  # shorter than the length the model fits: never read again
         results = self.state["results"].setdefault(str(length), [])
         results.append([signed, trial_id])
         self.state["refs"][key] = self.state["refs"].get(key, 0) + 1
-        cap = self.options.max_points_in_model
-        if len(results) >= cap + max(1, cap // 8):
+        if len(results) >= self.cap + max(1, self.cap // 8):
             self._prune(str(length))
+        if len(results) >= 2 * self.min_points:  # ready: shorter lengths are never modelled again
+            for shorter in [other for other in self.state["results"] if int(other) < length]:
+                self._drop(self.state["results"].pop(shorter))
+
+    def _longest_ready(self) -> Optional[str]:
+        """The longest length with enough results to fit the model, or None."""
+        ready = [length for length, entries in self.state["results"].items() if len(entries) >= 2 * self.min_points]
+        return max(ready, key=int) if ready else None
 
     def _prune(self, length: str) -> None:
         """Keep ``max_points_in_model`` results at ``length``: the best ``top_n_percent`` share and the
         latest of the others; the hyperparameters of trials no longer used are dropped."""
         results = self.state["results"][length]
-        cap = self.options.max_points_in_model
+        cap = self.cap
         best_count = max(1, math.ceil(cap * self.options.top_n_percent / 100.0))
         best = set(sorted(range(len(results)), key=lambda i: (results[i][0], i))[:best_count])
         others = [i for i in range(len(results)) if i not in best][-(cap - best_count):]
         keep = best | set(others)
         self.state["results"][length] = [entry for i, entry in enumerate(results) if i in keep]
+        self._drop([entry for i, entry in enumerate(results) if i not in keep])
+
+    def _drop(self, entries: List[List[Any]]) -> None:
+        """Results no longer kept: their trials' hyperparameters go once nothing uses them."""
         refs = self.state["refs"]
-        for i, (_, trial_id) in enumerate(results):
-            if i not in keep:
-                key = str(trial_id)
-                refs[key] -= 1
-                self._forget_if_unused(key)
+        for _, trial_id in entries:
+            key = str(trial_id)
+            refs[key] -= 1
+            self._forget_if_unused(key)
 
     def _forget_if_unused(self, key: str) -> None:
         if key not in self.state["open"] and self.state["refs"].get(key, 0) <= 0:
@@ -172,9 +192,10 @@ class TPESampler(RandomSampler):
             self.state["hparams"].pop(key, None)
 
 
-def make_sampler(options: SamplerConfig, smaller_is_better: bool,
+def make_sampler(options: SamplerConfig, smaller_is_better: bool, searched: int,
                  state: Optional[Dict[str, Any]] = None) -> RandomSampler:
-    """The sampler ``options`` name, continuing from ``state`` (its snapshot) when given."""
+    """The sampler ``options`` name for a space of ``searched`` hyperparameters, continuing from
+    ``state`` (its snapshot) when given."""
     if options.name == "tpe":
-        return TPESampler(options, smaller_is_better, state)
+        return TPESampler(options, smaller_is_better, searched, state)
     return RandomSampler()
