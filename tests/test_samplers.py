@@ -99,3 +99,32 @@ def test_pbt_fits_its_model_on_each_round(monkeypatch):
     searcher = run(config(SamplerConfig(name="tpe", random_fraction=0), **pbt))
     assert calls  # explore resampled from the model
     assert len(searcher.ctx.sampler.state["results"]) <= 1  # only the latest round is kept
+
+
+def test_a_resumed_driver_whose_config_changed_sampler_stops_with_one_line(tmp_path):
+    import yaml
+
+    from hpo_slurm.config.schema import load_config
+    from hpo_slurm.core.errors import UserError
+    from hpo_slurm.engine.searcher_log import load_searcher
+    from hpo_slurm.experiment.store import Store
+    from hpo_slurm.engine.simulation import Simulation, create_experiment
+
+    path = tmp_path / "search.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": "switch", "entrypoint": "false",
+        "hyperparameters": {"x0": {"type": "double", "minval": 0, "maxval": 1}},
+        "searcher": {"name": "random", "metric": "loss", "max_trials": 8, "max_length": 4}}))
+    layout, _ = create_experiment(path, tmp_path / "runs")
+    simulation = Simulation(layout, "hpo_slurm.benchmarks.zero:objective", workers=2)
+    simulation.run(max_ticks=3)
+    simulation.close()
+    config_file = layout.dir / "config.yaml"
+    config_file.write_text(config_file.read_text().replace("name: random", "name: random\n  sampler: tpe"))
+
+    store = Store.open(layout.database)
+    try:
+        with pytest.raises(UserError, match=r"config.yaml: the search was started with sampler: random, the config asks for tpe"):
+            load_searcher(load_config(str(config_file)), store)
+    finally:
+        store.close()

@@ -11,6 +11,7 @@ import logging
 from typing import Any, Callable, Dict, List, Tuple
 
 from hpo_slurm.config.schema import ExperimentConfig
+from hpo_slurm.core.errors import UserError
 from hpo_slurm.core.types import Action
 from hpo_slurm.engine.tick_changes import snapshot_due
 from hpo_slurm.experiment.store import Store
@@ -22,9 +23,13 @@ log = logging.getLogger(__name__)
 
 def load_searcher(config: ExperimentConfig, store: Store) -> Tuple[Searcher, bool]:
     """The searcher as the last driver left it: its snapshot with the later logged events replayed
-    (their actions were already applied). Also whether the search is new (no event yet)."""
+    (their actions were already applied). Also whether the search is new (no event yet). A UserError
+    when the config no longer describes the search the snapshot is of (another searcher or sampler)."""
     snapshot = store.load_snapshot()
-    searcher = restore_searcher(config, snapshot) if snapshot else make_searcher(config)
+    try:
+        searcher = restore_searcher(config, snapshot) if snapshot else make_searcher(config)
+    except ValueError as exc:  # the experiment's config.yaml was edited into another search
+        raise UserError(f"{config.source}: {exc}") from exc
     events = store.searcher_events(after=store.snapshot_event_seq())
     for event in events:
         feed_event(searcher, event["kind"], json.loads(event["args"]))
