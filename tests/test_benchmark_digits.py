@@ -144,35 +144,3 @@ def test_a_short_simulate_run_completes(tmp_path):
     assert math.isfinite(result["best"]["metric"])
     final = {digits.objective(p, 30)["loss"] for p in grid_points()}
     assert result["best"]["metric"] in final  # a value of the table
-
-
-@pytest.mark.slow
-def test_a_wheel_install_finds_the_table(tmp_path):
-    import os
-    import shutil
-    import subprocess
-    import sys
-    import zipfile
-
-    source = tmp_path / "src"
-    source.mkdir()
-    for part in ("pyproject.toml", "README.md"):
-        shutil.copy(REPO / part, source / part)
-    for folder in ("hpo_slurm", "templates"):
-        shutil.copytree(REPO / folder, source / folder, ignore=shutil.ignore_patterns("__pycache__"))
-    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                            "-w", str(tmp_path / "dist"), str(source)], capture_output=True, text=True, timeout=300)
-    assert built.returncode == 0, built.stderr[-2000:]
-    (wheel,) = (tmp_path / "dist").glob("hpo_slurm-*.whl")
-    assert f"hpo_slurm/benchmarks/data/{digits.TABLE}" in zipfile.ZipFile(wheel).namelist()
-    zipfile.ZipFile(wheel).extractall(tmp_path / "site")
-    probe = ("import json, hpo_slurm, hpo_slurm.benchmarks.digits as d; print(json.dumps([hpo_slurm.__file__, "
-             "d.objective({'lr': 1e-3, 'width': 64, 'depth': 2, 'weight_decay': 0.0, 'batch_size': 32}, 30)]))")
-    env = {**os.environ, "PYTHONPATH": str(tmp_path / "site")}
-    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path, env=env,
-                          timeout=60)
-    assert done.returncode == 0, done.stderr[-2000:]
-    where, result = json.loads(done.stdout)
-    assert Path(where).resolve().is_relative_to((tmp_path / "site").resolve())
-    config = {"lr": 1e-3, "width": 64, "depth": 2, "weight_decay": 0.0, "batch_size": 32}
-    assert result == digits.objective(config, 30)

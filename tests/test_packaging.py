@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from hpo_slurm.benchmarks import digits
 from hpo_slurm.engine import driver_job
 from hpo_slurm.executors.array import render as sweep_render
 from hpo_slurm.executors import templates
@@ -21,6 +22,7 @@ from hpo_slurm.core.layout import ExperimentLayout
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED = ("array.sbatch", "driver.sbatch")
+DIGITS_CONFIG = {"lr": 1e-3, "width": 64, "depth": 2, "weight_decay": 0.0, "batch_size": 32}
 
 
 def test_the_templates_read_are_the_repositorys():
@@ -38,7 +40,7 @@ def test_the_sweep_and_the_driver_job_render_the_shipped_templates(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_wheel_install_finds_the_templates(tmp_path):
+def test_a_wheel_install_finds_the_templates_and_the_benchmark_table(tmp_path):
     source = tmp_path / "src"
     source.mkdir()
     for part in ("pyproject.toml", "README.md"):
@@ -51,12 +53,15 @@ def test_a_wheel_install_finds_the_templates(tmp_path):
     (wheel,) = (tmp_path / "dist").glob("hpo_slurm-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert {f"hpo_slurm/sbatch_templates/{name}" for name in SHIPPED} <= set(names)
+    assert f"hpo_slurm/benchmarks/data/{digits.TABLE}" in names
     zipfile.ZipFile(wheel).extractall(tmp_path / "site")
-    probe = ("import json, hpo_slurm, hpo_slurm.executors.templates as t; "
-             "print(json.dumps([hpo_slurm.__file__] + [t.sbatch_template(n) for n in %r]))" % (SHIPPED,))
+    probe = ("import json, hpo_slurm, hpo_slurm.executors.templates as t, hpo_slurm.benchmarks.digits as d; "
+             "print(json.dumps([hpo_slurm.__file__, d.objective(%r, 30)] + [t.sbatch_template(n) for n in %r]))"
+             % (DIGITS_CONFIG, SHIPPED))
     env = {**os.environ, "PYTHONPATH": str(tmp_path / "site")}
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=60)
     assert done.returncode == 0, done.stderr[-2000:]
-    where, *texts = json.loads(done.stdout)
+    where, digits_result, *texts = json.loads(done.stdout)
     assert where.startswith(str(tmp_path / "site"))
+    assert digits_result == digits.objective(DIGITS_CONFIG, 30)
     assert texts == [(REPO / "templates" / "sbatch" / name).read_text() for name in SHIPPED]
