@@ -15,7 +15,8 @@ import pytest
 
 from hpo_slurm.config.space import Categorical, Const, Double, Int, Log, Nested, lookup
 from hpo_slurm.core.rng import Rng
-from hpo_slurm.searchers.tpe import TPEOptions, _select, leaves, suggest
+from hpo_slurm.config.sampler_section import SamplerConfig
+from hpo_slurm.searchers.tpe import _select, suggest
 
 WORST = sys.float_info.max
 MIXED = Nested((
@@ -72,9 +73,9 @@ def mixed_objective(config: Dict[str, Any]) -> float:
 
 # ---- the searched leaves ------------------------------------------------------------------------------
 def test_leaves_skip_consts_in_declaration_order():
-    assert [path for path, _ in leaves(MIXED)] == [
+    assert [path for path, _ in MIXED.searched()] == [
         ("lr",), ("x",), ("n",), ("act",), ("opt", "mom"), ("opt", "pair")]
-    assert leaves(Nested((("c", Const(1)),))) == []
+    assert Nested((("c", Const(1)),)).searched() == []
 
 
 # ---- when it models -----------------------------------------------------------------------------------
@@ -82,31 +83,31 @@ def test_none_until_a_length_has_enough_for_both_densities():
     space = Nested((("x", Double(0.0, 1.0)), ("y", Double(0.0, 1.0))))  # dims 2: min points 3, needs 3 + 3
     objective = lambda c: c["x"] + c["y"]
     obs = observe(space, objective, 5, seed=1)
-    assert suggest(space, TPEOptions(), obs, [], 7) is None
-    assert suggest(space, TPEOptions(), obs, [space.sample(Rng(3))] * 10, 7) is None  # pending are no results
+    assert suggest(space, SamplerConfig(name="tpe"), obs, [], 7) is None
+    assert suggest(space, SamplerConfig(name="tpe"), obs, [space.sample(Rng(3))] * 10, 7) is None  # pending are no results
     split = observe(space, objective, 5, seed=2, length=1) + observe(space, objective, 5, seed=3, length=2)
-    assert suggest(space, TPEOptions(), split, [], 7) is None
-    assert_valid(space, suggest(space, TPEOptions(), observe(space, objective, 6, seed=1), [], 7))
-    assert suggest(space, TPEOptions(min_points_in_model=4), observe(space, objective, 7, seed=1), [], 7) is None
-    assert suggest(space, TPEOptions(min_points_in_model=4), observe(space, objective, 8, seed=1), [], 7) is not None
-    assert suggest(space, TPEOptions(min_points_in_model=1), observe(space, objective, 2, seed=1), [], 7) is not None
-    assert suggest(space, TPEOptions(), [], [], 7) is None
+    assert suggest(space, SamplerConfig(name="tpe"), split, [], 7) is None
+    assert_valid(space, suggest(space, SamplerConfig(name="tpe"), observe(space, objective, 6, seed=1), [], 7))
+    assert suggest(space, SamplerConfig(name="tpe", min_points_in_model=4), observe(space, objective, 7, seed=1), [], 7) is None
+    assert suggest(space, SamplerConfig(name="tpe", min_points_in_model=4), observe(space, objective, 8, seed=1), [], 7) is not None
+    assert suggest(space, SamplerConfig(name="tpe", min_points_in_model=1), observe(space, objective, 2, seed=1), [], 7) is not None
+    assert suggest(space, SamplerConfig(name="tpe"), [], [], 7) is None
 
 
 def test_the_largest_length_with_enough_results_is_modelled():
     space = Nested((("x", Double(0.0, 1.0)),))
     low = observe(space, lambda c: abs(c["x"] - 0.1), 40, seed=1, length=1)     # best near 0.1 at length 1
     high = observe(space, lambda c: abs(c["x"] - 0.9), 40, seed=2, length=10)   # best near 0.9 at length 10
-    picks = [suggest(space, TPEOptions(), low + high, [], seed)["x"] for seed in range(20)]
+    picks = [suggest(space, SamplerConfig(name="tpe"), low + high, [], seed)["x"] for seed in range(20)]
     assert statistics.median(picks) > 0.7
     too_few = high[:3]
-    picks = [suggest(space, TPEOptions(), low + too_few, [], seed)["x"] for seed in range(20)]
+    picks = [suggest(space, SamplerConfig(name="tpe"), low + too_few, [], seed)["x"] for seed in range(20)]
     assert statistics.median(picks) < 0.3
 
 
 def test_a_space_without_searched_leaves_has_one_pick():
     space = Nested((("a", Const(1)), ("b", Nested((("c", Const([1, 2])),)))))
-    assert suggest(space, TPEOptions(), [], [], 1) == {"a": 1, "b": {"c": [1, 2]}}
+    assert suggest(space, SamplerConfig(name="tpe"), [], [], 1) == {"a": 1, "b": {"c": [1, 2]}}
 
 
 # ---- valid values -------------------------------------------------------------------------------------
@@ -115,7 +116,7 @@ def test_mixed_space_picks_are_valid_and_inputs_untouched():
     pending = [MIXED.sample(Rng(100 + i)) for i in range(5)]
     before = copy.deepcopy((obs, pending))
     for seed in range(50):
-        assert_valid(MIXED, suggest(MIXED, TPEOptions(), obs, pending, seed))
+        assert_valid(MIXED, suggest(MIXED, SamplerConfig(name="tpe"), obs, pending, seed))
     assert (obs, pending) == before
 
 
@@ -125,12 +126,12 @@ def test_results_after_a_json_round_trip_and_unfit_results():
     space = Nested((("x", Double(0.0, 1.0)), ("t", Categorical(((1, 2), (3, 4))))))
     obs = json.loads(json.dumps(observe(space, lambda c: c["x"] + c["t"][0], 12, seed=5)))
     assert all(isinstance(config["t"], list) for config, _, _ in obs)
-    picked = suggest(space, TPEOptions(), obs, [], 3)
+    picked = suggest(space, SamplerConfig(name="tpe"), obs, [], 3)
     assert_valid(space, picked)
     unfit = [({"x": 0.5}, 1, 0.0), ({"x": "0.5", "t": [1, 2]}, 1, 0.0), ({"x": True, "t": [1, 2]}, 1, 0.0),
              ({"x": 0.5, "t": [9, 9]}, 1, 0.0), ({"y": {"x": 1}}, 1, 0.0), ({"x": float("nan"), "t": [1, 2]}, 1, 0.0)]
-    assert suggest(space, TPEOptions(), unfit, [], 3) is None
-    assert suggest(space, TPEOptions(), obs + unfit, unfit[:3], 3) == picked
+    assert suggest(space, SamplerConfig(name="tpe"), unfit, [], 3) is None
+    assert suggest(space, SamplerConfig(name="tpe"), obs + unfit, unfit[:3], 3) == picked
 
 
 def test_failed_and_non_finite_metrics_count_as_bad():
@@ -138,7 +139,7 @@ def test_failed_and_non_finite_metrics_count_as_bad():
     good = [({"x": 0.2 + 0.01 * i}, 1, float(i)) for i in range(4)]
     failed = [({"x": 0.8 + 0.01 * i}, 1, metric)
               for i, metric in enumerate([WORST, math.inf, -math.inf, math.nan, WORST, WORST, WORST, WORST])]
-    picks = [suggest(space, TPEOptions(min_points_in_model=2, top_n_percent=30), good + failed, [], s)["x"]
+    picks = [suggest(space, SamplerConfig(name="tpe", min_points_in_model=2, top_n_percent=30), good + failed, [], s)["x"]
              for s in range(20)]
     assert statistics.median(picks) < 0.5
 
@@ -148,7 +149,7 @@ def test_degenerate_ranges_and_one_category():
                     ("c", Categorical(("only",))), ("x", Double(0.0, 1.0))))
     obs = observe(space, lambda c: c["x"], 20, seed=6)
     for seed in range(10):
-        picked = suggest(space, TPEOptions(), obs, [], seed)
+        picked = suggest(space, SamplerConfig(name="tpe"), obs, [], seed)
         assert_valid(space, picked)
         assert (picked["i"], picked["d"], picked["l"], picked["c"]) == (3, 2.5, 0.25, "only")
 
@@ -197,11 +198,11 @@ if given is not None:
         obs = [(space.sample(rng), 1 + i % lengths, metrics[i % len(metrics)] if i % 3 else rng.random())
                for i in range(count)]
         liars = [space.sample(rng) for _ in range(pending)]
-        options = TPEOptions(top_n_percent=top, num_samples=samples, bandwidth_factor=factor,
+        options = SamplerConfig(name="tpe", top_n_percent=top, num_samples=samples, bandwidth_factor=factor,
                              min_bandwidth=min_bw, min_points_in_model=min_points, max_points_in_model=max_points)
         picked = suggest(space, options, obs, liars, seed)
         if picked is None:
-            assert leaves(space)
+            assert space.searched()
         else:
             assert_valid(space, picked)
         assert suggest(space, options, obs, liars, seed) == picked
@@ -211,11 +212,11 @@ if given is not None:
 def test_same_inputs_and_seed_same_pick_other_seeds_other_picks():
     obs = observe(MIXED, mixed_objective, 80, seed=7)
     pending = [MIXED.sample(Rng(200 + i)) for i in range(3)]
-    first = [suggest(MIXED, TPEOptions(), obs, pending, seed) for seed in range(10)]
-    again = [suggest(MIXED, TPEOptions(), copy.deepcopy(obs), copy.deepcopy(pending), seed) for seed in range(10)]
+    first = [suggest(MIXED, SamplerConfig(name="tpe"), obs, pending, seed) for seed in range(10)]
+    again = [suggest(MIXED, SamplerConfig(name="tpe"), copy.deepcopy(obs), copy.deepcopy(pending), seed) for seed in range(10)]
     assert json.dumps(first) == json.dumps(again)
     assert len({json.dumps(pick) for pick in first}) == 10
-    assert suggest(MIXED, TPEOptions(), obs, pending, 2**64 - 1) == suggest(MIXED, TPEOptions(), obs, pending, -1)
+    assert suggest(MIXED, SamplerConfig(name="tpe"), obs, pending, 2**64 - 1) == suggest(MIXED, SamplerConfig(name="tpe"), obs, pending, -1)
 
 
 # ---- bounded fits -------------------------------------------------------------------------------------
@@ -230,7 +231,7 @@ def test_the_kept_ranks_are_the_best_share_and_a_spread_of_the_rest():
 
 def test_many_results_still_model_with_a_small_cap():
     obs = observe(MIXED, mixed_objective, 700, seed=8)
-    options = TPEOptions(max_points_in_model=20)
+    options = SamplerConfig(name="tpe", max_points_in_model=20)
     picks = [suggest(MIXED, options, obs, [], seed) for seed in range(20)]
     for picked in picks:
         assert_valid(MIXED, picked)
@@ -252,7 +253,7 @@ def test_pending_points_spread_grid_picks():
         for liar in (True, False):
             pending: List[Dict[str, Any]] = []
             for i in range(64):
-                pending.append(suggest(space, TPEOptions(), obs, pending if liar else [], 1000 * seed + i))
+                pending.append(suggest(space, SamplerConfig(name="tpe"), obs, pending if liar else [], 1000 * seed + i))
             counts[liar] = Counter((p["a"], p["b"]) for p in pending)
         assert len(counts[True]) > len(counts[False])
         assert counts[True].most_common(1)[0][1] < 0.6 * counts[False].most_common(1)[0][1]
@@ -271,7 +272,7 @@ def test_pending_points_spread_continuous_picks():
         for liar in (True, False):
             pending: List[Dict[str, Any]] = []
             for i in range(64):
-                pending.append(suggest(space, TPEOptions(), obs, pending if liar else [], 1000 * seed + i))
+                pending.append(suggest(space, SamplerConfig(name="tpe"), obs, pending if liar else [], 1000 * seed + i))
             spreads[liar] = spread([(p["x"], math.log10(p["lr"]) / 4) for p in pending])  # the unit square
             assert len({json.dumps(p) for p in pending}) == 64
         assert spreads[True] > 1.5 * spreads[False]
@@ -285,7 +286,7 @@ def _best_after(space: Nested, objective: Callable[[Dict[str, Any]], float], see
     rng = Rng(seed)
     obs: List[Tuple[Dict[str, Any], int, float]] = []
     for _ in range(rounds):
-        picked = suggest(space, TPEOptions(), obs, [], rng.next_u64()) if model else None
+        picked = suggest(space, SamplerConfig(name="tpe"), obs, [], rng.next_u64()) if model else None
         config = picked if picked is not None else space.sample(rng)
         obs.append((config, 1, objective(config)))
     return min(metric for _, _, metric in obs)
@@ -312,7 +313,7 @@ def test_hpbandster_bandwidths_collapse_without_the_std_floor():
     space = Nested((("x", Double(-5.0, 5.0)), ("lr", Log(-6, 0))))
     objective = lambda c: (c["x"] - 1.3) ** 2 + (math.log10(c["lr"]) + 4.2) ** 2
 
-    def best(seed: int, options: TPEOptions) -> float:
+    def best(seed: int, options: SamplerConfig) -> float:
         rng = Rng(seed)
         obs: List[Tuple[Dict[str, Any], int, float]] = []
         for _ in range(40):
@@ -320,6 +321,6 @@ def test_hpbandster_bandwidths_collapse_without_the_std_floor():
             obs.append((config, 1, objective(config)))
         return min(metric for _, _, metric in obs)
 
-    floored = statistics.median(best(seed, TPEOptions()) for seed in range(10))
-    collapsed = statistics.median(best(seed, TPEOptions(min_std=0.0)) for seed in range(10))
+    floored = statistics.median(best(seed, SamplerConfig(name="tpe")) for seed in range(10))
+    collapsed = statistics.median(best(seed, SamplerConfig(name="tpe", min_std=0.0)) for seed in range(10))
     assert floored < 0.2 * collapsed

@@ -43,6 +43,14 @@ class SamplerConfig:
     min_points_in_model: Optional[int] = None  # None: the number of searched hyperparameters + 1
     max_points_in_model: int = 512
 
+    def min_points(self, searched: int) -> int:
+        """Results each density needs before a length is modelled, for ``searched`` hyperparameters."""
+        return max(1, self.min_points_in_model or searched + 1)
+
+    def cap(self, searched: int) -> int:
+        """Results per length that enter a fit: ``max_points_in_model``, but never fewer than a fit needs."""
+        return max(self.max_points_in_model, 2 * self.min_points(searched))
+
 
 def parse_sampler(ck: Checker, section: Dict[str, Any], path: str) -> SamplerConfig:
     """The sampler of the searcher ``section`` (at key path ``path``), whose name samples."""
@@ -78,7 +86,7 @@ def check_population(ck: Checker, sampler: SamplerConfig, population_size: int, 
     ``searched`` hyperparameters + 1)."""
     if sampler.name != "tpe":
         return
-    min_points = sampler.min_points_in_model or searched + 1
+    min_points = sampler.min_points(searched)
     if population_size < 2 * min_points:
         ck.fail(join(path, "sampler"),
                 f"tpe fits its model on one round's results: population_size {population_size} is below "

@@ -24,7 +24,7 @@ from hpo_slurm.config.sampler_section import SAMPLING_SEARCHERS, SamplerConfig, 
 from hpo_slurm.config.slurm_section import parse_slurm
 from hpo_slurm.config.checks import LENGTH_UNITS, MAX_LENGTH, MAX_POWER, MAX_RUNGS, MAX_TRIALS, Checker, Length, show
 from hpo_slurm.core.errors import ConfigError
-from hpo_slurm.config.space import Const, Nested
+from hpo_slurm.config.space import Nested
 
 SEARCHER_NAMES = ("single", "grid", "random", "adaptive_asha", "async_halving", "pbt")
 
@@ -311,8 +311,7 @@ def _searcher(ck: Checker, value: Any, space: Nested) -> SearcherConfig:
         out["sampler"] = parse_sampler(ck, section, path)
     if name == "pbt":
         pbt = _pbt(ck, section, path)
-        searched = sum(1 for _, param in space.leaves() if not isinstance(param, Const))
-        check_population(ck, out["sampler"], pbt["population_size"], searched, path)
+        check_population(ck, out["sampler"], pbt["population_size"], len(space.searched()), path)
         return SearcherConfig(**out, **pbt)
     out["max_length"], out["unit"] = _max_length(ck, section, name)
     if name == "single":

@@ -114,6 +114,10 @@ class Nested:
             else:
                 yield prefix + (name,), node
 
+    def searched(self) -> List[Tuple[Tuple[str, ...], Param]]:
+        """The leaves a search chooses (every one but the consts), with their key paths, in order."""
+        return [(path, param) for path, param in self.leaves() if not isinstance(param, Const)]
+
     def sample(self, rng: Rng) -> Dict[str, Any]:
         """One configuration, drawing leaves in declaration order."""
         return build({path: param.sample(rng) for path, param in self.leaves()})

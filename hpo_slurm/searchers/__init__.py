@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Any, Dict, Optional
 
 from hpo_slurm.config.schema import ExperimentConfig
-from hpo_slurm.config.space import Const
 from hpo_slurm.searchers.adaptive_asha import adaptive_asha
 from hpo_slurm.searchers.asha import AsyncHalving
 from hpo_slurm.searchers.base import Context, SearchMethod
@@ -61,8 +60,8 @@ def _sampler(config: ExperimentConfig, state: Optional[Dict[str, Any]]) -> Optio
     """The search's sampler (None for uniform draws, which keep no state)."""
     if config.searcher.sampler.name == "random":
         return None
-    searched = sum(1 for _, param in config.hyperparameters.leaves() if not isinstance(param, Const))
-    return make_sampler(config.searcher.sampler, config.searcher.smaller_is_better, searched, state)
+    return make_sampler(config.searcher.sampler, config.searcher.smaller_is_better,
+                        len(config.hyperparameters.searched()), state)
 
 
 __all__ = ["Searcher", "make_searcher", "restore_searcher", "build_method"]

@@ -58,28 +58,27 @@ class TPESampler(RandomSampler):
     the model as pending points (constant liar), so many trials created at once spread out instead of
     piling onto one point.
 
-    State: ``hparams`` of every open trial and of every trial a kept result names; ``open`` trial ids;
-    ``pending`` (open trials without a result yet); ``refs``: trial id -> how many kept results name
-    it; ``results``: length -> [[signed metric, trial id], ...] in arrival order."""
+    State (the snapshot): ``hparams`` of every open trial and of every trial a kept result names;
+    ``open`` trial ids; ``pending`` (open trials without a result yet); ``results``: length ->
+    [[signed metric, trial id], ...] in arrival order. How many kept results name each trial is
+    counted from ``results`` when the sampler is built, and kept up to date, not saved."""
 
     name = "tpe"
 
     def __init__(self, options: SamplerConfig, smaller_is_better: bool, searched: int,
                  state: Optional[Dict[str, Any]] = None):
         """``searched``: how many hyperparameters the space searches (its non-const leaves)."""
-        from hpo_slurm.searchers.tpe import TPEOptions  # numpy only for searches that model
-
         self.options = options
         self.smaller_is_better = smaller_is_better
-        self.min_points = options.min_points_in_model or searched + 1
-        self.cap = max(options.max_points_in_model, 2 * self.min_points)
-        self.tpe_options = TPEOptions(
-            top_n_percent=options.top_n_percent, num_samples=options.num_samples,
-            bandwidth_factor=options.bandwidth_factor, min_bandwidth=options.min_bandwidth, min_std=options.min_std,
-            min_points_in_model=options.min_points_in_model, max_points_in_model=options.max_points_in_model)
+        self.min_points = options.min_points(searched)
+        self.cap = options.cap(searched)
         # a copy: a restored sampler never changes the snapshot it came from
         self.state: Dict[str, Any] = pickle.loads(pickle.dumps(state, pickle.HIGHEST_PROTOCOL)) if state else {
-            "hparams": {}, "open": {}, "pending": [], "refs": {}, "results": {}}
+            "hparams": {}, "open": {}, "pending": [], "results": {}}
+        self._refs: Dict[str, int] = {}  # trial id -> how many kept results name it
+        for entries in self.state["results"].values():
+            for _, trial_id in entries:
+                self._refs[str(trial_id)] = self._refs.get(str(trial_id), 0) + 1
 
     # ---- drawing ----------------------------------------------------------------------------------
     def sample(self, space: Nested, rng: Rng) -> Dict[str, Any]:
@@ -114,7 +113,7 @@ class TPESampler(RandomSampler):
         observations: List[Tuple[Dict[str, Any], int, float]] = [
             (hparams[str(trial_id)], int(length), signed) for signed, trial_id in results[length]]
         pending = [hparams[str(trial_id)] for trial_id in self.state["pending"]]
-        return suggest(space, self.tpe_options, observations, pending, seed)
+        return suggest(space, self.options, observations, pending, seed)
 
     # ---- what the search tells it -----------------------------------------------------------------
     def on_created(self, trial_id: int, hparams: Dict[str, Any]) -> None:
@@ -154,7 +153,7 @@ class TPESampler(RandomSampler):
             return  # shorter than the length the model fits: never read again
         results = self.state["results"].setdefault(str(length), [])
         results.append([signed, trial_id])
-        self.state["refs"][key] = self.state["refs"].get(key, 0) + 1
+        self._refs[key] = self._refs.get(key, 0) + 1
         if len(results) >= self.cap + max(1, self.cap // 8):
             self._prune(str(length))
         if len(results) >= 2 * self.min_points:  # ready: shorter lengths are never modelled again
@@ -180,15 +179,15 @@ class TPESampler(RandomSampler):
 
     def _drop(self, entries: List[List[Any]]) -> None:
         """Results no longer kept: their trials' hyperparameters go once nothing uses them."""
-        refs = self.state["refs"]
+        refs = self._refs
         for _, trial_id in entries:
             key = str(trial_id)
             refs[key] -= 1
             self._forget_if_unused(key)
 
     def _forget_if_unused(self, key: str) -> None:
-        if key not in self.state["open"] and self.state["refs"].get(key, 0) <= 0:
-            self.state["refs"].pop(key, None)
+        if key not in self.state["open"] and self._refs.get(key, 0) <= 0:
+            self._refs.pop(key, None)
             self.state["hparams"].pop(key, None)
 
 
