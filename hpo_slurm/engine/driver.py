@@ -80,7 +80,6 @@ class Driver:
         self._changes = TickChanges()
         self._last_poll = -math.inf
         self._submission = SubmissionPolicy()
-        self._uncertain = self._submission.uncertain  # runs whose last submission may have created a job
         self._stopping = False
         self._crash = CrashPoints.from_environment()
         self._children = {t for t, row in self.trials.items() if row["parent_checkpoint"]}  # PBT children
@@ -323,9 +322,9 @@ class Driver:
         for run_id in list(self.active.get(trial_id, [])):
             run = self.runs[run_id]
             if not run["job_id"]:
-                if run_id in self._uncertain:  # its job may exist: if it ever starts, it stops at once
+                if run_id in self._submission.uncertain:  # its job may exist: if it ever starts, it stops at once
                     self.workspace.request_stop(run_id)
-                    self._uncertain.discard(run_id)
+                    self._submission.uncertain.discard(run_id)
                 self._finish_run(run_id, RunState.CANCELLED, "not needed any more", None)
             elif (self.trials[trial_id]["validated_length"] or 0) < run["to_length"]:
                 self._set_run(run_id, state=RunState.CANCELLED.value, reason="stopped by the search")
@@ -452,7 +451,7 @@ class Driver:
             else:
                 self.workspace.prepare_run(run["id"], run["trial_id"], spec)
         self._crash.reached("before_submit")
-        uncertain = [run for run in ready if run["id"] in self._uncertain]
+        uncertain = [run for run in ready if run["id"] in self._submission.uncertain]
         if uncertain:
             # an earlier attempt failed in a way that may have created jobs: look before resubmitting
             try:
@@ -491,7 +490,7 @@ class Driver:
         for run_id, job in jobs.items():
             job_id, gpus = (job, "") if isinstance(job, str) else (job.job_id, job.gpus)
             self._set_run(run_id, job_id=job_id, gpus=gpus, submitted_at=now)
-            self._uncertain.discard(run_id)
+            self._submission.uncertain.discard(run_id)
             trial_id = self.runs[run_id]["trial_id"]
             if not self.trials[trial_id]["closed"]:
                 self._set_trial(trial_id, state=TrialState.QUEUED.value)
@@ -506,7 +505,7 @@ class Driver:
                 found = self.executor.find([self._request(run) for run in unbound])
             except SchedulerError as exc:  # look again before submitting any of them
                 log.warning("cannot look up the jobs of %d unbound runs yet (%s)", len(unbound), exc)
-                self._uncertain.update(run["id"] for run in unbound)
+                self._submission.uncertain.update(run["id"] for run in unbound)
                 found = {}
             for run_id, job_id in found.items():
                 log.info("run %s: re-adopted job %s submitted before the driver stopped", run_id, job_id)

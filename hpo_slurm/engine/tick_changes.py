@@ -1,6 +1,6 @@
-"""What one driver tick changed, and how it becomes durable: in ONE store transaction, with a searcher
-snapshot when one is due. A decision is durable once this transaction commits; only then does the
-driver act on it (submit, cancel, write files)."""
+"""What one driver tick changed, and how it becomes durable: in ONE store transaction (with a searcher
+snapshot when ``engine.searcher_log`` says one is due). A decision is durable once this transaction
+commits; only then does the driver act on it (submit, cancel, write files)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,6 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Set
 
 from hpo_slurm.experiment.store import Store
-
-SNAPSHOT_EVERY_EVENTS = 5000  # searcher snapshots are O(search); between them, its inputs are logged
-SNAPSHOT_EVERY_S = 60.0
 
 
 @dataclass
@@ -48,17 +45,3 @@ class TickChanges:
         if self.experiment:
             store.update_experiment(**self.experiment)
         store.append_searcher_events(self.searcher_events)
-
-
-def snapshot_due(behind: int, trials: int, running: bool, seconds_since_snapshot: float) -> bool:
-    """Whether the searcher should be snapshotted now, ``behind`` logged events after its last snapshot.
-    A snapshot costs O(trials): at least twice that many events go between two, so snapshots cost O(1)
-    per event instead of O(trials) (quadratic in a 100k-trial search); a resume replays at most
-    max(SNAPSHOT_EVERY_EVENTS, 2 x trials) events. An old snapshot waits for trials / 4 events. A search
-    that is no longer running is snapshotted at once."""
-    if behind <= 0:
-        return False
-    if not running:
-        return True
-    return behind >= max(SNAPSHOT_EVERY_EVENTS, 2 * trials) or (
-        seconds_since_snapshot >= SNAPSHOT_EVERY_S and behind >= trials // 4)
