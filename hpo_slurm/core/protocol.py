@@ -45,7 +45,7 @@ from __future__ import annotations
 import enum
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path, PurePath
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
@@ -154,16 +154,7 @@ class RunSpec:
 
     def to_json(self) -> Dict[str, Any]:
         """The ``spec.json`` object: every field under its own name, and the protocol version."""
-        return {
-            VERSION_KEY: PROTOCOL_VERSION,
-            "experiment": self.experiment, "experiment_dir": self.experiment_dir,
-            "context_dir": self.context_dir, "trial_id": self.trial_id, "run_id": self.run_id,
-            "hparams": self.hparams, "target_length": self.target_length, "from_length": self.from_length,
-            "unit": self.unit, "parent_checkpoint": self.parent_checkpoint, "entrypoint": self.entrypoint,
-            "metric": self.metric, "smaller_is_better": self.smaller_is_better,
-            "time_limit_s": self.time_limit_s, "signal_delay_s": self.signal_delay_s,
-            "data": self.data, "records_per_epoch": self.records_per_epoch,
-        }
+        return {VERSION_KEY: PROTOCOL_VERSION, **{f.name: getattr(self, f.name) for f in fields(self)}}
 
     @classmethod
     def from_json(cls, data: Any, what: str = "run spec") -> "RunSpec":
@@ -172,31 +163,29 @@ class RunSpec:
         Raises ``ProtocolError`` naming ``what`` for a missing or mistyped field or a newer version."""
         data = _object(data, what)
         check_version(data, what)
-        experiment_dir = _field(data, "experiment_dir", (str,), what)
-        return cls(
-            experiment_dir=experiment_dir,
-            context_dir=_field(data, "context_dir", (str,), what),
-            trial_id=_field(data, "trial_id", (int,), what),
-            run_id=_field(data, "run_id", (str,), what),
-            hparams=_field(data, "hparams", (dict,), what),
-            target_length=_field(data, "target_length", (int,), what),
-            entrypoint=_field(data, "entrypoint", (str,), what),
-            experiment=_optional(data, "experiment", (str,), what, PurePath(experiment_dir).name),
-            from_length=_optional(data, "from_length", (int,), what, 0),
-            unit=_optional(data, "unit", (str,), what, "batches"),
-            parent_checkpoint=_optional(data, "parent_checkpoint", (str,), what, None),
-            metric=_optional(data, "metric", (str,), what, None),
-            smaller_is_better=_optional(data, "smaller_is_better", (bool,), what, True),
-            time_limit_s=_optional(data, "time_limit_s", (int, float), what, None),
-            signal_delay_s=_optional(data, "signal_delay_s", (int, float), what, 0),
-            data=_optional(data, "data", (dict,), what, {}),
-            records_per_epoch=_optional(data, "records_per_epoch", (int,), what, 0),
-        )
+        values: Dict[str, Any] = {}
+        for spec_field in fields(cls):
+            kinds = _SPEC_TYPES[spec_field.name]
+            if spec_field.default is MISSING and spec_field.default_factory is MISSING:
+                values[spec_field.name] = _field(data, spec_field.name, kinds, what)
+            elif data.get(spec_field.name) is not None:
+                values[spec_field.name] = _typed(data[spec_field.name], spec_field.name, kinds, what)
+        values.setdefault("experiment", PurePath(values["experiment_dir"]).name)
+        return cls(**values)
 
     @classmethod
     def read(cls, path: Path) -> "RunSpec":
         """The spec in the file ``path``. OSError when it cannot be read; ProtocolError otherwise."""
         return cls.from_json(_read_json_file(path), str(path))
+
+
+# the JSON types of each RunSpec field (a bool never counts as an int)
+_SPEC_TYPES: Dict[str, Tuple[type, ...]] = {
+    "experiment_dir": (str,), "context_dir": (str,), "trial_id": (int,), "run_id": (str,), "hparams": (dict,),
+    "target_length": (int,), "entrypoint": (str,), "experiment": (str,), "from_length": (int,), "unit": (str,),
+    "parent_checkpoint": (str,), "metric": (str,), "smaller_is_better": (bool,), "time_limit_s": (int, float),
+    "signal_delay_s": (int, float), "data": (dict,), "records_per_epoch": (int,),
+}
 
 
 @dataclass(frozen=True)
