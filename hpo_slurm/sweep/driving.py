@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from typing import TYPE_CHECKING, Any, Dict, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 from hpo_slurm.core.layout import ExperimentLayout
 
@@ -36,15 +36,11 @@ def driving(layout: ExperimentLayout, executor: ArrayExecutor, submit: bool) -> 
 def bind_placeholders(store: Store, executor: ArrayExecutor) -> None:
     """Runs of a wave were bound to ``array-<n>_<task>`` before their array went out; once it has,
     record the real job id (the caller holds the driver lock: it is the only writer)."""
-    from hpo_slurm.executors.array.waves import parse_placeholder
-
-    changes: Dict[str, str] = {}
-    for run in store.runs():
-        if run["job_id"] and parse_placeholder(run["job_id"]) is not None:
-            real = executor.resolve(run["job_id"])
-            if real:
-                changes[run["id"]] = real
+    runs = [run for run in store.runs() if run["job_id"]]
+    resolved = executor.resolve_all(run["job_id"] for run in runs)
+    now = time.time()  # its array just went out
+    changes = [(run["id"], {"job_id": resolved[run["job_id"]], "submitted_at": now})
+               for run in runs if resolved.get(run["job_id"])]
     if changes:
         with store.transaction():
-            for run_id, job_id in changes.items():
-                store.update_run(run_id, job_id=job_id, submitted_at=time.time())  # its array just went out
+            store.update_runs(changes)

@@ -57,7 +57,6 @@ def start(config_path: str, name: Optional[str], root: Path, context: Optional[P
         click.echo(f"warning: {warning}", err=True)
     layout = experiment.create(config, Path(config_path), Path(root), name, EXECUTOR, context,
                                warn=lambda message: click.echo(f"warning: {message}", err=True))
-    executor = ArrayExecutor(config, layout.dir, max_jobs=max_jobs)
     with driving(layout, executor, submit=True) as driver:
         driver.start(fresh=True)
     _report_start(layout, executor, driver)

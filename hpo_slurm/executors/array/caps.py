@@ -89,7 +89,8 @@ def plan_requests(requests: Sequence[JobRequest], limits: Limits, first_index: i
 
 # ---- limits -------------------------------------------------------------------------------------
 
-def _int(text: str) -> Optional[int]:
+def positive_int(text: str) -> Optional[int]:
+    """``text`` as a positive integer, else None (Slurm's blank or 0 means no cap)."""
     text = text.strip()
     return int(text) if text.isdigit() and int(text) > 0 else None
 
@@ -105,7 +106,7 @@ def parse_assoc(text: str) -> Dict[str, object]:
         if len(fields) < 4:
             continue
         for value in fields[:2]:
-            cap = _int(value)
+            cap = positive_int(value)
             if cap is not None:
                 caps.append(cap)
         qos.extend(q for q in fields[2].split(",") if q.strip() and q.strip() not in qos)
@@ -120,7 +121,7 @@ def parse_qos(text: str) -> Dict[str, Optional[int]]:
         fields = line.split("|")
         if len(fields) < 3 or not fields[0].strip():
             continue
-        found = [c for c in (_int(fields[1]), _int(fields[2])) if c is not None]
+        found = [c for c in (positive_int(fields[1]), positive_int(fields[2])) if c is not None]
         caps[fields[0].strip()] = min(found) if found else None
     return caps
 
@@ -135,8 +136,3 @@ def user_cap(assoc: Dict[str, object], qos_caps: Dict[str, Optional[int]], qos: 
     if qos_caps.get(str(name)):
         caps.append(int(qos_caps[str(name)]))  # type: ignore[arg-type]
     return min(caps) if caps else None
-
-
-def smallest(*caps: Optional[int]) -> Optional[int]:
-    found: Sequence[int] = [c for c in caps if c is not None and c > 0]
-    return min(found) if found else None

@@ -12,7 +12,7 @@ import logging
 import subprocess
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from hpo_slurm.executors.array.caps import Limits, parse_assoc, parse_qos, smallest, user_cap
+from hpo_slurm.executors.array.caps import Limits, parse_assoc, parse_qos, positive_int, user_cap
 from hpo_slurm.executors.base import JobState
 from hpo_slurm.executors.slurm.commands import cluster_config, has_accounting, jobs_named, run_slurm
 
@@ -55,7 +55,7 @@ class ClusterView:
         caps: List[Tuple[int, str, bool]] = []  # (cap, what, per user)
         if self.max_jobs:
             caps.append((self.max_jobs, "--max-jobs", True))
-        job_count = _positive(self.config.get("MaxJobCount"))
+        job_count = positive_int(self.config.get("MaxJobCount") or "")
         if job_count:
             caps.append((job_count, "MaxJobCount", False))
         if self.accounting:
@@ -64,8 +64,11 @@ class ClusterView:
                 caps.append((cap, "MaxSubmitJobs", True))
         if not caps:
             return Limits(max_array)
-        room, source = min((cap - self._queued(all_users=not per_user), f"{what} {cap}")
-                           for cap, what, per_user in caps)
+        queued: Dict[bool, int] = {}  # per user? -> jobs queued: each count asked of squeue once
+        for _, _, per_user in caps:
+            if per_user not in queued:
+                queued[per_user] = self._queued(all_users=not per_user)
+        room, source = min((cap - queued[per_user], f"{what} {cap}") for cap, what, per_user in caps)
         return Limits(max_array, room=room, source=source)
 
     def jobs_named(self, names: Sequence[str]) -> Dict[str, List[Tuple[str, JobState]]]:
@@ -80,7 +83,7 @@ class ClusterView:
         except (OSError, subprocess.SubprocessError) as exc:
             log.warning("cannot read the queued-jobs caps from sacctmgr (%s); planning without them", _message(exc))
             return None
-        return smallest(user_cap(assoc, qos, self.qos))
+        return user_cap(assoc, qos, self.qos)
 
     def _queued(self, all_users: bool) -> int:
         args = ["squeue", "-h", "-r", "-o", "%i"] + ([] if all_users else ["-u", self.user])
@@ -89,11 +92,6 @@ class ClusterView:
         except (OSError, subprocess.SubprocessError) as exc:
             log.warning("cannot count queued jobs with squeue (%s); taking none", _message(exc))
             return 0
-
-
-def _positive(text: Optional[str]) -> Optional[int]:
-    text = (text or "").strip()
-    return int(text) if text.isdigit() and int(text) > 0 else None
 
 
 def _message(exc: BaseException) -> str:

@@ -21,7 +21,7 @@ import getpass
 import logging
 import sys
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from hpo_slurm.config.schema import ExperimentConfig
 from hpo_slurm.core.errors import UserError
@@ -120,11 +120,22 @@ class ArrayExecutor(Executor):
 
     def resolve(self, job_id: str) -> Optional[str]:
         """The real job id of a placeholder whose array is out now, else None."""
-        parsed = parse_placeholder(job_id)
-        if parsed is None:
-            return None
-        base = self.folders.submitted_id(parsed[0])
-        return f"{base}_{parsed[1]}" if base else None
+        return self.resolve_all([job_id]).get(job_id)
+
+    def resolve_all(self, job_ids: Iterable[str]) -> Dict[str, Optional[str]]:
+        """Each placeholder among ``job_ids`` -> its real job id if its array is out now, else None
+        (each array's record is read once). Ids that are no placeholders are left out."""
+        bases: Dict[int, Optional[str]] = {}  # array -> its recorded job id
+        resolved: Dict[str, Optional[str]] = {}
+        for job_id in job_ids:
+            parsed = parse_placeholder(job_id)
+            if parsed is None:
+                continue
+            index, task = parsed
+            if index not in bases:
+                bases[index] = self.folders.submitted_id(index)
+            resolved[job_id] = f"{bases[index]}_{task}" if bases[index] else None
+        return resolved
 
     def chain_states(self, indexes: Sequence[int]) -> Dict[int, ArrayStatus]:
         """Where each array stands in its wave chain (``waves.chain_states``); SchedulerError when
@@ -139,18 +150,14 @@ class ArrayExecutor(Executor):
             return {}
         real: Dict[str, str] = {}
         waiting: Dict[int, List[Tuple[str, str]]] = {}  # array -> [(placeholder, task)]
-        bases: Dict[int, Optional[str]] = {}  # array -> its recorded job id
+        resolved = self.resolve_all(job_ids)
         for job_id in job_ids:
-            parsed = parse_placeholder(job_id)
-            if parsed is None:
+            if job_id not in resolved:
                 real[job_id] = job_id
-                continue
-            index, task = parsed
-            if index not in bases:
-                bases[index] = self.folders.submitted_id(index)
-            if bases[index]:
-                real[job_id] = f"{bases[index]}_{task}"
+            elif resolved[job_id]:
+                real[job_id] = resolved[job_id]
             else:
+                index, task = parse_placeholder(job_id)
                 waiting.setdefault(index, []).append((job_id, task))
         result: Dict[str, JobStatus] = {}
         if waiting:
