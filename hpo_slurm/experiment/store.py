@@ -110,6 +110,10 @@ def filesystem_type(path: Path, mounts: str) -> str:
     return best_type
 
 
+def _unreadable(path: Path, exc: Exception) -> UserError:
+    return UserError(f"{path}: cannot read the experiment database ({exc})")
+
+
 class Store:
     """One experiment's database. Open with ``Store.open(path)`` (the driver) or
     ``Store.open(path, readonly=True)`` (readers: every write then fails with ``StoreError``).
@@ -157,6 +161,27 @@ class Store:
                 conn.close()
                 raise
         return store
+
+    @classmethod
+    def open_for_reading(cls, path: Path) -> "Store":
+        """``open(path, readonly=True)``, or a UserError naming the file when it cannot be read."""
+        try:
+            return cls.open(path, readonly=True)
+        except StoreError as exc:
+            raise _unreadable(path, exc) from exc
+
+    @classmethod
+    @contextlib.contextmanager
+    def reading(cls, path: Path) -> Iterator["Store"]:
+        """The database opened read-only for the block, closed after it; a UserError naming the file
+        when it cannot be opened or read (locked past the busy timeout, damaged)."""
+        store = cls.open_for_reading(path)
+        try:
+            yield store
+        except StoreError as exc:
+            raise _unreadable(path, exc) from exc
+        finally:
+            store.close()
 
     def close(self) -> None:
         self._conn.close()

@@ -22,7 +22,7 @@ from hpo_slurm.core.errors import UserError
 from hpo_slurm.core.layout import ExperimentLayout
 from hpo_slurm.experiment.lock import driver_alive
 from hpo_slurm.experiment.rows import RunRow, TrialRow
-from hpo_slurm.experiment.store import Store, StoreError
+from hpo_slurm.experiment.store import Store
 from hpo_slurm.core.types import TrialState, awaits_submission, run_may_be_out
 
 POLL_S = 0.5  # how often the followed files are checked for new output
@@ -93,17 +93,10 @@ class _Snapshot:
 
 def _read(layout: ExperimentLayout, trial_id: int) -> Optional[_Snapshot]:
     """The experiment's state, the trial and its runs; None when there is no such trial."""
-    try:
-        store = Store.open(layout.database, readonly=True)
-        try:
-            with store.snapshot_read():
-                experiment_state = store.experiment_state()
-                trial = store.trial(trial_id)
-                runs = store.runs(trial_id)
-        finally:
-            store.close()
-    except StoreError as exc:
-        raise UserError(f"{layout.database}: cannot read the experiment database ({exc})") from exc
+    with Store.reading(layout.database) as store, store.snapshot_read():
+        experiment_state = store.experiment_state()
+        trial = store.trial(trial_id)
+        runs = store.runs(trial_id)
     if trial is None:
         return None
     return _Snapshot(experiment_state or "RUNNING", trial, runs)

@@ -15,8 +15,8 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from hpo_slurm.config.schema import ExperimentConfig, load_config
 from hpo_slurm.core.layout import ExperimentLayout
+from hpo_slurm.experiment.store import Store
 from hpo_slurm.config.space import Categorical, Const, Nested, Param
-from hpo_slurm.reporting.status import open_readonly
 
 Curve = List[Tuple[int, float]]
 
@@ -55,7 +55,7 @@ class Results:
 
 def load(layout: ExperimentLayout) -> Results:
     """Read the experiment's config and database, or raise a UserError naming what is unreadable."""
-    store = open_readonly(layout)
+    store = Store.open_for_reading(layout.database)
     try:
         with store.snapshot_read():
             experiment = store.experiment()

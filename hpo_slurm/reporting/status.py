@@ -14,7 +14,7 @@ from hpo_slurm.core.errors import UserError
 from hpo_slurm.core.layout import ExperimentLayout
 from hpo_slurm.experiment.lock import driver_alive
 from hpo_slurm.experiment.rows import RunRow, TrialRow
-from hpo_slurm.experiment.store import Store, StoreError
+from hpo_slurm.experiment.store import Store
 from hpo_slurm.core.types import RunState, TrialState
 
 TOP_TRIALS = 10  # trials listed by their best metric in every summary
@@ -22,14 +22,6 @@ ACTIVE_RUNS = 20  # active (submitted or running) runs listed in a summary; run_
 ACTIVE_RUN_STATES = (RunState.SUBMITTED.value, RunState.RUNNING.value)
 READ_CACHE_KIB = 64 * 1024  # SQLite page cache of the reading connection (the default is 2 MiB)
 TrialsWanted = Union[None, str, int]  # None: no listing; "all": every trial; N: the latest N trials
-
-
-def open_readonly(layout: ExperimentLayout) -> Store:
-    """The experiment database for reading, or a UserError saying it cannot be read."""
-    try:
-        return Store.open(layout.database, readonly=True)
-    except StoreError as exc:
-        raise UserError(f"{layout.database}: cannot read the experiment database ({exc})") from exc
 
 
 def parse_trials_option(value: Optional[str]) -> TrialsWanted:
@@ -61,7 +53,7 @@ def summarize(layout: ExperimentLayout, trials: TrialsWanted = None) -> Dict[str
 
     config = load_config(str(layout.config))
     smaller = config.searcher.smaller_is_better
-    store = open_readonly(layout)
+    store = Store.open_for_reading(layout.database)
     try:
         store.use_page_cache(READ_CACHE_KIB)  # the trials table is scanned twice: keep it in memory
         with store.snapshot_read():

@@ -27,13 +27,7 @@ def check_sweepable(config: ExperimentConfig) -> None:
 def is_sweep(layout: ExperimentLayout) -> bool:
     """Whether the experiment runs as job arrays with no driver; a UserError when its database
     cannot be read (locked for longer than the busy timeout, damaged)."""
-    from hpo_slurm.experiment.store import Store, StoreError
+    from hpo_slurm.experiment.store import Store
 
-    try:
-        store = Store.open(layout.database, readonly=True)
-        try:
-            return store.experiment().get("executor") == EXECUTOR
-        finally:
-            store.close()
-    except StoreError as exc:
-        raise UserError(f"{layout.name}: cannot read experiment.db ({exc})") from None
+    with Store.reading(layout.database) as store:
+        return store.experiment().get("executor") == EXECUTOR
