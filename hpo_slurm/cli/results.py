@@ -13,7 +13,7 @@ from typing import Optional
 
 import click
 
-from hpo_slurm.cli.options import name_argument, root_option
+from hpo_slurm.cli.options import name_argument, resolve_root, root_option
 from hpo_slurm.core.errors import UserError
 from hpo_slurm.cli.outputs import output_dir, output_file, write_failed
 
@@ -25,7 +25,7 @@ def _load(name: str, root: Optional[str]):
     from hpo_slurm.experiment import folder as experiment
     from hpo_slurm.reporting import results
 
-    return results.load(experiment.find(experiment.resolve_root(root), name))
+    return results.load(experiment.find(resolve_root(root), name))
 
 
 def _choices(values):

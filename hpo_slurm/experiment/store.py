@@ -394,7 +394,7 @@ class Store:
 
     # ---- writing rows -------------------------------------------------------------------------
     def _update_rows(self, table: str, key: str, items: Iterable[Tuple[Any, Dict[str, Any]]]) -> None:
-        """``_update`` for many rows: (key value, fields) pairs, one ``executemany`` per set of fields."""
+        """Set fields of many rows: (key value, fields) pairs, one ``executemany`` per set of fields."""
         groups: Dict[Tuple[str, ...], List[List[Any]]] = {}
         for value, fields in items:
             if fields:
@@ -419,7 +419,5 @@ class Store:
             self._database()[table].insert_all(rows)
 
     def _update(self, table: str, key: str, value: Any, fields: Dict[str, Any]) -> None:
-        if not fields:
-            return
-        assignments = ", ".join(f"[{name}] = ?" for name in fields)
-        self._conn.execute(f"UPDATE [{table}] SET {assignments} WHERE [{key}] = ?", [*fields.values(), value])
+        """Set ``fields`` of the row whose ``key`` is ``value``."""
+        self._update_rows(table, key, [(value, fields)])
