@@ -13,6 +13,18 @@
 
 Trials never open the experiment database: they append metric lines and publish checkpoint folders
 under the experiment folder, and the driver ingests them (``hpo_slurm.core.protocol`` describes the files).
+
+A trial of several ranks (``resources.slots_per_trial`` > 1) runs this script once per rank, each with
+torch.distributed's ``env://`` variables set, so ``init_process_group(backend)`` needs nothing more
+(``hpo_slurm.torch.init_distributed`` does it). Every rank gets the same hyperparameters, target and
+latest checkpoint, and its place in ``ctx.rank``, ``ctx.local_rank``, ``ctx.world_size``,
+``ctx.is_chief``. Reports are recorded from rank 0 (the other ranks' are accepted and dropped).
+``ctx.checkpoint(length)`` is entered by every rank, gives them the same folder and publishes it once,
+after every rank has left the block: save from rank 0 only, or a shard from each rank.
+``ctx.should_stop()`` is a collective over the process group when one is initialized: every rank calls
+it at the same points of its loop and all get the same answer at the same call, so a preemption that
+reaches one rank first stops every rank at the same step. Without a process group each rank answers
+for itself (Slurm signals every rank of a job at once).
 """
 
 from __future__ import annotations
@@ -35,6 +47,11 @@ from hpo_slurm.core.protocol import SPEC_ENV, RunSpec, StopReason, checkpoint_le
 STOP_SIGNALS = ("SIGTERM", "SIGUSR1", "SIGUSR2")
 INVALID_HP_FILE = "invalid_hp.json"
 TIME_LIMIT_SLACK_S = 60.0
+ATTEMPT_ENV = "HPO_SLURM_ATTEMPT"  # which start of the job the ranks belong to (set by the launcher)
+CHECKPOINT_WAIT_S = 3600.0  # how long a rank waits for the others to leave a checkpoint block
+# stop reasons as the numbers ranks agree on (the largest wins); 4: a reason a script gave itself
+_STOP_CODES = {StopReason.SEARCH_STOPPED.value: 1, StopReason.TIME_LIMIT.value: 2, StopReason.PREEMPTED.value: 3}
+_OWN_REASON = 4
 
 
 class InvalidHP(Exception):
@@ -46,9 +63,11 @@ class TrialContext:
 
     Built from the run's spec: a ``RunSpec``, or the ``spec.json`` object (``ProtocolError`` when it
     is not a valid one; ``context_dir`` and ``entrypoint`` may be left out). ``spec`` is that object as
-    a dict; ``run_spec`` the typed spec."""
+    a dict; ``run_spec`` the typed spec. This process's rank comes from ``environ`` (default
+    ``os.environ``): RANK, LOCAL_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE, NODE_RANK (a lone process
+    without them is rank 0 of 1)."""
 
-    def __init__(self, spec: Union[RunSpec, Mapping[str, Any]]):
+    def __init__(self, spec: Union[RunSpec, Mapping[str, Any]], environ: Optional[Mapping[str, str]] = None):
         if isinstance(spec, RunSpec):
             self.run_spec = spec
             self.spec: Dict[str, Any] = spec.to_json()
@@ -66,6 +85,21 @@ class TrialContext:
         self._layout = ExperimentLayout(Path(self.run_spec.experiment_dir))
         self._stop_reason: Optional[str] = None
         self._last_stop_check = 0.0
+        env = os.environ if environ is None else environ
+        self.rank: int = int(env.get("RANK", 0))
+        self.local_rank: int = int(env.get("LOCAL_RANK", 0))
+        self.world_size: int = int(env.get("WORLD_SIZE", 1))
+        self.local_world_size: int = int(env.get("LOCAL_WORLD_SIZE", 1))
+        self.node_rank: int = int(env.get("NODE_RANK", 0))
+        self._attempt = env.get(ATTEMPT_ENV, "0")
+        self._checkpoints_entered = 0
+        self._stop_group: Any = None
+        self._stop_told = False
+
+    @property
+    def is_chief(self) -> bool:
+        """Rank 0: the rank whose reports are recorded."""
+        return self.rank == 0
 
     # ---- where to resume from -------------------------------------------------------------
     @property
@@ -101,6 +135,8 @@ class TrialContext:
             raise ValueError(f"length must be a non-negative integer, got {length!r}")
         if not isinstance(metrics, dict):
             raise TypeError(f"metrics must be a dict, got {type(metrics).__name__}")
+        if not self.is_chief:
+            return
         line = {
             "kind": kind,
             "length": length,
@@ -115,42 +151,87 @@ class TrialContext:
     @contextlib.contextmanager
     def checkpoint(self, length: int, metadata: Optional[Dict[str, Any]] = None) -> Iterator[Path]:
         """A fresh directory to save into; published atomically (by rename) when the block exits
-        without an exception. A checkpoint at the same length replaces the older one."""
+        without an exception. A checkpoint at the same length replaces the older one. With several
+        ranks every rank must enter the block: all get the same directory, and it is published once
+        every rank has left the block (each rank returns after that)."""
         parent = self._layout.checkpoints_dir(self.trial_id)
         parent.mkdir(parents=True, exist_ok=True)
-        final = parent / checkpoint_name(length)
-        tmp = parent / f".tmp-{checkpoint_name(length)}-{os.getpid()}"
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir()
+        self._checkpoints_entered += 1
+        if self.world_size > 1:
+            tag = f"{checkpoint_name(length)}-{self.run_id}-a{self._attempt}-{self._checkpoints_entered}"
+            tmp, sync = parent / f".tmp-{tag}", parent / f".sync-{tag}"
+            tmp.mkdir(exist_ok=True)
+            sync.mkdir(exist_ok=True)
+        else:
+            tmp, sync = parent / f".tmp-{checkpoint_name(length)}-{os.getpid()}", None
+            if tmp.exists():
+                shutil.rmtree(tmp)
+            tmp.mkdir()
         try:
             yield tmp
-            meta = {"length": length, "run": self.run_id, "trial_id": self.trial_id, "time": time.time()}
-            meta.update(metadata or {})
-            write_json_atomic(tmp / CHECKPOINT_META, meta)
-            if final.exists():
-                old = parent / f".old-{checkpoint_name(length)}-{os.getpid()}"
-                os.replace(final, old)
-                os.replace(tmp, final)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, final)
+            if sync is not None and not self.is_chief:
+                (sync / f"rank-{self.rank}").touch()
+                _wait_for(lambda: not tmp.exists(), f"rank 0 to publish checkpoint {tmp.name}")
+                return
+            if sync is not None:
+                others = [sync / f"rank-{rank}" for rank in range(1, self.world_size)]
+                _wait_for(lambda: all(p.exists() for p in others), f"every rank to leave checkpoint {tmp.name}")
+            self._publish(tmp, parent / checkpoint_name(length), length, metadata)
         finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
+            if self.is_chief or sync is None:
+                if tmp.exists():
+                    shutil.rmtree(tmp, ignore_errors=True)
+                if sync is not None:
+                    shutil.rmtree(sync, ignore_errors=True)
+
+    def _publish(self, tmp: Path, final: Path, length: int, metadata: Optional[Dict[str, Any]]) -> None:
+        meta = {"length": length, "run": self.run_id, "trial_id": self.trial_id, "time": time.time()}
+        meta.update(metadata or {})
+        write_json_atomic(tmp / CHECKPOINT_META, meta)
+        if final.exists():
+            old = final.parent / f".old-{final.name}-{os.getpid()}"
+            os.replace(final, old)
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
 
     # ---- stopping -----------------------------------------------------------------------------
     def should_stop(self) -> bool:
         """True once the job is being preempted, reaches its time-limit warning, or the search
-        stopped this trial. Checkpoint and return when it is."""
-        if self._stop_reason is not None:
-            return True
-        now = time.monotonic()
-        if now - self._last_stop_check >= 1.0:
-            self._last_stop_check = now
-            if self._layout.stop_request.exists() or self._layout.run_stop_file(self.run_id).exists():
-                self._stop_reason = StopReason.SEARCH_STOPPED.value
+        stopped this trial. Checkpoint and return when it is. With several ranks and an initialized
+        torch.distributed process group this is a collective (see the module's docstring)."""
+        if self._stop_reason is None:
+            now = time.monotonic()
+            if now - self._last_stop_check >= 1.0:
+                self._last_stop_check = now
+                if self._layout.stop_request.exists() or self._layout.run_stop_file(self.run_id).exists():
+                    self._stop_reason = StopReason.SEARCH_STOPPED.value
+        if self.world_size > 1:
+            self._agree_on_stop()
+            if self._stop_reason is not None and not self._stop_told:
+                self._stop_told = True  # the rank's own process may not have had the signal: tell it
+                self._layout.ranks_dir(self.run_id).mkdir(parents=True, exist_ok=True)
+                write_json_atomic(self._layout.rank_stop_file(self.run_id, self.rank), {"reason": self._stop_reason})
         return self._stop_reason is not None
+
+    def _agree_on_stop(self) -> None:
+        """Every rank's stop reason, agreed over a gloo group of torch.distributed's process group
+        (made at the first call, which every rank makes), when torch.distributed is initialized."""
+        dist = sys.modules.get("torch.distributed")
+        if dist is None or not dist.is_available() or not dist.is_initialized():
+            return
+        torch = sys.modules["torch"]
+        if self._stop_group is None:
+            self._stop_group = dist.group.WORLD if dist.get_backend() == "gloo" else dist.new_group(backend="gloo")
+        reason = self._stop_reason
+        code = 0 if reason is None else _STOP_CODES.get(reason, _OWN_REASON)
+        flag = torch.tensor([code], dtype=torch.int32)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=self._stop_group)
+        agreed = int(flag.item())
+        if agreed and reason is None:
+            names = {number: name for name, number in _STOP_CODES.items()}
+            self._stop_reason = names.get(agreed, "stopped by another rank")
 
     @property
     def stop_reason(self) -> Optional[str]:
@@ -162,6 +243,17 @@ class TrialContext:
         """Mark this run as asked to stop (signal handlers call this)."""
         if self._stop_reason is None:
             self._stop_reason = reason
+
+
+def _wait_for(condition: Callable[[], bool], what: str, limit_s: float = CHECKPOINT_WAIT_S) -> None:
+    """Poll ``condition`` until it holds; ``RuntimeError`` naming ``what`` after ``limit_s`` seconds."""
+    deadline = time.monotonic() + limit_s
+    pause = 0.005
+    while not condition():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"gave up after {limit_s:.0f} s waiting for {what}")
+        time.sleep(pause)
+        pause = min(pause * 2, 0.2)
 
 
 def init(install_signal_handlers: bool = True) -> TrialContext:

@@ -33,6 +33,8 @@ def make_run(
     unit: str = "batches",
     records_per_epoch: int = 0,
     experiment: str = "exp",
+    ranks_per_node: int = 1,
+    nodes: int = 1,
 ) -> Path:
     """Write ``<tmp_path>/<experiment>/runs/<run>/spec.json`` (creating the folder layout) and return
     its path. Calls with the same ``tmp_path`` and ``experiment`` share one experiment folder."""
@@ -53,6 +55,7 @@ def make_run(
         data=dict(data or {}),
         records_per_epoch=records_per_epoch,
         parent_checkpoint=str(parent_checkpoint) if parent_checkpoint is not None else None,
+        nodes=nodes, ranks_per_node=ranks_per_node,
     )
     write_json_atomic(layout.spec_file(run_id), spec.to_json())
     return layout.spec_file(run_id)

@@ -727,9 +727,8 @@ def test_determined_sbatch_args_become_settings_and_extra_args():
     assert (config.slurm.time_minutes, config.slurm.account, config.slurm.cpus_per_task) == (120, "proj", 6)
     assert config.slurm.extra_args == (("exclusive", ""), ("mail-type", "END,FAIL"))
     assert config.slurm.gpu_type == "a100"
-    assert config.warnings == (
-        "search.yaml: slurm.slots_per_node: not used by hpo-slurm (hpo-slurm runs one trial per job; GPUs per "
-        "trial come from resources.slots_per_trial), ignored",)
+    assert config.slurm.gpus_per_node == 4  # Determined's slots_per_node is slurm.gpus_per_node
+    assert config.warnings == ()
 
 
 @pytest.mark.parametrize("slurm, message", [

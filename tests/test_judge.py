@@ -6,7 +6,7 @@ import pytest
 
 from hpo_slurm.core.protocol import RunResult
 from hpo_slurm.core.types import RunState
-from hpo_slurm.engine.judge import SUBMISSION_REFUSED, judge
+from hpo_slurm.engine.judge import NODE_FAILED, SUBMISSION_REFUSED, judge
 from hpo_slurm.executors.base import JobState, JobStatus
 
 
@@ -54,6 +54,12 @@ CASES = [
      RunState.TIMEOUT, "reached its time limit"),
     ("scheduler says timeout", run(), trial(), JobStatus(JobState.TIMEOUT), None,
      RunState.TIMEOUT, "reached its time limit"),
+    ("its node failed, no result", run(), trial(), JobStatus(JobState.NODE_FAIL), None,
+     RunState.LOST, NODE_FAILED),
+    ("its node failed while it stopped", run(), trial(), JobStatus(JobState.NODE_FAIL),
+     result("stopped", "preempted"), RunState.PREEMPTED, "preempted"),
+    ("its node failed after the trial failed", run(), trial(), JobStatus(JobState.NODE_FAIL),
+     result("failed", message="boom"), RunState.FAILED, "boom"),
     ("vanished without a result", run(), trial(), JobStatus(JobState.UNKNOWN), None,
      RunState.LOST, "the job vanished without a result"),
     ("unknown job that left a result", run(), trial(), JobStatus(JobState.UNKNOWN), result("failed", message="oom"),

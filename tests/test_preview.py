@@ -50,11 +50,27 @@ def test_determined_worked_example():
 def test_gpu_hours_default_to_slots_per_trial():
     plan = build_plan(determined_example(slots_per_trial=2), seconds_per_unit=0.5)
     assert plan["gpus_per_trial"] == 2
+    assert plan["job_hours"] == pytest.approx(9905 * 0.5 / 3600)
     assert plan["gpu_hours"] == pytest.approx(9905 * 0.5 * 2 / 3600)
     plan = build_plan(determined_example(slots_per_trial=0), seconds_per_unit=3.6, gpus=4)
     assert plan["gpus_per_trial"] == 4 and plan["gpu_hours"] == pytest.approx(9905 * 3.6 * 4 / 3600)
-    assert build_plan(determined_example(slots_per_trial=0), seconds_per_unit=1.0)["gpus_per_trial"] == 1
     assert "gpu_hours" not in build_plan(determined_example())
+
+
+def test_a_trial_of_four_ranks_counts_four_gpu_hours_per_job_hour(capsys):
+    plan = build_plan(determined_example(slots_per_trial=4), seconds_per_unit=3.6)
+    assert (plan["gpus_per_trial"], plan["job_hours"]) == (4, pytest.approx(9.905))
+    assert plan["gpu_hours"] == pytest.approx(4 * 9.905)
+    render_plan(plan)
+    assert "Estimated 39.62 GPU-hours (4 GPUs per trial × 9.90 job hours)" in capsys.readouterr().out
+
+
+def test_trials_without_gpus_are_estimated_in_job_hours(capsys):
+    plan = build_plan(determined_example(slots_per_trial=0), seconds_per_unit=3.6)
+    assert (plan["gpus_per_trial"], plan["job_hours"], plan["gpu_hours"]) == (0, pytest.approx(9.905), 0)
+    render_plan(plan)
+    out = capsys.readouterr().out
+    assert "Estimated 9.90 job hours (slots_per_trial 0: no GPUs)" in out and "GPU-hours" not in out
 
 
 def test_plan_without_brackets_for_other_searchers():

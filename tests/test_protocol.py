@@ -37,8 +37,10 @@ def full_spec(**changes) -> RunSpec:
 def test_a_spec_round_trips_and_keeps_the_field_names_on_disk():
     spec = full_spec()
     data = spec.to_json()
-    assert data == {**SPEC_0_1_0, "protocol": PROTOCOL_VERSION}
+    assert data == {**SPEC_0_1_0, "protocol": PROTOCOL_VERSION, "nodes": 1, "ranks_per_node": 1}
     assert RunSpec.from_json(json.loads(json.dumps(data))) == spec
+    wide = full_spec(nodes=2, ranks_per_node=4)
+    assert wide.world_size == 8 and RunSpec.from_json(wide.to_json()) == wide
 
 
 def test_a_spec_written_by_0_1_0_is_read_with_every_field():

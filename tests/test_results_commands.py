@@ -104,6 +104,25 @@ def test_export_json_jsonl_and_pandas_agree(search, tmp_path):
     assert list(from_csv["hparams.optimizer.lr"]) == pytest.approx(list(from_json["hparams.optimizer.lr"]))
 
 
+def test_export_runs_carry_job_hours_and_gpu_hours_times_slots_per_trial(search, tmp_path):
+    """Each exported run has its wall hours and its GPU-hours; the same runs with 4 GPUs per trial (a
+    trial of 4 ranks) count 4 GPU-hours per job hour, and the CPU-only example counts none."""
+    root, name, res = search
+    shutil.copytree(root / name, tmp_path / name)
+    config = tmp_path / name / "config.yaml"
+    config.write_text(config.read_text().replace("slots_per_trial: 0", "slots_per_trial: 4"))
+    cpu = json.loads(invoke("export", name, "--root", str(root), "--what", "runs", "--format", "json").stdout)
+    gpu = json.loads(invoke("export", name, "--root", str(tmp_path), "--what", "runs", "--format", "json").stdout)
+    assert len(cpu) == len(gpu) == len(res.runs) > 0
+    for run, c, g in zip(res.runs, cpu, gpu):
+        assert c["job_hours"] == g["job_hours"] == pytest.approx((run["ended_at"] - run["started_at"]) / 3600)
+        assert c["gpu_hours"] == 0 and g["gpu_hours"] == pytest.approx(4 * g["job_hours"]) and g["job_hours"] > 0
+    rows = list(csv.DictReader(io.StringIO(
+        invoke("export", name, "--root", str(tmp_path), "--what", "runs", "--format", "csv").stdout)))
+    assert list(rows[0])[-2:] == ["job_hours", "gpu_hours"]
+    assert [float(r["gpu_hours"]) for r in rows] == pytest.approx([g["gpu_hours"] for g in gpu])
+
+
 def test_tensorboard_event_files_hold_every_metric(search, tmp_path):
     root, name, res = search
     out = tmp_path / "tb"

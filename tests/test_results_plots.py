@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import re
+import shutil
 import sys
 from pathlib import Path
 
@@ -78,6 +79,37 @@ def test_best_so_far_against_compute_hours(search):
     gpu_ax = plots.best_vs_compute_figure(gpu).axes[0]
     assert gpu_ax.get_xlabel().startswith("GPU-hours")
     assert results.total_compute_hours(gpu) == pytest.approx(2 * results.total_compute_hours(res))
+
+
+def test_a_trial_of_four_ranks_counts_four_gpu_hours_in_the_picture_and_the_report(search, tmp_path):
+    """The same runs read from a copy whose config asks for 4 GPUs per trial: every compute figure is 4
+    times the job hours and says GPU-hours; the CPU-only original says job hours."""
+    from hpo_slurm.reporting.report import render
+    from hpo_slurm.reporting.status import summarize
+
+    root, name, res = search
+    shutil.copytree(root / name, tmp_path / name)
+    config = tmp_path / name / "config.yaml"
+    config.write_text(re.sub(r"slots_per_trial: 0\b", "slots_per_trial: 4", config.read_text()))
+    gpu = results.load(experiment.find(tmp_path, name))
+    assert gpu.config.slots_per_trial == 4 and res.config.slots_per_trial == 0
+    hours = results.compute_hours_at(res, res.read_at)  # job hours up to the same moment
+    assert results.compute_hours_at(gpu, res.read_at) == pytest.approx(4 * hours)
+    ax = plots.best_vs_compute_figure(gpu).axes[0]
+    assert ax.get_xlabel() == "GPU-hours (4 GPUs per trial × job hours)"
+    (step,) = [line for line in ax.get_lines() if line.get_gid() == "best-so-far"]
+    cpu_step = [line for line in plots.best_vs_compute_figure(res).axes[0].get_lines()
+                if line.get_gid() == "best-so-far"][0]
+    assert list(step.get_xdata()) == pytest.approx([4 * x for x in cpu_step.get_xdata()])
+    page = render(gpu, summarize(gpu.layout), {})
+    assert re.search(r"<tr><th>GPU-hours</th><td>([0-9.e-]+) <span class=\"muted\">GPU-hours \(4 GPUs per trial "
+                     r"× job hours\)</span>", page)
+    total = float(re.search(r"<th>GPU-hours</th><td>([0-9.e-]+)", page).group(1))
+    assert total == pytest.approx(results.total_compute_hours(gpu), rel=1e-3)
+    assert total == pytest.approx(4 * results.total_compute_hours(res), rel=1e-3)  # the runs all ended
+    cpu_page = render(res, summarize(res.layout), {})
+    assert "<th>compute hours</th>" in cpu_page and "job hours; slots_per_trial is 0, no GPUs" in cpu_page
+    assert "GPU-hours" not in cpu_page
 
 
 def test_one_panel_per_hyperparameter_with_its_scale(search):

@@ -1,8 +1,11 @@
 """Slurm output parsers, on literal output captured from Slurm 22.05."""
 
+import pytest
+
 from hpo_slurm.executors.base import JobState
 from hpo_slurm.executors.slurm.parse import (
-    expand_array_ids, is_retryable, is_submit_limit, parse_names, parse_sacct, parse_scontrol_config, parse_squeue,
+    expand_array_ids, gres_gpus, is_retryable, is_submit_limit, parse_names, parse_sacct, parse_scontrol_config,
+    parse_sinfo_gpus, parse_squeue,
 )
 
 SACCT = """\
@@ -77,3 +80,33 @@ def test_submitted_job_id_and_error_classes():
     assert is_submit_limit("sbatch: error: QOSMaxSubmitJobPerUserLimit")
     assert not is_submit_limit("sbatch: error: Slurm temporarily unable to accept job, sleeping and retrying")
     assert not is_submit_limit("sbatch: error: Batch job submission failed: Invalid partition name specified")
+
+
+@pytest.mark.parametrize("gres, gpus", [
+    ("gpu:4", 4), ("gpu:a100:4(S:0-1)", 4), ("gpu:a100:2,gpu:v100:4", 6), ("gpu:a100:2(S:0),gpu:v100:4(S:1)", 6),
+    ("gpu:tesla:2(IDX:0,1),lscratch:100", 2), ("gpu:a100", 1), ("gpu", 1), ("(null)", 0), ("lscratch:100", 0),
+    ("mps:200,gpu:8(S:0-3)", 8), ("", 0),
+])
+def test_gpus_in_a_nodes_gres(gres, gpus):
+    assert gres_gpus(gres) == gpus
+
+
+# sinfo -h -a -o '%P|%G' shaped as Slurm 22.05 prints it, for a cluster whose default partition
+# mixes node kinds
+SINFO = """\
+gpu*|gpu:a100:4(S:0-1)
+gpu*|gpu:a100:8(S:0-1)
+gpu*|(null)
+mixed|gpu:a100:2,gpu:v100:4
+cpu|(null)
+debug|gpu:2
+debug|gpu:1
+"""
+
+
+def test_sinfo_gives_the_most_gpus_of_a_node_per_partition_and_the_default():
+    assert parse_sinfo_gpus(SINFO) == ({"gpu": 8, "mixed": 6, "cpu": 0, "debug": 2}, "gpu")
+    assert parse_sinfo_gpus("cpu|(null)\n") == ({"cpu": 0}, None)  # no default partition
+    assert parse_sinfo_gpus("") == ({}, None)
+    # captured from scripts/local-slurm.sh's cluster (two nodes of 2 GPUs, grouped on one row)
+    assert parse_sinfo_gpus("debug*|gpu:2\nurgent|gpu:2\n") == ({"debug": 2, "urgent": 2}, "debug")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import sqlite3
 from collections import Counter
 from pathlib import Path
@@ -197,3 +198,124 @@ def test_runs_not_yet_given_to_the_scheduler_are_told_apart_from_queued_ones(tmp
     console = Console(width=200, record=True)
     console.print(summary_panel(summary))
     assert f"runs: {waiting} not yet submitted" in console.export_text()
+
+
+def copy_with_slots(root: Path, name: str, target: Path, slots: int) -> Path:
+    """A copy of experiment ``name`` under ``target`` whose config asks for ``slots`` GPUs per trial."""
+    shutil.copytree(root / name, target / name)
+    config = target / name / "config.yaml"
+    data = yaml.safe_load(config.read_text())
+    data.setdefault("resources", {})["slots_per_trial"] = slots
+    config.write_text(yaml.safe_dump(data, sort_keys=False))
+    return target
+
+
+def panel_text(summary: dict) -> str:
+    from rich.console import Console
+
+    from hpo_slurm.reporting.views import summary_panel
+
+    console = Console(width=200, record=True)
+    console.print(summary_panel(summary))
+    return console.export_text()
+
+
+def test_gpu_hours_are_job_hours_times_slots_per_trial(adaptive, tmp_path):
+    """The example trains on CPUs (slots_per_trial 0): job hours, said so; the same runs with 4 GPUs
+    per trial (a trial of 4 ranks) count 4 GPU-hours per job hour."""
+    root, name = adaptive
+    cpu = status_json(root, name)
+    assert cpu["slots_per_trial"] == 0 and cpu["gpu_hours"] == 0 and cpu["job_hours"] > 0
+    text = panel_text(cpu)
+    assert f"job hours {cpu['job_hours']:.2f} (slots_per_trial 0: no GPUs)" in text and "GPU-hours" not in text
+    gpu = status_json(copy_with_slots(root, name, tmp_path, 4), name)
+    assert gpu["slots_per_trial"] == 4 and gpu["job_hours"] == cpu["job_hours"]
+    assert gpu["gpu_hours"] == pytest.approx(4 * cpu["job_hours"])
+    assert f"GPU-hours {gpu['gpu_hours']:.2f} (4 GPUs per trial × {cpu['job_hours']:.2f} job hours)" in panel_text(gpu)
+
+
+def test_running_runs_show_the_nodes_of_their_last_attempt(tmp_path, monkeypatch):
+    """A search mid-way whose running jobs wrote their attempts files: each RUNNING run shows the nodes
+    of its last attempt (``nodes``, else ``host``); no other run's attempts file is read."""
+    from rich.console import Console
+
+    from hpo_slurm.core.fsio import append_line
+    from hpo_slurm.reporting import status
+    from hpo_slurm.reporting.views import active_runs_table, trials_table
+
+    layout, _ = create_experiment(REPO / "benchmarks" / "configs" / "hartmann6.yaml", tmp_path / "runs", name="nodes")
+    simulation = Simulation(layout, "hpo_slurm.benchmarks.hartmann:good", workers=4)
+    simulation.open_driver()
+    try:
+        while True:
+            simulation.step()
+            runs = db(layout.dir.parent, "nodes", "SELECT id, trial_id, state FROM runs ORDER BY rowid")
+            running = [r for r in runs if r["state"] == "RUNNING"]
+            ended = [r for r in runs if r["state"] == "SUCCEEDED"]
+            if len(running) >= 3 and ended:
+                break
+
+        def attempts(run_id: str, *lines: dict) -> None:
+            layout.run_dir(run_id).mkdir(parents=True, exist_ok=True)
+            for line in lines:
+                append_line(layout.attempts_file(run_id), json.dumps(line))
+
+        first, second, third = running[:3]
+        attempts(first["id"], {"attempt": 1, "host": "node7", "nodes": ["node7"], "time": 1.0},  # requeued since
+                 {"attempt": 2, "host": "node1", "nodes": ["node1", "node2", "node3", "node5"], "time": 2.0})
+        attempts(second["id"], {"attempt": 1, "host": "login2", "pid": 12, "time": 1.0})  # no "nodes": its host
+        # third: no attempts file yet; an ended run's file is not read
+        attempts(ended[0]["id"], {"attempt": 1, "host": "old", "nodes": ["old1"], "time": 1.0})
+        read = []
+        real = status.last_attempt_nodes
+        monkeypatch.setattr(status, "last_attempt_nodes", lambda path: read.append(path) or real(path))
+        summary = summarize(ExperimentLayout(layout.dir), trials="all")
+    finally:
+        simulation.close()
+    assert sorted(read) == sorted(layout.attempts_file(r["id"]) for r in running)
+    nodes = {r["run_id"]: r["nodes"] for t in summary["trials"] for r in t["runs"]}
+    assert nodes[first["id"]] == ["node1", "node2", "node3", "node5"] and nodes[second["id"]] == ["login2"]
+    assert nodes[third["id"]] is None and nodes[ended[0]["id"]] is None
+    assert all(nodes[r["id"]] is None for r in runs if r["state"] != "RUNNING")
+    active = {r["run_id"]: r["nodes"] for r in summary["active_runs"]}
+    assert active[first["id"]] == ["node1", "node2", "node3", "node5"]
+    console = Console(width=200, record=True)
+    console.print(trials_table(summary["trials"], width=200))
+    console.print(active_runs_table(summary))
+    text = console.export_text()
+    row = {int(i): line for i, line in re.findall(r"^│ +(\d+) +│(.*)$", text, re.M)}
+    assert len(re.findall(r"┃ nodes +┃", text)) == 2  # a column in both tables
+    assert "node[1-3,5]" in row[first["trial_id"]] and "login2" in row[second["trial_id"]]
+    assert "old1" not in text
+    assert re.search(rf"{first['id']} .*node\[1-3,5\]", text)  # the active runs table too
+
+
+def test_last_attempt_nodes_reads_the_end_of_the_file(tmp_path):
+    from hpo_slurm.core.fsio import append_line
+    from hpo_slurm.reporting.nodes import last_attempt_nodes
+
+    path = tmp_path / "attempts.jsonl"
+    assert last_attempt_nodes(path) is None  # the job has not started yet
+    for attempt in range(1, 2001):  # a job requeued 2,000 times: far more than the part read
+        append_line(path, json.dumps({"attempt": attempt, "host": f"h{attempt}", "nodes": [f"n{attempt}", "gpu01"]}))
+    assert path.stat().st_size > 64 * 1024
+    assert last_attempt_nodes(path) == ["n2000", "gpu01"]
+    append_line(path, json.dumps({"attempt": 2001, "host": "h2001", "nodes": []}))  # an empty list: its host
+    assert last_attempt_nodes(path) == ["h2001"]
+    with open(path, "a") as handle:
+        handle.write('{"attempt": 2002, "host": "h20')  # a line cut short by a killed job
+    assert last_attempt_nodes(path) == ["h2001"]
+    path.write_text('{"attempt": 1, "pid": 5}\n')
+    assert last_attempt_nodes(path) is None  # names no node
+
+
+@pytest.mark.parametrize("names, text", [
+    (["node1", "node2"], "node[1-2]"), (["node1", "node2", "node3", "node5"], "node[1-3,5]"),
+    (["node3", "node1", "node2", "node1"], "node[1-3]"), (["login2"], "login2"), (["node9", "node10"], "node[9-10]"),
+    (["gpu099", "gpu100", "gpu7"], "gpu[099-100],gpu7"), (["a1", "b1", "a2", "host.example.org"], "a[1-2],b1,host.example.org"),
+    ([], ""),
+])
+def test_node_lists_are_written_as_slurm_writes_them(names, text):
+    from hpo_slurm.reporting.nodes import compact_nodes
+
+    assert compact_nodes(names) == text

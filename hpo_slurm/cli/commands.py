@@ -137,6 +137,10 @@ def launch(config_path: str, name, root, executor: str, context, detach: bool, a
         warning = SlurmExecutor(config, root_path / name).check(config.slots_per_trial, config.slurm.time_minutes)
         if warning:
             _warn(warning)
+    elif executor == "local":  # a trial this machine cannot hold is refused before anything is created
+        from hpo_slurm.executors.local import LocalExecutor
+
+        LocalExecutor().placement(config)
     if as_job:  # its script too
         from hpo_slurm.engine import driver_job
         from hpo_slurm.core.layout import ExperimentLayout

@@ -24,6 +24,7 @@ from hpo_slurm.config.sampler_section import SAMPLING_SEARCHERS, SamplerConfig, 
 from hpo_slurm.config.slurm_section import parse_slurm
 from hpo_slurm.config.checks import LENGTH_UNITS, MAX_LENGTH, MAX_POWER, MAX_RUNGS, MAX_TRIALS, Checker, Length, show
 from hpo_slurm.core.errors import ConfigError
+from hpo_slurm.core.placement import PlacementError, place
 from hpo_slurm.config.space import Nested
 
 SEARCHER_NAMES = ("single", "grid", "random", "adaptive_asha", "async_halving", "pbt")
@@ -73,6 +74,9 @@ class SlurmConfig:
     mem: Optional[str] = None  # as sbatch takes it: "16G", "4000M"
     constraint: Optional[str] = None
     gpu_type: Optional[str] = None  # "a100" -> --gpus-per-node=a100:N
+    # GPUs per node of the partition (slurm.gpus_per_node or Determined's slurm.slots_per_node); None:
+    # not known, so a trial of resources.slots_per_trial GPUs must fit on one node
+    gpus_per_node: Optional[int] = None
     # extra sbatch options, name without dashes -> value; "" is a bare flag (--exclusive)
     extra_args: Tuple[Tuple[str, str], ...] = ()
     setup: Tuple[str, ...] = ()  # shell lines run before the trial: module load ..., conda activate ...
@@ -98,7 +102,7 @@ class ExperimentConfig:
     description: str = ""
     max_restarts: int = 5
     seed: int = 0  # reproducibility.experiment_seed
-    slots_per_trial: int = 1  # GPUs per trial
+    slots_per_trial: int = 1  # GPUs per trial; more than 1 runs one rank per GPU (core.placement)
     records_per_epoch: int = 0
     checkpoint_storage: CheckpointStorage = CheckpointStorage()
     slurm: SlurmConfig = SlurmConfig()
@@ -244,6 +248,7 @@ def parse_config(data: Any, source: str, base_dir: Optional[str] = None) -> Expe
         min_checkpoint_period=_period(ck, top, "min_checkpoint_period"),
         perform_initial_validation=_optional(top, "perform_initial_validation", "", ck.boolean, False),
     )
+    _check_placement(ck, settings["slots_per_trial"], settings["slurm"].gpus_per_node)
     return ExperimentConfig(
         source=source, name=name, entrypoint=entrypoint, hyperparameters=space, searcher=searcher,
         description=description, raw=copy.deepcopy(top), warnings=tuple(ck.warnings), **settings)
@@ -253,6 +258,15 @@ def _optional(section: Dict[str, Any], key: str, path: str, read, default, **lim
     """``read(section[key], path.key, **limits)``, or ``default`` when the key is absent or null."""
     value = section.get(key)
     return default if value is None else read(value, checks.join(path, key), **limits)
+
+
+def _check_placement(ck: Checker, slots: int, gpus_per_node: Optional[int]) -> None:
+    """A trial of ``slots`` GPUs must have a node layout on nodes of ``gpus_per_node`` GPUs (when that
+    is known): else an error on resources.slots_per_trial saying what would fit."""
+    try:
+        place(slots, gpus_per_node)
+    except PlacementError as exc:
+        ck.fail("resources.slots_per_trial", str(exc))
 
 
 def _period(ck: Checker, top: Dict[str, Any], key: str) -> Optional[Length]:

@@ -1,6 +1,8 @@
 """The ``slurm:`` section of an experiment config: Slurm's time and memory formats, sbatch options
 (``extra_args``, Determined's ``sbatch_args``) checked before any script is rendered, with the options
-hpo-slurm sets itself refused by name, and the setup lines every job runs first."""
+hpo-slurm sets itself refused by name, the setup lines every job runs first, and the GPUs per node
+(``gpus_per_node``, or Determined's name for it, ``slots_per_node``) that a distributed trial is
+placed by."""
 
 from __future__ import annotations
 
@@ -11,17 +13,19 @@ from typing import Any, Dict, List, Tuple
 from hpo_slurm.config.checks import Checker, is_int, is_number, join, show
 
 SLURM_KEYS = ("partition", "account", "qos", "time", "cpus_per_task", "mem", "constraint", "gpu_type",
-              "extra_args", "setup", "signal_delay", "poll_interval", "array_template", "sbatch_args")
-SLURM_IGNORED = {
-    "slots_per_node": "hpo-slurm runs one trial per job; GPUs per trial come from resources.slots_per_trial",
-}
+              "gpus_per_node", "slots_per_node", "extra_args", "setup", "signal_delay", "poll_interval",
+              "array_template", "sbatch_args")
+SLURM_IGNORED: Dict[str, str] = {}
+GPUS_PER_NODE_KEYS = ("gpus_per_node", "slots_per_node")  # one setting: hpo-slurm's name, Determined's
+_PLACEMENT = "set resources.slots_per_trial and slurm.gpus_per_node instead"
 # sbatch options with their own setting: extra_args must not set them, sbatch_args may (and sets it)
 _DEDICATED = {"partition": "partition", "account": "account", "qos": "qos", "time": "time",
               "cpus-per-task": "cpus_per_task", "mem": "mem", "constraint": "constraint"}
 _MANAGED = {
     "gpus": "set resources.slots_per_trial (and slurm.gpu_type) instead",
-    "gpus-per-node": "set resources.slots_per_trial (and slurm.gpu_type) instead",
+    "gpus-per-node": "set resources.slots_per_trial, slurm.gpus_per_node (and slurm.gpu_type) instead",
     "gpus-per-task": "set resources.slots_per_trial (and slurm.gpu_type) instead",
+    **{name: _PLACEMENT for name in ("nodes", "ntasks", "ntasks-per-node")},
     "signal": "set slurm.signal_delay instead",
     "no-requeue": "preempted jobs must requeue to resume from their checkpoints",
     "chdir": "hpo-slurm sets the jobs' working folder (their log paths are relative to it)",
@@ -111,7 +115,8 @@ def _sbatch_args(ck: Checker, value: Any, path: str) -> List[Tuple[str, Any, str
 
 def parse_slurm(ck: Checker, value: Any, path: str, base_dir: str) -> Dict[str, Any]:
     """The ``slurm:`` section as keyword arguments of ``SlurmConfig``. ``array_template`` is
-    resolved against ``base_dir`` and must exist."""
+    resolved against ``base_dir`` and must exist. ``gpus_per_node`` and ``slots_per_node`` are one
+    setting (a positive integer); both given is an error naming both."""
     section = ck.mapping(value, path)
     ck.check_keys(section, path, SLURM_KEYS, SLURM_IGNORED)
     given = {key: (val, join(path, key)) for key, val in section.items() if val is not None}
@@ -168,6 +173,12 @@ def parse_slurm(ck: Checker, value: Any, path: str, base_dir: str) -> Dict[str, 
         if not isinstance(val, str) or not _GPU_TYPE_RE.fullmatch(val):
             ck.fail(where, f"expected a GPU type of letters, digits, '_', '-' and '.', got {show(val)}")
         out["gpu_type"] = val
+    gpus_per_node = [key for key in GPUS_PER_NODE_KEYS if key in given]
+    if len(gpus_per_node) == 2:
+        ck.fail(given["slots_per_node"][1], f"the same setting as {given['gpus_per_node'][1]} (Determined's "
+                                            f"name for it); keep one")
+    if gpus_per_node:
+        out["gpus_per_node"] = ck.integer(*given[gpus_per_node[0]], minimum=1)
     if "setup" in given:
         out["setup"] = _setup_lines(ck, *given["setup"])
     if "signal_delay" in given:

@@ -72,6 +72,17 @@ class ExperimentLayout:
         """Written by the driver when the searcher no longer needs this run's work."""
         return self.run_dir(run_id) / "stop"
 
+    def ranks_dir(self, run_id: str) -> Path:
+        """Where each rank of a trial of several ranks writes how it ended."""
+        return self.run_dir(run_id) / "ranks"
+
+    def rank_result_file(self, run_id: str, rank: int) -> Path:
+        return self.ranks_dir(run_id) / f"rank-{rank}.json"
+
+    def rank_stop_file(self, run_id: str, rank: int) -> Path:
+        """Written by rank ``rank``'s trial when it agreed to stop, with the reason."""
+        return self.ranks_dir(run_id) / f"stopping-{rank}.json"
+
     def attempts_file(self, run_id: str) -> Path:
         """One line per start of the job (a job Slurm requeues starts again under the same id)."""
         return self.run_dir(run_id) / "attempts.jsonl"

@@ -13,10 +13,15 @@ Files, per run ``<run>`` of trial ``<id>`` (all JSON is UTF-8; whole files are p
 ``runs/<run>/attempts.jsonl``
     One line per start of the job (a job the scheduler requeues starts again under the same id):
     ``{"attempt": n, "host", "pid", "job_id", "array_job_id", "array_task_id", "restart_count",
-    "cuda_visible_devices", "time"}``.
+    "cuda_visible_devices", "nodes", "time"}`` (``nodes``: the names of the nodes the job holds).
 ``runs/<run>/stop``
     Empty; created by the driver when the search no longer needs the run. ``<experiment>/stop-requested``
     does the same for every run. A trial sees either as ``should_stop()`` (reason ``search_stopped``).
+``runs/<run>/ranks/rank-<k>.json`` (``RunResult``)
+    How rank ``k`` of a trial of several ranks ended, written by that rank's process; the job merges
+    them into ``result.json`` (``hpo_slurm.tasks.ranks``). ``ranks/stopping-<k>.json``: ``{"reason": str}``,
+    written by rank ``k``'s trial when ``should_stop()`` first said yes (the rank's process may not
+    have received the signal itself). The folder is removed when an attempt starts.
 ``runs/<run>/invalid_hp.json``
     ``{"message": str}``: the trial raised ``trial.InvalidHP``; its result's status becomes ``invalid_hp``.
 ``trials/<id>/metrics.jsonl`` (``MetricLine``)
@@ -132,7 +137,9 @@ class RunSpec:
     ``parent_checkpoint``: the checkpoint a PBT child starts from when it has none of its own.
     ``time_limit_s`` and ``signal_delay_s``: the job's time limit and how long before it the warning
     signal comes (they tell a time-limit warning from a preemption). ``data`` and
-    ``records_per_epoch``: the experiment config's, for the script."""
+    ``records_per_epoch``: the experiment config's, for the script. ``nodes`` and ``ranks_per_node``:
+    where the trial's processes go (``core.placement``); more than one rank in all makes the job launch
+    one process per rank (``hpo_slurm.tasks.ranks``)."""
 
     experiment_dir: str
     context_dir: str
@@ -151,6 +158,13 @@ class RunSpec:
     signal_delay_s: float = 0
     data: Dict[str, Any] = field(default_factory=dict)
     records_per_epoch: int = 0
+    nodes: int = 1
+    ranks_per_node: int = 1
+
+    @property
+    def world_size(self) -> int:
+        """The number of processes (ranks) the trial runs as."""
+        return self.nodes * self.ranks_per_node
 
     def to_json(self) -> Dict[str, Any]:
         """The ``spec.json`` object: every field under its own name, and the protocol version."""
@@ -184,7 +198,8 @@ _SPEC_TYPES: Dict[str, Tuple[type, ...]] = {
     "experiment_dir": (str,), "context_dir": (str,), "trial_id": (int,), "run_id": (str,), "hparams": (dict,),
     "target_length": (int,), "entrypoint": (str,), "experiment": (str,), "from_length": (int,), "unit": (str,),
     "parent_checkpoint": (str,), "metric": (str,), "smaller_is_better": (bool,), "time_limit_s": (int, float),
-    "signal_delay_s": (int, float), "data": (dict,), "records_per_epoch": (int,),
+    "signal_delay_s": (int, float), "data": (dict,), "records_per_epoch": (int,), "nodes": (int,),
+    "ranks_per_node": (int,),
 }
 
 

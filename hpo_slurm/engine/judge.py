@@ -11,6 +11,7 @@ from hpo_slurm.core.types import RunState
 from hpo_slurm.executors.base import JobState, JobStatus
 
 SUBMISSION_REFUSED = "submission refused"  # the reason of a run whose sbatch was refused for good
+NODE_FAILED = "a node of its job failed"  # not the trial's failure: it resumes from its checkpoint
 # exit codes of a job killed by SIGTERM, SIGUSR1 or SIGUSR2 (as the signal number or 128 + it)
 STOP_SIGNAL_EXITS = frozenset(
     n for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2) for n in (int(sig), 128 + int(sig)))
@@ -22,8 +23,8 @@ def judge(run: Mapping[str, Any], trial: Mapping[str, Any], status: JobStatus,
     its job and the result file its job wrote (None when it wrote none). In order of precedence:
     the trial validated at the run's target (SUCCEEDED); the search stopped it (CANCELLED); the trial
     raised InvalidHP (FAILED); preempted, also by a stop signal before the trial could take it
-    (PREEMPTED); out of time (TIMEOUT); gone without a result (LOST); everything else FAILED, with the
-    most specific reason known."""
+    (PREEMPTED); out of time (TIMEOUT); a node of its job failed, or gone without a result (LOST);
+    everything else FAILED, with the most specific reason known."""
     stop_reason = result.stop_reason if result is not None else None
     result_status = result.status if result is not None else None
     if (trial["validated_length"] or 0) >= run["to_length"]:
@@ -39,6 +40,8 @@ def judge(run: Mapping[str, Any], trial: Mapping[str, Any], status: JobStatus,
         return RunState.PREEMPTED, "preempted"
     if stop_reason == StopReason.TIME_LIMIT or status.state == JobState.TIMEOUT:
         return RunState.TIMEOUT, "reached its time limit"
+    if status.state == JobState.NODE_FAIL and result_status is not RunStatus.FAILED:
+        return RunState.LOST, NODE_FAILED
     if result is None and status.state == JobState.UNKNOWN:
         return RunState.LOST, "the job vanished without a result"
     if status.reason.startswith(SUBMISSION_REFUSED):

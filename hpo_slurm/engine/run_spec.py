@@ -8,6 +8,7 @@ from typing import Any, Mapping, Optional, Tuple
 
 from hpo_slurm.config.schema import ExperimentConfig
 from hpo_slurm.core.layout import ExperimentLayout
+from hpo_slurm.core.placement import Placement
 from hpo_slurm.core.protocol import RunSpec
 
 
@@ -15,9 +16,10 @@ class RunSpecs:
     """Builds the specs of one experiment's runs. Its folders are resolved once (symbolic links
     followed: jobs run on other nodes, in other folders), at the first spec."""
 
-    def __init__(self, config: ExperimentConfig, layout: ExperimentLayout):
+    def __init__(self, config: ExperimentConfig, layout: ExperimentLayout, placement: Placement = Placement()):
         self.config = config
         self.layout = layout
+        self.placement = placement
         self._dirs: Optional[Tuple[str, str]] = None  # the experiment and context folders, resolved
 
     def build(self, trial: Mapping[str, Any], run: Mapping[str, Any]) -> RunSpec:
@@ -36,4 +38,5 @@ class RunSpecs:
             time_limit_s=run["time_minutes"] * 60 if run["time_minutes"] else None,
             signal_delay_s=config.slurm.signal_delay_s,
             data=config.data, records_per_epoch=config.records_per_epoch,
+            nodes=self.placement.nodes, ranks_per_node=self.placement.ranks_per_node,
         )

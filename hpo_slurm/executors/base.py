@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
 from hpo_slurm.config.schema import ExperimentConfig
+from hpo_slurm.core.errors import UserError
+from hpo_slurm.core.placement import Placement, PlacementError, place
 from hpo_slurm.core.protocol import MetricLine, RunResult, RunSpec
 
 
@@ -21,6 +23,7 @@ class JobState(str, enum.Enum):
     CANCELLED = "CANCELLED"
     PREEMPTED = "PREEMPTED"
     TIMEOUT = "TIMEOUT"
+    NODE_FAIL = "NODE_FAIL"  # a node the job held failed (went DOWN, or its slurmd stopped answering)
     UNKNOWN = "UNKNOWN"  # the scheduler no longer knows the job
 
     @property
@@ -44,7 +47,8 @@ class JobStatus:
 class JobRequest:
     """One run to start. ``job_name`` is unique on the cluster so a restarted driver can find it.
     ``spec`` is what the run's job reads, given only to executors with ``delivers_specs``; for the
-    others the driver has written it to ``spec_path`` before submitting."""
+    others the driver has written it to ``spec_path`` before submitting. ``gpus``: the trial's GPUs in
+    all; ``placement``: how its ranks spread over nodes (``Executor.placement``)."""
 
     run_id: str
     job_name: str
@@ -53,6 +57,7 @@ class JobRequest:
     gpus: int
     time_minutes: Optional[int] = None
     spec: Optional[RunSpec] = field(default=None, compare=False, hash=False, repr=False)
+    placement: Placement = Placement()
 
 
 @dataclass(frozen=True)
@@ -86,6 +91,12 @@ class Executor:
     # writes no per-run spec file. False: the driver writes ``spec_path`` before ``submit``.
     delivers_specs = False
 
+    def placement(self, config: ExperimentConfig) -> Placement:
+        """Where each trial of ``config`` runs its ranks (``core.placement``): on one node here; the
+        executors that know their nodes override it. ``UserError`` naming the config's key when the
+        trial cannot be placed."""
+        return placement_or_error(config, None)
+
     def submit(self, requests: Sequence[JobRequest]) -> List[Submitted]:
         """Start every request; the result is in request order."""
         raise NotImplementedError
@@ -106,6 +117,15 @@ class Executor:
         """Stop the jobs (the trials get SIGTERM and checkpoint). Jobs that already ended are skipped.
         Raises SchedulerError when the request could not be delivered."""
         raise NotImplementedError
+
+
+def placement_or_error(config: ExperimentConfig, gpus_per_node: Optional[int]) -> Placement:
+    """``place(config.slots_per_trial, gpus_per_node)``, its refusal as a ``UserError`` naming the
+    config file and ``resources.slots_per_trial``."""
+    try:
+        return place(config.slots_per_trial, gpus_per_node)
+    except PlacementError as exc:
+        raise UserError(f"{config.source}: resources.slots_per_trial: {exc}") from None
 
 
 class Workspace:

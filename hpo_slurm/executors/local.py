@@ -2,7 +2,8 @@
 
 Each run gets its own controller process in a new session, so Ctrl-C on the driver leaves trials
 running and a restarted driver re-adopts them by pid. GPUs, when the machine has any, are handed out
-per run through CUDA_VISIBLE_DEVICES.
+per run through CUDA_VISIBLE_DEVICES. A trial of several ranks runs them as local processes started
+by its job (``hpo_slurm.tasks.ranks``), all on this machine; on a machine without GPUs they run on CPU.
 """
 
 from __future__ import annotations
@@ -19,7 +20,11 @@ from submitit.local import local as submitit_local
 
 from hpo_slurm.core.errors import UserError
 from hpo_slurm.tasks.job import run_job
-from hpo_slurm.executors.base import Executor, JobRequest, JobState, JobStatus, SubmitError, Submitted
+from hpo_slurm.config.schema import ExperimentConfig
+from hpo_slurm.core.placement import Placement
+from hpo_slurm.executors.base import (
+    Executor, JobRequest, JobState, JobStatus, SubmitError, Submitted, placement_or_error,
+)
 
 NO_TIME_LIMIT_MINUTES = 60 * 24 * 30
 
@@ -79,6 +84,14 @@ class LocalExecutor(Executor):
         self.signal_delay_s = signal_delay_s
         self._processes: Dict[str, subprocess.Popen] = {}
         self._gpus_by_job: Dict[str, List[int]] = {}
+
+    def placement(self, config: ExperimentConfig) -> Placement:
+        """Every rank on this machine; refused when the machine has GPUs but fewer than a trial's."""
+        slots = config.slots_per_trial
+        if self.total_gpus and slots > self.total_gpus:
+            raise UserError(f"{config.source}: resources.slots_per_trial: {slots} GPUs per trial, but this "
+                            f"machine has {self.total_gpus} (nvidia-smi, or $HPO_SLURM_LOCAL_GPUS)")
+        return placement_or_error(config, None)
 
     def submit(self, requests: Sequence[JobRequest]) -> List[Submitted]:
         submitted = []

@@ -3,7 +3,9 @@
 Row shapes (``rows(results, what)``):
   trials   id, state, parent, length_reached, target_length, best_metric, best_length, latest_metric,
            restarts, preemptions, checkpoint_bytes, created_at, ended_at, exit_reason, message, hparams
-  runs     every column of the runs table (times are Unix seconds)
+  runs     every column of the runs table (times are Unix seconds), then job_hours (the run's wall hours,
+           null until it has started and ended) and gpu_hours (job_hours times resources.slots_per_trial:
+           a trial of N ranks holds N GPUs; 0 when trials use no GPU)
   metrics  trial_id, run_id, kind (training|validation), length, time, metrics
 
 ``hparams`` and ``metrics`` stay nested in JSON and JSON Lines; CSV flattens them to dotted columns
@@ -36,11 +38,19 @@ def rows(results: Results, what: str) -> List[Dict[str, Any]]:
         return [{**{f: (t["validated_length"] or 0) if f == "length_reached" else t[f] for f in TRIAL_FIELDS},
                  "hparams": t["hparams"]} for t in results.trials]
     if what == "runs":
-        return [dict(r) for r in results.runs]
+        slots = results.config.slots_per_trial
+        return [{**r, **_hours(r, slots)} for r in results.runs]
     if what == "metrics":
         return [{"trial_id": m["trial_id"], "run_id": m["run_id"], "kind": m["kind"], "length": m["length"],
                  "time": m["time"], "metrics": m["metrics"]} for m in results.metrics]
     raise UserError(f"--what {what!r}: expected one of {', '.join(WHAT)}")
+
+
+def _hours(run: Dict[str, Any], slots: int) -> Dict[str, Any]:
+    if not (run["started_at"] and run["ended_at"]):
+        return {"job_hours": None, "gpu_hours": None}
+    job_hours = max(0.0, run["ended_at"] - run["started_at"]) / 3600.0
+    return {"job_hours": job_hours, "gpu_hours": job_hours * slots}
 
 
 def write(table: List[Dict[str, Any]], fmt: str, out: IO[str]) -> None:

@@ -36,8 +36,12 @@ def render_plan(plan: Dict[str, Any]) -> None:
     for row in plan["plan"]:
         table.add_row(f"{row['length']:,}", str(row["trials"]), f"{row['length'] * row['trials']:,}")
     console.print(table)
-    if "gpu_hours" in plan:
-        console.print(
-            f"Estimated [bold]{plan['gpu_hours']:,.2f} GPU-hours[/bold] "
-            f"({plan['gpus_per_trial']} GPU(s) per trial)"
-        )
+    if "gpu_hours" not in plan:
+        return
+    gpus = plan["gpus_per_trial"]
+    job_hours = plan["job_hours"]
+    if gpus:
+        console.print(f"Estimated [bold]{plan['gpu_hours']:,.2f} GPU-hours[/bold] "
+                      f"({gpus} GPU{'s' if gpus > 1 else ''} per trial × {job_hours:,.2f} job hours)")
+    else:
+        console.print(f"Estimated [bold]{job_hours:,.2f} job hours[/bold] (slots_per_trial 0: no GPUs)")

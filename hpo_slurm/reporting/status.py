@@ -3,7 +3,8 @@
 The summary is computed with the store's SQL aggregates (counts by state, sums, ``ORDER BY ... LIMIT``), so its
 cost does not grow with a Python object per trial: a 100,000-trial experiment summarizes in a few
 table scans. The listing of trials with their runs is asked for explicitly (``trials="all"`` or the
-latest N)."""
+latest N). The nodes of a run come from its attempts file, read only for the RUNNING runs the summary
+shows, so that cost follows the jobs running now, not the experiment's size."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from hpo_slurm.core.layout import ExperimentLayout
 from hpo_slurm.experiment.lock import driver_alive
 from hpo_slurm.experiment.rows import RunRow, TrialRow
 from hpo_slurm.experiment.store import Store
+from hpo_slurm.reporting.nodes import last_attempt_nodes
 from hpo_slurm.core.types import RunState, TrialState
 
 TOP_TRIALS = 10  # trials listed by their best metric in every summary
@@ -43,12 +45,14 @@ def summarize(layout: ExperimentLayout, trials: TrialsWanted = None) -> Dict[str
     ``name``, ``state``, ``searcher``, ``executor``, ``metric``, ``smaller_is_better``, ``progress``,
     ``driver``, ``trial_counts`` and ``run_counts`` (every state, zeros included; ``runs_unsubmitted``
     says how many of the SUBMITTED runs have no job yet), ``job_hours`` (wall
-    hours of the runs that started and ended) and ``gpu_hours`` (times ``slots_per_trial``),
-    ``checkpoint_bytes``, ``best`` (trial_id, metric, length, hparams; None before any validation),
-    ``top_trials`` (the TOP_TRIALS best trials by the searcher's metric, best first, each with its
-    runs), ``active_runs`` (at most ACTIVE_RUNS submitted or running runs, oldest first), ``created_at``,
-    ``ended_at``; and, only when ``trials`` is ``"all"`` or N, ``trials``: every trial (or the N with
-    the highest ids) in id order, each with its runs."""
+    hours of the runs that started and ended), ``slots_per_trial`` and ``gpu_hours`` (job hours times
+    ``slots_per_trial``: 0 when trials use no GPU), ``checkpoint_bytes``, ``best`` (trial_id, metric,
+    length, hparams; None before any validation), ``top_trials`` (the TOP_TRIALS best trials by the
+    searcher's metric, best first, each with its runs), ``active_runs`` (at most ACTIVE_RUNS submitted or
+    running runs, oldest first), ``created_at``, ``ended_at``; and, only when ``trials`` is ``"all"`` or
+    N, ``trials``: every trial (or the N with the highest ids) in id order, each with its runs. Every run
+    has ``nodes``: for a RUNNING run, the node names its job's last attempt recorded (None when it
+    recorded none yet); None for every other run."""
     from hpo_slurm.config.schema import load_config
 
     config = load_config(str(layout.config))
@@ -78,6 +82,10 @@ def summarize(layout: ExperimentLayout, trials: TrialsWanted = None) -> Dict[str
     finally:
         store.close()
     best = top[0] if top else None
+    shown = [*active, *(r for runs in top_runs.values() for r in runs),
+             *(r for runs in (listed[1].values() if listed else ()) for r in runs)]
+    running = dict.fromkeys(r["id"] for r in shown if r["state"] == RunState.RUNNING.value)
+    nodes = {run_id: last_attempt_nodes(layout.attempts_file(run_id)) for run_id in running}
     summary: Dict[str, Any] = {
         "name": experiment["name"],
         "state": experiment["state"],
@@ -92,18 +100,19 @@ def summarize(layout: ExperimentLayout, trials: TrialsWanted = None) -> Dict[str
         "run_counts": run_counts,
         "runs_unsubmitted": unsubmitted,
         "job_hours": job_seconds / 3600.0,
-        "gpu_hours": job_seconds * max(config.slots_per_trial, 0) / 3600.0,
+        "slots_per_trial": config.slots_per_trial,
+        "gpu_hours": job_seconds * config.slots_per_trial / 3600.0,
         "checkpoint_bytes": checkpoint_bytes,
         "best": best and {"trial_id": best["id"], "metric": best["best_metric"], "length": best["best_length"],
                           "hparams": json.loads(best["hparams"])},
-        "top_trials": [_trial(t, top_runs.get(t["id"], [])) for t in top],
-        "active_runs": [_run(r) for r in active],
+        "top_trials": [_trial(t, top_runs.get(t["id"], []), nodes) for t in top],
+        "active_runs": [_run(r, nodes) for r in active],
         "created_at": experiment["created_at"],
         "ended_at": experiment["ended_at"],
     }
     if listed is not None:
         rows, runs = listed
-        summary["trials"] = [_trial(t, runs.get(t["id"], [])) for t in rows]
+        summary["trials"] = [_trial(t, runs.get(t["id"], []), nodes) for t in rows]
     return summary
 
 
@@ -119,7 +128,7 @@ def _listing(store: Store, trials: TrialsWanted) -> Optional[Tuple[List[TrialRow
     return rows, store.runs_by_trial([t["id"] for t in rows])
 
 
-def _trial(trial: TrialRow, runs: List[RunRow]) -> Dict[str, Any]:
+def _trial(trial: TrialRow, runs: List[RunRow], nodes: Dict[str, Optional[List[str]]]) -> Dict[str, Any]:
     return {
         "id": trial["id"],
         "state": trial["state"],
@@ -137,13 +146,13 @@ def _trial(trial: TrialRow, runs: List[RunRow]) -> Dict[str, Any]:
         "message": trial["message"],
         "runs": [
             {"run_id": r["id"], "job_id": r["job_id"], "from_length": r["from_length"], "to_length": r["to_length"],
-             "state": r["state"], "reason": r["reason"]}
+             "state": r["state"], "reason": r["reason"], "nodes": nodes.get(r["id"])}
             for r in runs
         ],
     }
 
 
-def _run(run: RunRow) -> Dict[str, Any]:
+def _run(run: RunRow, nodes: Dict[str, Optional[List[str]]]) -> Dict[str, Any]:
     return {"run_id": run["id"], "trial_id": run["trial_id"], "job_id": run["job_id"], "state": run["state"],
             "from_length": run["from_length"], "to_length": run["to_length"], "submitted_at": run["submitted_at"],
-            "started_at": run["started_at"]}
+            "started_at": run["started_at"], "nodes": nodes.get(run["id"])}

@@ -13,6 +13,8 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from hpo_slurm.reporting.nodes import compact_nodes
+
 STATE_STYLES = {
     "RUNNING": "cyan", "QUEUED": "blue", "PENDING": "dim", "PAUSED": "yellow", "COMPLETED": "green",
     "STOPPED_EARLY": "magenta", "ERRORED": "red", "STOPPED": "magenta",
@@ -82,6 +84,16 @@ def _run_counts(counts: Dict[str, int], unsubmitted: int) -> List[str]:
     return parts
 
 
+def compute_text(s: Dict[str, Any]) -> str:
+    """The summary's compute: ``GPU-hours 8.00 (4 GPUs per trial × 2.00 job hours)``; with
+    ``slots_per_trial`` 0, ``job hours 2.00 (slots_per_trial 0: no GPUs)``."""
+    slots, job_hours = s.get("slots_per_trial", 1), s.get("job_hours") or 0
+    if not slots:
+        return f"job hours {job_hours:.2f} (slots_per_trial 0: no GPUs)"
+    gpus = f"{slots} GPU{'s' if slots > 1 else ''} per trial"
+    return f"GPU-hours {s['gpu_hours'] or 0:.2f} ({gpus} × {job_hours:.2f} job hours)"
+
+
 def summary_panel(s: Dict[str, Any]) -> Panel:
     driver = s["driver"]
     driver_text = f"alive (pid {driver['pid']} on {driver['host']})" if driver["alive"] else "not running"
@@ -92,8 +104,7 @@ def summary_panel(s: Dict[str, Any]) -> Panel:
         Text(f"driver {driver_text}"),
         Text(f"trials: {counts or 'none yet'}"),
         Text(f"runs: {runs or 'none yet'}"),
-        Text(f"GPU-hours {s['gpu_hours'] or 0:.2f}   job hours {s.get('job_hours') or 0:.2f}   "
-             f"checkpoints {_bytes(s['checkpoint_bytes'])}"),
+        Text(f"{compute_text(s)}   checkpoints {_bytes(s['checkpoint_bytes'])}"),
     ]
     best = s["best"]
     if best:
@@ -107,22 +118,34 @@ def summary_panel(s: Dict[str, Any]) -> Panel:
 COMPACT_BELOW = 130  # narrower consoles get the compact trials table
 
 
+def run_nodes(runs: List[Dict[str, Any]]) -> str:
+    """The nodes of the running runs among ``runs``, compactly (``node[1-2]``); "" when none says."""
+    names = [name for r in runs if r.get("state") == "RUNNING" for name in (r.get("nodes") or ())]
+    return compact_nodes(names)
+
+
 def trials_table(trials: List[Dict[str, Any]], limit: Optional[int] = None, width: Optional[int] = None,
                  one_line: bool = False, title: str = "Trials") -> Table:
-    """The trials, latest ``limit`` only when given. Below COMPACT_BELOW columns of ``width`` the table
-    drops the job ids, shows restarts/preemptions only when some trial has any, and lists the
-    hyperparameters one per line (or cut to one line with ``one_line``, for live views that must fit
-    the screen), so states and numbers are never cut."""
+    """The trials, latest ``limit`` only when given. A ``nodes`` column shows where the running trials
+    run, when some shown trial's running run recorded its nodes. Below COMPACT_BELOW columns of
+    ``width`` the table drops the job ids, shows restarts/preemptions only when some trial has any, and
+    lists the hyperparameters one per line (or cut to one line with ``one_line``, for live views that
+    must fit the screen), so states and numbers are never cut."""
     compact = width is not None and width < COMPACT_BELOW
     shown = trials if limit is None else trials[-limit:]
     troubled = any(t["restarts"] or t["preemptions"] for t in shown)
+    nodes = {t["id"]: run_nodes(t["runs"]) for t in shown}
+    nodes_width = max(map(len, nodes.values()), default=0)
     columns = ["id", "state", "length", "latest", "best"]
     columns += (["rst/pre"] if troubled else []) if compact else ["restarts", "preempt", "jobs"]
+    columns += ["nodes"] if nodes_width else []
     table = Table(title=title, title_justify="left")
     for column in columns:  # never cut a state or a number; the hyperparameters column gives way instead
-        table.add_column(column, no_wrap=column in ("id", "state", "length", "latest", "best"))
+        table.add_column(column, no_wrap=column in ("id", "state", "length", "latest", "best"),
+                         **({"overflow": "fold"} if column == "nodes" else {}))
+    spare = (width or 0) - 62 - 10 * troubled - (min(nodes_width, 24) + 3) * bool(nodes_width)
     table.add_column("hyperparameters", overflow="ellipsis" if compact else "fold", no_wrap=compact,
-                     max_width=max(12, width - 62 - 10 * troubled) if compact and one_line else None)
+                     max_width=max(12, spare) if compact and one_line else None)
     for t in shown:
         jobs = ",".join(r["job_id"] for r in t["runs"] if r["job_id"])
         trained = t.get("length_trained", t["length_done"])
@@ -130,10 +153,14 @@ def trials_table(trials: List[Dict[str, Any]], limit: Optional[int] = None, widt
         cells = [str(t["id"]), _state(t["state"]), length, _metric(t["latest_metric"]), _metric(t["best_metric"])]
         if compact:
             cells += [f"{t['restarts']}/{t['preemptions']}"] if troubled else []
+        else:
+            cells += [str(t["restarts"]), str(t["preemptions"]), _short(jobs, 24)]
+        cells += [nodes[t["id"]]] if nodes_width else []
+        if compact:
             pairs = [f"{key}={_value(value)}" for key, value in _flatten(t["hparams"])]
             cells.append((" " if one_line else "\n").join(pairs))
         else:
-            cells += [str(t["restarts"]), str(t["preemptions"]), _short(jobs, 24), _hparams(t["hparams"])]
+            cells.append(_hparams(t["hparams"]))
         table.add_row(*cells)
     return table
 
@@ -156,12 +183,13 @@ def active_runs_table(summary: Dict[str, Any]) -> Table:
     shown = summary["active_runs"]
     total = sum(summary["run_counts"].get(state, 0) for state in ("SUBMITTED", "RUNNING"))
     more = f" (first {len(shown)} of {total})" if total > len(shown) else ""
+    nodes = [run_nodes([r]) for r in shown]
     table = Table(title=f"Active runs{more}", title_justify="left")
-    for column in ("run", "trial", "state", "lengths", "job"):
-        table.add_column(column, no_wrap=True)
-    for r in shown:
+    for column in ("run", "trial", "state", "lengths", "job") + (("nodes",) if any(nodes) else ()):
+        table.add_column(column, no_wrap=column != "nodes", overflow="fold")
+    for r, where in zip(shown, nodes):
         table.add_row(r["run_id"], str(r["trial_id"]), _state(r["state"]), f"{r['from_length']}→{r['to_length']}",
-                      r["job_id"] or "-")
+                      r["job_id"] or "-", *([where] if any(nodes) else []))
     return table
 
 

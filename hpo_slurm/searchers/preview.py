@@ -55,7 +55,10 @@ def build_plan(
     config: ExperimentConfig, seconds_per_unit: Optional[float] = None, gpus: Optional[int] = None
 ) -> Dict[str, Any]:
     """The search's plan: brackets (successive halving only), how many trials end at each length, totals,
-    and GPU-hours when ``seconds_per_unit`` is given (``gpus`` defaults to ``config.slots_per_trial``).
+    and, when ``seconds_per_unit`` (a trial's wall seconds per unit of length) is given, the compute:
+    ``gpus_per_trial`` (``gpus``, default ``config.slots_per_trial``), ``job_hours`` (the trials' wall
+    hours) and ``gpu_hours`` (job hours times GPUs per trial: a trial of N ranks holds N GPUs; 0 when
+    trials use no GPU).
 
     ``total_length`` is the training actually done: the sum over trials of the final length reached,
     minus, for PBT children, the length inherited from the parent's checkpoint.
@@ -72,7 +75,8 @@ def build_plan(
     plan["total_length"] = sum(run["final"][t] - run["start"][t] for t in run["final"])
     plan["unit"] = config.searcher.unit
     if seconds_per_unit is not None:
-        gpus_per_trial = gpus if gpus is not None else max(config.slots_per_trial, 1)
+        gpus_per_trial = gpus if gpus is not None else config.slots_per_trial
         plan["gpus_per_trial"] = gpus_per_trial
-        plan["gpu_hours"] = plan["total_length"] * seconds_per_unit * gpus_per_trial / 3600
+        plan["job_hours"] = plan["total_length"] * seconds_per_unit / 3600
+        plan["gpu_hours"] = plan["job_hours"] * gpus_per_trial
     return plan

@@ -20,6 +20,7 @@ from hpo_slurm.sweep.plan import DRY_RUN_PREFIX, planned_requests, planned_trial
 
 if TYPE_CHECKING:  # pragma: no cover  (the config module and YAML are imported by the functions that read a config)
     from hpo_slurm.executors.array.executor import ArrayExecutor
+    from hpo_slurm.executors.base import placement_or_error
     from hpo_slurm.executors.array.manifest import ArrayManifest
     from hpo_slurm.executors.base import JobRequest
 
@@ -41,7 +42,10 @@ def start(config_path: str, name: Optional[str], root: Path, context: Optional[P
     directory = (Path(root) / name).absolute()
     trials = planned_trials(config)
     executor = ArrayExecutor(config, directory, max_jobs=max_jobs)
-    requests = planned_requests(config, directory, trials)
+    # without Slurm (a dry run) the nodes' GPUs are the config's, if it says
+    placement = (executor.placement(config) if shutil.which("sinfo")
+                 else placement_or_error(config, config.slurm.gpus_per_node))
+    requests = planned_requests(config, directory, trials, placement)
     if dry_run:
         _print_dry_run(name, executor, requests, trials)
         return

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
 from hpo_slurm.core.layout import run_name
+from hpo_slurm.core.placement import Placement
 from hpo_slurm.core.types import Action, Create, Train
 from hpo_slurm.executors.base import JobRequest
 from hpo_slurm.searchers.drain import drain
@@ -36,14 +37,14 @@ def planned_trials(config: ExperimentConfig) -> List[Tuple[int, Dict[str, Any], 
     return [(trial_id, hparams, lengths.get(trial_id, 0)) for trial_id, hparams in trials.items()]
 
 
-def planned_requests(config: ExperimentConfig, directory: Path,
-                     trials: List[Tuple[int, Dict[str, Any], int]]) -> List[JobRequest]:
+def planned_requests(config: ExperimentConfig, directory: Path, trials: List[Tuple[int, Dict[str, Any], int]],
+                     placement: Placement = Placement()) -> List[JobRequest]:
     """The first run of each trial as the experiment in ``directory`` would submit it, named with
     ``DRY_RUN_PREFIX``: what a dry run shows and what the pre-submission check renders."""
     return [
         JobRequest(run_id=run_name(trial_id, 1), job_name=DRY_RUN_PREFIX + run_name(trial_id, 1),
                    run_dir=directory / "runs" / run_name(trial_id, 1),
                    spec_path=directory / "runs" / run_name(trial_id, 1) / "spec.json",
-                   gpus=config.slots_per_trial, time_minutes=config.slurm.time_minutes)
+                   gpus=config.slots_per_trial, time_minutes=config.slurm.time_minutes, placement=placement)
         for trial_id, _, _ in trials
     ]

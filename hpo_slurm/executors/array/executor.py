@@ -25,6 +25,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from hpo_slurm.config.schema import ExperimentConfig
 from hpo_slurm.core.errors import UserError
+from hpo_slurm.core.placement import Placement
 from hpo_slurm.executors.array.caps import Limits, Plan, PlannedArray, plan_requests
 from hpo_slurm.executors.array.cluster import ClusterView
 from hpo_slurm.executors.array.files import ARRAY_SCRIPT, WAVE_SCRIPT, ArrayFolders
@@ -33,6 +34,7 @@ from hpo_slurm.executors.array.scripts import ArrayScripts
 from hpo_slurm.executors.array.waves import ArrayStatus, JobsByName, WaveState, chain_states, parse_placeholder, placeholder
 from hpo_slurm.executors.base import Executor, JobRequest, JobState, JobStatus, SchedulerError, SubmitError, Submitted
 from hpo_slurm.executors.slurm.commands import check_before_launch, poll_jobs, sbatch, scancel
+from hpo_slurm.executors.slurm.placement import slurm_placement
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +56,13 @@ class ArrayExecutor(Executor):
         self.cluster = ClusterView(getpass.getuser(), config.slurm.qos, max_jobs)
         self.scripts = ArrayScripts(config, self.dir, self.folders, self.throttle, python or sys.executable)
         self.last_error: Optional[str] = None  # why the last submission failed, for messages
+        self._placement: Optional[Placement] = None
+
+    def placement(self, config: ExperimentConfig) -> Placement:
+        """``slurm_placement(config)``, asked of the cluster once."""
+        if self._placement is None:
+            self._placement = slurm_placement(config)
+        return self._placement
 
     def limits(self) -> Limits:
         """The cluster's limits for this user's arrays (``ClusterView.limits``)."""
@@ -67,7 +76,8 @@ class ArrayExecutor(Executor):
         """Before anything exists: render a script for ``count`` tasks and let ``sbatch --test-only``
         judge it (partition, account, GPUs, memory, time). A UserError carries sbatch's reason; a
         warning is returned when Slurm cannot judge it now (``commands.check_before_launch``)."""
-        request = JobRequest("check", "check", self.dir, self.dir / "spec.json", gpus, time_minutes)
+        request = JobRequest("check", "check", self.dir, self.dir / "spec.json", gpus, time_minutes,
+                             placement=self.placement(self.config))
         script = self.scripts.render(PlannedArray(0, [request] * count, time_minutes, gpus), prefix)
         return check_before_launch(lambda folder: script, "the sweep's jobs")
 

@@ -16,6 +16,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from hpo_slurm.config.schema import ExperimentConfig, SlurmConfig
 from hpo_slurm.core.errors import UserError
+from hpo_slurm.core.placement import Placement
 from hpo_slurm.executors.templates import sbatch_template, sbatch_template_location
 
 TEMPLATE_NAME = "array.sbatch"  # shipped in templates/sbatch/ (hpo_slurm.executors.templates)
@@ -47,9 +48,14 @@ def array_spec(count: int, throttle: int) -> str:
     return spec + (f"%{throttle}" if 0 < throttle < count else "")
 
 
-def option_lines(slurm: SlurmConfig, gpus: int, time_minutes: Optional[int]) -> List[str]:
-    """``#SBATCH`` lines for one array's tasks: the ``slurm:`` section, GPUs per trial, time limit."""
+def option_lines(slurm: SlurmConfig, gpus: int, time_minutes: Optional[int],
+                 placement: Placement = Placement()) -> List[str]:
+    """``#SBATCH`` lines for one array's tasks: the ``slurm:`` section, GPUs per trial, time limit, and
+    for a trial of several ranks its nodes and ranks per node (GPUs are then per node)."""
     options: List[Tuple[str, object]] = []
+    if placement.distributed:
+        options += [("nodes", placement.nodes), ("ntasks-per-node", placement.ranks_per_node)]
+        gpus = placement.gpus_per_node
     for key in ("partition", "account", "qos"):
         if getattr(slurm, key):
             options.append((key, getattr(slurm, key)))

@@ -55,7 +55,8 @@ class ArrayScripts:
             text, job_name=array_job_name(prefix, array.index),
             array=array_spec(len(array.requests), self.throttle),
             output=f"jobs/array-{array.index}/%A_%a.out", signal_delay=self.config.slurm.signal_delay_s,
-            options=option_lines(self.config.slurm, array.gpus, array.time_minutes), setup=self.config.slurm.setup,
+            options=option_lines(self.config.slurm, array.gpus, array.time_minutes, array.requests[0].placement),
+            setup=self.config.slurm.setup,
             experiment_dir=self.dir, python=self.python, manifest=self.folders.manifest_path(array.index),
         )
 

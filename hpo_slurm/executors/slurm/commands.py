@@ -1,4 +1,4 @@
-"""Running Slurm's client commands (sbatch, squeue, sacct, scancel, scontrol, sacctmgr) with a time limit.
+"""Running Slurm's client commands (sbatch, squeue, sacct, scancel, scontrol, sacctmgr, sinfo) with a time limit.
 
 Arguments go to the command as a list, never through a shell."""
 
@@ -13,7 +13,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 from hpo_slurm.core.errors import UserError
 from hpo_slurm.executors.base import JobState, JobStatus, SchedulerError, SubmitError
 from hpo_slurm.executors.slurm.parse import (
-    is_not_judged_now, is_retryable, is_unreachable, parse_names, parse_sacct, parse_scontrol_config, parse_squeue,
+    is_not_judged_now, is_retryable, is_unreachable, parse_names, parse_sacct, parse_scontrol_config, parse_sinfo_gpus,
+    parse_squeue,
 )
 
 log = logging.getLogger(__name__)
@@ -122,6 +123,20 @@ def poll_jobs(job_ids: Sequence[str], user: str, accounting: Optional[bool]) -> 
 def cluster_config() -> Dict[str, str]:
     """``scontrol show config`` as key -> value; SchedulerError when the controller does not answer."""
     return parse_scontrol_config(query_slurm(["scontrol", "show", "config"]))
+
+
+def partition_gpus_per_node(partition: Optional[str]) -> Optional[int]:
+    """The most GPUs any node of ``partition`` (the cluster's default partition when None) has, from
+    one ``sinfo`` call; None when its nodes have no GPUs. Raises SchedulerError when sinfo cannot
+    answer, UserError when Slurm has no such partition (or no default one)."""
+    most, default = parse_sinfo_gpus(query_slurm(["sinfo", "-h", "-a", "-o", "%P|%G"]))
+    name = partition if partition is not None else default
+    if name is None:
+        raise UserError("Slurm has no default partition; set slurm.partition")
+    if name not in most:
+        known = ", ".join(sorted(most)) or "none"
+        raise UserError(f"Slurm has no partition {name!r} (sinfo lists: {known})")
+    return most[name] or None
 
 
 def has_accounting(cluster: Dict[str, str]) -> bool:

@@ -11,6 +11,11 @@ written per run or per task by the driver: each task links its submitit pickle n
 and writes its run's ``spec.json`` from the manifest (``hpo_slurm.tasks.slurm_task``). A driver that dies
 between sbatch and recording the job ids finds the jobs by name afterwards, and they run as they
 are. Polling is one sacct call for all live jobs (squeue when accounting is off).
+
+A trial of one GPU (or none) is one task, started by submitit's ``srun``. A trial of several ranks
+gets ``--nodes``, ``--ntasks-per-node`` and ``--gpus-per-node`` from its placement and its job's own
+process runs in the batch step, where it launches the ranks as one ``srun`` step
+(``hpo_slurm.tasks.ranks``).
 """
 
 from __future__ import annotations
@@ -25,12 +30,14 @@ import submitit
 from submitit.core.utils import DelayedSubmission
 
 from hpo_slurm.config.schema import ExperimentConfig
+from hpo_slurm.core.placement import Placement
 from hpo_slurm.core.fsio import read_json, write_bytes_atomic, write_json_atomic
 from hpo_slurm.core.protocol import BatchManifest
 from hpo_slurm.tasks.slurm_task import MANIFEST, SHARED_PICKLE, run_task
 from hpo_slurm.executors.base import Executor, JobRequest, JobStatus, SubmitError, Submitted
 from hpo_slurm.executors.slurm.commands import check_before_launch, cluster_config, has_accounting, jobs_named, poll_jobs, scancel
 from hpo_slurm.executors.slurm.parse import is_retryable, is_submit_limit
+from hpo_slurm.executors.slurm.placement import slurm_placement
 
 NO_CAP_PARALLELISM = 100_000
 
@@ -72,6 +79,13 @@ class SlurmExecutor(Executor):
         self.max_array_size = int(cluster.get("MaxArraySize", "1001") or 1001)
         self.accounting = has_accounting(cluster)
         self.user = getpass.getuser()
+        self._placement: Optional[Placement] = None
+
+    def placement(self, config: ExperimentConfig) -> Placement:
+        """``slurm_placement(config)``, asked of the cluster once."""
+        if self._placement is None:
+            self._placement = slurm_placement(config)
+        return self._placement
 
     # ---- submission -----------------------------------------------------------------------------
     def submit(self, requests: Sequence[JobRequest]) -> List[Submitted]:
@@ -91,10 +105,10 @@ class SlurmExecutor(Executor):
         return [submitted[r.run_id] for r in requests]  # batches group by resources: back to request order
 
     def batches(self, requests: Sequence[JobRequest]) -> List[List[JobRequest]]:
-        """The requests grouped by resources (GPUs, time limit), in pieces below MaxArraySize."""
-        groups: Dict[Tuple[int, Optional[int]], List[JobRequest]] = {}
+        """The requests grouped by resources (GPUs, placement, time limit), in pieces below MaxArraySize."""
+        groups: Dict[Tuple[int, Placement, Optional[int]], List[JobRequest]] = {}
         for request in requests:
-            groups.setdefault((request.gpus, request.time_minutes), []).append(request)
+            groups.setdefault((request.gpus, request.placement, request.time_minutes), []).append(request)
         size = max(1, self.max_array_size)
         return [group[i:i + size] for group in groups.values() for i in range(0, len(group), size)]
 
@@ -114,8 +128,11 @@ class SlurmExecutor(Executor):
         """Before anything exists: let ``sbatch --test-only`` judge the script of one of this search's
         jobs (partition, account, QOS, GPUs, memory, time, extra options). A UserError carries sbatch's
         reason; a warning is returned when Slurm cannot judge it now (``commands.check_before_launch``)."""
+        placement = self.placement(self.config)
+
         def render(folder: Path) -> str:
-            request = JobRequest("check", "hpo-slurm-check", folder, folder / "spec.json", gpus, time_minutes)
+            request = JobRequest("check", "hpo-slurm-check", folder, folder / "spec.json", gpus, time_minutes,
+                                 placement=placement)
             executor = BatchExecutor(folder=folder, max_num_timeout=0)
             executor.update_parameters(**self.sbatch_parameters(request, request.job_name, 1))
             return executor._make_submission_file_text("true", "check")
@@ -143,8 +160,12 @@ class SlurmExecutor(Executor):
             parameters["time"] = request.time_minutes
         if slurm.cpus_per_task:
             parameters["cpus_per_task"] = slurm.cpus_per_task
-        if request.gpus:
-            parameters["gpus_per_node"] = f"{slurm.gpu_type}:{request.gpus}" if slurm.gpu_type else request.gpus
+        placement = request.placement
+        gpus = placement.gpus_per_node if placement.distributed else request.gpus
+        if gpus:
+            parameters["gpus_per_node"] = f"{slurm.gpu_type}:{gpus}" if slurm.gpu_type else gpus
+        if placement.distributed:  # the job's process launches the ranks itself (tasks.ranks)
+            parameters.update(nodes=placement.nodes, ntasks_per_node=placement.ranks_per_node, use_srun=False)
         if slurm.setup:
             parameters["setup"] = list(slurm.setup)
         if count > 1:

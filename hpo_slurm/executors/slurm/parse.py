@@ -15,7 +15,7 @@ STATES = {
     "STOPPED": JobState.RUNNING, "RESIZING": JobState.RUNNING, "SIGNALING": JobState.RUNNING,
     "STAGE_OUT": JobState.RUNNING,
     "COMPLETED": JobState.COMPLETED,
-    "FAILED": JobState.FAILED, "NODE_FAIL": JobState.FAILED, "OUT_OF_MEMORY": JobState.FAILED,
+    "FAILED": JobState.FAILED, "NODE_FAIL": JobState.NODE_FAIL, "OUT_OF_MEMORY": JobState.FAILED,
     "BOOT_FAIL": JobState.FAILED, "SPECIAL_EXIT": JobState.FAILED,
     "CANCELLED": JobState.CANCELLED, "REVOKED": JobState.CANCELLED,
     "PREEMPTED": JobState.PREEMPTED,
@@ -116,6 +116,37 @@ def parse_scontrol_config(text: str) -> Dict[str, str]:
         if sep and key.strip() and " " not in key.strip():
             config[key.strip()] = value.strip()
     return config
+
+
+_GRES_DETAIL = re.compile(r"\([^)]*\)")  # "(S:0-1)", "(IDX:0,2)": sockets or indices, not counts
+
+
+def gres_gpus(gres: str) -> int:
+    """GPUs in one node's generic resources as sinfo's ``%G`` shows them: ``gpu:4`` -> 4,
+    ``gpu:a100:4(S:0-1)`` -> 4, ``gpu:a100:2,gpu:v100:4`` -> 6 (every GPU type counts), ``gpu:a100``
+    -> 1 (no count is one), ``(null)`` or only other resources (``lscratch:100``) -> 0."""
+    total = 0
+    for entry in _GRES_DETAIL.sub("", gres).split(","):
+        parts = entry.strip().split(":")
+        if parts[0] != "gpu":
+            continue
+        count = parts[-1] if len(parts) > 1 else ""
+        total += int(count) if count.isdigit() else 1
+    return total
+
+
+def parse_sinfo_gpus(text: str) -> Tuple[Dict[str, int], Optional[str]]:
+    """``sinfo -h -a -o %P|%G`` -> (partition -> the most GPUs any node of it has, the default
+    partition's name or None). A partition's rows are its groups of alike nodes; sinfo marks the
+    default partition with ``*``."""
+    most: Dict[str, int] = {}
+    default = None
+    for partition, gres, *_ in _rows(text, 2):
+        name = partition.strip()
+        if name.endswith("*"):
+            name = default = name[:-1]
+        most[name] = max(most.get(name, 0), gres_gpus(gres.strip()))
+    return most, default
 
 
 def _mentions(message: str, fragments) -> bool:
