@@ -2,8 +2,10 @@
 lockstep with the others over a gloo process group (one all_reduce per step), reports, checkpoints a
 shard per rank, and stops at a step the ranks agree on.
 
-Hyperparameters: ``sleep`` (seconds a step), ``fail_rank``/``fail_step`` (that rank exits 1 there),
-``dist`` (false: no process group). ``runs/<run>/probe/rank-<k>.json`` holds what rank k saw.
+Hyperparameters: ``sleep`` (seconds a step), ``fail_rank``/``fail_step`` (that rank exits 1 there;
+with ``fail_once`` only in the trial's first run), ``dist`` (false: no process group).
+``runs/<run>/probe/rank-<k>.json`` holds what rank k saw in the run's last attempt, and
+``runs/<run>/probe/stops.jsonl`` a line per rank and stop: rank, step, reason, attempt.
 """
 
 import json
@@ -47,7 +49,10 @@ def main() -> None:
     for step in range(start + 1, ctx.target_length + 1):
         time.sleep(hp.get("sleep", 0.05))
         if step == hp.get("fail_step") and ctx.rank == hp.get("fail_rank"):
-            sys.exit(1)
+            marker = ctx.trial_dir / "failed-once"
+            if not (hp.get("fail_once") and marker.exists()):
+                marker.touch()
+                sys.exit(1)
         if torch is not None:
             value = torch.tensor([float(step)])
             torch.distributed.all_reduce(value)
@@ -62,6 +67,10 @@ def main() -> None:
             record["stopped_at"] = step
             record["stop_reason"] = ctx.stop_reason
             save()
+            line = {"rank": ctx.rank, "step": step, "reason": ctx.stop_reason,
+                    "attempt": os.environ.get("HPO_SLURM_ATTEMPT")}
+            with open(probe / "stops.jsonl", "a") as stops:
+                stops.write(json.dumps(line) + "\n")
             return
         save()
     ctx.report_validation(ctx.target_length, {"validation_loss": 1.0 / (1 + float(hp.get("x", 1)) ** 2),
