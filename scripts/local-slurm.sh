@@ -1,28 +1,50 @@
 #!/usr/bin/env bash
-# local-slurm.sh - a real one-node Slurm cluster on this machine, for tests.
+# local-slurm.sh - a real Slurm cluster (one node, or K nodes) on this machine, for tests.
 #
-#   scripts/local-slurm.sh up [--gpus N] [--cpus N] [--mem MB] [--max-array-size N] [--timeout S]
+#   scripts/local-slurm.sh up [--nodes K] [--gpus N] [--cpus N] [--mem MB] [--max-array-size N] [--timeout S]
 #   scripts/local-slurm.sh down
 #   scripts/local-slurm.sh status
 #
 # Run as root on Debian/Ubuntu (no systemd needed). `up` installs slurm-wlm,
 # slurmdbd, munge and mariadb-server if missing, writes the configs, starts
-# munged, a private MariaDB, slurmdbd, slurmctld and slurmd as background
-# daemons and waits until the node is usable and `sacct` answers. `up` is
-# idempotent: when everything is already up with the same settings it only
-# checks health; when the settings changed (e.g. --max-array-size) it rewrites
-# the configs and restarts slurmctld/slurmd (jobs and state are kept).
-# Options not given fall back to their defaults (they are not remembered).
+# munged, a private MariaDB, slurmdbd, slurmctld and one slurmd per node as
+# background daemons and waits until every node is usable and `sacct` answers.
+# `up` is idempotent: when everything is already up with the same settings it
+# only checks health; when the settings changed (e.g. --max-array-size) it
+# rewrites the configs and restarts slurmctld/slurmd (jobs and state are kept).
+# Options not given fall back to their defaults (they are not remembered), so
+# a plain `up` always returns to the default one-node cluster. `down` stops
+# every daemon (all slurmds); `status` shows them all.
 #
 # Layout: state, logs, MariaDB data and pid files live in $HPO_LOCAL_SLURM_DIR
 # (default /var/lib/hpo-local-slurm). Slurm's own configs are written to
 # /etc/slurm (slurm.conf, gres.conf, slurmdbd.conf) because that is where the
 # Debian binaries look; munged uses its standard socket under /run/munge.
+# One node: slurmd's pid file is pids/slurmd.pid, its log log/slurmd.log, its
+# spool dir slurmd/. K nodes: per node pids/slurmd-nodeN.pid,
+# log/slurmd-nodeN.log and slurmd/nodeN/ (slurm.conf uses %n). The node names
+# of the last `up` are kept in the file "nodes".
 #
-# Cluster: name "hpolocal", one node named $(hostname -s) at 127.0.0.1,
-# partitions "debug" (default, PriorityTier=1, PreemptMode=REQUEUE,
-# GraceTime=10) and "urgent" (PriorityTier=10): an urgent job preempts and
-# requeues a debug job (SIGTERM, then SIGKILL after GraceTime, same job id).
+# Cluster: name "hpolocal", partitions "debug" (default, PriorityTier=1,
+# PreemptMode=REQUEUE, GraceTime=10) and "urgent" (PriorityTier=10) over all
+# nodes: an urgent job preempts and requeues a debug job (SIGTERM, then
+# SIGKILL after GraceTime, same job id).
+# Default (no --nodes, or --nodes 1): one node named $(hostname -s) at
+# 127.0.0.1 with N fake GPUs /dev/fakegpu0..N-1 (character devices made with
+# mknod, like /dev/null). --nodes K (K > 1): nodes node1..nodeK, all at
+# 127.0.0.1 (NodeHostname $(hostname -s), which Debian's multiple-slurmd
+# build allows), nodeN listening on port 6830+N and run by
+# `slurmd -N nodeN`; each node has N fake GPUs of its own (node1
+# /dev/fakegpu0..N-1, node2 /dev/fakegpuN..2N-1, ...). The names node1..nodeK
+# do not resolve (not in /etc/hosts); inside a job use 127.0.0.1 or
+# $(hostname) as the address of any node.
+# Switching between node sets (1 -> K -> 1) stops the slurmds no longer
+# configured, SIGKILLs the job steps they leave behind and restarts slurmctld
+# (which requeues, or fails, the jobs that ran on vanished nodes; queued jobs
+# are kept). Only when the node names changed and slurmctld then refuses to
+# start on its saved state, that state ($STATE_DIR/slurmctld) is cleared
+# (moved to slurmctld.old): all jobs are lost and job ids start again at 1
+# (sacct keeps the old records). Slurm 22.05 has not needed this so far.
 set -euo pipefail
 export PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin${PATH:+:$PATH}"
 
@@ -32,8 +54,9 @@ SLURM_ETC="/etc/slurm"
 CLUSTER="hpolocal"
 DB_PORT="${HPO_LOCAL_SLURM_DB_PORT:-13306}"
 DB_NAME="slurm_acct_db"
-DAEMONS=(munged mariadbd slurmdbd slurmctld slurmd)
+DAEMONS=(munged mariadbd slurmdbd slurmctld)  # plus one slurmd per node
 
+NNODES=1
 NGPUS=4
 NCPUS=8
 MEM_MB=16000
@@ -46,6 +69,8 @@ RUN_DIR="$STATE_DIR/run"
 DB_DIR="$STATE_DIR/mysql"
 MUNGE_DIR="$STATE_DIR/munge"
 NODE="$(hostname -s)"
+NODE_PORT_BASE=6830  # --nodes K > 1: nodeN listens on NODE_PORT_BASE+N
+NODES=()             # configured node names, set from --nodes
 
 say() { printf '[%s] %s\n' "$PROG" "$*"; }
 err() { printf '[%s] ERROR: %s\n' "$PROG" "$*" >&2; }
@@ -82,6 +107,33 @@ usage() {
 }
 
 # ---------------------------------------------------------------- processes --
+
+# Daemons are named by a key: munged, mariadbd, slurmdbd, slurmctld, and per
+# node "slurmd" (the one-node cluster's node $(hostname -s)) or "slurmd-nodeN".
+comm_of() {  # process name of a daemon
+    case "$1" in
+        slurmd-*) echo slurmd ;;
+        *)        echo "$1" ;;
+    esac
+}
+
+slurmd_key() {  # slurmd_key NODE: key of the slurmd that runs NODE
+    if [[ "$1" == "$NODE" ]]; then echo slurmd; else echo "slurmd-$1"; fi
+}
+
+node_of_key() {  # node_of_key KEY: inverse of slurmd_key
+    if [[ "$1" == slurmd ]]; then echo "$NODE"; else echo "${1#slurmd-}"; fi
+}
+
+# started_slurmds: keys of all slurmds this script has a pid file for
+started_slurmds() {
+    local f
+    for f in "$PID_DIR"/slurmd.pid "$PID_DIR"/slurmd-*.pid; do
+        [[ -e "$f" ]] || continue
+        f=${f##*/}
+        echo "${f%.pid}"
+    done
+}
 
 log_of() {  # main log file of a daemon
     case "$1" in
@@ -131,49 +183,79 @@ recorded_pid() { cat "$PID_DIR/$1.pid" 2>/dev/null || true; }
 running() {  # running NAME -> 0 if the daemon we started is alive
     local pid
     pid=$(recorded_pid "$1")
-    [[ -n "$pid" ]] && pid_alive "$pid" "$1"
+    [[ -n "$pid" ]] && pid_alive "$pid" "$(comm_of "$1")"
 }
 
-# start_daemon NAME CMD... : start CMD detached (own session), record its pid
-start_daemon() {
+# spawn_daemon NAME CMD... : start CMD detached (own session), record its pid
+spawn_daemon() {
     local name=$1; shift
-    local pid f
+    local f
     for f in "$LOG_DIR/$name.stderr" "$(log_of "$name")"; do
         LOG_START[$f]=$(file_size "$f")
     done
     # clean environment, own session, no inherited lock fd
     setsid env -i PATH="/usr/sbin:/usr/bin:/sbin:/bin" HOME=/root LANG=C.UTF-8 \
         ${TZ:+TZ="$TZ"} "$@" </dev/null >>"$LOG_DIR/$name.stderr" 2>&1 9>&- &
-    pid=$!
-    echo "$pid" >"$PID_DIR/$name.pid"
+    echo "$!" >"$PID_DIR/$name.pid"
+}
+
+# start_daemon NAME CMD... : spawn_daemon, then fail if it exits right away
+start_daemon() {
+    local name=$1 pid
+    spawn_daemon "$@"
+    pid=$(recorded_pid "$name")
     sleep 0.3
-    if ! pid_alive "$pid" "$name"; then
+    if ! pid_alive "$pid" "$(comm_of "$name")"; then
         daemon_die "$name" "$name exited right after start"
     fi
 }
 
 stop_daemon() {
-    local name=$1 pid i
+    local name=$1 comm pid i
+    comm=$(comm_of "$name")
     pid=$(recorded_pid "$name")
-    if [[ -z "$pid" ]] || ! pid_alive "$pid" "$name"; then
+    if [[ -z "$pid" ]] || ! pid_alive "$pid" "$comm"; then
         rm -f "$PID_DIR/$name.pid"
         return 0
     fi
     say "stopping $name (pid $pid)"
     kill -TERM "$pid" 2>/dev/null || true
     for ((i = 0; i < 300; i++)); do
-        pid_alive "$pid" "$name" || break
+        pid_alive "$pid" "$comm" || break
         sleep 0.1
     done
-    if pid_alive "$pid" "$name"; then
+    if pid_alive "$pid" "$comm"; then
         say "$name did not exit after 30s, sending SIGKILL"
         kill -KILL "$pid" 2>/dev/null || true
         for ((i = 0; i < 50; i++)); do
-            pid_alive "$pid" "$name" || break
+            pid_alive "$pid" "$comm" || break
             sleep 0.1
         done
     fi
     rm -f "$PID_DIR/$name.pid"
+}
+
+# kill_steps KEY: SIGKILL the job steps the slurmd KEY started (they outlive
+# slurmd): each slurmstepd that has KEY's log file open, and its descendants
+kill_steps() {
+    local log pid fd c i=0 steps=() all=()
+    log=$(log_of "$1")
+    for pid in $(pgrep -x slurmstepd || true); do
+        for fd in /proc/"$pid"/fd/*; do
+            if [[ "$(readlink "$fd" 2>/dev/null || true)" == "$log" ]]; then
+                steps+=("$pid")
+                break
+            fi
+        done
+    done
+    ((${#steps[@]} > 0)) || return 0
+    all=("${steps[@]}")
+    while ((i < ${#all[@]})); do
+        for c in $(pgrep -P "${all[$i]}" || true); do all+=("$c"); done
+        i=$((i + 1))
+    done
+    say "killing the job steps left by $1 (slurmstepd ${steps[*]}; ${#all[@]} processes)"
+    kill -KILL "${all[@]}" 2>/dev/null || true
 }
 
 # wait_for NAME SECONDS CHECK-FUNCTION : poll until CHECK succeeds
@@ -199,8 +281,18 @@ mariadb_ok() { mariadb-admin --no-defaults --protocol=socket --socket="$RUN_DIR/
 dbd_ok()     { timeout 15 sacctmgr -n -P list cluster format=cluster >/dev/null 2>&1; }
 ctld_ok()    { timeout 10 scontrol ping 2>/dev/null | grep -q 'is UP'; }
 sacct_ok()   { timeout 15 sacct -n -a -X -S now-1hours -o JobID >/dev/null 2>&1; }
-node_state() { timeout 10 sinfo -h -N -n "$NODE" -o '%T' 2>/dev/null | head -n 1; }
-node_ok()    { [[ "$(node_state)" =~ ^(idle|mixed|allocated|completing)$ ]]; }
+node_state() { timeout 10 sinfo -h -N -n "${1:-$NODE}" -o '%T' 2>/dev/null | head -n 1; }
+node_ok()    { [[ "$(node_state "$1")" =~ ^(idle|mixed|allocated|completing)$ ]]; }
+nodes_ok() {  # every configured node usable
+    local n
+    for n in "${NODES[@]}"; do node_ok "$n" || return 1; done
+}
+nodes_states() {  # "node1 idle, node2 idle"
+    local n out=()
+    for n in "${NODES[@]}"; do out+=("$n $(node_state "$n")"); done
+    local IFS=,
+    echo "${out[*]}" | sed 's/,/, /g'
+}
 
 # ------------------------------------------------------------------ install --
 
@@ -265,19 +357,38 @@ db_password() {
 
 SLURM_CONF_CHANGED=0
 DBD_CONF_CHANGED=0
+NODES_CHANGED=0
 
 write_configs() {
-    local i gpus_gres="" max_job_count=10000
+    local i n gpus_gres="" max_job_count=10000
     mkdir -p "$SLURM_ETC"
     if ((NGPUS > 0)); then gpus_gres="Gres=gpu:$NGPUS"; fi
     if ((MAX_ARRAY_SIZE * 2 > max_job_count)); then max_job_count=$((MAX_ARRAY_SIZE * 2)); fi
 
-    for ((i = 0; i < NGPUS; i++)); do
+    for ((i = 0; i < NNODES * NGPUS; i++)); do
         [[ -e /dev/fakegpu$i ]] || mknod "/dev/fakegpu$i" c 1 3
     done
 
+    # one node: the historical config (node $(hostname -s)); K nodes: one
+    # slurmd per node on this host (multiple-slurmd), files named with %n
+    local what="one-node" spool="$STATE_DIR/slurmd" slurmd_pid="$RUN_DIR/slurmd.pid"
+    local slurmd_log="$LOG_DIR/slurmd.log" node_lines="" part_nodes="$NODE"
+    local node_hw="CPUs=$NCPUS Boards=1 SocketsPerBoard=1 CoresPerSocket=$NCPUS ThreadsPerCore=1 RealMemory=$MEM_MB $gpus_gres State=UNKNOWN"
+    if ((NNODES == 1)); then
+        node_lines="NodeName=$NODE NodeAddr=127.0.0.1 $node_hw"
+    else
+        what="$NNODES-node (multiple-slurmd)"
+        spool="$STATE_DIR/slurmd/%n"
+        slurmd_pid="$RUN_DIR/slurmd-%n.pid"
+        slurmd_log="$LOG_DIR/slurmd-%n.log"
+        part_nodes="node[1-$NNODES]"
+        node_lines=$(for ((i = 1; i <= NNODES; i++)); do
+            echo "NodeName=node$i NodeHostname=$NODE NodeAddr=127.0.0.1 Port=$((NODE_PORT_BASE + i)) $node_hw"
+        done)
+    fi
+
     if write_if_changed "$SLURM_ETC/slurm.conf" 644 <<EOF
-# Written by hpo-slurm scripts/local-slurm.sh - local one-node test cluster.
+# Written by hpo-slurm scripts/local-slurm.sh - local $what test cluster.
 ClusterName=$CLUSTER
 SlurmctldHost=$NODE(127.0.0.1)
 SlurmUser=root
@@ -287,11 +398,11 @@ CredType=cred/munge
 SlurmctldPort=6817
 SlurmdPort=6818
 StateSaveLocation=$STATE_DIR/slurmctld
-SlurmdSpoolDir=$STATE_DIR/slurmd
+SlurmdSpoolDir=$spool
 SlurmctldPidFile=$RUN_DIR/slurmctld.pid
-SlurmdPidFile=$RUN_DIR/slurmd.pid
+SlurmdPidFile=$slurmd_pid
 SlurmctldLogFile=$LOG_DIR/slurmctld.log
-SlurmdLogFile=$LOG_DIR/slurmd.log
+SlurmdLogFile=$slurmd_log
 SlurmctldDebug=info
 SlurmdDebug=info
 MailProg=/bin/true
@@ -334,16 +445,18 @@ ReturnToService=2
 GresTypes=gpu
 # fake a bigger node than the machine has (2 cores)
 SlurmdParameters=config_overrides
-NodeName=$NODE NodeAddr=127.0.0.1 CPUs=$NCPUS Boards=1 SocketsPerBoard=1 CoresPerSocket=$NCPUS ThreadsPerCore=1 RealMemory=$MEM_MB $gpus_gres State=UNKNOWN
-PartitionName=debug Nodes=$NODE Default=YES PriorityTier=1 PreemptMode=REQUEUE GraceTime=10 MaxTime=INFINITE State=UP
-PartitionName=urgent Nodes=$NODE PriorityTier=10 MaxTime=INFINITE State=UP
+$node_lines
+PartitionName=debug Nodes=$part_nodes Default=YES PriorityTier=1 PreemptMode=REQUEUE GraceTime=10 MaxTime=INFINITE State=UP
+PartitionName=urgent Nodes=$part_nodes PriorityTier=10 MaxTime=INFINITE State=UP
 EOF
     then SLURM_CONF_CHANGED=1; fi
 
     if {
         echo "# Written by hpo-slurm scripts/local-slurm.sh"
-        for ((i = 0; i < NGPUS; i++)); do
-            echo "NodeName=$NODE Name=gpu File=/dev/fakegpu$i"
+        for ((n = 0; n < NNODES; n++)); do
+            for ((i = n * NGPUS; i < (n + 1) * NGPUS; i++)); do
+                echo "NodeName=${NODES[$n]} Name=gpu File=/dev/fakegpu$i"
+            done
         done
     } | write_if_changed "$SLURM_ETC/gres.conf" 644; then SLURM_CONF_CHANGED=1; fi
 
@@ -388,6 +501,10 @@ EOF
 make_dirs() {
     mkdir -p "$STATE_DIR" "$LOG_DIR" "$PID_DIR" "$RUN_DIR" "$DB_DIR/data" "$MUNGE_DIR" \
         "$STATE_DIR/slurmctld" "$STATE_DIR/slurmd"
+    if ((NNODES > 1)); then
+        local n
+        for n in "${NODES[@]}"; do mkdir -p "$STATE_DIR/slurmd/$n"; done
+    fi
     chmod 755 "$STATE_DIR" "$LOG_DIR" "$RUN_DIR"
 }
 
@@ -475,41 +592,101 @@ start_slurmdbd() {
     fi
 }
 
+# ctld_answers: slurmctld (just spawned) answers -> 0, exits -> 1
+ctld_answers() {
+    local deadline=$((SECONDS + TIMEOUT))
+    until ctld_ok; do
+        running slurmctld || return 1
+        ((SECONDS < deadline)) || daemon_die slurmctld "slurmctld not ready after ${TIMEOUT}s"
+        sleep 0.5
+    done
+}
+
 start_slurmctld() {
     if running slurmctld && ((SLURM_CONF_CHANGED)); then
-        say "slurm.conf/gres.conf changed, restarting slurmctld (state is kept)"
+        if ((NODES_CHANGED)); then
+            say "node names changed ($(recorded_nodes | paste -sd ' ') -> ${NODES[*]}), restarting slurmctld"
+        else
+            say "slurm.conf/gres.conf changed, restarting slurmctld (state is kept)"
+        fi
         stop_daemon slurmctld
     fi
     if ! running slurmctld; then
         say "starting slurmctld"
-        start_daemon slurmctld /usr/sbin/slurmctld -D
+        if ((NODES_CHANGED)); then
+            # the saved state may name nodes that no longer exist
+            spawn_daemon slurmctld /usr/sbin/slurmctld -D
+            if ! ctld_answers; then
+                say "slurmctld refused its saved state after the node names changed;" \
+                    "clearing it (moved to $STATE_DIR/slurmctld.old)"
+                rm -rf "$STATE_DIR/slurmctld.old"
+                mv "$STATE_DIR/slurmctld" "$STATE_DIR/slurmctld.old"
+                mkdir -p "$STATE_DIR/slurmctld"
+                start_daemon slurmctld /usr/sbin/slurmctld -D
+            fi
+        else
+            start_daemon slurmctld /usr/sbin/slurmctld -D
+        fi
     fi
     wait_for slurmctld "$TIMEOUT" ctld_ok
 }
 
-RESUMED=0
+declare -A RESUMED=()  # node -> 1 once we asked to resume it
+CHECK_NODE=""          # node that node_ok_or_resume checks
 node_ok_or_resume() {
     local st
-    st=$(node_state)
+    st=$(node_state "$CHECK_NODE")
     [[ "$st" =~ ^(idle|mixed|allocated|completing)$ ]] && return 0
     # drained/down (but responding) from an earlier run: put it back in service
-    if ((RESUMED == 0)) && [[ "$st" =~ ^(down|drain|drained|draining)$ ]]; then
-        RESUMED=1
-        scontrol update NodeName="$NODE" State=RESUME >/dev/null 2>&1 || true
+    if [[ -z "${RESUMED[$CHECK_NODE]:-}" && "$st" =~ ^(down|drain|drained|draining)$ ]]; then
+        RESUMED[$CHECK_NODE]=1
+        scontrol update NodeName="$CHECK_NODE" State=RESUME >/dev/null 2>&1 || true
     fi
     return 1
 }
 
-start_slurmd() {
-    if running slurmd && ((SLURM_CONF_CHANGED)); then
-        say "restarting slurmd"
-        stop_daemon slurmd
-    fi
-    if ! running slurmd; then
-        say "starting slurmd (node $NODE: $NCPUS CPUs, ${MEM_MB} MB, $NGPUS fake GPUs)"
-        start_daemon slurmd /usr/sbin/slurmd -D
-    fi
-    wait_for slurmd "$TIMEOUT" node_ok_or_resume
+# stop_stale_slurmds: stop the slurmds of nodes that are no longer configured
+# (and kill the job steps they leave behind; slurmctld requeues or fails those jobs)
+stop_stale_slurmds() {
+    local key n keep
+    for key in $( (started_slurmds; recorded_nodes | while read -r n; do slurmd_key "$n"; done) | sort -u); do
+        keep=0
+        for n in "${NODES[@]}"; do
+            [[ "$key" == "$(slurmd_key "$n")" ]] && keep=1
+        done
+        ((keep == 0)) || continue
+        if running "$key"; then
+            say "node $(node_of_key "$key") is no longer configured"
+            stop_daemon "$key"
+        fi
+        kill_steps "$key"
+    done
+}
+
+start_slurmds() {
+    local n key
+    for n in "${NODES[@]}"; do
+        key=$(slurmd_key "$n")
+        if running "$key" && ((SLURM_CONF_CHANGED)); then
+            say "restarting $key"
+            stop_daemon "$key"
+        fi
+    done
+    for n in "${NODES[@]}"; do
+        key=$(slurmd_key "$n")
+        if ! running "$key"; then
+            say "starting $key (node $n: $NCPUS CPUs, ${MEM_MB} MB, $NGPUS fake GPUs)"
+            if ((NNODES == 1)); then
+                start_daemon "$key" /usr/sbin/slurmd -D
+            else
+                start_daemon "$key" /usr/sbin/slurmd -D -N "$n"
+            fi
+        fi
+    done
+    for n in "${NODES[@]}"; do
+        CHECK_NODE=$n
+        wait_for "$(slurmd_key "$n")" "$TIMEOUT" node_ok_or_resume
+    done
 }
 
 # ---------------------------------------------------------------- commands ---
@@ -523,7 +700,13 @@ all_running() {
             running "$d" || return 1
         fi
     done
+    for d in "${NODES[@]}"; do
+        running "$(slurmd_key "$d")" || return 1
+    done
 }
+
+NODES_FILE="$STATE_DIR/nodes"  # node names of the last successful `up`
+recorded_nodes() { cat "$NODES_FILE" 2>/dev/null || echo "$NODE"; }
 
 take_lock() {  # serialise concurrent up/down calls
     exec 9>"$STATE_DIR/lock"
@@ -537,19 +720,22 @@ cmd_up() {
     take_lock
     ensure_packages
     write_configs
+    if [[ "$(recorded_nodes)" != "$(printf '%s\n' "${NODES[@]}")" ]]; then NODES_CHANGED=1; fi
+    stop_stale_slurmds
     if all_running && ((SLURM_CONF_CHANGED == 0 && DBD_CONF_CHANGED == 0)) &&
-        ctld_ok && node_ok && sacct_ok; then
-        say "already up (node $NODE $(node_state)); nothing to do"
+        ctld_ok && nodes_ok && sacct_ok; then
+        say "already up (node $(nodes_states)); nothing to do"
         return 0
     fi
     start_munged
     start_mariadb
     start_slurmdbd
     start_slurmctld
-    start_slurmd
+    start_slurmds
     # sacct answers (slurmctld <-> slurmdbd <-> MariaDB)
     wait_for slurmdbd "$TIMEOUT" sacct_ok
-    say "up in $((SECONDS - t0))s: cluster $CLUSTER, node $NODE $(node_state)," \
+    printf '%s\n' "${NODES[@]}" >"$NODES_FILE"
+    say "up in $((SECONDS - t0))s: cluster $CLUSTER, node $(nodes_states)," \
         "partitions debug(default)/urgent, MaxArraySize=$MAX_ARRAY_SIZE, state dir $STATE_DIR"
 }
 
@@ -558,6 +744,9 @@ cmd_down() {
     local d i
     [[ -d "$STATE_DIR" ]] || { say "nothing to stop ($STATE_DIR does not exist)"; return 0; }
     take_lock
+    for d in $(started_slurmds); do
+        stop_daemon "$d"
+    done
     for ((i = ${#DAEMONS[@]} - 1; i >= 0; i--)); do
         d=${DAEMONS[$i]}
         stop_daemon "$d"
@@ -566,8 +755,13 @@ cmd_down() {
 }
 
 cmd_status() {
-    local d pid rc=0
-    for d in "${DAEMONS[@]}"; do
+    local d n pid rc=0 slurmds=()
+    mapfile -t NODES < <(recorded_nodes)
+    for n in "${NODES[@]}"; do slurmds+=("$(slurmd_key "$n")"); done
+    for d in $(started_slurmds); do  # stale ones (not configured) too
+        [[ " ${slurmds[*]} " == *" $d "* ]] || slurmds+=("$d")
+    done
+    for d in "${DAEMONS[@]}" "${slurmds[@]}"; do
         pid=$(recorded_pid "$d")
         if running "$d"; then
             printf '%-10s running (pid %s)\n' "$d" "$pid"
@@ -580,7 +774,7 @@ cmd_status() {
     done
     if running slurmctld && command -v sinfo >/dev/null; then
         timeout 10 sinfo || rc=1
-        node_ok || rc=1
+        nodes_ok || rc=1
     fi
     return $rc
 }
@@ -591,6 +785,8 @@ cmd_status() {
 CMD=$1; shift
 while [[ $# -gt 0 ]]; do
     case "$1" in
+        --nodes) NNODES=${2:?}; shift 2 ;;
+        --nodes=*) NNODES=${1#*=}; shift ;;
         --gpus) NGPUS=${2:?}; shift 2 ;;
         --gpus=*) NGPUS=${1#*=}; shift ;;
         --cpus) NCPUS=${2:?}; shift 2 ;;
@@ -605,10 +801,16 @@ while [[ $# -gt 0 ]]; do
         *) err "unknown option: $1"; usage ;;
     esac
 done
-for v in NGPUS NCPUS MEM_MB MAX_ARRAY_SIZE TIMEOUT; do
+for v in NNODES NGPUS NCPUS MEM_MB MAX_ARRAY_SIZE TIMEOUT; do
     [[ "${!v}" =~ ^[0-9]+$ ]] || die "option value for $v must be a number: '${!v}'"
 done
 ((NCPUS >= 1)) || die "--cpus must be >= 1"
+((NNODES >= 1)) || die "--nodes must be >= 1"
+if ((NNODES == 1)); then
+    NODES=("$NODE")
+else
+    for ((i = 1; i <= NNODES; i++)); do NODES+=("node$i"); done
+fi
 
 case "$CMD" in
     up) cmd_up ;;

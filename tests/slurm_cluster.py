@@ -6,6 +6,8 @@ import os
 import shutil
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import List
 
@@ -41,6 +43,31 @@ def slurm(*args: str) -> str:
 def reconfigure(*options: str) -> None:
     """Bring the cluster up with other settings (and wait until it answers)."""
     subprocess.run(["bash", str(SCRIPT), "up", *options], check=True, capture_output=True, timeout=300)
+
+
+def node_names() -> List[str]:
+    """The node names, as ``sinfo -N`` lists them: ``["node1", "node2"]`` or ``[hostname]``."""
+    names: List[str] = []
+    for name in slurm("sinfo", "-h", "-N", "-o", "%N").split():
+        if name not in names:  # one row per node and partition
+            names.append(name)
+    return names
+
+
+@contextmanager
+def multi_node_cluster(nodes: int = 2, gpus: int = 2) -> Iterator[List[str]]:
+    """Run the body on a ``nodes``-node cluster, ``gpus`` fake GPUs per node; yields the node names.
+
+    All nodes run on this machine (one slurmd each) at 127.0.0.1: their names (node1..nodeK) do not
+    resolve, so jobs must use 127.0.0.1 or ``hostname`` as a node's address. On exit, even after a
+    failure, the default one-node cluster is restored; jobs still on the multi-node cluster then are
+    requeued or fail (their processes are killed), so the body should wait for its jobs to end.
+    """
+    reconfigure("--nodes", str(nodes), "--gpus", str(gpus))
+    try:
+        yield node_names()
+    finally:
+        reconfigure()
 
 
 def sacct_rows(name_prefix: str) -> List[List[str]]:
