@@ -22,6 +22,7 @@ from hpo_slurm.searchers.drain import drain
 from hpo_slurm.searchers import make_searcher
 from hpo_slurm.sweep.plan import planned_trials
 from hpo_slurm.executors.array.caps import Limits, parse_assoc, parse_qos, plan_arrays, plan_requests, user_cap
+from hpo_slurm.core.placement import Placement
 from hpo_slurm.executors.array.render import (
     array_spec, check_template, option_lines, render_array, render_wave,
 )
@@ -82,6 +83,16 @@ def test_option_lines_from_the_slurm_section():
         "#SBATCH --mem=16G", "#SBATCH --constraint=a100&ib", "#SBATCH --gres=gpu:a100:2", "#SBATCH --exclusive",
         "#SBATCH --mail-user=a@b.c",
     ]
+
+
+def test_a_trial_of_several_ranks_gets_its_nodes_ranks_and_gpus_per_node():
+    slurm = SlurmConfig(partition="gpu", gpu_type="a100")
+    assert option_lines(slurm, gpus=8, time_minutes=30, placement=Placement(nodes=2, ranks_per_node=4)) == [
+        "#SBATCH --nodes=2", "#SBATCH --ntasks-per-node=4", "#SBATCH --partition=gpu", "#SBATCH --time=30",
+        "#SBATCH --gres=gpu:a100:4",
+    ]
+    assert option_lines(slurm, gpus=1, time_minutes=None, placement=Placement()) == [
+        "#SBATCH --partition=gpu", "#SBATCH --gres=gpu:a100:1"]
 
 
 def test_a_generic_resource_joins_the_gpus_in_one_gres_line():

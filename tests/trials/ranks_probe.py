@@ -3,7 +3,8 @@ lockstep with the others over a gloo process group (one all_reduce per step), re
 shard per rank, and stops at a step the ranks agree on.
 
 Hyperparameters: ``sleep`` (seconds a step), ``fail_rank``/``fail_step`` (that rank exits 1 there;
-with ``fail_once`` only in the trial's first run), ``dist`` (false: no process group).
+with ``fail_once`` only in the trial's first run), ``dist`` (false: no process group),
+``checkpoint_every`` (every rank checkpoints its shard every that many steps).
 ``runs/<run>/probe/rank-<k>.json`` holds what rank k saw in the run's last attempt, and
 ``runs/<run>/probe/stops.jsonl`` a line per rank and stop: rank, step, reason, attempt.
 """
@@ -61,6 +62,9 @@ def main() -> None:
             total = step
         record["steps"].append(total)
         ctx.report_training(step, {"loss": 1.0 / step, "reporting_rank": ctx.rank})
+        if hp.get("checkpoint_every") and step % hp["checkpoint_every"] == 0 and step < ctx.target_length:
+            with ctx.checkpoint(step) as path:
+                (path / f"shard-{ctx.rank}").write_text(str(step))
         if ctx.should_stop():
             with ctx.checkpoint(step) as path:
                 (path / f"shard-{ctx.rank}").write_text(str(step))

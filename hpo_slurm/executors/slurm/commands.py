@@ -90,9 +90,13 @@ def check_before_launch(render: Callable[[Path], str], what: str) -> Optional[st
             raise UserError(f"Slurm refuses {what}: {exc}") from None
 
 
+REQUEUE_CANDIDATES = (JobState.NODE_FAIL, JobState.PREEMPTED)
+
+
 def poll_jobs(job_ids: Sequence[str], user: str, accounting: Optional[bool]) -> Dict[str, JobStatus]:
     """Every job's state from one sacct call (when the cluster keeps accounting) and one squeue call for
-    the jobs sacct does not list. A job in neither is UNKNOWN: gone. A failed query never looks like a
+    the jobs sacct does not list, or lists as ended by a node failure or a preemption (squeue's word
+    wins while it still holds such a job: Slurm requeued it). A job in neither is UNKNOWN: gone. A failed query never looks like a
     vanished job: when sacct could not answer (or ``accounting`` is None, not known) such a job is
     UNKNOWN unconfirmed, to be judged by its result file; when squeue could not, PENDING unconfirmed."""
     if not job_ids:
@@ -110,12 +114,15 @@ def poll_jobs(job_ids: Sequence[str], user: str, accounting: Optional[bool]) -> 
         except SchedulerError as exc:
             log.warning("%s; jobs gone from squeue are judged by their result files only", exc)
             unseen = unaccounted
-    missing = [j for j in job_ids if j not in found]
+    # sacct's latest record of a job Slurm requeues after a node failure or a preemption still says how
+    # that allocation ended until the job starts again; squeue knows it is queued again
+    missing = [j for j in job_ids if j not in found or found[j].state in REQUEUE_CANDIDATES]
     if missing:
         try:
             queued = parse_squeue(query_slurm(["squeue", "-h", "-r", "-u", user, "-o", "%i|%T|%r"]))
         except SchedulerError:
             queued, unseen = {}, JobStatus(JobState.PENDING, reason="squeue failed", confirmed=False)
+            found.update((j, unseen) for j in missing if j in found)  # requeued or not: not known now
         found.update((j, queued[j]) for j in missing if j in queued)
     return {j: found.get(j, unseen) for j in job_ids}
 

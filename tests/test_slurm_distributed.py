@@ -1,0 +1,202 @@
+"""Trials of several ranks on a real two-node Slurm cluster (two slurmd on this machine, 2 fake GPUs
+each): ranks over both nodes, preemption of every rank at one step, a rank's failure, a node going
+DOWN, and an adaptive_asha search of distributed trials. Needs root and `scripts/local-slurm.sh`."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from driver_helpers import REPO, cli, start_cli, status, wait_for
+from slurm_cluster import multi_node_cluster, require_cluster, slurm, wait_until_idle
+
+pytestmark = pytest.mark.slurm
+
+PROBE = Path(__file__).resolve().parent / "trials" / "ranks_probe.py"
+SLURM = {"partition": "debug", "poll_interval": 1, "time": 10, "mem": "400M", "gpus_per_node": 2}
+
+
+@pytest.fixture(scope="module")
+def two_nodes():
+    require_cluster()
+    with multi_node_cluster(nodes=2, gpus=2):
+        yield
+
+
+@pytest.fixture(autouse=True)
+def idle(two_nodes):
+    wait_until_idle()
+    yield
+    subprocess.run(["scancel", "--user", "root"], capture_output=True)
+    wait_until_idle()
+
+
+def probe_config(folder: Path, name: str, slots: int = 4, searcher=None, **changes) -> Path:
+    """A search of ``ranks_probe.py`` trials of ``slots`` ranks, in its own model folder."""
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy(PROBE, folder / PROBE.name)
+    config = {
+        "name": name, "entrypoint": "python3 ranks_probe.py", "max_restarts": 2,
+        "hyperparameters": {"x": {"type": "double", "minval": -1, "maxval": 1}, "sleep": 0.1},
+        "searcher": {"name": "random", "metric": "validation_loss", "smaller_is_better": True, "max_trials": 1,
+                     "max_length": {"batches": 20}, **(searcher or {})},
+        "resources": {"slots_per_trial": slots}, "slurm": dict(SLURM),
+    }
+    for key, value in changes.items():
+        config[key] = {**config[key], **value} if isinstance(value, dict) and key in config else value
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def probes(run_dir: Path) -> dict:
+    return {int(p.stem.split("-")[1]): json.loads(p.read_text()) for p in (run_dir / "probe").glob("rank-*.json")}
+
+
+def metric_lines(experiment: Path, trial_id: int = 1):
+    path = experiment / "trials" / str(trial_id) / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def probe_processes() -> list:
+    done = subprocess.run(["pgrep", "-f", "ranks_probe.py"], capture_output=True, text=True)
+    return done.stdout.split()
+
+
+def test_four_ranks_over_two_nodes_train_and_record_each_length_once(tmp_path):
+    config = probe_config(tmp_path / "model", "spread")
+    root = tmp_path / "runs"
+    done = cli("launch", str(config), "--root", str(root), "--executor", "slurm", timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = status(root, "spread")
+    (trial,) = summary["trials"]
+    assert trial["state"] == "COMPLETED" and trial["restarts"] == 0
+    assert len(trial["runs"]) == 1
+    (run_dir,) = (root / "spread" / "runs").iterdir()
+    seen = probes(run_dir)
+    assert sorted(seen) == [0, 1, 2, 3]
+    nodes = {rank: record["env"]["SLURMD_NODENAME"] for rank, record in seen.items()}
+    assert nodes == {0: "node1", 1: "node1", 2: "node2", 3: "node2"}
+    for rank, record in seen.items():
+        env = record["env"]
+        assert (env["RANK"], env["LOCAL_RANK"], env["WORLD_SIZE"], env["LOCAL_WORLD_SIZE"], env["NODE_RANK"]) == \
+            (str(rank), str(rank % 2), "4", "2", str(rank // 2))
+        assert record["steps"] == list(range(1, 21)) and record["finished"]  # every step's all_reduce saw 4 ranks
+    assert len({record["env"]["MASTER_PORT"] for record in seen.values()}) == 1
+    lengths = [(m["kind"], m["length"]) for m in metric_lines(root / "spread")]
+    assert lengths == [("training", n) for n in range(1, 21)] + [("validation", 20)]
+    attempt = json.loads((run_dir / "attempts.jsonl").read_text().splitlines()[-1])
+    # the job asked for 2 nodes of 2 ranks and 2 GPUs; its own process (no srun) launched the ranks
+    (script,) = (root / "spread" / "jobs").glob("*/*_submission.sh")
+    text = script.read_text()
+    assert {"#SBATCH --nodes=2", "#SBATCH --ntasks-per-node=2", "#SBATCH --gpus-per-node=2"} <= set(text.splitlines())
+    assert "srun" not in text
+    assert attempt["nodes"] == ["node1", "node2"]
+    assert summary["job_hours"] > 0 and summary["gpu_hours"] == pytest.approx(4 * summary["job_hours"])
+    assert probe_processes() == []
+
+
+def test_preempted_ranks_all_stop_at_one_step_and_resume_to_the_uninterrupted_result(tmp_path):
+    config = probe_config(tmp_path / "model", "preempted", hyperparameters={"sleep": 0.3},
+                          searcher={"max_length": {"batches": 60}})
+    root = tmp_path / "runs"
+    driver = start_cli("launch", str(config), "--root", str(root), "--executor", "slurm")
+    experiment = root / "preempted"
+
+    def trained(steps):
+        runs = list(experiment.glob("runs/*/probe"))
+        return runs and all(len(r["steps"]) >= steps for r in probes(runs[0].parent).values()) \
+            and len(probes(runs[0].parent)) == 4
+
+    wait_for(lambda: trained(5), timeout=180, interval=0.5, what="the ranks to train")
+    slurm("sbatch", "-p", "urgent", "-N", "2", "--gres=gpu:2", "-J", "urgent-preemptor", "-o", "/dev/null",
+          "--wrap", "sleep 5")
+    out, err = driver.communicate(timeout=600)
+    assert driver.returncode == 0, err[-3000:]
+    (trial,) = status(root, "preempted")["trials"]
+    assert trial["state"] == "COMPLETED" and trial["restarts"] == 0 and trial["preemptions"] >= 1
+    # the run or attempt that was preempted: every rank stopped at the same step
+    stops = [json.loads(line) for path in sorted(experiment.glob("runs/*/probe/stops.jsonl"))
+             for line in path.read_text().splitlines()]
+    first = stops[:4]
+    assert sorted(s["rank"] for s in first) == [0, 1, 2, 3]
+    assert len({s["step"] for s in first}) == 1 and first[0]["reason"] == "preempted", stops
+    # the resumed ranks start after the checkpoint and finish; every length is validated once
+    last_run = sorted(experiment.glob("runs/*/probe"), key=lambda p: int(p.parent.name.split("-r")[1]))[-1]
+    final = probes(last_run.parent)
+    assert all(r["finished"] and r["resumed_shards"] == ["shard-0", "shard-1", "shard-2", "shard-3"]
+               for r in final.values())
+    assert all(r["steps"][0] == first[0]["step"] + 1 and r["steps"][-1] == 60 for r in final.values())
+    validations = [m for m in metric_lines(experiment) if m["kind"] == "validation"]
+    assert [m["length"] for m in validations] == [60]
+    assert probe_processes() == []
+
+
+def test_a_rank_that_exits_1_fails_the_run_once_and_leaves_no_process(tmp_path):
+    config = probe_config(tmp_path / "model", "flaky", hyperparameters={"sleep": 0.2, "fail_rank": 3, "fail_step": 4,
+                                                                        "fail_once": True})
+    root = tmp_path / "runs"
+    done = cli("launch", str(config), "--root", str(root), "--executor", "slurm", timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (trial,) = status(root, "flaky")["trials"]
+    assert trial["state"] == "COMPLETED" and trial["restarts"] == 1
+    assert [r["state"] for r in trial["runs"]] == ["FAILED", "SUCCEEDED"]
+    assert "rank 3" in trial["runs"][0]["reason"], trial["runs"][0]
+    assert probe_processes() == []
+
+
+def test_a_node_set_down_mid_run_is_resumed_from_the_checkpoint_and_not_counted_as_a_failure(tmp_path):
+    config = probe_config(tmp_path / "model", "downed", hyperparameters={"sleep": 0.3, "checkpoint_every": 4},
+                          searcher={"max_length": {"batches": 40}})
+    root = tmp_path / "runs"
+    driver = start_cli("launch", str(config), "--root", str(root), "--executor", "slurm")
+    experiment = root / "downed"
+    wait_for(lambda: (experiment / "trials" / "1" / "checkpoints" / "length-000000008").is_dir(), timeout=180,
+             interval=0.5, what="a checkpoint at length 8")
+    slurm("scontrol", "update", "nodename=node2", "state=DOWN", "reason=hpo-slurm test")
+    out, err = driver.communicate(timeout=600)
+    assert driver.returncode == 0, err[-3000:]
+    (trial,) = status(root, "downed")["trials"]
+    assert trial["state"] == "COMPLETED" and trial["restarts"] == 0
+    assert len(trial["runs"]) == 1  # Slurm requeued the run's own job: no second run beside it
+    final = probes(max(experiment.glob("runs/*"), key=lambda p: int(p.name.split("-r")[1])))
+    assert all(r["finished"] and r["steps"][-1] == 40 for r in final.values())
+    assert all(r["resumed_shards"] == ["shard-0", "shard-1", "shard-2", "shard-3"] and r["steps"][0] > 8
+               for r in final.values())
+    assert [m["length"] for m in metric_lines(experiment) if m["kind"] == "validation"] == [40]
+    attempts = [json.loads(line) for path in experiment.glob("runs/*/attempts.jsonl")
+                for line in path.read_text().splitlines()]
+    assert len(attempts) >= 2  # the job was started again after the node failed
+    assert probe_processes() == []
+
+
+def test_adaptive_asha_promotes_distributed_trials_from_their_checkpoints(tmp_path):
+    config = probe_config(
+        tmp_path / "model", "asha", slots=2,
+        searcher={"name": "adaptive_asha", "max_trials": 4, "max_length": {"batches": 16}, "max_rungs": 2,
+                  "divisor": 4, "mode": "aggressive", "max_concurrent_trials": 2},
+        slurm={"gpus_per_node": 1})  # 2 ranks on 2 nodes: two trials at once on the 2 x 2 GPUs
+    root = tmp_path / "runs"
+    done = cli("launch", str(config), "--root", str(root), "--executor", "slurm", timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = status(root, "asha")
+    assert summary["state"] == "COMPLETED" and len(summary["trials"]) == 4
+    experiment = root / "asha"
+    promoted = [t for t in summary["trials"] if len(t["runs"]) > 1]
+    assert promoted, "no trial was promoted"
+    for trial in summary["trials"]:
+        validations = [m["length"] for m in metric_lines(experiment, trial["id"]) if m["kind"] == "validation"]
+        assert len(validations) == len(set(validations))  # each length validated once
+    for trial in promoted:
+        continuation = max(experiment.glob(f"runs/t{trial['id']}-r*"), key=lambda p: int(p.name.split("-r")[1]))
+        seen = probes(continuation)
+        assert sorted(seen) == [0, 1]
+        assert {r["env"]["SLURMD_NODENAME"] for r in seen.values()} == {"node1", "node2"}
+        assert all(r["resumed_shards"] == ["shard-0", "shard-1"] and r["steps"][0] == 5 and r["finished"]
+                   for r in seen.values())
