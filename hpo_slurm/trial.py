@@ -63,9 +63,9 @@ class TrialContext:
 
     Built from the run's spec: a ``RunSpec``, or the ``spec.json`` object (``ProtocolError`` when it
     is not a valid one; ``context_dir`` and ``entrypoint`` may be left out). ``spec`` is that object as
-    a dict; ``run_spec`` the typed spec. This process's rank comes from ``environ`` (default
-    ``os.environ``): RANK, LOCAL_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE, NODE_RANK (a lone process
-    without them is rank 0 of 1)."""
+    a dict; ``run_spec`` the typed spec. When the spec has several ranks, this process's rank comes
+    from ``environ`` (default ``os.environ``): RANK, LOCAL_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE,
+    NODE_RANK; otherwise it is rank 0 of 1."""
 
     def __init__(self, spec: Union[RunSpec, Mapping[str, Any]], environ: Optional[Mapping[str, str]] = None):
         if isinstance(spec, RunSpec):
@@ -85,7 +85,9 @@ class TrialContext:
         self._layout = ExperimentLayout(Path(self.run_spec.experiment_dir))
         self._stop_reason: Optional[str] = None
         self._last_stop_check = 0.0
-        env = os.environ if environ is None else environ
+        # the spec says whether hpo-slurm launched ranks; a lone process is rank 0 of 1 whatever its
+        # environment holds (a script may run its own torchrun)
+        env = (os.environ if environ is None else environ) if self.run_spec.world_size > 1 else {}
         self.rank: int = int(env.get("RANK", 0))
         self.local_rank: int = int(env.get("LOCAL_RANK", 0))
         self.world_size: int = int(env.get("WORLD_SIZE", 1))
@@ -208,30 +210,37 @@ class TrialContext:
                 if self._layout.stop_request.exists() or self._layout.run_stop_file(self.run_id).exists():
                     self._stop_reason = StopReason.SEARCH_STOPPED.value
         if self.world_size > 1:
-            self._agree_on_stop()
-            if self._stop_reason is not None and not self._stop_told:
+            agreed = self._agree_on_stop()
+            if agreed is not None and not self._stop_told:
                 self._stop_told = True  # the rank's own process may not have had the signal: tell it
                 self._layout.ranks_dir(self.run_id).mkdir(parents=True, exist_ok=True)
-                write_json_atomic(self._layout.rank_stop_file(self.run_id, self.rank), {"reason": self._stop_reason})
+                write_json_atomic(self._layout.rank_stop_file(self.run_id, self.rank), {"reason": agreed})
+            return agreed is not None
         return self._stop_reason is not None
 
-    def _agree_on_stop(self) -> None:
-        """Every rank's stop reason, agreed over a gloo group of torch.distributed's process group
-        (made at the first call, which every rank makes), when torch.distributed is initialized."""
+    def _agree_on_stop(self) -> Optional[str]:
+        """The stop reason every rank agrees on (None: go on), over a gloo group of torch.distributed's
+        process group (made at the first call, which every rank makes) when torch.distributed is
+        initialized; else this rank's own. A signal that arrives after the ranks agreed counts at the
+        next call, so every rank answers the same at every call."""
+        reason = self._stop_reason
         dist = sys.modules.get("torch.distributed")
         if dist is None or not dist.is_available() or not dist.is_initialized():
-            return
+            return reason
         torch = sys.modules["torch"]
         if self._stop_group is None:
             self._stop_group = dist.group.WORLD if dist.get_backend() == "gloo" else dist.new_group(backend="gloo")
-        reason = self._stop_reason
         code = 0 if reason is None else _STOP_CODES.get(reason, _OWN_REASON)
         flag = torch.tensor([code], dtype=torch.int32)
         dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=self._stop_group)
         agreed = int(flag.item())
-        if agreed and reason is None:
+        if not agreed:
+            return None
+        if reason is None or _STOP_CODES.get(reason, _OWN_REASON) != agreed:
             names = {number: name for name, number in _STOP_CODES.items()}
-            self._stop_reason = names.get(agreed, "stopped by another rank")
+            reason = names.get(agreed, reason if reason is not None else "stopped by another rank")
+        self._stop_reason = reason
+        return reason
 
     @property
     def stop_reason(self) -> Optional[str]:

@@ -60,7 +60,7 @@ def test_two_ranks_train_report_once_and_publish_one_checkpoint(tmp_path):
     assert sorted(p.name for p in final.iterdir()) == ["hpo_checkpoint.json", "shard-0", "shard-1"]
     leftovers = [p.name for p in final.parent.iterdir() if p.name.startswith(".")]
     assert leftovers == []  # no temporary or synchronisation folders left
-    assert sorted(p.name for p in (Path(spec).parent / "ranks").iterdir()) == ["rank-0.json", "rank-1.json"]
+    assert sorted(p.name for p in (Path(spec).parent / "ranks").glob("rank-*")) == ["rank-0.json", "rank-1.json"]
 
 
 def test_a_stop_signal_to_one_rank_stops_every_rank_at_the_same_step_and_resume_continues(tmp_path):
@@ -107,10 +107,16 @@ def test_merge_rules():
     stopped = RunResult(RunStatus.STOPPED, 0, stop_reason=StopReason.TIME_LIMIT)
     assert merge([exited, exited], None, 0).status is RunStatus.EXITED
     assert merge([stopped, failed], None, 1) == RunResult(RunStatus.FAILED, 3, message="rank 1: boom")
-    assert merge([stopped, None], None, 137).stop_reason == StopReason.TIME_LIMIT
+    crashed = merge([stopped, None], None, 137)  # rank 1 died (SIGKILL, OOM): rank 0 was only stopped for it
+    assert crashed.status is RunStatus.FAILED and crashed.message.startswith("rank 1 ended without a result")
     assert merge([None, None], StopReason.PREEMPTED.value, 143).status is RunStatus.STOPPED
-    lost = merge([exited, None], None, 137)
-    assert lost.status is RunStatus.FAILED and lost.message.startswith("rank 1 ended without a result")
+    assert merge([stopped, None], StopReason.PREEMPTED.value, 143).stop_reason == StopReason.PREEMPTED
+    # the job's own reason wins over the ranks' (a time-limit warning, then SIGTERM at the limit) ...
+    preempted = RunResult(RunStatus.STOPPED, 0, stop_reason=StopReason.PREEMPTED)
+    assert merge([preempted, preempted], StopReason.TIME_LIMIT.value, 0).stop_reason == StopReason.TIME_LIMIT
+    # ... and the search's reason wins over both
+    searched = RunResult(RunStatus.STOPPED, 0, stop_reason=StopReason.SEARCH_STOPPED)
+    assert merge([preempted, searched], StopReason.TIME_LIMIT.value, 0).stop_reason == StopReason.SEARCH_STOPPED
     invalid = RunResult(RunStatus.INVALID_HP, 1, message="no")
     assert merge([exited, invalid], None, 1) is invalid
 

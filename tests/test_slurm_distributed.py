@@ -69,6 +69,18 @@ def probe_processes() -> list:
     return done.stdout.split()
 
 
+def preempt_once_trained(driver: subprocess.Popen, root: Path, name: str, trained) -> None:
+    """Once ``trained()``, take both nodes with an urgent job; the search must then finish with its
+    one trial preempted at least once and never failed."""
+    wait_for(trained, timeout=300, interval=0.5, what="the ranks to train")
+    slurm("sbatch", "-p", "urgent", "-N", "2", "--gres=gpu:2", "-J", "urgent-preemptor", "-o", "/dev/null",
+          "--wrap", "sleep 5")
+    out, err = driver.communicate(timeout=900)
+    assert driver.returncode == 0, err[-3000:]
+    (trial,) = status(root, name)["trials"]
+    assert trial["state"] == "COMPLETED" and trial["restarts"] == 0 and trial["preemptions"] >= 1
+
+
 def test_four_ranks_over_two_nodes_train_and_record_each_length_once(tmp_path):
     config = probe_config(tmp_path / "model", "spread")
     root = tmp_path / "runs"
@@ -114,13 +126,7 @@ def test_preempted_ranks_all_stop_at_one_step_and_resume_to_the_uninterrupted_re
         return runs and all(len(r["steps"]) >= steps for r in probes(runs[0].parent).values()) \
             and len(probes(runs[0].parent)) == 4
 
-    wait_for(lambda: trained(5), timeout=180, interval=0.5, what="the ranks to train")
-    slurm("sbatch", "-p", "urgent", "-N", "2", "--gres=gpu:2", "-J", "urgent-preemptor", "-o", "/dev/null",
-          "--wrap", "sleep 5")
-    out, err = driver.communicate(timeout=600)
-    assert driver.returncode == 0, err[-3000:]
-    (trial,) = status(root, "preempted")["trials"]
-    assert trial["state"] == "COMPLETED" and trial["restarts"] == 0 and trial["preemptions"] >= 1
+    preempt_once_trained(driver, root, "preempted", lambda: trained(5))
     # the run or attempt that was preempted: every rank stopped at the same step
     stops = [json.loads(line) for path in sorted(experiment.glob("runs/*/probe/stops.jsonl"))
              for line in path.read_text().splitlines()]
@@ -200,3 +206,40 @@ def test_adaptive_asha_promotes_distributed_trials_from_their_checkpoints(tmp_pa
         assert {r["env"]["SLURMD_NODENAME"] for r in seen.values()} == {"node1", "node2"}
         assert all(r["resumed_shards"] == ["shard-0", "shard-1"] and r["steps"][0] == 5 and r["finished"]
                    for r in seen.values())
+
+
+def test_ddp_digits_preempted_on_two_nodes_ends_bit_for_bit_as_an_uninterrupted_run(tmp_path):
+    """The DDP example, 4 ranks over 2 nodes, preempted by the urgent partition mid-run: every rank
+    stops at one step, the job resumes from the checkpoint, and the validation metrics equal those of
+    the same trial trained without interruption (4 local ranks) to the last bit."""
+    pytest.importorskip("torch")
+    pytest.importorskip("sklearn")
+    model = tmp_path / "digits"
+    shutil.copytree(REPO / "examples" / "digits", model, ignore=shutil.ignore_patterns("hpo-runs", "__pycache__"))
+    base = yaml.safe_load((model / "dist_random.yaml").read_text())
+    base["searcher"].update(max_trials=1, max_length={"batches": 60})
+    base["resources"] = {"slots_per_trial": 4}
+    base["data"] = {**base.get("data", {}), "report_every": 10}
+
+    def write(name, **changes):
+        config = {**base, "name": name, **changes}
+        path = model / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        return path
+
+    root = tmp_path / "runs"
+    reference = write("reference")
+    done = cli("launch", str(reference), "--root", str(root), "--executor", "local", timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    preempted = write("preempted", slurm={**SLURM, "mem": "1G"}, data={**base["data"], "sleep_per_batch": 0.3})
+    driver = start_cli("launch", str(preempted), "--root", str(root), "--executor", "slurm")
+    metrics_file = root / "preempted" / "trials" / "1" / "metrics.jsonl"
+    preempt_once_trained(driver, root, "preempted",
+                         lambda: metrics_file.exists() and metrics_file.read_text().count("training") >= 2)
+
+    def validations(name):
+        lines = [json.loads(line) for line in (root / name / "trials" / "1" / "metrics.jsonl").read_text().splitlines()]
+        return [(m["length"], m["metrics"]) for m in lines if m["kind"] == "validation"]
+
+    assert validations("preempted") == validations("reference")
+    assert probe_processes() == [] and not subprocess.run(["pgrep", "-f", "train_ddp.py"]).returncode == 0

@@ -83,7 +83,7 @@ def _check_group(rank, spec_path):
 
 
 def test_init_distributed_joins_a_gloo_group_of_the_trials_ranks(tmp_path):
-    spec_path = make_run(tmp_path, EXAMPLES / "digits", "python3 train_ddp.py", {}, 10)
+    spec_path = make_run(tmp_path, EXAMPLES / "digits", "python3 train_ddp.py", {}, 10, ranks_per_node=WORLD)
     spawn(_check_group, spec_path)
 
 

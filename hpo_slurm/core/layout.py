@@ -79,6 +79,10 @@ class ExperimentLayout:
     def rank_result_file(self, run_id: str, rank: int) -> Path:
         return self.ranks_dir(run_id) / f"rank-{rank}.json"
 
+    def rank_group_file(self, run_id: str, rank: int) -> Path:
+        """The process group of rank ``rank``'s trial (a shell command runs in a session of its own)."""
+        return self.ranks_dir(run_id) / f"group-{rank}"
+
     def rank_stop_file(self, run_id: str, rank: int) -> Path:
         """Written by rank ``rank``'s trial when it agreed to stop, with the reason."""
         return self.ranks_dir(run_id) / f"stopping-{rank}.json"

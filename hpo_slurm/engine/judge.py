@@ -40,7 +40,7 @@ def judge(run: Mapping[str, Any], trial: Mapping[str, Any], status: JobStatus,
         return RunState.PREEMPTED, "preempted"
     if stop_reason == StopReason.TIME_LIMIT or status.state == JobState.TIMEOUT:
         return RunState.TIMEOUT, "reached its time limit"
-    if status.state == JobState.NODE_FAIL and result_status is not RunStatus.FAILED:
+    if status.state == JobState.NODE_FAIL:  # the ranks left on other nodes fail when their peers vanish
         return RunState.LOST, NODE_FAILED
     if result is None and status.state == JobState.UNKNOWN:
         return RunState.LOST, "the job vanished without a result"

@@ -47,7 +47,8 @@ class _DetachedLocalExecutor(submitit.LocalExecutor):
     """submitit's local executor, but each controller starts in its own session."""
 
     def _submit_command(self, command: str) -> submitit_local.LocalJob:
-        env = dict(os.environ)
+        # a local job is not a Slurm job, even when the driver runs inside an allocation (salloc)
+        env = {key: value for key, value in os.environ.items() if not key.startswith("SLURM_")}
         env.update(
             SUBMITIT_LOCAL_NTASKS="1",
             SUBMITIT_LOCAL_COMMAND=command,

@@ -20,7 +20,6 @@ from hpo_slurm.sweep.plan import DRY_RUN_PREFIX, planned_requests, planned_trial
 
 if TYPE_CHECKING:  # pragma: no cover  (the config module and YAML are imported by the functions that read a config)
     from hpo_slurm.executors.array.executor import ArrayExecutor
-    from hpo_slurm.executors.base import placement_or_error
     from hpo_slurm.executors.array.manifest import ArrayManifest
     from hpo_slurm.executors.base import JobRequest
 
@@ -31,6 +30,7 @@ def start(config_path: str, name: Optional[str], root: Path, context: Optional[P
     cluster refused are reported as a ClickException that names ``--resubmit``."""
     from hpo_slurm.config.schema import check_name, load_config
     from hpo_slurm.executors.array.executor import ArrayExecutor
+    from hpo_slurm.executors.base import placement_or_error
     from hpo_slurm.experiment import folder as experiment
 
     config = load_config(config_path)

@@ -20,7 +20,7 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from hpo_slurm.core.fsio import read_json
 from hpo_slurm.core.layout import ExperimentLayout
@@ -34,18 +34,21 @@ def is_module_entrypoint(entrypoint: str) -> bool:
     return bool(MODULE_ENTRYPOINT.match(entrypoint.strip()))
 
 
-def run_entrypoint(spec: RunSpec, spec_path: str) -> RunResult:
+def run_entrypoint(spec: RunSpec, spec_path: str, on_start: Optional[Callable[[int], None]] = None) -> RunResult:
     """Run ``spec``'s entrypoint to its end (the spec is read from ``spec_path`` by the trial) and
-    return how it ended; a search that was stopped before it began runs nothing."""
+    return how it ended; a search that was stopped before it began runs nothing. ``on_start`` is
+    told the process group of a shell command's trial once it exists (a launcher that must be able
+    to kill it)."""
     entrypoint = spec.entrypoint.strip()
     if search_stopped(spec):  # cancelled before it started (a requeued job, or one the driver gave up on)
         return outcome(0, StopReason.SEARCH_STOPPED, "")
     if is_module_entrypoint(entrypoint):
         return _run_function(entrypoint, spec, spec_path)
-    return _run_command(entrypoint, spec, spec_path)
+    return _run_command(entrypoint, spec, spec_path, on_start)
 
 
-def _run_command(entrypoint: str, spec: RunSpec, spec_path: str) -> RunResult:
+def _run_command(entrypoint: str, spec: RunSpec, spec_path: str,
+                 on_start: Optional[Callable[[int], None]] = None) -> RunResult:
     env = dict(os.environ)
     env[SPEC_ENV] = str(spec_path)
     # `python3 train.py` must find the interpreter hpo-slurm runs in, as an activated venv would.
@@ -56,6 +59,8 @@ def _run_command(entrypoint: str, spec: RunSpec, spec_path: str) -> RunResult:
         ["/bin/sh", "-c", f"trap : {' '.join(n[3:] for n in STOP_SIGNALS)}\n{entrypoint}"],
         cwd=spec.context_dir, env=env, start_new_session=True,
     )
+    if on_start is not None:
+        on_start(child.pid)
     stop_reason: Optional[str] = None
     started = time.monotonic()
 

@@ -56,6 +56,10 @@ def run_job(spec_path: str) -> RunResult:
     layout.result_file(run_id).unlink(missing_ok=True)
     (run_dir / INVALID_HP_FILE).unlink(missing_ok=True)
     shutil.rmtree(layout.ranks_dir(run_id), ignore_errors=True)
+    # what an earlier attempt's ranks left half-saved (a shared checkpoint is named after its attempt)
+    checkpoints = layout.checkpoints_dir(spec.trial_id)
+    for stale in [*checkpoints.glob(f".tmp-*-{run_id}-a*"), *checkpoints.glob(f".sync-*-{run_id}-a*")]:
+        shutil.rmtree(stale, ignore_errors=True)
     attempt = _record_attempt(layout, run_id)
 
     if spec.world_size > 1:

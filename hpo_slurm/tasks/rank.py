@@ -39,8 +39,9 @@ def main(argv: Optional[List[str]] = None) -> None:
     if from_slurm:
         os.environ.update(slurm_rank_environment(spec, os.environ))
     rank = int(os.environ["RANK"])
-    result = run_entrypoint(spec, spec_path)
     layout = ExperimentLayout(Path(spec.experiment_dir))
+    group_file = layout.rank_group_file(spec.run_id, rank)
+    result = run_entrypoint(spec, spec_path, on_start=lambda pgid: group_file.write_text(str(pgid)))
     told = layout.rank_stop_file(spec.run_id, rank)
     if result.status is RunStatus.EXITED and told.exists():  # the trial stopped when the ranks agreed to
         result = RunResult(RunStatus.STOPPED, result.exit_code, stop_reason=read_json(told)["reason"])

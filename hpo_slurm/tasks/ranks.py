@@ -6,8 +6,9 @@ runs the entrypoint and writes ``runs/<run>/ranks/rank-<k>.json``):
 
 - Under Slurm (the job holds an allocation: ``SLURM_JOB_ID``), as ONE ``srun`` step over the job's
   nodes with ``--kill-on-bad-exit=1``: a rank that fails ends every rank of the step, and no rank is
-  left behind on any node. Slurm itself delivers the preemption SIGTERM and the time-limit warning
-  to every rank; the job only records them.
+  left behind on any node. Slurm delivers the preemption SIGTERM and a ``--signal`` warning to the
+  ranks of the step itself; a stop signal the job's own process receives (a sweep's ``B:`` warning)
+  is passed to srun, which relays it to every rank.
 - Elsewhere (the local executor), as local processes like ``torchrun --standalone``: stop signals the
   job receives are passed to every rank; when a rank fails the others get SIGTERM, then SIGKILL after
   ``GRACE_S`` seconds.
@@ -26,11 +27,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 from hpo_slurm.core.fsio import read_json
 from hpo_slurm.core.layout import ExperimentLayout
-from hpo_slurm.core.protocol import ProtocolError, RunResult, RunSpec, RunStatus
+from hpo_slurm.core.protocol import ProtocolError, RunResult, RunSpec, RunStatus, StopReason
 from hpo_slurm.trial import ATTEMPT_ENV, STOP_SIGNALS, stop_reason_for
 
 GRACE_S = 15.0  # local ranks: how long the others get to exit after one failed
@@ -48,31 +49,30 @@ def launch_ranks(spec: RunSpec, spec_path: str, attempt: int) -> RunResult:
     layout = ExperimentLayout(Path(spec.experiment_dir))
     layout.ranks_dir(spec.run_id).mkdir(parents=True, exist_ok=True)
 
-    if os.environ.get("SLURM_JOB_ID"):
-        srun = ["srun", "--kill-on-bad-exit=1", "--label", f"--nodes={spec.nodes}",
-                f"--ntasks={spec.world_size}", f"--ntasks-per-node={spec.ranks_per_node}"]
-        ranks = [subprocess.Popen(srun + command[:-1] + ["--slurm", spec_path], env=env, cwd=spec.context_dir,
-                                  start_new_session=True)]
-
-        def forward(signum: int) -> None:
-            pass  # Slurm signals every rank of the step itself
-    else:
-        ranks = [subprocess.Popen(command, env={**env, **local_rank_environment(spec, rank)},
-                                  cwd=spec.context_dir, start_new_session=True)
-                 for rank in range(spec.world_size)]
-
-        def forward(signum: int) -> None:
-            for process in ranks:
-                _signal_group(process, signum)
+    ranks: List["subprocess.Popen[bytes]"] = []
+    under_slurm = bool(os.environ.get("SLURM_JOB_ID"))
 
     def on_signal(signum: int, frame: object) -> None:
         if received[0] is None:
             received[0] = stop_reason_for(signum, spec, time.monotonic() - started)
-        forward(signum)
+        for process in ranks:
+            if under_slurm:  # Slurm signals a step's ranks itself; a warning sent to the batch shell
+                _signal(process, signum)  # only (a sweep's --signal=B:...) reaches them through srun
+            else:
+                _signal_group(process, signum)
 
-    for name in STOP_SIGNALS:
+    for name in STOP_SIGNALS:  # before any rank starts: a signal in between must not orphan them
         signal.signal(getattr(signal, name), on_signal)
-    codes = _wait_all(ranks)
+    if under_slurm:
+        srun = ["srun", "--kill-on-bad-exit=1", "--label", f"--nodes={spec.nodes}",
+                f"--ntasks={spec.world_size}", f"--ntasks-per-node={spec.ranks_per_node}"]
+        ranks.append(subprocess.Popen(srun + command[:-1] + ["--slurm", spec_path], env=env, cwd=spec.context_dir,
+                                      start_new_session=True))
+    else:
+        for rank in range(spec.world_size):
+            ranks.append(subprocess.Popen(command, env={**env, **local_rank_environment(spec, rank)},
+                                          cwd=spec.context_dir, start_new_session=True))
+    codes = _wait_all(ranks, lambda: _trial_groups(layout, spec))
     for name in STOP_SIGNALS:  # the ranks are over: a late signal must not kill us before the result is written
         signal.signal(getattr(signal, name), signal.SIG_IGN)
     results = [_read_rank_result(layout.rank_result_file(spec.run_id, rank)) for rank in range(spec.world_size)]
@@ -83,22 +83,25 @@ def merge(results: Sequence[Optional[RunResult]], stop_reason: Optional[str], co
     """The run's ending from its ranks' (None: the rank wrote none, it was killed), the stop reason
     the job itself received (None: none) and the launcher's exit code. In order: a rank that failed
     fails the run (the lowest such rank names the cause; ranks ended because of it only stopped);
-    a rank that raised InvalidHP makes the run's hyperparameters invalid; a rank that stopped, or a
-    stop signal to the job, makes the run stopped; a rank without an ending, with no stop known,
-    fails the run; otherwise the ranks all exited."""
+    a rank that raised InvalidHP makes the run's hyperparameters invalid; a rank without an ending
+    fails the run unless the job itself was told to stop (then the ranks were killed for it); a rank
+    that stopped, or a stop signal to the job, makes the run stopped, for the search's reason if any
+    rank saw it, else the job's own reason, else the ranks'; otherwise the ranks all exited."""
     for rank, result in enumerate(results):
         if result is not None and result.status is RunStatus.FAILED:
             return RunResult(RunStatus.FAILED, result.exit_code or 1, message=f"rank {rank}: {result.message}")
     for result in results:
         if result is not None and result.status is RunStatus.INVALID_HP:
             return result
-    reasons = [r.stop_reason for r in results if r is not None and r.status is RunStatus.STOPPED]
-    if reasons or stop_reason is not None:
-        return RunResult(RunStatus.STOPPED, 0, stop_reason=reasons[0] if reasons else stop_reason)
     missing = [rank for rank, result in enumerate(results) if result is None]
-    if missing:
+    if missing and stop_reason is None:
         return RunResult(RunStatus.FAILED, code or 1, message=f"rank {missing[0]} ended without a result "
                                                                f"(the ranks' launcher exited with status {code})")
+    reasons = [r.stop_reason for r in results if r is not None and r.status is RunStatus.STOPPED]
+    if reasons or stop_reason is not None:
+        if StopReason.SEARCH_STOPPED in reasons:
+            return RunResult(RunStatus.STOPPED, 0, stop_reason=StopReason.SEARCH_STOPPED)
+        return RunResult(RunStatus.STOPPED, 0, stop_reason=stop_reason if stop_reason is not None else reasons[0])
     return RunResult(RunStatus.EXITED, 0)
 
 
@@ -149,8 +152,10 @@ def _resolves(name: str) -> bool:
     return True
 
 
-def _wait_all(ranks: List["subprocess.Popen[bytes]"]) -> List[int]:
-    """Every rank's exit code. Once one fails, the others get SIGTERM, then SIGKILL after ``GRACE_S``."""
+def _wait_all(ranks: List["subprocess.Popen[bytes]"], trial_groups: Callable[[], List[int]]) -> List[int]:
+    """Every rank's exit code. Once one fails, the others get SIGTERM, then SIGKILL after ``GRACE_S``,
+    as do the trials' own process groups (``trial_groups()``: a shell command's trial runs in a
+    session of its own)."""
     killing_at: Optional[float] = None
     while True:
         codes = [process.poll() for process in ranks]
@@ -164,13 +169,36 @@ def _wait_all(ranks: List["subprocess.Popen[bytes]"]) -> List[int]:
         elif killing_at is not None and time.monotonic() >= killing_at:
             for process in ranks:
                 _signal_group(process, signal.SIGKILL)
+            for group in trial_groups():
+                _kill_group(group, signal.SIGKILL)
         time.sleep(POLL_S)
 
 
-def _signal_group(process: "subprocess.Popen[bytes]", signum: int) -> None:
-    """``signum`` to a local rank's whole process group (its trial's helpers too)."""
+def _trial_groups(layout: ExperimentLayout, spec: RunSpec) -> List[int]:
+    groups = []
+    for rank in range(spec.world_size):
+        try:
+            groups.append(int(layout.rank_group_file(spec.run_id, rank).read_text()))
+        except (OSError, ValueError):
+            continue
+    return groups
+
+
+def _signal(process: "subprocess.Popen[bytes]", signum: int) -> None:
     try:
-        os.killpg(process.pid, signum)
+        process.send_signal(signum)
+    except ProcessLookupError:
+        pass
+
+
+def _signal_group(process: "subprocess.Popen[bytes]", signum: int) -> None:
+    """``signum`` to a local rank's process group (the rank's own process and what it started there)."""
+    _kill_group(process.pid, signum)
+
+
+def _kill_group(group: int, signum: int) -> None:
+    try:
+        os.killpg(group, signum)
     except (ProcessLookupError, PermissionError):
         pass
 
