@@ -243,3 +243,46 @@ def test_ddp_digits_preempted_on_two_nodes_ends_bit_for_bit_as_an_uninterrupted_
 
     assert validations("preempted") == validations("reference")
     assert probe_processes() == [] and not subprocess.run(["pgrep", "-f", "train_ddp.py"]).returncode == 0
+
+
+def test_a_sweep_of_distributed_trials_runs_each_as_ranks_over_both_nodes(tmp_path):
+    config = probe_config(tmp_path / "model", "swept", searcher={"name": "grid", "max_trials": 2, "max_length": {"batches": 6}},
+                          hyperparameters={"x": {"type": "categorical", "vals": [0.5, -0.5]}})
+    root = tmp_path / "runs"
+    done = cli("sweep", str(config), "--root", str(root), timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    script = (root / "swept" / "jobs" / "array-0" / "array.sbatch").read_text().splitlines()
+    assert {"#SBATCH --nodes=2", "#SBATCH --ntasks-per-node=2", "#SBATCH --gres=gpu:2"} <= set(script)
+
+    def finished():
+        summary = status(root, "swept")
+        return summary if all(r["state"] not in ("SUBMITTED", "RUNNING")
+                              for t in summary["trials"] for r in t["runs"]) else None
+
+    summary = wait_for(finished, timeout=300, interval=2, what="the sweep's trials to end")
+    assert [t["state"] for t in summary["trials"]] == ["COMPLETED", "COMPLETED"]
+    for run_dir in (root / "swept" / "runs").iterdir():
+        seen = probes(run_dir)
+        assert {r["env"]["SLURMD_NODENAME"] for r in seen.values()} == {"node1", "node2"}
+        assert sorted(seen) == [0, 1, 2, 3] and all(r["finished"] for r in seen.values())
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"resources": {"slots_per_trial": 3}},
+     "resources.slots_per_trial: 3 GPUs cannot be split over whole nodes of 2 GPUs"),
+    ({"slurm": {"gpus_per_node": 4}},
+     "slurm.gpus_per_node: 4, but the nodes of partition debug have at most 2 GPUs"),
+])
+def test_a_trial_the_partitions_nodes_cannot_hold_is_refused_before_anything_exists(tmp_path, changes, message):
+    slurm_section = {key: value for key, value in SLURM.items() if key != "gpus_per_node"}
+    config = probe_config(tmp_path / "model", "refused", slurm=slurm_section)
+    data = yaml.safe_load(config.read_text())
+    data["slurm"] = slurm_section
+    for key, value in changes.items():
+        data[key] = {**data[key], **value}
+    config.write_text(yaml.safe_dump(data))
+    root = tmp_path / "runs"
+    done = cli("launch", str(config), "--root", str(root), "--executor", "slurm", timeout=120)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert done.stderr.strip().splitlines()[-1].startswith(f"hpo-slurm: {config}: {message}"), done.stderr
+    assert not (root / "refused").exists()
