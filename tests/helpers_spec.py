@@ -110,7 +110,12 @@ def layout_of(spec_path: Path) -> ExperimentLayout:
 
 
 def metrics(spec_path: Path, trial_id: int = 1, kind: Optional[str] = None) -> List[Dict[str, Any]]:
-    path = layout_of(spec_path).metrics_file(trial_id)
+    return trial_metrics(layout_of(spec_path).dir, trial_id, kind)
+
+
+def trial_metrics(experiment_dir: Path, trial_id: int = 1, kind: Optional[str] = None) -> List[Dict[str, Any]]:
+    """The metric lines trial ``trial_id`` of the experiment in ``experiment_dir`` wrote, of ``kind`` if given."""
+    path = ExperimentLayout(Path(experiment_dir)).metrics_file(trial_id)
     if not path.exists():
         return []
     lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

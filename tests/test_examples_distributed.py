@@ -4,7 +4,6 @@ through ``hpo-slurm launch``; single runs through ``hpo_slurm.tasks.job.run_job`
 
 from __future__ import annotations
 
-import json
 import math
 
 import pytest
@@ -23,6 +22,7 @@ from helpers_spec import (  # noqa: E402
     metrics,
     result,
     run_job_process,
+    trial_metrics,
 )
 from hpo_slurm.torch import RANK_FILE, STATE_FILE  # noqa: E402
 
@@ -36,10 +36,6 @@ RANK_FILES = {RANK_FILE.format(rank=k) for k in range(RANKS)}
 @pytest.fixture
 def no_gpu_override(monkeypatch):
     monkeypatch.delenv("HPO_SLURM_LOCAL_GPUS", raising=False)
-
-
-def lines_of(trial_dir):
-    return [json.loads(line) for line in (trial_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
 
 
 @pytest.mark.slow
@@ -60,7 +56,7 @@ def test_a_search_of_distributed_trials_completes_with_each_report_recorded_once
     trial_dirs = sorted((root / config["name"] / "trials").iterdir())
     assert len(trial_dirs) == config["searcher"]["max_trials"]
     for trial_dir in trial_dirs:
-        lines = lines_of(trial_dir)
+        lines = trial_metrics(root / config["name"], int(trial_dir.name))
         validations = [line["length"] for line in lines if line["kind"] == "validation"]
         assert validations == sorted(set(validations)), (trial_dir.name, validations)  # each length once
         assert validations and set(validations) <= rungs

@@ -10,7 +10,6 @@ import signal
 import time
 from pathlib import Path
 
-import pytest
 
 from driver_helpers import cli, copy_example, write_config
 from helpers_spec import checkpoints, make_run, metrics, result, run_job_process, start_job

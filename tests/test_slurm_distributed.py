@@ -7,13 +7,13 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 
 from driver_helpers import REPO, cli, start_cli, status, wait_for
+from helpers_spec import trial_metrics
 from slurm_cluster import multi_node_cluster, require_cluster, slurm, wait_until_idle
 
 pytestmark = pytest.mark.slurm
@@ -59,11 +59,6 @@ def probes(run_dir: Path) -> dict:
     return {int(p.stem.split("-")[1]): json.loads(p.read_text()) for p in (run_dir / "probe").glob("rank-*.json")}
 
 
-def metric_lines(experiment: Path, trial_id: int = 1):
-    path = experiment / "trials" / str(trial_id) / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()]
-
-
 def probe_processes() -> list:
     done = subprocess.run(["pgrep", "-f", "ranks_probe.py"], capture_output=True, text=True)
     return done.stdout.split()
@@ -101,7 +96,7 @@ def test_four_ranks_over_two_nodes_train_and_record_each_length_once(tmp_path):
             (str(rank), str(rank % 2), "4", "2", str(rank // 2))
         assert record["steps"] == list(range(1, 21)) and record["finished"]  # every step's all_reduce saw 4 ranks
     assert len({record["env"]["MASTER_PORT"] for record in seen.values()}) == 1
-    lengths = [(m["kind"], m["length"]) for m in metric_lines(root / "spread")]
+    lengths = [(m["kind"], m["length"]) for m in trial_metrics(root / "spread")]
     assert lengths == [("training", n) for n in range(1, 21)] + [("validation", 20)]
     attempt = json.loads((run_dir / "attempts.jsonl").read_text().splitlines()[-1])
     # the job asked for 2 nodes of 2 ranks and 2 GPUs; its own process (no srun) launched the ranks
@@ -139,7 +134,7 @@ def test_preempted_ranks_all_stop_at_one_step_and_resume_to_the_uninterrupted_re
     assert all(r["finished"] and r["resumed_shards"] == ["shard-0", "shard-1", "shard-2", "shard-3"]
                for r in final.values())
     assert all(r["steps"][0] == first[0]["step"] + 1 and r["steps"][-1] == 60 for r in final.values())
-    validations = [m for m in metric_lines(experiment) if m["kind"] == "validation"]
+    validations = [m for m in trial_metrics(experiment) if m["kind"] == "validation"]
     assert [m["length"] for m in validations] == [60]
     assert probe_processes() == []
 
@@ -175,7 +170,7 @@ def test_a_node_set_down_mid_run_is_resumed_from_the_checkpoint_and_not_counted_
     assert all(r["finished"] and r["steps"][-1] == 40 for r in final.values())
     assert all(r["resumed_shards"] == ["shard-0", "shard-1", "shard-2", "shard-3"] and r["steps"][0] > 8
                for r in final.values())
-    assert [m["length"] for m in metric_lines(experiment) if m["kind"] == "validation"] == [40]
+    assert [m["length"] for m in trial_metrics(experiment) if m["kind"] == "validation"] == [40]
     attempts = [json.loads(line) for path in experiment.glob("runs/*/attempts.jsonl")
                 for line in path.read_text().splitlines()]
     assert len(attempts) >= 2  # the job was started again after the node failed
@@ -197,7 +192,7 @@ def test_adaptive_asha_promotes_distributed_trials_from_their_checkpoints(tmp_pa
     promoted = [t for t in summary["trials"] if len(t["runs"]) > 1]
     assert promoted, "no trial was promoted"
     for trial in summary["trials"]:
-        validations = [m["length"] for m in metric_lines(experiment, trial["id"]) if m["kind"] == "validation"]
+        validations = [m["length"] for m in trial_metrics(experiment, trial["id"]) if m["kind"] == "validation"]
         assert len(validations) == len(set(validations))  # each length validated once
     for trial in promoted:
         continuation = max(experiment.glob(f"runs/t{trial['id']}-r*"), key=lambda p: int(p.name.split("-r")[1]))

@@ -242,6 +242,14 @@ def test_many_results_still_model_with_a_small_cap():
 
 
 # ---- the constant liar --------------------------------------------------------------------------------
+def picks_while_none_has_a_result(space: Nested, obs, liar: bool, seed: int) -> List[Dict[str, Any]]:
+    """64 picks in a row, each told the earlier ones as pending (``liar``) or not."""
+    pending: List[Dict[str, Any]] = []
+    for i in range(64):
+        pending.append(suggest(space, SamplerConfig(name="tpe"), obs, pending if liar else [], 1000 * seed + i))
+    return pending
+
+
 def test_pending_points_spread_grid_picks():
     """64 picks made while none of them has a result: with the picks fed back as pending the model
     spreads them over more cells instead of piling them onto the best one."""
@@ -251,9 +259,7 @@ def test_pending_points_spread_grid_picks():
         obs = observe(space, objective, 30, seed=seed)
         counts = {}
         for liar in (True, False):
-            pending: List[Dict[str, Any]] = []
-            for i in range(64):
-                pending.append(suggest(space, SamplerConfig(name="tpe"), obs, pending if liar else [], 1000 * seed + i))
+            pending = picks_while_none_has_a_result(space, obs, liar, seed)
             counts[liar] = Counter((p["a"], p["b"]) for p in pending)
         assert len(counts[True]) > len(counts[False])
         assert counts[True].most_common(1)[0][1] < 0.6 * counts[False].most_common(1)[0][1]
@@ -270,9 +276,7 @@ def test_pending_points_spread_continuous_picks():
         obs = observe(space, objective, 30, seed=seed)
         spreads = {}
         for liar in (True, False):
-            pending: List[Dict[str, Any]] = []
-            for i in range(64):
-                pending.append(suggest(space, SamplerConfig(name="tpe"), obs, pending if liar else [], 1000 * seed + i))
+            pending = picks_while_none_has_a_result(space, obs, liar, seed)
             spreads[liar] = spread([(p["x"], math.log10(p["lr"]) / 4) for p in pending])  # the unit square
             assert len({json.dumps(p) for p in pending}) == 64
         assert spreads[True] > 1.5 * spreads[False]

@@ -38,6 +38,11 @@ class Placement:
         """More than one rank: the job launches and coordinates ranks."""
         return self.world_size > 1
 
+    def node_gpus(self, trial_gpus: int) -> int:
+        """The GPUs a job asks of each of its nodes for a trial of ``trial_gpus``: one node's ranks'
+        when the trial has several ranks, else all of them (on its one node)."""
+        return self.gpus_per_node if self.distributed else trial_gpus
+
 
 def place(slots: int, gpus_per_node: Optional[int] = None) -> Placement:
     """The placement of a trial of ``slots`` GPUs on nodes of ``gpus_per_node`` GPUs (None: not known,

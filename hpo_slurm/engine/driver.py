@@ -24,7 +24,7 @@ from hpo_slurm.core.types import (Action, Close, Create, ExitReason, RunState, S
                                   awaits_submission, cancel_unconfirmed, run_may_be_out)
 from hpo_slurm.engine.faults import CrashPoints
 from hpo_slurm.engine.ingest import is_better, metric_value
-from hpo_slurm.engine.judge import NODE_FAILED, SUBMISSION_REFUSED, judge
+from hpo_slurm.engine.judge import SUBMISSION_REFUSED, judge
 from hpo_slurm.engine.run_spec import RunSpecs
 from hpo_slurm.engine.submission import SubmissionPolicy
 from hpo_slurm.engine.searcher_log import SearcherLog
@@ -83,8 +83,7 @@ class Driver:
         self._stopping = False
         self._crash = CrashPoints.from_environment()
         self._children = {t for t, row in self.trials.items() if row["parent_checkpoint"]}  # PBT children
-        self.placement = executor.placement(config)  # where each trial's ranks go
-        self._specs = RunSpecs(config, layout, self.placement)
+        self._specs = RunSpecs(config, layout)
 
     # ---- life cycle -----------------------------------------------------------------------------
     def start(self, fresh: bool) -> None:
@@ -221,7 +220,7 @@ class Driver:
         elif outcome == RunState.PREEMPTED:
             self._set_trial(trial_id, preemptions=(trial["preemptions"] or 0) + 1)
             self._record_run(trial_id)
-        elif outcome == RunState.TIMEOUT or reason == NODE_FAILED:  # not the trial's fault: no restart counted
+        elif outcome == RunState.TIMEOUT or status.state is JobState.NODE_FAIL:  # not the trial's fault
             self._record_run(trial_id)
         else:
             restarts = (trial["restarts"] or 0) + 1
@@ -431,13 +430,14 @@ class Driver:
         return JobRequest(
             run_id=run["id"], job_name=self.job_prefix + run["id"], run_dir=self.workspace.run_dir(run["id"]),
             spec_path=self.workspace.spec_path(run["id"]), gpus=self.config.slots_per_trial,
-            time_minutes=run["time_minutes"], spec=spec, placement=self.placement,
+            time_minutes=run["time_minutes"], spec=spec, placement=self.executor.placement(self.config),
         )
 
     def _submit_ready(self) -> None:
         ready = self._submission.take(self._ready_runs())
         if not ready:
             return
+        placement = self.executor.placement(self.config)  # before anything changes: it may be refused
         delivered = self.executor.delivers_specs  # else each run's spec file is written here, first
         specs: Dict[str, RunSpec] = {}
         for run in ready:
@@ -446,7 +446,7 @@ class Driver:
                 earlier, run["from_length"], run["to_length"],
                 self.config.slurm.time_minutes, self.config.slurm.signal_delay_s,
             ))
-            spec = self._specs.build(self.trials[run["trial_id"]], run)
+            spec = self._specs.build(self.trials[run["trial_id"]], run, placement)
             if delivered:
                 specs[run["id"]] = spec
             else:

@@ -16,15 +16,14 @@ class RunSpecs:
     """Builds the specs of one experiment's runs. Its folders are resolved once (symbolic links
     followed: jobs run on other nodes, in other folders), at the first spec."""
 
-    def __init__(self, config: ExperimentConfig, layout: ExperimentLayout, placement: Placement = Placement()):
+    def __init__(self, config: ExperimentConfig, layout: ExperimentLayout):
         self.config = config
         self.layout = layout
-        self.placement = placement
         self._dirs: Optional[Tuple[str, str]] = None  # the experiment and context folders, resolved
 
-    def build(self, trial: Mapping[str, Any], run: Mapping[str, Any]) -> RunSpec:
+    def build(self, trial: Mapping[str, Any], run: Mapping[str, Any], placement: Placement) -> RunSpec:
         """The spec of ``run`` of ``trial`` (store rows): where the experiment is, the trial's
-        hyperparameters, how far to train, how, and within what time."""
+        hyperparameters, how far to train, how, within what time, and on which ranks (``placement``)."""
         if self._dirs is None:
             self._dirs = (str(self.layout.dir.resolve()), str(self.layout.context.resolve()))
         config = self.config
@@ -38,5 +37,5 @@ class RunSpecs:
             time_limit_s=run["time_minutes"] * 60 if run["time_minutes"] else None,
             signal_delay_s=config.slurm.signal_delay_s,
             data=config.data, records_per_epoch=config.records_per_epoch,
-            nodes=self.placement.nodes, ranks_per_node=self.placement.ranks_per_node,
+            nodes=placement.nodes, ranks_per_node=placement.ranks_per_node,
         )

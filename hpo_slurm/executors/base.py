@@ -93,8 +93,9 @@ class Executor:
 
     def placement(self, config: ExperimentConfig) -> Placement:
         """Where each trial of ``config`` runs its ranks (``core.placement``): on one node here; the
-        executors that know their nodes override it. ``UserError`` naming the config's key when the
-        trial cannot be placed."""
+        executors that know their nodes override it (asking the cluster once). The driver asks when it
+        submits, so a search that only reports never asks. ``UserError`` naming the config's key when
+        the trial cannot be placed."""
         return placement_or_error(config, None)
 
     def submit(self, requests: Sequence[JobRequest]) -> List[Submitted]:

@@ -47,6 +47,29 @@ def run_entrypoint(spec: RunSpec, spec_path: str, on_start: Optional[Callable[[i
     return _run_command(entrypoint, spec, spec_path, on_start)
 
 
+class StopSignals:
+    """The stop signals this process receives while it waits for the processes it started: each is
+    passed to ``forward(signum)``, and the first one's reason (``trial.stop_reason_for``) is kept in
+    ``reason``. ``ignore()`` once they have ended: a late signal must not kill this process before it
+    writes how they ended."""
+
+    def __init__(self, spec: RunSpec, forward: Callable[[int], None]):
+        self.reason: Optional[str] = None
+        started = time.monotonic()
+
+        def handler(signum: int, frame: Any) -> None:
+            if self.reason is None:
+                self.reason = stop_reason_for(signum, spec, time.monotonic() - started)
+            forward(signum)
+
+        for name in STOP_SIGNALS:
+            signal.signal(getattr(signal, name), handler)
+
+    def ignore(self) -> None:
+        for name in STOP_SIGNALS:
+            signal.signal(getattr(signal, name), signal.SIG_IGN)
+
+
 def _run_command(entrypoint: str, spec: RunSpec, spec_path: str,
                  on_start: Optional[Callable[[int], None]] = None) -> RunResult:
     env = dict(os.environ)
@@ -61,24 +84,18 @@ def _run_command(entrypoint: str, spec: RunSpec, spec_path: str,
     )
     if on_start is not None:
         on_start(child.pid)
-    stop_reason: Optional[str] = None
-    started = time.monotonic()
 
-    def forward(signum: int, frame: Any) -> None:
-        nonlocal stop_reason
-        if stop_reason is None:
-            stop_reason = stop_reason_for(signum, spec, time.monotonic() - started)
+    def forward(signum: int) -> None:
         try:
             os.killpg(child.pid, signum)
         except ProcessLookupError:
             pass
 
-    for name in STOP_SIGNALS:
-        signal.signal(getattr(signal, name), forward)
+    signals = StopSignals(spec, forward)
     code = child.wait()
     _wait_for_group(child.pid)
-    for name in STOP_SIGNALS:  # the trial is over: a late signal must not kill us before the result is written
-        signal.signal(getattr(signal, name), signal.SIG_IGN)
+    signals.ignore()
+    stop_reason = signals.reason
     if search_stopped(spec):
         stop_reason = StopReason.SEARCH_STOPPED
     return outcome(code, stop_reason, f"`{entrypoint}` exited with status {code}")

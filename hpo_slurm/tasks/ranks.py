@@ -32,7 +32,8 @@ from typing import Callable, Dict, List, Optional, Sequence
 from hpo_slurm.core.fsio import read_json
 from hpo_slurm.core.layout import ExperimentLayout
 from hpo_slurm.core.protocol import ProtocolError, RunResult, RunSpec, RunStatus, StopReason
-from hpo_slurm.trial import ATTEMPT_ENV, STOP_SIGNALS, stop_reason_for
+from hpo_slurm.tasks.entrypoint import StopSignals
+from hpo_slurm.trial import ATTEMPT_ENV
 
 GRACE_S = 15.0  # local ranks: how long the others get to exit after one failed
 POLL_S = 0.05
@@ -42,27 +43,20 @@ def launch_ranks(spec: RunSpec, spec_path: str, attempt: int) -> RunResult:
     """Run every rank of ``spec`` to its end and return their merged ending (``merge``)."""
     env = dict(os.environ)
     env.update(MASTER_ADDR=master_address(), MASTER_PORT=str(free_port()), **{ATTEMPT_ENV: str(attempt)})
-    env.pop("RANK", None)  # each rank's own variables are set where it starts
     command = [sys.executable, "-u", "-m", "hpo_slurm.tasks.rank", spec_path]
-    started = time.monotonic()
-    received: List[Optional[str]] = [None]
     layout = ExperimentLayout(Path(spec.experiment_dir))
     layout.ranks_dir(spec.run_id).mkdir(parents=True, exist_ok=True)
-
-    ranks: List["subprocess.Popen[bytes]"] = []
     under_slurm = bool(os.environ.get("SLURM_JOB_ID"))
+    ranks: List["subprocess.Popen[bytes]"] = []
 
-    def on_signal(signum: int, frame: object) -> None:
-        if received[0] is None:
-            received[0] = stop_reason_for(signum, spec, time.monotonic() - started)
+    def forward(signum: int) -> None:
         for process in ranks:
             if under_slurm:  # Slurm signals a step's ranks itself; a warning sent to the batch shell
                 _signal(process, signum)  # only (a sweep's --signal=B:...) reaches them through srun
             else:
                 _signal_group(process, signum)
 
-    for name in STOP_SIGNALS:  # before any rank starts: a signal in between must not orphan them
-        signal.signal(getattr(signal, name), on_signal)
+    signals = StopSignals(spec, forward)  # before any rank starts: a signal in between must not orphan them
     if under_slurm:
         srun = ["srun", "--kill-on-bad-exit=1", "--label", f"--nodes={spec.nodes}",
                 f"--ntasks={spec.world_size}", f"--ntasks-per-node={spec.ranks_per_node}"]
@@ -73,10 +67,9 @@ def launch_ranks(spec: RunSpec, spec_path: str, attempt: int) -> RunResult:
             ranks.append(subprocess.Popen(command, env={**env, **local_rank_environment(spec, rank)},
                                           cwd=spec.context_dir, start_new_session=True))
     codes = _wait_all(ranks, lambda: _trial_groups(layout, spec))
-    for name in STOP_SIGNALS:  # the ranks are over: a late signal must not kill us before the result is written
-        signal.signal(getattr(signal, name), signal.SIG_IGN)
+    signals.ignore()
     results = [_read_rank_result(layout.rank_result_file(spec.run_id, rank)) for rank in range(spec.world_size)]
-    return merge(results, received[0], max(codes, key=abs))
+    return merge(results, signals.reason, max(codes, key=abs))
 
 
 def merge(results: Sequence[Optional[RunResult]], stop_reason: Optional[str], code: int) -> RunResult:
@@ -123,11 +116,13 @@ def master_address() -> str:
 
 
 def node_names() -> List[str]:
-    """The nodes this job holds: Slurm's node list expanded (``scontrol show hostnames``, which asks
-    no daemon), or this host's name outside Slurm."""
+    """The nodes this job holds: Slurm's node list, expanded by ``scontrol show hostnames`` (which asks
+    no daemon) when it names several, or this host's name outside Slurm."""
     nodelist = os.environ.get("SLURM_JOB_NODELIST")
     if not nodelist:
         return [socket.gethostname()]
+    if not any(c in nodelist for c in "[,"):  # one node, named as it is
+        return [nodelist]
     try:
         done = subprocess.run(["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True,
                               timeout=30)

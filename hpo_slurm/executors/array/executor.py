@@ -25,7 +25,6 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from hpo_slurm.config.schema import ExperimentConfig
 from hpo_slurm.core.errors import UserError
-from hpo_slurm.core.placement import Placement
 from hpo_slurm.executors.array.caps import Limits, Plan, PlannedArray, plan_requests
 from hpo_slurm.executors.array.cluster import ClusterView
 from hpo_slurm.executors.array.files import ARRAY_SCRIPT, WAVE_SCRIPT, ArrayFolders
@@ -34,12 +33,12 @@ from hpo_slurm.executors.array.scripts import ArrayScripts
 from hpo_slurm.executors.array.waves import ArrayStatus, JobsByName, WaveState, chain_states, parse_placeholder, placeholder
 from hpo_slurm.executors.base import Executor, JobRequest, JobState, JobStatus, SchedulerError, SubmitError, Submitted
 from hpo_slurm.executors.slurm.commands import check_before_launch, poll_jobs, sbatch, scancel
-from hpo_slurm.executors.slurm.placement import slurm_placement
+from hpo_slurm.executors.slurm.placement import PartitionPlacement
 
 log = logging.getLogger(__name__)
 
 
-class ArrayExecutor(Executor):
+class ArrayExecutor(PartitionPlacement, Executor):
     """``throttle``: at most this many tasks of an array run at once (default: the searcher's
     max_concurrent_trials); ``max_jobs``: the user's own cap on queued jobs, on top of the cluster's;
     ``python``: the interpreter of tasks and wave jobs (default: this one)."""
@@ -56,13 +55,6 @@ class ArrayExecutor(Executor):
         self.cluster = ClusterView(getpass.getuser(), config.slurm.qos, max_jobs)
         self.scripts = ArrayScripts(config, self.dir, self.folders, self.throttle, python or sys.executable)
         self.last_error: Optional[str] = None  # why the last submission failed, for messages
-        self._placement: Optional[Placement] = None
-
-    def placement(self, config: ExperimentConfig) -> Placement:
-        """``slurm_placement(config)``, asked of the cluster once."""
-        if self._placement is None:
-            self._placement = slurm_placement(config)
-        return self._placement
 
     def limits(self) -> Limits:
         """The cluster's limits for this user's arrays (``ClusterView.limits``)."""

@@ -55,7 +55,7 @@ def option_lines(slurm: SlurmConfig, gpus: int, time_minutes: Optional[int],
     options: List[Tuple[str, object]] = []
     if placement.distributed:
         options += [("nodes", placement.nodes), ("ntasks-per-node", placement.ranks_per_node)]
-        gpus = placement.gpus_per_node
+    gpus = placement.node_gpus(gpus)
     for key in ("partition", "account", "qos"):
         if getattr(slurm, key):
             options.append((key, getattr(slurm, key)))

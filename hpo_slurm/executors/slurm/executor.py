@@ -37,7 +37,7 @@ from hpo_slurm.tasks.slurm_task import MANIFEST, SHARED_PICKLE, run_task
 from hpo_slurm.executors.base import Executor, JobRequest, JobStatus, SubmitError, Submitted
 from hpo_slurm.executors.slurm.commands import check_before_launch, cluster_config, has_accounting, jobs_named, poll_jobs, scancel
 from hpo_slurm.executors.slurm.parse import is_retryable, is_submit_limit
-from hpo_slurm.executors.slurm.placement import slurm_placement
+from hpo_slurm.executors.slurm.placement import PartitionPlacement
 
 NO_CAP_PARALLELISM = 100_000
 
@@ -68,7 +68,7 @@ class BatchExecutor(submitit.SlurmExecutor):
         return path
 
 
-class SlurmExecutor(Executor):
+class SlurmExecutor(PartitionPlacement, Executor):
     name = "slurm"
     delivers_specs = True
 
@@ -79,13 +79,6 @@ class SlurmExecutor(Executor):
         self.max_array_size = int(cluster.get("MaxArraySize", "1001") or 1001)
         self.accounting = has_accounting(cluster)
         self.user = getpass.getuser()
-        self._placement: Optional[Placement] = None
-
-    def placement(self, config: ExperimentConfig) -> Placement:
-        """``slurm_placement(config)``, asked of the cluster once."""
-        if self._placement is None:
-            self._placement = slurm_placement(config)
-        return self._placement
 
     # ---- submission -----------------------------------------------------------------------------
     def submit(self, requests: Sequence[JobRequest]) -> List[Submitted]:
@@ -161,7 +154,7 @@ class SlurmExecutor(Executor):
         if slurm.cpus_per_task:
             parameters["cpus_per_task"] = slurm.cpus_per_task
         placement = request.placement
-        gpus = placement.gpus_per_node if placement.distributed else request.gpus
+        gpus = placement.node_gpus(request.gpus)
         if gpus:
             parameters["gpus_per_node"] = f"{slurm.gpu_type}:{gpus}" if slurm.gpu_type else gpus
         if placement.distributed:  # the job's process launches the ranks itself (tasks.ranks)

@@ -4,6 +4,8 @@ from ``sinfo`` (asked only for trials of more than one GPU)."""
 
 from __future__ import annotations
 
+from typing import Optional
+
 from hpo_slurm.config.schema import ExperimentConfig
 from hpo_slurm.core.errors import UserError
 from hpo_slurm.core.placement import Placement
@@ -23,3 +25,15 @@ def slurm_placement(config: ExperimentConfig) -> Placement:
         raise UserError(f"{config.source}: slurm.gpus_per_node: {configured}, but the nodes of {partition} "
                         f"have at most {learned} GPUs")
     return placement_or_error(config, configured if configured is not None else learned)
+
+
+class PartitionPlacement:
+    """For the executors that submit to a partition: ``placement(config)`` is ``slurm_placement``,
+    asked of the cluster the first time only."""
+
+    _placement: Optional[Placement] = None
+
+    def placement(self, config: ExperimentConfig) -> Placement:
+        if self._placement is None:
+            self._placement = slurm_placement(config)
+        return self._placement
