@@ -366,6 +366,9 @@ from hpo_slurm.cli.sweep import register as _register_sweep; _register_sweep(cli
 from hpo_slurm.cli.simulate import register as _register_simulate; _register_simulate(cli)  # noqa: E402,E702
 
 
+from hpo_slurm.cli.dashboard import register as _register_dashboard; _register_dashboard(cli)  # noqa: E402,E702
+
+
 def main() -> None:
     cli(prog_name="hpo-slurm")
 

@@ -1,6 +1,6 @@
-"""The experiment database: SQLite through sqlite-utils. Only the driver writes, and this module is the
-only code that speaks SQL: everyone else reads and writes through ``Store``'s named methods, in the
-row types of rows.py.
+"""The experiment database: SQLite through sqlite-utils. Only the driver writes, and this module (with
+store_reads.py, the paged and streamed reads it inherits) is the only code that speaks SQL: everyone
+else reads and writes through ``Store``'s named methods, in the row types of rows.py.
 
 Everything one driver tick changes is written in ONE transaction (``with store.transaction():``), so a
 reader (``hpo-slurm status``) sees the state before or after a tick, never half of one. The schema is
@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Iterator, List,
 from hpo_slurm.core.errors import UserError
 from hpo_slurm.experiment.rows import (EventRow, ExperimentRow, MetricRow, RunRow, RunStateTotals, SearcherEventRow,
                                        TrialRow, TrialStateTotals, TrialTotals, dumps_sorted)
+from hpo_slurm.experiment.store_reads import StoreReads
 
 if TYPE_CHECKING:  # imported when first needed: it costs a third of a second, and reads do without it
     import sqlite_utils
@@ -114,7 +115,7 @@ def _unreadable(path: Path, exc: Exception) -> UserError:
     return UserError(f"{path}: cannot read the experiment database ({exc})")
 
 
-class Store:
+class Store(StoreReads):
     """One experiment's database. Open with ``Store.open(path)`` (the driver) or
     ``Store.open(path, readonly=True)`` (readers: every write then fails with ``StoreError``).
 

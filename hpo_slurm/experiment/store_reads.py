@@ -1,0 +1,159 @@
+"""The store's reads for pages over large experiments (the dashboard): a page of trials sorted and
+filtered in SQL, validation curves of chosen trials through the trial index, and time-ordered streams
+of validations and run intervals read row by row, so no read holds a whole table in memory.
+
+``StoreReads`` is a base of ``Store`` (store.py); like it, this module is code that speaks SQL and
+nothing outside the two does. A metric is picked out of each metrics row with SQLite's
+``json_extract``; a row whose JSON SQLite cannot read (Python's ``NaN`` and ``Infinity``) is decoded in
+Python instead, so such a row never hides the other values it holds.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+
+from hpo_slurm.experiment.rows import TrialRow
+
+TRIAL_SORT_COLUMNS = ("id", "state", "best_metric", "latest_metric", "validated_length", "restarts",
+                      "preemptions", "created_at", "ended_at")
+"""The columns a page of trials can be sorted by."""
+
+Point = Tuple[int, float]  # (length, value)
+
+
+def _json_path(key: str) -> str:
+    """The JSON path of a top-level key, quoted so dots and brackets in metric names stay literal."""
+    return '$."' + key.replace('"', '\\"') + '"'
+
+
+def _number(value: Any) -> Optional[float]:
+    """A finite float, or None for anything else (missing, text, booleans, NaN, infinities)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
+def _like_pattern(text: str) -> str:
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+class StoreReads:
+    """Paged and streamed reads; ``self._conn`` is the store's connection."""
+
+    _conn: sqlite3.Connection
+
+    def _metric_rows(self, sql: str, params: List[Any], metric: str) -> Iterator[Tuple[Any, ...]]:
+        """Rows of ``sql``, whose first selected columns are ``value, raw`` (see ``_metric_columns``),
+        as (metric value or None, *the other columns), one row at a time."""
+        for value, raw, *rest in self._conn.execute(sql, params):
+            if raw is not None:
+                try:
+                    value = json.loads(raw).get(metric)
+                except (ValueError, AttributeError):
+                    value = None
+            yield (_number(value), *rest)
+
+    @staticmethod
+    def _metric_columns() -> str:
+        """The value of the metric where SQLite can read the row's JSON; the raw text where it cannot."""
+        return ("CASE WHEN json_valid(metrics) THEN json_extract(metrics, ?) END, "
+                "CASE WHEN json_valid(metrics) THEN NULL ELSE metrics END")
+
+    def trial_page(self, sort: str = "id", descending: bool = False, states: Sequence[str] = (),
+                   text: str = "", offset: int = 0, limit: int = 50) -> Tuple[int, List[TrialRow]]:
+        """(how many trials match, the ``limit`` matching trials from ``offset``) sorted by ``sort`` (one
+        of TRIAL_SORT_COLUMNS; trials without a value last, ties by id). ``states`` keeps trials in
+        those states; ``text`` keeps trials whose id is it or whose hyperparameters' JSON contain it."""
+        if sort not in TRIAL_SORT_COLUMNS:
+            raise ValueError(f"cannot sort trials by {sort!r}")
+        where, params = [], []  # type: List[str], List[Any]
+        if states:
+            where.append(f"state IN ({', '.join('?' * len(states))})")
+            params += list(states)
+        if text:
+            where.append("(hparams LIKE ? ESCAPE '\\' OR CAST(id AS TEXT) = ?)")
+            params += [_like_pattern(text), text.strip()]
+        clause = " WHERE " + " AND ".join(where) if where else ""
+        matched = self._conn.execute(f"SELECT COUNT(*) FROM trials{clause}", params).fetchone()[0]
+        order = "DESC" if descending else "ASC"
+        cursor = self._conn.execute(
+            f"SELECT * FROM trials{clause} ORDER BY [{sort}] IS NULL, [{sort}] {order}, id LIMIT ? OFFSET ?",
+            [*params, int(limit), int(offset)])
+        names = [column[0] for column in cursor.description]
+        return matched, [dict(zip(names, row)) for row in cursor.fetchall()]  # type: ignore[misc]
+
+    def trials_by_id(self, trial_ids: Sequence[int]) -> List[TrialRow]:
+        """The trials among ``trial_ids`` that exist, in id order."""
+        if not trial_ids:
+            return []
+        cursor = self._conn.execute(
+            f"SELECT * FROM trials WHERE id IN ({', '.join('?' * len(trial_ids))}) ORDER BY id", list(trial_ids))
+        names = [column[0] for column in cursor.description]
+        return [dict(zip(names, row)) for row in cursor.fetchall()]  # type: ignore[misc]
+
+    def trial_sample(self, limit: int, best: int, smaller_is_better: bool) -> List[TrialRow]:
+        """At most ``limit`` + ``best`` scored trials (with a best metric): the ``best`` best, and
+        trials evenly spread over the ids (every k-th id) up to ``limit``; in id order."""
+        count = self._conn.execute("SELECT COUNT(*) FROM trials WHERE best_metric IS NOT NULL").fetchone()[0]
+        step = max(1, math.ceil(count / max(1, limit)))
+        order = "ASC" if smaller_is_better else "DESC"
+        cursor = self._conn.execute(
+            "SELECT * FROM trials WHERE best_metric IS NOT NULL AND (id % ? = 0 OR id IN "
+            f"(SELECT id FROM trials WHERE best_metric IS NOT NULL ORDER BY best_metric {order}, id LIMIT ?)) "
+            "ORDER BY id", [step, int(best)])
+        names = [column[0] for column in cursor.description]
+        return [dict(zip(names, row)) for row in cursor.fetchall()]  # type: ignore[misc]
+
+    def scored_trial_count(self) -> int:
+        return self._conn.execute("SELECT COUNT(*) FROM trials WHERE best_metric IS NOT NULL").fetchone()[0]
+
+    def lengths_reached(self) -> List[int]:
+        """The distinct lengths trials last validated at (ASHA's rungs, PBT's round ends), ascending."""
+        return [row[0] for row in self._conn.execute(
+            "SELECT DISTINCT validated_length FROM trials WHERE validated_length > 0 ORDER BY 1")]
+
+    def validation_curves(self, trial_ids: Sequence[int], metric: str) -> Dict[int, List[Point]]:
+        """Trial id -> [(length, value)] of ``metric`` in its validations, by length; a length reported
+        twice keeps the later report; rows without a finite value are left out. Read through the trial
+        index: the cost follows the chosen trials, not the table."""
+        if not trial_ids:
+            return {}
+        by_trial: Dict[int, Dict[int, float]] = {}
+        sql = (f"SELECT {self._metric_columns()}, trial_id, length FROM metrics "
+               f"WHERE trial_id IN ({', '.join('?' * len(trial_ids))}) AND kind = 'validation' ORDER BY id")
+        for value, trial_id, length in self._metric_rows(sql, [_json_path(metric), *trial_ids], metric):
+            if value is not None:
+                by_trial.setdefault(trial_id, {})[length] = value
+        return {trial_id: sorted(points.items()) for trial_id, points in sorted(by_trial.items())}
+
+    def trial_metric_rows(self, trial_id: int, limit: int) -> List[Dict[str, Any]]:
+        """The last ``limit`` metrics lines of one trial in the order they were ingested, ``metrics``
+        decoded (NaN and infinities become None, so the rows are plain JSON)."""
+        rows = self._conn.execute(
+            "SELECT kind, length, metrics, time, run_id FROM metrics WHERE trial_id = ? ORDER BY id DESC LIMIT ?",
+            [trial_id, int(limit)]).fetchall()
+        decoded = []
+        for kind, length, text, moment, run_id in reversed(rows):
+            try:
+                values = json.loads(text)
+            except ValueError:
+                values = {}
+            plain = {key: (_number(v) if isinstance(v, float) else v) for key, v in values.items()} \
+                if isinstance(values, dict) else {}
+            decoded.append({"kind": kind, "length": length, "metrics": plain, "time": moment, "run_id": run_id})
+        return decoded
+
+    def validations_in_time_order(self, metric: str) -> Iterator[Tuple[Optional[float], float, int]]:
+        """(value of ``metric`` or None, time, trial id) of every validation, by time, one at a time."""
+        sql = (f"SELECT {self._metric_columns()}, time, trial_id FROM metrics "
+               "WHERE kind = 'validation' ORDER BY time, id")
+        return self._metric_rows(sql, [_json_path(metric)], metric)
+
+    def run_intervals(self) -> Iterator[Tuple[float, Optional[float]]]:
+        """(started_at, ended_at or None) of every run that started, one at a time."""
+        return iter(self._conn.execute("SELECT started_at, ended_at FROM runs WHERE started_at > 0"))
