@@ -244,12 +244,15 @@ class _ComputeClock:
     def __init__(self, starts: Any, ends: Any):
         import numpy as np
 
-        self._starts = np.sort(starts)
-        self._ends = np.sort(ends)
+        # times from the first start: prefix sums of epoch seconds would cancel away their precision
+        self._origin = float(starts.min()) if len(starts) else 0.0
+        self._starts = np.sort(starts - self._origin)
+        self._ends = np.sort(ends - self._origin)
         self._start_sums = np.concatenate([[0.0], np.cumsum(self._starts)])
         self._end_sums = np.concatenate([[0.0], np.cumsum(self._ends)])
 
-    def seconds_at(self, moment: float) -> float:
+    def seconds_at(self, at: float) -> float:
+        moment = at - self._origin
         started = bisect.bisect_left(self._starts, moment)
         ended = bisect.bisect_left(self._ends, moment)
         # runs started before t contribute t - start; those also ended before t give back t - end
