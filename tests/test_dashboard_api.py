@@ -238,3 +238,26 @@ def test_a_metrics_line_with_nan_reads_as_missing_and_the_json_stays_valid(tmp_p
     if metric == "loss":
         assert 999 in lengths and 1000 not in lengths
     assert lines[-1]["metrics"] == {"loss": None} and lines[-2]["metrics"]["other"] is None
+
+
+def test_a_dashboard_read_in_progress_never_blocks_the_drivers_commit(tmp_path):
+    """WAL: while a page's read holds its snapshot open mid-stream, the driver's write transaction
+    commits at once (a 50 ms busy timeout would fail it otherwise), and the read goes on seeing its
+    snapshot."""
+    root = tmp_path / "runs"
+    simulate(root, "wal", config="benchmarks/configs/curves.yaml", objective="hpo_slurm.benchmarks.curves:high")
+    layout = ExperimentLayout(root / "wal")
+    writer = Store.open(layout.database)  # as the driver opens it: WAL on a local disk
+    assert writer._conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    writer._conn.execute("PRAGMA busy_timeout=50")
+    with Store.reading(layout.database) as reader, reader.snapshot_read():
+        stream = reader.validations_in_time_order("loss")
+        first = next(stream)
+        with writer.transaction():
+            writer.insert_metrics([{"trial_id": 1, "run_id": "t1-r1", "kind": "validation", "length": 10**6,
+                                    "metrics": json.dumps({"loss": -1.0}), "time": 1e12}])
+        rest = list(stream)
+    writer.close()
+    assert first[0] is not None and all(value != -1.0 for value, _, _ in rest)  # the reader's snapshot held
+    with Store.reading(layout.database) as store:
+        assert store.validation_curves([1], "loss")[1][-1] == (10**6, -1.0)

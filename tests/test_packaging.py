@@ -40,7 +40,7 @@ def test_the_sweep_and_the_driver_job_render_the_shipped_templates(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_wheel_install_finds_the_templates_and_the_benchmark_table(tmp_path):
+def test_a_wheel_install_finds_the_templates_the_benchmark_table_and_the_dashboards_assets(tmp_path):
     source = tmp_path / "src"
     source.mkdir()
     for part in ("pyproject.toml", "README.md"):
@@ -54,6 +54,9 @@ def test_a_wheel_install_finds_the_templates_and_the_benchmark_table(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     assert {f"hpo_slurm/sbatch_templates/{name}" for name in SHIPPED} <= set(names)
     assert f"hpo_slurm/benchmarks/data/{digits.TABLE}" in names
+    static = REPO / "hpo_slurm" / "dashboard" / "static"
+    assets = {f"hpo_slurm/dashboard/static/{p.relative_to(static)}" for p in static.rglob("*") if p.is_file()}
+    assert "hpo_slurm/dashboard/static/vendor/echarts.min.js" in assets and assets <= set(names)  # no CDN at run time
     zipfile.ZipFile(wheel).extractall(tmp_path / "site")
     probe = ("import json, hpo_slurm, hpo_slurm.executors.templates as t, hpo_slurm.benchmarks.digits as d; "
              "print(json.dumps([hpo_slurm.__file__, d.objective(%r, 30)] + [t.sbatch_template(n) for n in %r]))"
