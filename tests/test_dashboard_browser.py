@@ -146,6 +146,19 @@ def test_the_experiment_page_charts_hold_the_expected_series(browser, site, root
     assert len(parallel["data"]) == 256 and len(parallel["data"][0]) == len(leaves) + 1
 
 
+def test_the_curves_can_follow_the_tables_page(browser, site):
+    from selenium.webdriver.support.ui import Select
+
+    open_page(browser, f"{site.base}/e/digits")
+    browser.find_element("css selector", "th[data-sort=best_metric]").click()
+    browser.find_element("css selector", "th[data-sort=best_metric]").click()  # worst first: not the best 200
+    wait_for(browser, "document.querySelector('th.sorted.desc') !== null")
+    Select(browser.find_element("id", "curves-of")).select_by_value("page")
+    wait_for(browser, "hpo.chart('chart-curves').getOption().series.length === 25", timeout=20)
+    drawn = sorted(int(s["id"].split("-")[1]) for s in series(browser, "chart-curves"))
+    assert drawn == sorted(table_ids(browser))
+
+
 def test_the_trial_page_shows_runs_checkpoints_metrics_and_logs(browser, site, root):
     layout = ExperimentLayout(root / "quadratic-pbt")
     loaded = results.load(layout)

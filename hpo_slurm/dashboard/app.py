@@ -142,7 +142,8 @@ class Dashboard:
                                 limit=q.get("limit", "50"))
 
     def curves(self, request: Request) -> Any:
-        return reads.curves(self.experiment(request), reads.parse_ids(request.query_params.get("ids", "")))
+        ids = reads.parse_ids(request.query_params.get("ids", ""), most=max(reads.PAGE_SIZES))  # a table page's
+        return reads.curves(self.experiment(request), ids)
 
     def best(self, request: Request) -> Any:
         return reads.best_vs_compute(self.experiment(request))

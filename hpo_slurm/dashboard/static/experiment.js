@@ -6,7 +6,7 @@
   const { el, api, num, hours, state, when, hpText, apiUrl, expUrl, enc } = hpo;
   const name = hpo.experimentName();
   const SORTABLE = { id: "id", state: "state", best: "best_metric", latest: "latest_metric", length: "validated_length", restarts: "restarts", preemptions: "preemptions" };
-  const table = { sort: "id", order: "asc", offset: 0, limit: 25, text: "", state: "", selected: new Set() };
+  const table = { sort: "id", order: "asc", offset: 0, limit: 25, text: "", state: "", selected: new Set(), shown: [] };
   let summary = null;
 
   document.title = `${name} · hpo-slurm`;
@@ -72,6 +72,9 @@
     const q = new URLSearchParams({ sort: table.sort, order: table.order, offset: table.offset, limit: table.limit, q: table.text, states: table.state });
     const page = await api(apiUrl(name, `/trials?${q}`));
     header();
+    const before = table.shown.join(",");
+    table.shown = page.rows.map((t) => t.id);
+    if (document.getElementById("curves-of").value === "page" && before !== table.shown.join(",")) redrawCurves();
     const bestId = summary && summary.best ? summary.best.trial_id : null;
     document.querySelector("#trials tbody").replaceChildren(...page.rows.map((t) => trialRow(t, bestId)));
     const last = Math.min(page.offset + page.rows.length, page.matched);
@@ -93,6 +96,7 @@
     document.getElementById("page-size").onchange = (ev) => { table.limit = Number(ev.target.value); table.offset = 0; loadTable(); };
     document.getElementById("prev").onclick = () => { table.offset = Math.max(0, table.offset - table.limit); loadTable(); };
     document.getElementById("next").onclick = () => { table.offset += table.limit; loadTable(); };
+    document.getElementById("curves-of").onchange = redrawCurves;
     document.getElementById("compare").onclick = () => { location.href = `${expUrl(name)}/compare?ids=${[...table.selected].join(",")}`; };
     compareButton();
   }
@@ -127,7 +131,8 @@
       series,
     }, { notMerge: true });
     const shown = Object.keys(data.curves).length;
-    document.getElementById("curves-note").textContent = shown < data.scored
+    const ofPage = document.getElementById("curves-of").value === "page";
+    document.getElementById("curves-note").textContent = ofPage ? `${shown} trials of the table's page with a ${data.metric}; red: the best of the search.` : shown < data.scored
       ? `The ${shown} best of ${data.scored} trials with a ${data.metric}; red: the best; colour: the length a trial reached; dashed: rungs.`
       : `${shown} trials; red: the best; colour: the length a trial reached${rungs.length > 1 ? `; dashed: the lengths trials stopped at (${rungs.join(", ")})` : ""}.`;
   }
@@ -181,14 +186,23 @@
     }, { notMerge: true });
   }
 
+  function curvesUrl() {
+    const ofPage = document.getElementById("curves-of").value === "page";
+    return apiUrl(name, ofPage ? `/curves?ids=${table.shown.join(",")}` : "/curves");
+  }
+
   async function loadCharts() {
-    const [curves, best, hparams] = await Promise.all([api(apiUrl(name, "/curves")), api(apiUrl(name, "/best")), api(apiUrl(name, "/hparams"))]);
+    const [curves, best, hparams] = await Promise.all([api(curvesUrl()), api(apiUrl(name, "/best")), api(apiUrl(name, "/hparams"))]);
     drawCurves(curves);
     drawBest(best);
     drawHparams(hparams);
   }
 
   const charts = hpo.throttle(loadCharts, 5000);
+
+  function redrawCurves() {
+    api(curvesUrl()).then(drawCurves).catch((error) => hpo.showError("curves", error));
+  }
 
   async function refresh() {
     summary = await api(apiUrl(name, ""));
