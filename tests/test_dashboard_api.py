@@ -227,17 +227,21 @@ def test_a_metrics_line_with_nan_reads_as_missing_and_the_json_stays_valid(tmp_p
                    "VALUES (1, 't1-r1', 'validation', 999, '{\"other\": NaN, \"loss\": 0.5}', 1e12)")
         db.execute("INSERT INTO metrics (trial_id, run_id, kind, length, metrics, time) "
                    "VALUES (1, 't1-r1', 'validation', 1000, '{\"loss\": NaN}', 1e12)")
+        db.execute("INSERT INTO metrics (trial_id, run_id, kind, length, metrics, time) "  # the best, unreadable
+                   "VALUES (2, 't2-r1', 'validation', 1001, '{\"other\": Infinity, \"loss\": -5}', 1e12 + 1)")
     experiment = experiment_reads.Experiment.at(layout)
     metric = experiment.metric
     with serving(root) as served:
         status, _, body = served.request("/api/e/nan/curves?ids=1")
         curve = json.loads(body)["curves"]["1"]
         lines = served.json("/api/e/nan/trials/1")["metrics"]
+        steps = served.json("/api/e/nan/best")["points"]
     assert status == 200 and b"NaN" not in body
     lengths = [p[0] for p in curve]
     if metric == "loss":
         assert 999 in lengths and 1000 not in lengths
     assert lines[-1]["metrics"] == {"loss": None} and lines[-2]["metrics"]["other"] is None
+    assert steps[-1][1:] == [-5, 2] and all(step[1] > -5 for step in steps[:-1])
 
 
 def test_a_dashboard_read_in_progress_never_blocks_the_drivers_commit(tmp_path):
@@ -251,13 +255,14 @@ def test_a_dashboard_read_in_progress_never_blocks_the_drivers_commit(tmp_path):
     assert writer._conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     writer._conn.execute("PRAGMA busy_timeout=50")
     with Store.reading(layout.database) as reader, reader.snapshot_read():
-        stream = reader.validations_in_time_order("loss")
+        stream = reader.run_intervals(now=2e12)
         first = next(stream)
         with writer.transaction():
             writer.insert_metrics([{"trial_id": 1, "run_id": "t1-r1", "kind": "validation", "length": 10**6,
                                     "metrics": json.dumps({"loss": -1.0}), "time": 1e12}])
+            writer.insert_runs([{**writer.runs(1)[0], "id": "t1-r99", "seq": 99, "started_at": 1.5e12}])
         rest = list(stream)
     writer.close()
-    assert first[0] is not None and all(value != -1.0 for value, _, _ in rest)  # the reader's snapshot held
+    assert first[0] > 0 and all(start != 1.5e12 for start, _ in rest)  # the reader's snapshot held
     with Store.reading(layout.database) as store:
         assert store.validation_curves([1], "loss")[1][-1] == (10**6, -1.0)

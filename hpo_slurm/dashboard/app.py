@@ -34,6 +34,7 @@ from starlette.staticfiles import StaticFiles
 from hpo_slurm.core.errors import UserError
 from hpo_slurm.dashboard import experiment_reads as reads
 from hpo_slurm.dashboard import trial_reads
+from hpo_slurm.dashboard.best_so_far import BestSoFarLines
 from hpo_slurm.dashboard.experiment_reads import BadRequest, Experiment
 from hpo_slurm.dashboard.gate import TokenGate
 from hpo_slurm.dashboard.trial_reads import NotFound
@@ -77,6 +78,7 @@ class Dashboard:
 
     def __init__(self, root: Path):
         self.root = Path(root)
+        self.lines = BestSoFarLines()  # best-so-far steps kept between requests, brought up to date each
 
     def experiment(self, request: Request) -> Experiment:
         """The experiment the URL names; NotFound unless it is a direct child of the root holding an
@@ -146,7 +148,7 @@ class Dashboard:
         return reads.curves(self.experiment(request), ids)
 
     def best(self, request: Request) -> Any:
-        return reads.best_vs_compute(self.experiment(request))
+        return reads.best_vs_compute(self.experiment(request), self.lines)
 
     def hparams(self, request: Request) -> Any:
         return reads.hyperparameter_points(self.experiment(request))

@@ -14,11 +14,12 @@ import json
 import math
 import time
 from dataclasses import dataclass
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from hpo_slurm.config.schema import ExperimentConfig, load_config
 from hpo_slurm.config.space import Categorical, Int, Log
 from hpo_slurm.core.layout import ExperimentLayout
+from hpo_slurm.dashboard.best_so_far import BestSoFarLines
 from hpo_slurm.experiment.lock import driver_alive
 from hpo_slurm.experiment.rows import TrialRow
 from hpo_slurm.experiment.store import Store
@@ -81,7 +82,7 @@ def detail(experiment: Experiment) -> Dict[str, Any]:
     """The experiment page's summary: ``hpo-slurm status``'s summary (status.summarize) plus what the
     charts need: the metric's direction and unit, the compute label, the searched hyperparameters and
     the lengths trials stopped at (rungs)."""
-    summary = summarize(experiment.layout)
+    summary = summarize(experiment.layout, page_cache_kib=0)  # a server keeps no 64 MiB cache per request
     with Store.reading(experiment.layout.database) as store:
         rungs = store.lengths_reached()
     return {**summary, "unit": experiment.config.searcher.unit, "compute_label": _compute_label(experiment),
@@ -128,9 +129,10 @@ def trial_rows(experiment: Experiment, sort: str = "id", order: str = "asc", sta
     if size not in PAGE_SIZES:
         raise BadRequest(f"limit: expected one of {', '.join(map(str, PAGE_SIZES))}, got {size}")
     wanted = [s for s in states.split(",") if s]
+    filtered = bool(wanted or text.strip())
     with Store.reading(experiment.layout.database) as store, store.snapshot_read():
-        total = store.trial_totals().count
         matched, rows = store.trial_page(sort, order == "desc", wanted, text.strip()[:200], start, size)
+        total = store.trial_totals().count if filtered else matched
     return {"total": total, "matched": matched, "offset": start, "rows": [trial_row(t) for t in rows]}
 
 
@@ -206,35 +208,26 @@ def _start_length(parent: List[Tuple[int, float]], child: List[Tuple[int, float]
     return before[-1] if before else None
 
 
-def best_vs_compute(experiment: Experiment, now: Optional[float] = None) -> Dict[str, Any]:
+def best_vs_compute(experiment: Experiment, lines: BestSoFarLines, now: Optional[float] = None) -> Dict[str, Any]:
     """The best value so far against compute spent: ``points`` are [compute hours, best value, trial
     id] at each validation that improved on the best, and ``total_hours`` the compute spent until now
     (a run still going counts up to now). Compute is job hours times slots_per_trial (plain job hours
-    when trials use no GPU). Validations are streamed in time order; the runs' start and end times are
-    kept as two sorted arrays, so compute at any moment is two binary searches."""
+    when trials use no GPU). ``lines`` keeps the steps between requests (best_so_far.py); the runs'
+    start and end times are kept as two sorted arrays, so compute at any moment is two binary
+    searches."""
     import numpy as np
 
     moment_now = time.time() if now is None else now
     factor = experiment.config.slots_per_trial or 1
     smaller = experiment.smaller_is_better
     with Store.reading(experiment.layout.database) as store, store.snapshot_read():
-        intervals = np.fromiter(_flat_intervals(store.run_intervals(), moment_now), dtype=float).reshape(-1, 2)
-        clock = _ComputeClock(intervals[:, 0], intervals[:, 1])
-        points: List[List[Any]] = []
-        best: Optional[float] = None
-        for value, moment, trial_id in store.validations_in_time_order(experiment.metric):
-            if value is not None and (best is None or (value < best if smaller else value > best)):
-                best = value
-                points.append([clock.seconds_at(moment) * factor / 3600.0, value, trial_id])
+        intervals = np.fromiter(store.run_intervals(moment_now), dtype=[("start", "f8"), ("end", "f8")])
+        clock = _ComputeClock(intervals["start"], intervals["end"])
+        steps = lines.steps(store, experiment.layout.database, experiment.metric, smaller)
+    points = [[clock.seconds_at(moment) * factor / 3600.0, value, trial_id] for moment, _, value, trial_id in steps]
     return {"metric": experiment.metric, "smaller_is_better": smaller, "points": points,
             "total_hours": clock.seconds_at(moment_now) * factor / 3600.0,
             "compute_label": _compute_label(experiment)}
-
-
-def _flat_intervals(rows: Iterator[Tuple[float, Optional[float]]], now: float) -> Iterator[float]:
-    for start, end in rows:
-        yield start
-        yield end if end else max(start, now)
 
 
 class _ComputeClock:

@@ -1,6 +1,7 @@
 """The store's reads for pages over large experiments (the dashboard): a page of trials sorted and
-filtered in SQL, validation curves of chosen trials through the trial index, and time-ordered streams
-of validations and run intervals read row by row, so no read holds a whole table in memory.
+filtered in SQL, validation curves of chosen trials through the trial index, the steps of the
+best-so-far line picked by SQLite, and the runs' intervals read row by row, so no read holds a whole
+table in memory.
 
 ``StoreReads`` is a base of ``Store`` (store.py); like it, this module is code that speaks SQL and
 nothing outside the two does. A metric is picked out of each metrics row with SQLite's
@@ -81,9 +82,10 @@ class StoreReads:
         clause = " WHERE " + " AND ".join(where) if where else ""
         matched = self._conn.execute(f"SELECT COUNT(*) FROM trials{clause}", params).fetchone()[0]
         order = "DESC" if descending else "ASC"
-        cursor = self._conn.execute(
-            f"SELECT * FROM trials{clause} ORDER BY [{sort}] IS NULL, [{sort}] {order}, id LIMIT ? OFFSET ?",
-            [*params, int(limit), int(offset)])
+        # id needs no sort (the table's key); nullable columns put their NULLs last
+        ordering = f"id {order}" if sort == "id" else f"[{sort}] IS NULL, [{sort}] {order}, id"
+        cursor = self._conn.execute(f"SELECT * FROM trials{clause} ORDER BY {ordering} LIMIT ? OFFSET ?",
+                                    [*params, int(limit), int(offset)])
         names = [column[0] for column in cursor.description]
         return matched, [dict(zip(names, row)) for row in cursor.fetchall()]  # type: ignore[misc]
 
@@ -148,12 +150,35 @@ class StoreReads:
             decoded.append({"kind": kind, "length": length, "metrics": plain, "time": moment, "run_id": run_id})
         return decoded
 
-    def validations_in_time_order(self, metric: str) -> Iterator[Tuple[Optional[float], float, int]]:
-        """(value of ``metric`` or None, time, trial id) of every validation, by time, one at a time."""
-        sql = (f"SELECT {self._metric_columns()}, time, trial_id FROM metrics "
-               "WHERE kind = 'validation' ORDER BY time, id")
-        return self._metric_rows(sql, [_json_path(metric)], metric)
+    def best_candidates(self, metric: str, smaller_is_better: bool,
+                        after_id: int = 0) -> Tuple[List[Tuple[float, int, float, int]], int]:
+        """(candidates, last id): among the validations ingested after metrics row ``after_id``, every
+        one that may be a step of the best-so-far line of ``metric``, as (time, row id, value, trial
+        id), and the id of the last metrics row looked at. SQLite picks the rows that beat every
+        earlier one of the range (by time, then id) with a window function over the rows whose JSON it
+        reads; the rows it cannot read (NaN and infinities elsewhere in them) are decoded here and
+        returned whole. A row of the range that is neither is beaten by an earlier row of the range,
+        so it is never a step. Booleans, text and non-finite values are not values."""
+        last_id = self._conn.execute("SELECT COALESCE(MAX(id), 0) FROM metrics").fetchone()[0]
+        path = _json_path(metric)
+        best, beats = ("MIN", "<") if smaller_is_better else ("MAX", ">")
+        readable = self._conn.execute(
+            "SELECT time, id, value, trial_id FROM ("
+            f"  SELECT time, id, value, trial_id, {best}(value) OVER (ORDER BY time, id "
+            "      ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS before FROM ("
+            "    SELECT time, id, trial_id, json_extract(metrics, ?) AS value FROM metrics"
+            "    WHERE id > ? AND id <= ? AND kind = 'validation' AND json_valid(metrics)"
+            "      AND json_type(metrics, ?) IN ('integer', 'real')))"
+            f" WHERE before IS NULL OR value {beats} before", [path, after_id, last_id, path]).fetchall()
+        unreadable = [(moment, row_id, value, trial_id) for value, moment, row_id, trial_id in self._metric_rows(
+            "SELECT NULL, metrics, time, id, trial_id FROM metrics "
+            "WHERE id > ? AND id <= ? AND kind = 'validation' AND NOT json_valid(metrics)",
+            [after_id, last_id], metric) if value is not None]
+        return [(m, i, float(v), t) for m, i, v, t in readable] + unreadable, last_id
 
-    def run_intervals(self) -> Iterator[Tuple[float, Optional[float]]]:
-        """(started_at, ended_at or None) of every run that started, one at a time."""
-        return iter(self._conn.execute("SELECT started_at, ended_at FROM runs WHERE started_at > 0"))
+    def run_intervals(self, now: float) -> Iterator[Tuple[float, float]]:
+        """(started_at, ended_at) of every run that started, one at a time; a run still going ends
+        ``now`` (or at its start, if that is later)."""
+        return iter(self._conn.execute(
+            "SELECT started_at, COALESCE(NULLIF(ended_at, 0), MAX(started_at, ?)) FROM runs WHERE started_at > 0",
+            [now]))

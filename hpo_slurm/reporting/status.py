@@ -39,7 +39,7 @@ def parse_trials_option(value: Optional[str]) -> TrialsWanted:
     raise UserError(f"--trials: expected all or a positive whole number of trials, got {value!r}")
 
 
-def summarize(layout: ExperimentLayout, trials: TrialsWanted = None) -> Dict[str, Any]:
+def summarize(layout: ExperimentLayout, trials: TrialsWanted = None, page_cache_kib: int = READ_CACHE_KIB) -> Dict[str, Any]:
     """One JSON-able object read from one consistent snapshot of the database:
 
     ``name``, ``state``, ``searcher``, ``executor``, ``metric``, ``smaller_is_better``, ``progress``,
@@ -52,14 +52,16 @@ def summarize(layout: ExperimentLayout, trials: TrialsWanted = None) -> Dict[str
     running runs, oldest first), ``created_at``, ``ended_at``; and, only when ``trials`` is ``"all"`` or
     N, ``trials``: every trial (or the N with the highest ids) in id order, each with its runs. Every run
     has ``nodes``: for a RUNNING run, the node names its job's last attempt recorded (None when it
-    recorded none yet); None for every other run."""
+    recorded none yet); None for every other run. ``page_cache_kib``: the reading connection's SQLite page
+    cache (0: SQLite's default, for a long-lived process that reads often)."""
     from hpo_slurm.config.schema import load_config
 
     config = load_config(str(layout.config))
     smaller = config.searcher.smaller_is_better
     store = Store.open_for_reading(layout.database)
     try:
-        store.use_page_cache(READ_CACHE_KIB)  # the trials table is scanned twice: keep it in memory
+        if page_cache_kib:
+            store.use_page_cache(page_cache_kib)  # the trials table is scanned twice: keep it in memory
         with store.snapshot_read():
             experiment = store.experiment()
             trial_counts = {state.value: 0 for state in TrialState}
