@@ -70,8 +70,12 @@ def test_a_page_of_trials_is_sorted_filtered_and_counted_as_the_database_says(se
     completed = served.json("/api/e/digits/trials?states=COMPLETED&limit=250")
     assert completed["matched"] == sum(t["state"] == "COMPLETED" for t in trials) == len(completed["rows"])
     assert {r["state"] for r in completed["rows"]} == {"COMPLETED"}
-    wide = served.json("/api/e/digits/trials?q=%22width%22%3A%2016&limit=250")  # "width": 16
+    wide = served.json("/api/e/digits/trials?q=width%3D16&limit=250")  # width=16, as the table shows it
     assert wide["matched"] == sum(t["hparams"]["width"] == 16 for t in trials) > 0
+    both = served.json("/api/e/digits/trials?q=width%3D16%20depth%3D3&limit=250")  # every word must match
+    assert both["matched"] == sum(t["hparams"]["width"] == 16 and t["hparams"]["depth"] == 3 for t in trials) > 0
+    low = served.json("/api/e/digits/trials?q=lr%3D0.000&limit=250")  # a value's start: lr below 0.001
+    assert low["matched"] == sum(t["hparams"]["lr"] < 0.001 for t in trials) > 0
     one = served.json("/api/e/digits/trials?q=17")
     assert 17 in [r["id"] for r in one["rows"]]
 
@@ -135,7 +139,10 @@ def test_a_trial_page_has_its_runs_metrics_checkpoints_and_log_tails(served, roo
         lines = store.metrics(1)
     page = served.json("/api/e/quadratic-pbt/trials/1")
     assert [r["id"] for r in page["runs"]] == [r["id"] for r in runs]
-    assert [(m["kind"], m["length"]) for m in page["metrics"]] == [(m["kind"], m["length"]) for m in lines]
+    for kind in ("validation", "training"):
+        mine = [(m["length"], m["metrics"]) for m in lines if m["kind"] == kind]
+        assert [(m["length"], m["metrics"]) for m in page["metrics"] if m["kind"] == kind] == mine[-500:]
+        assert page["metric_counts"][kind] == len(mine)
     on_disk = sorted(p.name for p in layout.checkpoints_dir(1).iterdir() if p.name.startswith("length-"))
     assert [c["name"] for c in page["checkpoints"]] == on_disk and all(c["bytes"] > 0 for c in page["checkpoints"])
     logs = served.json(f"/api/e/quadratic-pbt/trials/1/logs?run={runs[0]['id']}")
@@ -154,7 +161,8 @@ def test_compare_takes_two_to_five_trials(served):
 
 @pytest.mark.parametrize("query, named", [
     ("sort=hparams", b"sort"), ("order=up", b"order"), ("limit=7", b"limit"), ("offset=-1", b"offset"),
-    ("offset=x", b"offset"),
+    ("offset=x", b"offset"), ("offset=1_0", b"offset"), ("offset=%C2%B2", b"offset"), ("states=BOGUS", b"states"),
+    ("states=RUNNING,running", b"states"),
 ])
 def test_bad_query_parameters_are_400_naming_the_parameter(served, query, named):
     status, headers, body = served.request(f"/api/e/digits/trials?{query}")
@@ -163,9 +171,18 @@ def test_bad_query_parameters_are_400_naming_the_parameter(served, query, named)
 
 def test_unknown_things_are_404(served):
     for path in ("/api/e/nothing-here", "/api/e/digits/trials/99999", "/e/nothing-here",
-                 "/api/e/digits/trials/1/logs?run=t2-r1", "/api/e/digits/compare?ids=1,99999"):
+                 "/api/e/digits/trials/1/logs?run=t2-r1", "/api/e/digits/compare?ids=1,99999",
+                 "/api/e/digits/trials/99999999999999999999999", "/api/e/digits/trials/99999999999999999999999/logs",
+                 "/e/digits/trials/99999999999999999999999"):
         status, _, _ = served.request(path)
         assert status == 404, path
+
+
+def test_trial_ids_are_ascii_digits(served):
+    for path in ("/api/e/digits/compare?ids=1,%C2%B2", "/api/e/digits/curves?ids=%C2%B2", "/api/e/digits/curves?ids=1e3",
+                 "/api/e/digits/curves?ids=1234567890123"):
+        status, _, body = served.request(path)
+        assert status == 400 and json.loads(body)["error"].startswith("ids:"), path
 
 
 def test_without_the_token_nothing_is_served(served):
@@ -182,14 +199,23 @@ def test_without_the_token_nothing_is_served(served):
     assert served.request("/api/experiments", token=None, headers={"Cookie": f"other={TOKEN}"})[0] == 403
 
 
+def _tree(root: Path):
+    return {str(p.relative_to(root)): (_digest(p), p.stat().st_mtime_ns) for p in sorted(root.rglob("*"))
+            if p.is_file() and not p.name.endswith("-shm")}  # SQLite's shared-memory index of a WAL reader
+
+
 def test_no_endpoint_writes(served, root):
-    before = {p: _digest(p) for p in root.rglob("experiment.db")}
+    before = _tree(root)
     for method in ("POST", "PUT", "DELETE", "PATCH"):
-        for path in ("/", "/api/experiments", "/api/e/digits", "/api/e/digits/trials", "/static/common.js"):
+        for path in ("/", "/api/experiments", "/api/e/digits", "/api/e/digits/trials", "/static/common.js",
+                     "/api/e/digits/best", "/api/e/quadratic-pbt/trials/1/logs?run=t1-r1"):
             assert served.request(path, method=method)[0] == 405, (method, path)
-    for path in ("/api/e/digits", "/api/e/digits/trials", "/api/e/digits/best", "/api/e/quadratic-pbt/trials/1"):
+    for path in ("/api/experiments", "/api/e/digits", "/api/e/digits/version", "/api/e/digits/trials",
+                 "/api/e/digits/curves", "/api/e/digits/best", "/api/e/digits/hparams", "/api/e/digits/compare?ids=1,2",
+                 "/api/e/quadratic-pbt/trials/1", "/api/e/quadratic-pbt/trials/1/logs?run=t1-r1",
+                 "/api/e/quadratic-pbt/best", "/api/e/quadratic-pbt/curves"):
         served.json(path)
-    assert {p: _digest(p) for p in root.rglob("experiment.db")} == before
+    assert _tree(root) == before
 
 
 @pytest.mark.parametrize("path", [
@@ -214,8 +240,28 @@ def test_an_experiment_reached_through_a_symbolic_link_out_of_the_root_is_not_se
     os.symlink(outside / "linked", link)
     try:
         assert served.request("/api/e/linked")[0] == 404
+        assert "linked" not in [e["name"] for e in served.json("/api/experiments")]
     finally:
         link.unlink()
+
+
+def test_a_log_or_checkpoint_linked_from_outside_the_experiment_is_not_read(served, root, tmp_path):
+    (tmp_path / "outside.log").write_text(SECRET)
+    (tmp_path / "outside-checkpoint").mkdir()
+    (tmp_path / "outside-checkpoint" / "hpo_checkpoint.json").write_text(SECRET)
+    layout = ExperimentLayout(root / "quadratic-pbt")
+    log = layout.run_dir("t2-r1") / "99999_0_log.out"
+    checkpoint = layout.checkpoints_dir(2) / "length-999999999"
+    os.symlink(tmp_path / "outside.log", log)
+    os.symlink(tmp_path / "outside-checkpoint", checkpoint)
+    try:
+        status, _, body = served.request("/api/e/quadratic-pbt/trials/2/logs?run=t2-r1")
+        assert status == 200 and SECRET.encode() not in body and b"99999_0_log.out" not in body
+        page = served.json("/api/e/quadratic-pbt/trials/2")
+        assert "length-999999999" not in [c["name"] for c in page["checkpoints"]]
+    finally:
+        log.unlink()
+        checkpoint.unlink()
 
 
 def test_a_metrics_line_with_nan_reads_as_missing_and_the_json_stays_valid(tmp_path):
@@ -238,8 +284,7 @@ def test_a_metrics_line_with_nan_reads_as_missing_and_the_json_stays_valid(tmp_p
         steps = served.json("/api/e/nan/best")["points"]
     assert status == 200 and b"NaN" not in body
     lengths = [p[0] for p in curve]
-    if metric == "loss":
-        assert 999 in lengths and 1000 not in lengths
+    assert metric == "loss" and 999 in lengths and 1000 not in lengths
     assert lines[-1]["metrics"] == {"loss": None} and lines[-2]["metrics"]["other"] is None
     assert steps[-1][1:] == [-5, 2] and all(step[1] > -5 for step in steps[:-1])
 

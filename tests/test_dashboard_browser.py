@@ -83,6 +83,12 @@ def open_page(browser, url: str) -> None:
     wait_for(browser, "Number(document.body.dataset.ready || 0) >= 1")
 
 
+def sort_by(browser, column: str) -> None:
+    """A click on the column's header (found at the moment of the click: the header is redrawn with
+    every page of the table)."""
+    browser.execute_script(f"document.querySelector('th[data-sort={column}]').click();")
+
+
 def series(browser, chart: str):
     """The series of a chart as ECharts holds them: [{id, type, data}, ...]."""
     return browser.execute_script(
@@ -106,7 +112,7 @@ def test_the_experiment_page_table_sorts_filters_and_pages(browser, site, root):
     open_page(browser, f"{site.base}/e/digits")
     assert table_ids(browser) == list(range(1, 26))
     assert "1-25 of 256 trials" in browser.find_element("id", "table-count").text
-    browser.find_element("css selector", "th[data-sort=best_metric]").click()
+    sort_by(browser, "best_metric")
     wait_for(browser, f"document.querySelector('#trials tbody tr').dataset.trial === '{ranked[0]}'")
     assert table_ids(browser) == ranked[:25]
     browser.find_element("id", "next").click()
@@ -120,7 +126,7 @@ def test_the_experiment_page_table_sorts_filters_and_pages(browser, site, root):
     assert set(table_ids(browser)) <= set(completed)
     Select(browser.find_element("id", "state-filter")).select_by_value("")
     box = browser.find_element("id", "filter")
-    box.send_keys('"width": 16')
+    box.send_keys("width=16")
     wide = [t["id"] for t in loaded.trials if t["hparams"]["width"] == 16]
     wait_for(browser, f"document.getElementById('table-count').textContent.includes('{len(wide)} of 256 match')")
 
@@ -150,13 +156,27 @@ def test_the_curves_can_follow_the_tables_page(browser, site):
     from selenium.webdriver.support.ui import Select
 
     open_page(browser, f"{site.base}/e/digits")
-    browser.find_element("css selector", "th[data-sort=best_metric]").click()
-    browser.find_element("css selector", "th[data-sort=best_metric]").click()  # worst first: not the best 200
-    wait_for(browser, "document.querySelector('th.sorted.desc') !== null")
+    sort_by(browser, "best_metric")
+    wait_for(browser, "document.querySelector('th.sorted[data-sort=best_metric]') !== null")
+    sort_by(browser, "best_metric")  # again: worst first, not the best 200
+    wait_for(browser, "document.querySelector('th.sorted.desc[data-sort=best_metric]') !== null")
     Select(browser.find_element("id", "curves-of")).select_by_value("page")
     wait_for(browser, "hpo.chart('chart-curves').getOption().series.length === 25", timeout=20)
     drawn = sorted(int(s["id"].split("-")[1]) for s in series(browser, "chart-curves"))
     assert drawn == sorted(table_ids(browser))
+
+
+def test_trials_ticked_on_different_pages_are_compared(browser, site):
+    open_page(browser, f"{site.base}/e/digits")
+    browser.execute_script("document.querySelector('tr[data-trial=\"3\"] input').click();")
+    browser.find_element("id", "next").click()
+    wait_for(browser, "document.querySelector('#trials tbody tr').dataset.trial === '26'")
+    browser.execute_script("document.querySelector('tr[data-trial=\"30\"] input').click();")
+    button = browser.find_element("id", "compare")
+    assert button.is_enabled() and "(2)" in button.text
+    button.click()
+    wait_for(browser, "location.pathname.endsWith('/compare') && Number(document.body.dataset.ready || 0) >= 1")
+    assert browser.execute_script("return new URLSearchParams(location.search).get('ids');") == "3,30"
 
 
 def test_the_trial_page_shows_runs_checkpoints_metrics_and_logs(browser, site, root):
@@ -217,3 +237,40 @@ def test_a_page_follows_a_running_search_without_reloading(browser, tmp_path):
 
     with sqlite3.connect(root / "live" / "experiment.db") as db:
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_markup_in_a_hyperparameter_value_is_shown_as_text_never_run(browser, tmp_path):
+    """A categorical value that is HTML shows as that text in the table, in a tooltip, in the trial and
+    comparison pages: it never becomes an element."""
+    import yaml
+
+    markup = '<img src=x id=pwnimg onerror="document.title=1">'
+    config = yaml.safe_load((REPO / "benchmarks/configs/curves.yaml").read_text())
+    config["hyperparameters"]["tag"] = {"type": "categorical", "vals": [markup, "plain & <b>bold</b>"]}
+    config["searcher"]["max_trials"] = 16
+    (tmp_path / "markup.yaml").write_text(yaml.safe_dump(config))
+    root = tmp_path / "runs"
+    simulate(root, "markup", config=str(tmp_path / "markup.yaml"), objective="hpo_slurm.benchmarks.curves:high")
+    with serving(root) as served:
+        browser.get(f"{served.base}/e/markup?token={TOKEN}")
+        wait_for(browser, "Number(document.body.dataset.ready || 0) >= 1")
+        cells = browser.execute_script("return [...document.querySelectorAll('#trials td.hp')].map(c => c.textContent);")
+        assert any(f"tag={markup}" in cell for cell in cells)
+        index = browser.execute_script(
+            "return [...document.querySelectorAll('#hparam-charts .chart')].findIndex("
+            "el => hpo.chart(el.id).getOption().title[0].text === 'tag');")
+        assert index >= 0
+        chart = f"chart-hp-{index}"
+        point = browser.execute_script("return hpo.chart(arguments[0]).getOption().series[0].data"
+                                       ".findIndex(p => p[0] === arguments[1]);", chart, markup)
+        assert point >= 0
+        browser.execute_script("hpo.chart(arguments[0]).dispatchAction({type: 'showTip', seriesIndex: 0, "
+                               "dataIndex: arguments[1]});", chart, point)
+        tip = wait_for(browser, f"[...document.querySelectorAll('#{chart} div')].filter(d => d.textContent.includes('tag:'))"
+                                ".map(d => d.innerHTML).pop()")
+        assert "&lt;img src=x id=pwnimg" in tip and "<img" not in tip
+        open_page(browser, f"{served.base}/e/markup/trials/1")
+        open_page(browser, f"{served.base}/e/markup/compare?ids=1,2")
+        assert browser.execute_script("return document.getElementById('pwnimg') === null && document.title !== '1';")
+        assert markup in browser.find_element("id", "compare-table").text or "plain & <b>bold</b>" in \
+            browser.find_element("id", "compare-table").text

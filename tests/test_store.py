@@ -194,3 +194,27 @@ def test_an_empty_database_reads_as_empty(tmp_path):
     assert store.best_trials(10, True) == [] and store.latest_trials(10) == []
     assert store.event_count() == 0 and store.last_event_seq() == 0
     store.close()
+
+
+def test_a_status_probe_of_the_driver_lock_never_makes_a_driver_start_fail(tmp_path):
+    """``driver_alive`` takes the lock for a moment to see whether it is held; a driver starting in that
+    moment waits it out instead of reporting "a driver is already running"."""
+    import fcntl
+    import os
+    import threading
+
+    from hpo_slurm.experiment.lock import DriverLock, driver_alive
+
+    path = tmp_path / "driver.lock"
+    path.write_text("")
+    probe = os.open(path, os.O_RDWR)
+    fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a probe caught holding it
+    threading.Timer(0.2, lambda: os.close(probe)).start()
+    lock = DriverLock(path)
+    lock.acquire()
+    try:
+        assert driver_alive(path)["alive"] is True
+        with pytest.raises(UserError, match="already running"):
+            DriverLock(path).acquire()  # a real driver holds it: refused after the grace
+    finally:
+        lock.release()

@@ -65,7 +65,7 @@ def test_the_line_kept_between_requests_follows_a_growing_table(tmp_path, smalle
         batch = rows[start:start + 160]
         with store.transaction():
             store.insert_metrics([new_metric_row(trial, "r", "validation", 1, {"m": v}, t) for t, v, trial in batch])
-        kept = lines.steps(store, tmp_path / "experiment.db", "m", smaller)
+        kept = lines.steps(tmp_path / "experiment.db", "m", smaller)
         assert [(t, v, trial) for t, _, v, trial in kept] == _steps(_in_time_order(rows[:start + 160]), smaller)
     store.close()
 

@@ -31,7 +31,9 @@ from starlette.responses import FileResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from hpo_slurm.config.schema import check_name
 from hpo_slurm.core.errors import UserError
+from hpo_slurm.core.layout import ExperimentLayout
 from hpo_slurm.dashboard import experiment_reads as reads
 from hpo_slurm.dashboard import trial_reads
 from hpo_slurm.dashboard.best_so_far import BestSoFarLines
@@ -88,15 +90,25 @@ class Dashboard:
             layout = folder.find(self.root, name)
         except UserError:
             raise NotFound(f"no experiment named {name[:100]!r}") from None
-        if layout.dir.resolve().parent != self.root.resolve():
+        if not self._servable(layout):
             raise NotFound(f"no experiment named {name[:100]!r}")
         return Experiment.at(layout)
+
+    @staticmethod
+    def trial_id(request: Request) -> int:
+        """The URL's trial id; NotFound past any id SQLite can hold."""
+        trial_id = request.path_params["trial_id"]
+        if trial_id >= 2**63:
+            raise NotFound(f"no trial {trial_id}")
+        return trial_id
 
     # ---- pages and the endpoints' plumbing ----------------------------------------------------
     def page(self, which: str) -> Callable[[Request], Response]:
         def serve(request: Request) -> Response:
             if "name" in request.path_params:
                 self.experiment(request)  # a page of an experiment that is not there is a 404
+            if "trial_id" in request.path_params:
+                self.trial_id(request)
             return FileResponse(STATIC / PAGES[which], headers={"Cache-Control": "no-store", **SECURITY_HEADERS})
         return self._guarded(serve)
 
@@ -119,17 +131,26 @@ class Dashboard:
 
     # ---- the reads ----------------------------------------------------------------------------
     def experiments(self, request: Request) -> Any:
-        return [reads.overview(layout) for layout in folder.list_all(self.root)]
+        return [reads.overview(layout) for layout in folder.list_all(self.root) if self._servable(layout)]
+
+    def _servable(self, layout: ExperimentLayout) -> bool:
+        """A folder the routes serve: a safe name, directly under the root once links are resolved."""
+        try:
+            check_name(layout.name, "experiment name", "")
+        except UserError:
+            return False
+        return layout.dir.resolve().parent == self.root.resolve()
 
     def summary(self, request: Request) -> Any:
         return reads.detail(self.experiment(request))
 
     def version(self, request: Request) -> Any:
         """What changes whenever the driver commits (the sizes and times of the database and its
-        write-ahead log), and whether the driver is alive: the pages poll this and refetch on change."""
+        write-ahead log), and whether the driver is alive: the pages poll this and refetch on change.
+        The driver's heartbeat (the lock file, rewritten every tick) is left out of the stamp."""
         layout = self.experiment(request).layout
         marks = []
-        for path in (layout.database, Path(f"{layout.database}-wal"), layout.lock):
+        for path in (layout.database, Path(f"{layout.database}-wal")):  # not the lock: its heartbeat ticks
             try:
                 stat = path.stat()
                 marks.append(f"{stat.st_mtime_ns}.{stat.st_size}")
@@ -154,10 +175,10 @@ class Dashboard:
         return reads.hyperparameter_points(self.experiment(request))
 
     def trial(self, request: Request) -> Any:
-        return trial_reads.trial_page(self.experiment(request), request.path_params["trial_id"])
+        return trial_reads.trial_page(self.experiment(request), self.trial_id(request))
 
     def logs(self, request: Request) -> Any:
-        return trial_reads.trial_logs(self.experiment(request), request.path_params["trial_id"],
+        return trial_reads.trial_logs(self.experiment(request), self.trial_id(request),
                                       request.query_params.get("run", ""))
 
     def compare(self, request: Request) -> Any:

@@ -57,17 +57,19 @@ class BestSoFarLines:
         self._lines: Dict[Tuple[str, str, str, bool], _Line] = {}
         self._guard = threading.Lock()
 
-    def steps(self, store: Store, database: Path, metric: str, smaller_is_better: bool) -> List[Step]:
-        """The line's steps as of ``store``'s current state (read inside the caller's snapshot);
-        ``store`` is the database at ``database``."""
-        key = (str(database), store.experiment()["uid"], metric, smaller_is_better)
-        with self._guard:
-            line = self._lines.setdefault(key, _Line(smaller_is_better))
-        with line.lock:
-            candidates, last_id = store.best_candidates(metric, smaller_is_better, after_id=line.last_id)
-            if last_id < line.last_id:  # the table lost rows: not the database the line was built from
-                candidates, last_id = store.best_candidates(metric, smaller_is_better)
-                line.steps = []
-            line.steps = merge_steps(line.steps, candidates, smaller_is_better)
-            line.last_id = last_id
-            return list(line.steps)
+    def steps(self, database: Path, metric: str, smaller_is_better: bool) -> List[Step]:
+        """The steps of ``metric``'s line in the experiment database at ``database``, up to date: read
+        in a snapshot taken after this line's lock, so it never lags the line's last reader."""
+        with Store.reading(database) as store:
+            uid = store.experiment()["uid"]
+            key = (str(database), uid, metric, smaller_is_better)
+            with self._guard:
+                line = self._lines.setdefault(key, _Line(smaller_is_better))
+            with line.lock, store.snapshot_read():
+                candidates, last_id = store.best_candidates(metric, smaller_is_better, after_id=line.last_id)
+                if last_id < line.last_id:  # rows gone: not the table the line was built from
+                    candidates, last_id = store.best_candidates(metric, smaller_is_better)
+                    line.steps = []
+                line.steps = merge_steps(line.steps, candidates, smaller_is_better)
+                line.last_id = last_id
+                return list(line.steps)

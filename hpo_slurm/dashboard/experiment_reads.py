@@ -12,17 +12,20 @@ from __future__ import annotations
 import bisect
 import json
 import math
+import re
 import time
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from hpo_slurm.config.schema import ExperimentConfig, load_config
 from hpo_slurm.config.space import Categorical, Int, Log
+from hpo_slurm.core.types import TrialState
 from hpo_slurm.core.layout import ExperimentLayout
 from hpo_slurm.dashboard.best_so_far import BestSoFarLines
 from hpo_slurm.experiment.lock import driver_alive
 from hpo_slurm.experiment.rows import TrialRow
-from hpo_slurm.experiment.store import Store
+from hpo_slurm.core.errors import UserError
+from hpo_slurm.experiment.store import Store, StoreError
 from hpo_slurm.experiment.store_reads import TRIAL_SORT_COLUMNS
 from hpo_slurm.reporting.results import leaf_value, searched_leaves
 from hpo_slurm.reporting.status import summarize
@@ -31,6 +34,9 @@ CURVES_SHOWN = 200  # learning curves drawn on the experiment page: every trial'
 HPARAM_SAMPLE = 2000  # trials drawn in the hyperparameter charts: spread over the ids ...
 HPARAM_BEST = 200  # ... plus the best ones, always
 PAGE_SIZES = (10, 25, 50, 100, 250)
+TRIAL_STATES = tuple(state.value for state in TrialState)
+TRIAL_ID = re.compile(r"[0-9]{1,12}")  # ASCII digits only: str.isdigit() also takes "²"
+WHOLE = re.compile(r"[0-9]{1,10}")
 
 
 class BadRequest(ValueError):
@@ -67,7 +73,7 @@ def overview(layout: ExperimentLayout) -> Dict[str, Any]:
             row = store.experiment()
             counts = {t.state: t.count for t in store.trial_totals_by_state()}
             best = store.best_trials(1, experiment.smaller_is_better)
-    except Exception as exc:  # one damaged experiment must not hide the others: it is listed with why
+    except (UserError, OSError, StoreError) as exc:  # one unreadable experiment must not hide the others
         return {"name": layout.name, "error": str(exc) or type(exc).__name__}
     return {
         "name": layout.name, "state": row["state"], "searcher": row["searcher"],
@@ -129,6 +135,9 @@ def trial_rows(experiment: Experiment, sort: str = "id", order: str = "asc", sta
     if size not in PAGE_SIZES:
         raise BadRequest(f"limit: expected one of {', '.join(map(str, PAGE_SIZES))}, got {size}")
     wanted = [s for s in states.split(",") if s]
+    unknown = [s for s in wanted if s not in TRIAL_STATES]
+    if unknown:
+        raise BadRequest(f"states: expected trial states ({', '.join(TRIAL_STATES)}), got {unknown[0][:40]!r}")
     filtered = bool(wanted or text.strip())
     with Store.reading(experiment.layout.database) as store, store.snapshot_read():
         matched, rows = store.trial_page(sort, order == "desc", wanted, text.strip()[:200], start, size)
@@ -137,13 +146,9 @@ def trial_rows(experiment: Experiment, sort: str = "id", order: str = "asc", sta
 
 
 def _whole(text: str, name: str, minimum: int) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise BadRequest(f"{name}: expected a whole number, got {text[:40]!r}") from None
-    if value < minimum or value > 10**9:
-        raise BadRequest(f"{name}: expected a whole number from {minimum}, got {value}")
-    return value
+    if not WHOLE.fullmatch(text) or int(text) < minimum:
+        raise BadRequest(f"{name}: expected a whole number from {minimum}, got {text[:40]!r}")
+    return int(text)
 
 
 def trial_row(trial: TrialRow) -> Dict[str, Any]:
@@ -168,7 +173,7 @@ def parse_ids(text: str, name: str = "ids", most: int = CURVES_SHOWN) -> List[in
     item is not a trial id or there are more than ``most``."""
     ids: List[int] = []
     for item in filter(None, (part.strip() for part in text.split(","))):
-        if not item.isdigit() or len(item) > 12:
+        if not TRIAL_ID.fullmatch(item):
             raise BadRequest(f"{name}: expected trial ids separated by commas, got {item[:40]!r}")
         if int(item) not in ids:
             ids.append(int(item))
@@ -220,10 +225,12 @@ def best_vs_compute(experiment: Experiment, lines: BestSoFarLines, now: Optional
     moment_now = time.time() if now is None else now
     factor = experiment.config.slots_per_trial or 1
     smaller = experiment.smaller_is_better
-    with Store.reading(experiment.layout.database) as store, store.snapshot_read():
+    steps = lines.steps(experiment.layout.database, experiment.metric, smaller)
+    with Store.reading(experiment.layout.database) as store:
         intervals = np.fromiter(store.run_intervals(moment_now), dtype=[("start", "f8"), ("end", "f8")])
-        clock = _ComputeClock(intervals["start"], intervals["end"])
-        steps = lines.steps(store, experiment.layout.database, experiment.metric, smaller)
+    clock = _ComputeClock(intervals["start"], intervals["end"])
+    if len(intervals):  # a simulated search's clock can run ahead of this one
+        moment_now = max(moment_now, float(intervals["end"].max()))
     points = [[clock.seconds_at(moment) * factor / 3600.0, value, trial_id] for moment, _, value, trial_id in steps]
     return {"metric": experiment.metric, "smaller_is_better": smaller, "points": points,
             "total_hours": clock.seconds_at(moment_now) * factor / 3600.0,

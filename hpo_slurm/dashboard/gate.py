@@ -38,16 +38,21 @@ class TokenGate:
         return candidate is not None and hmac.compare_digest(candidate.encode(), self.token.encode())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":  # lifespan: nothing to guard
+        if scope["type"] == "lifespan":  # the server's own start and stop: nothing to guard
             await self.app(scope, receive, send)
+            return
+        if scope["type"] != "http":  # websockets and anything else: never served
+            if scope["type"] == "websocket":
+                await send({"type": "websocket.close", "code": 1008})
             return
         headers = dict(scope.get("headers") or [])
         query = parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
         given = next((value for key, value in query if key == "token"), None)
         if self._matches(given):
             rest = urlencode([(key, value) for key, value in query if key != "token"])
-            location = scope.get("path", "/") + (f"?{rest}" if rest else "")
-            await self._answer(send, 303, b"", [(b"location", location.encode("latin-1", "replace")),
+            path = scope.get("raw_path") or scope.get("path", "/").encode("utf-8")  # as sent: still %-encoded
+            location = path + (f"?{rest}".encode("latin-1", "replace") if rest else b"")
+            await self._answer(send, 303, b"", [(b"location", location),
                                                 (b"set-cookie", self._cookie_header())])
             return
         if self._matches(_cookie(headers, self.cookie)) or self._matches(_authorization(headers)):

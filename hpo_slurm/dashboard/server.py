@@ -18,7 +18,8 @@ from typing import Callable, Optional
 from hpo_slurm.core.errors import UserError
 
 DEFAULT_PORT = 8765
-PORT_TRIES = 50  # with the default port, the next ones are tried while they are taken (as Jupyter does)
+PORT_TRIES = 50
+LOOPBACK = ("127.0.0.1", "localhost", "::1")  # with the default port, the next ones are tried while they are taken (as Jupyter does)
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ class Address:
     def ssh_line(self, login_host: Optional[str] = None, user: Optional[str] = None) -> str:
         """The command that forwards the port from a laptop: the same URL then opens there."""
         remote = "127.0.0.1" if self.host in ("0.0.0.0", "::", "localhost") else self.host
+        remote = f"[{remote}]" if ":" in remote else remote
         login = login_host or socket.gethostname()
         who = user or getpass.getuser()
         return f"ssh -N -L {self.port}:{remote}:{self.port} {who}@{login}"
@@ -46,6 +48,8 @@ class Address:
 def bind(host: str, port: Optional[int]) -> socket.socket:
     """A listening socket on ``host``: on ``port``, or on the first free one from DEFAULT_PORT when
     None (0 asks the system for any). A UserError naming the port when it cannot be had."""
+    if not host.strip():
+        raise UserError("--host: expected an address to listen on, such as 127.0.0.1, got ''")
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     candidates = [port] if port is not None else range(DEFAULT_PORT, DEFAULT_PORT + PORT_TRIES)
     last: Optional[OSError] = None
@@ -78,6 +82,8 @@ def serve(root: Path, host: str, port: Optional[int], say: Callable[[str], None]
     address = Address(host, sock.getsockname()[1], token or secrets.token_urlsafe(24))
     app = create_app(root, address.token, cookie=f"hpo_slurm_token_{address.port}")
     say(f"hpo-slurm dashboard: the experiments in {Path(root).absolute()}")
+    if host not in LOOPBACK:
+        say(f"  warning: listening on {host}, reachable from other machines; only the token keeps them out")
     say(f"  open:              {address.url}")
     say(f"  from your laptop:  {address.ssh_line()}   then open the same URL")
     say("  (read-only; the token is printed only here. Ctrl-C stops it.)")

@@ -31,15 +31,19 @@ class NotFound(LookupError):
 
 def trial_page(experiment: Experiment, trial_id: int) -> Dict[str, Any]:
     """``trial`` (as a row of the trial table), its ``runs`` (every column), its latest METRIC_LINES
-    ``metrics`` lines, its ``checkpoints`` (name, length, bytes, published) and the experiment's
+    ``metrics`` lines of each kind (validation, then training) with ``metric_counts`` (how many
+    lines of each kind it reported), its ``checkpoints`` (name, length, bytes, published) and the experiment's
     ``metric``; NotFound when there is no such trial."""
     with Store.reading(experiment.layout.database) as store, store.snapshot_read():
         row = store.trial(trial_id)
         if row is None:
             raise NotFound(f"no trial {trial_id} in {experiment.layout.name}")
         runs = store.runs(trial_id)
-        lines = store.trial_metric_rows(trial_id, METRIC_LINES)
-    return {"trial": trial_row(row), "runs": runs, "metrics": lines, "metric": experiment.metric,
+        lines = [line for kind in ("validation", "training")
+                 for line in store.trial_metric_rows(trial_id, METRIC_LINES, kind)]
+        counts = {kind: store.trial_metric_count(trial_id, kind) for kind in ("validation", "training")}
+    return {"trial": trial_row(row), "runs": runs, "metrics": lines, "metric_counts": counts,
+            "metric": experiment.metric,
             "smaller_is_better": experiment.smaller_is_better, "unit": experiment.config.searcher.unit,
             "checkpoints": _checkpoints(experiment, trial_id),
             "parent_checkpoint": row["parent_checkpoint"]}
@@ -58,14 +62,21 @@ def _checkpoints(experiment: Experiment, trial_id: int) -> List[Dict[str, Any]]:
     if not folder.is_dir() or not _inside(experiment, folder):
         return []
     found = []
-    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
-        if not entry.is_dir(follow_symlinks=False) or not entry.name.startswith("length-"):
+    try:
+        entries = sorted(os.scandir(folder), key=lambda e: e.name)
+    except FileNotFoundError:  # the trial's folder went while we looked
+        return []
+    for entry in entries:
+        try:
+            if not entry.is_dir(follow_symlinks=False) or not entry.name.startswith("length-"):
+                continue
+            path = Path(entry.path)
+            length_text = entry.name[len("length-"):]
+            found.append({"name": entry.name, "length": int(length_text) if length_text.isdigit() else None,
+                          "published": (path / CHECKPOINT_META).is_file(), "bytes": _folder_bytes(path),
+                          "modified": entry.stat(follow_symlinks=False).st_mtime})
+        except FileNotFoundError:  # the checkpoint collector removed it while it was listed
             continue
-        path = Path(entry.path)
-        length_text = entry.name[len("length-"):]
-        found.append({"name": entry.name, "length": int(length_text) if length_text.isdigit() else None,
-                      "published": (path / CHECKPOINT_META).is_file(), "bytes": _folder_bytes(path),
-                      "modified": entry.stat(follow_symlinks=False).st_mtime})
     return found
 
 
@@ -85,8 +96,9 @@ def _folder_bytes(path: Path) -> int:
 
 def trial_logs(experiment: Experiment, trial_id: int, run_id: str) -> Dict[str, Any]:
     """The last LOG_TAIL_BYTES of each log file of run ``run_id`` of trial ``trial_id``: ``files`` of
-    name, bytes (whole size) and text (decoded, bad bytes replaced). NotFound when the trial has no
-    such run."""
+    name, bytes (whole size) and text (decoded, bad bytes replaced), or ``error`` for a file that could
+    not be read. Only files inside the experiment folder once links are resolved. NotFound when the
+    trial has no such run."""
     with Store.reading(experiment.layout.database) as store:
         runs: List[RunRow] = store.runs(trial_id)
     if run_id not in {run["id"] for run in runs}:
@@ -95,10 +107,15 @@ def trial_logs(experiment: Experiment, trial_id: int, run_id: str) -> Dict[str, 
     for path in run_log_files(experiment.layout, run_id):
         if not _inside(experiment, path) or not path.is_file():
             continue
-        size = path.stat().st_size
-        with open(path, "rb") as handle:
-            handle.seek(max(0, size - LOG_TAIL_BYTES))
-            data = handle.read(LOG_TAIL_BYTES)
+        try:
+            with open(path, "rb") as handle:
+                size = os.fstat(handle.fileno()).st_size
+                handle.seek(max(0, size - LOG_TAIL_BYTES))
+                data = handle.read(LOG_TAIL_BYTES)
+        except OSError as exc:  # gone or unreadable: said in its place, the other files still shown
+            files.append({"name": path.name, "bytes": 0, "truncated": False, "text": "",
+                          "error": exc.strerror or str(exc)})
+            continue
         files.append({"name": path.name, "bytes": size, "truncated": size > LOG_TAIL_BYTES,
                       "text": data.decode("utf-8", errors="replace")})
     return {"run_id": run_id, "files": files}

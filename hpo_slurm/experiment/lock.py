@@ -21,6 +21,22 @@ from typing import Any, Dict, Optional
 from hpo_slurm.core.errors import UserError
 
 STALE_AFTER_S = 120.0
+PROBE_GRACE_S = 1.0  # a probe holds the lock for microseconds; a driver holds it for its lifetime
+
+
+def _lock_within(fd: int, seconds: float) -> bool:
+    """Take the exclusive lock on ``fd``, trying again for ``seconds`` while someone else holds it."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.02)
+        except OSError:  # the file system refuses locks: as before, reported as held
+            return False
 
 
 class DriverLock:
@@ -30,11 +46,11 @@ class DriverLock:
         self._info: Dict[str, Any] = {}
 
     def acquire(self) -> None:
-        """Become the experiment's driver, or raise UserError naming the live one."""
+        """Become the experiment's driver, or raise UserError naming the live one. A lock held only
+        for a moment (``driver_alive``'s probe, from status or the dashboard) is waited out for up to
+        PROBE_GRACE_S."""
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        if not _lock_within(fd, PROBE_GRACE_S):
             os.close(fd)
             holder = read_lock(self.path) or {}
             raise UserError(

@@ -38,9 +38,10 @@ def _number(value: Any) -> Optional[float]:
     return number if math.isfinite(number) else None
 
 
-def _like_pattern(text: str) -> str:
+def _like_pattern(text: str, anywhere: bool = True) -> str:
+    """A LIKE pattern (escape character backslash) matching ``text`` anywhere, or at the start."""
     escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f"%{escaped}%"
+    return f"%{escaped}%" if anywhere else f"{escaped}%"
 
 
 class StoreReads:
@@ -69,16 +70,24 @@ class StoreReads:
                    text: str = "", offset: int = 0, limit: int = 50) -> Tuple[int, List[TrialRow]]:
         """(how many trials match, the ``limit`` matching trials from ``offset``) sorted by ``sort`` (one
         of TRIAL_SORT_COLUMNS; trials without a value last, ties by id). ``states`` keeps trials in
-        those states; ``text`` keeps trials whose id is it or whose hyperparameters' JSON contain it."""
+        those states; ``text`` is words that must all match: ``name=value`` (a hyperparameter, dotted
+        when nested, whose value starts with ``value``), else the trial's id or text in its
+        hyperparameters."""
         if sort not in TRIAL_SORT_COLUMNS:
             raise ValueError(f"cannot sort trials by {sort!r}")
         where, params = [], []  # type: List[str], List[Any]
         if states:
             where.append(f"state IN ({', '.join('?' * len(states))})")
             params += list(states)
-        if text:
-            where.append("(hparams LIKE ? ESCAPE '\\' OR CAST(id AS TEXT) = ?)")
-            params += [_like_pattern(text), text.strip()]
+        for token in text.split():
+            name, equals, value = token.partition("=")
+            if equals and name and value:  # name=value: the hyperparameter's value starts with value
+                where.append("CAST(json_extract(hparams, ?) AS TEXT) LIKE ? ESCAPE '\\'")
+                params += ["$." + ".".join('"' + part.replace('"', '\\"') + '"' for part in name.split(".")),
+                           _like_pattern(value, anywhere=False)]
+            else:  # the trial's id, or text anywhere in its hyperparameters (as JSON, or as their values)
+                where.append("(CAST(id AS TEXT) = ? OR hparams LIKE ? ESCAPE '\\' OR hparams LIKE ? ESCAPE '\\')")
+                params += [token, _like_pattern(token), _like_pattern(json.dumps(token)[1:-1])]
         clause = " WHERE " + " AND ".join(where) if where else ""
         matched = self._conn.execute(f"SELECT COUNT(*) FROM trials{clause}", params).fetchone()[0]
         order = "DESC" if descending else "ASC"
@@ -115,9 +124,11 @@ class StoreReads:
         return self._conn.execute("SELECT COUNT(*) FROM trials WHERE best_metric IS NOT NULL").fetchone()[0]
 
     def lengths_reached(self) -> List[int]:
-        """The distinct lengths trials last validated at (ASHA's rungs, PBT's round ends), ascending."""
+        """The distinct lengths at which trials paused, stopped or completed (ASHA's rungs, PBT's round
+        ends), ascending; running and failed trials, which stop anywhere, are left out."""
         return [row[0] for row in self._conn.execute(
-            "SELECT DISTINCT validated_length FROM trials WHERE validated_length > 0 ORDER BY 1")]
+            "SELECT DISTINCT validated_length FROM trials WHERE validated_length > 0 "
+            "AND state IN ('PAUSED', 'STOPPED_EARLY', 'COMPLETED') ORDER BY 1")]
 
     def validation_curves(self, trial_ids: Sequence[int], metric: str) -> Dict[int, List[Point]]:
         """Trial id -> [(length, value)] of ``metric`` in its validations, by length; a length reported
@@ -133,12 +144,16 @@ class StoreReads:
                 by_trial.setdefault(trial_id, {})[length] = value
         return {trial_id: sorted(points.items()) for trial_id, points in sorted(by_trial.items())}
 
-    def trial_metric_rows(self, trial_id: int, limit: int) -> List[Dict[str, Any]]:
-        """The last ``limit`` metrics lines of one trial in the order they were ingested, ``metrics``
-        decoded (NaN and infinities become None, so the rows are plain JSON)."""
+    def trial_metric_count(self, trial_id: int, kind: str) -> int:
+        return self._conn.execute("SELECT COUNT(*) FROM metrics WHERE trial_id = ? AND kind = ?",
+                                  [trial_id, kind]).fetchone()[0]
+
+    def trial_metric_rows(self, trial_id: int, limit: int, kind: str) -> List[Dict[str, Any]]:
+        """The last ``limit`` metrics lines of ``kind`` of one trial in the order they were ingested,
+        ``metrics`` decoded (NaN and infinities become None, so the rows are plain JSON)."""
         rows = self._conn.execute(
-            "SELECT kind, length, metrics, time, run_id FROM metrics WHERE trial_id = ? ORDER BY id DESC LIMIT ?",
-            [trial_id, int(limit)]).fetchall()
+            "SELECT kind, length, metrics, time, run_id FROM metrics WHERE trial_id = ? AND kind = ? "
+            "ORDER BY id DESC LIMIT ?", [trial_id, kind, int(limit)]).fetchall()
         decoded = []
         for kind, length, text, moment, run_id in reversed(rows):
             try:
@@ -170,10 +185,13 @@ class StoreReads:
             "    WHERE id > ? AND id <= ? AND kind = 'validation' AND json_valid(metrics)"
             "      AND json_type(metrics, ?) IN ('integer', 'real')))"
             f" WHERE before IS NULL OR value {beats} before", [path, after_id, last_id, path]).fetchall()
-        unreadable = [(moment, row_id, value, trial_id) for value, moment, row_id, trial_id in self._metric_rows(
-            "SELECT NULL, metrics, time, id, trial_id FROM metrics "
-            "WHERE id > ? AND id <= ? AND kind = 'validation' AND NOT json_valid(metrics)",
-            [after_id, last_id], metric) if value is not None]
+        unreadable: List[Tuple[float, int, float, int]] = []  # only their own running improvements
+        for value, moment, row_id, trial_id in self._metric_rows(
+                "SELECT NULL, metrics, time, id, trial_id FROM metrics WHERE id > ? AND id <= ? "
+                "AND kind = 'validation' AND NOT json_valid(metrics) ORDER BY time, id", [after_id, last_id], metric):
+            if value is not None and (not unreadable or (value < unreadable[-1][2] if smaller_is_better
+                                                         else value > unreadable[-1][2])):
+                unreadable.append((moment, row_id, value, trial_id))
         return [(m, i, float(v), t) for m, i, v, t in readable] + unreadable, last_id
 
     def run_intervals(self, now: float) -> Iterator[Tuple[float, float]]:

@@ -1,4 +1,5 @@
-// hpo-slurm dashboard: what every page shares. Text from the server is always set as text, never as HTML.
+// hpo-slurm dashboard: what every page shares. Text from the server is set as text, never as HTML; the
+// tooltips ECharts renders as HTML escape it with esc().
 "use strict";
 
 const hpo = (() => {
@@ -58,6 +59,22 @@ const hpo = (() => {
     if (s < 120) return `${s.toFixed(0)} s`;
     if (s < 7200) return `${(s / 60).toFixed(1)} min`;
     return `${(s / 3600).toFixed(1)} h`;
+  }
+
+  // For the few strings ECharts renders as HTML (tooltip formatters): everything from the server goes through this.
+  function esc(value) {
+    return String(value).replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
+  }
+
+  // A function whose results are kept only if no later call of it started meanwhile (a slow, older
+  // answer never overwrites a newer one): latest(work)() resolves to undefined for a superseded call.
+  function latest(work) {
+    let ticket = 0;
+    return async (...args) => {
+      const mine = ++ticket;
+      const result = await work(...args);
+      return mine === ticket ? result : undefined;
+    };
   }
 
   function state(value) { return el("span", { class: `state s-${value}`, text: value }); }
@@ -140,7 +157,7 @@ const hpo = (() => {
 
   function markReady() { document.body.dataset.ready = String(Number(document.body.dataset.ready || 0) + 1); }
 
-  return { STATES, el, api, experimentName, expUrl, apiUrl, num, hours, when, duration, state, flatten, hpText,
+  return { STATES, el, esc, latest, api, experimentName, expUrl, apiUrl, num, hours, when, duration, state, flatten, hpText,
            showError, clearError, watch, throttle, chart, charts, lengthColours, logWorthy, markReady, enc };
 })();
 window.hpo = hpo;

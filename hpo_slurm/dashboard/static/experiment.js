@@ -3,7 +3,7 @@
 // parallel coordinates. Everything is refetched when the experiment's database changes.
 "use strict";
 (() => {
-  const { el, api, num, hours, state, when, hpText, apiUrl, expUrl, enc } = hpo;
+  const { el, api, num, hours, state, when, hpText, apiUrl, expUrl, esc } = hpo;
   const name = hpo.experimentName();
   const SORTABLE = { id: "id", state: "state", best: "best_metric", latest: "latest_metric", length: "validated_length", restarts: "restarts", preemptions: "preemptions" };
   const table = { sort: "id", order: "asc", offset: 0, limit: 25, text: "", state: "", selected: new Set(), shown: [] };
@@ -30,7 +30,7 @@
       card("progress", progress, s.driver.alive ? `driver pid ${s.driver.pid} on ${s.driver.host}` : "driver not running"),
       card("trials", String(trials), counts),
       card(`best ${s.metric}`, best, bestSub),
-      card(s.slots_per_trial ? "GPU-hours" : "compute hours", hours(s.gpu_hours), runs));
+      card(s.slots_per_trial ? "GPU-hours" : "compute hours (no GPUs)", hours(s.slots_per_trial ? s.gpu_hours : s.job_hours), runs));
   }
 
   // ---- trial table --------------------------------------------------------------------------
@@ -68,9 +68,16 @@
     button.textContent = `compare selected (${table.selected.size})`;
   }
 
+  const fetchPage = hpo.latest((query) => api(apiUrl(name, `/trials?${query}`)));
+
   async function loadTable() {
     const q = new URLSearchParams({ sort: table.sort, order: table.order, offset: table.offset, limit: table.limit, q: table.text, states: table.state });
-    const page = await api(apiUrl(name, `/trials?${q}`));
+    const page = await fetchPage(q);
+    if (!page) return;  // a newer request (a click, a poll) answers instead
+    if (page.offset > 0 && page.offset >= page.matched) {  // fewer matches than before (trials finished): the last page
+      table.offset = Math.max(0, Math.floor((page.matched - 1) / table.limit) * table.limit);
+      return loadTable();
+    }
     header();
     const before = table.shown.join(",");
     table.shown = page.rows.map((t) => t.id);
@@ -124,7 +131,7 @@
     const logX = hpo.logWorthy(xs, 8), logY = hpo.logWorthy(ys, 30);
     hpo.chart("chart-curves").setOption({
       animation: false, grid: { left: 70, right: 30, top: 30, bottom: 50 },
-      tooltip: { trigger: "item", formatter: (p) => `${p.seriesName}<br>${summary ? summary.unit : "length"} ${p.value[0]}: ${num(p.value[1])}` },
+      tooltip: { trigger: "item", formatter: (p) => `${esc(p.seriesName)}<br>${esc(summary ? summary.unit : "length")} ${esc(p.value[0])}: ${esc(num(p.value[1]))}` },
       xAxis: { type: logX ? "log" : "value", logBase: 2, name: `length (${summary ? summary.unit : ""})`, nameLocation: "middle", nameGap: 28, min: logX ? undefined : 0 },
       yAxis: { type: logY ? "log" : "value", name: data.metric, scale: true },
       dataZoom: [{ type: "inside", xAxisIndex: 0 }, { type: "inside", yAxisIndex: 0 }],
@@ -142,7 +149,7 @@
     if (points.length) points.push([Math.max(data.total_hours, points[points.length - 1][0]), points[points.length - 1][1], points[points.length - 1][2]]);
     hpo.chart("chart-best").setOption({
       animation: false, grid: { left: 70, right: 30, top: 30, bottom: 50 },
-      tooltip: { trigger: "item", formatter: (p) => `trial ${p.value[2]}: ${num(p.value[1])}<br>at ${hours(p.value[0])} ${data.compute_label}` },
+      tooltip: { trigger: "item", formatter: (p) => `trial ${esc(p.value[2])}: ${esc(num(p.value[1]))}<br>at ${esc(hours(p.value[0]))} ${esc(data.compute_label)}` },
       xAxis: { type: "value", name: data.compute_label, nameLocation: "middle", nameGap: 28 },
       yAxis: { type: "value", name: `best ${data.metric}`, scale: true },
       series: [{ type: "line", id: "best", name: `best ${data.metric}`, step: "end", data: points, symbolSize: 5, lineStyle: { width: 2 } }],
@@ -169,7 +176,7 @@
     data.params.forEach((param, i) => {
       hpo.chart(`chart-hp-${i}`).setOption({
         animation: false, grid: { left: 60, right: 20, top: 30, bottom: 40 }, title: { text: param.name, textStyle: { fontSize: 13 } },
-        tooltip: { trigger: "item", formatter: (p) => `trial ${p.value[2]}<br>${param.name}: ${typeof p.value[0] === "number" ? num(p.value[0]) : p.value[0]}<br>${data.metric}: ${num(p.value[1])}` },
+        tooltip: { trigger: "item", formatter: (p) => `trial ${esc(p.value[2])}<br>${esc(param.name)}: ${esc(typeof p.value[0] === "number" ? num(p.value[0]) : p.value[0])}<br>${esc(data.metric)}: ${esc(num(p.value[1]))}` },
         xAxis: { ...axisFor(param), nameLocation: "middle", nameGap: 24 }, yAxis: { type: "value", scale: true, name: data.metric },
         series: [{ type: "scatter", id: `hp-${param.name}`, large: data.rows.length > 2000, symbolSize: 6, itemStyle: { opacity: 0.7 },
                    data: data.rows.map((r) => [r[2 + i], r[metricIndex], r[0]]) }],
@@ -177,7 +184,7 @@
     });
     const axes = data.params.map((p, i) => ({ dim: i, ...axisFor(p) }));
     axes.push({ dim: data.params.length, type: "value", name: data.metric, scale: true, inverse: !data.smaller_is_better });
-    const values = data.rows.map((r) => r[1]);
+    const values = data.rows.length ? data.rows.map((r) => r[1]) : [0, 1];
     hpo.chart("chart-parallel").setOption({
       animation: false, parallel: { left: 60, right: 80, top: 40, bottom: 30 }, parallelAxis: axes,
       visualMap: { type: "continuous", dimension: data.params.length, min: Math.min(...values), max: Math.max(...values), inRange: { color: data.smaller_is_better ? ["#440154", "#21918c", "#fde725"] : ["#fde725", "#21918c", "#440154"] }, right: 0, top: "middle", calculable: true, text: ["", data.metric] },
@@ -186,28 +193,31 @@
     }, { notMerge: true });
   }
 
+  // The curves' request: the best trials', the table page's, or none for an empty page.
   function curvesUrl() {
-    const ofPage = document.getElementById("curves-of").value === "page";
-    return apiUrl(name, ofPage ? `/curves?ids=${table.shown.join(",")}` : "/curves");
+    if (document.getElementById("curves-of").value !== "page") return apiUrl(name, "/curves");
+    return table.shown.length ? apiUrl(name, `/curves?ids=${table.shown.join(",")}`) : null;
   }
 
   async function loadCharts() {
-    const [curves, best, hparams] = await Promise.all([api(curvesUrl()), api(apiUrl(name, "/best")), api(apiUrl(name, "/hparams"))]);
-    drawCurves(curves);
+    const [, best, hparams] = await Promise.all([redrawCurves(), api(apiUrl(name, "/best")), api(apiUrl(name, "/hparams"))]);
     drawBest(best);
     drawHparams(hparams);
   }
 
   const charts = hpo.throttle(loadCharts, 5000);
 
+  const fetchCurves = hpo.latest((url) => (url ? api(url) : Promise.resolve({ metric: summary ? summary.metric : "", scored: 0, best: null, curves: {}, parents: {} })));
+
   function redrawCurves() {
-    api(curvesUrl()).then(drawCurves).catch((error) => hpo.showError("curves", error));
+    return fetchCurves(curvesUrl()).then((data) => data && drawCurves(data)).catch((error) => hpo.showError("curves", error));
   }
 
   async function refresh() {
     summary = await api(apiUrl(name, ""));
     renderSummary(summary);
-    await Promise.all([loadTable(), charts()]);
+    await loadTable();  // first: the curves may follow the table's page
+    await charts();
     hpo.markReady();
   }
 

@@ -33,11 +33,12 @@
     return series;
   }
 
-  function drawMetrics(id, lines, kind, metric) {
+  function drawMetrics(id, lines, kind, metric, reported) {
     const series = metricSeries(lines, kind);
     const keys = Object.keys(series).sort((a, b) => (b === metric) - (a === metric) || a.localeCompare(b));
+    const shown = lines.filter((l) => l.kind === kind).length;
     hpo.chart(id).setOption({
-      animation: false, title: { text: `${kind} metrics`, textStyle: { fontSize: 13 } }, grid: { left: 60, right: 60, top: 50, bottom: 40 },
+      animation: false, title: { text: `${kind} metrics${shown < reported ? ` (the last ${shown} of ${reported} reports)` : ""}`, textStyle: { fontSize: 13 } }, grid: { left: 60, right: 60, top: 50, bottom: 40 },
       legend: { top: 22, type: "scroll" }, tooltip: { trigger: "axis" },
       xAxis: { type: "value", name: "length", nameLocation: "middle", nameGap: 24 },
       yAxis: [{ type: "value", scale: true, name: keys[0] || "" }, { type: "value", scale: true }],
@@ -56,8 +57,9 @@
     if (!chosenRun) { document.getElementById("logs").replaceChildren(el("p", { class: "note", text: "No runs yet." })); return; }
     const data = await api(apiUrl(name, `/trials/${trialId}/logs?run=${encodeURIComponent(chosenRun)}`));
     document.getElementById("logs").replaceChildren(...(data.files.length ? data.files.map((f) => el("div", {},
-      el("p", { class: "note", text: `${f.name} (${bytes(f.bytes)}${f.truncated ? ", the last 64 KiB" : ""})` }),
-      el("pre", { class: "log", "data-file": f.name, text: f.text || "(empty)" }))) : [el("p", { class: "note", text: `No log files for ${chosenRun} yet.` })]));
+      el("p", { class: "note", text: f.error ? `${f.name}: cannot be read (${f.error})` : `${f.name} (${bytes(f.bytes)}${f.truncated ? ", the last 64 KiB" : ""})` }),
+      f.error ? null : el("pre", { class: "log", "data-file": f.name, text: f.text || "(empty)" }))) : [el("p", { class: "note", text: `No log files for ${chosenRun} yet.` })]));
+    document.getElementById("log-note").textContent = `the tail of each log file of ${chosenRun}, as of the last change to the search`;
   }
 
   async function refresh() {
@@ -71,8 +73,8 @@
       t.parent !== null ? card("parent", el("a", { href: `${expUrl(name)}/trials/${t.parent}`, text: `trial ${t.parent}` }), data.parent_checkpoint || "") : null);
     document.querySelector("#hparams tbody").replaceChildren(...hpo.flatten(t.hparams).map(([k, v]) =>
       el("tr", {}, el("td", { class: "hp", text: k }), el("td", { class: "hp", text: typeof v === "string" ? v : JSON.stringify(v) }))));
-    drawMetrics("chart-validation", data.metrics, "validation", data.metric);
-    drawMetrics("chart-training", data.metrics, "training", data.metric);
+    drawMetrics("chart-validation", data.metrics, "validation", data.metric, data.metric_counts.validation);
+    drawMetrics("chart-training", data.metrics, "training", data.metric, data.metric_counts.training);
     document.querySelector("#runs tbody").replaceChildren(...data.runs.map(runRow));
     document.querySelector("#checkpoints tbody").replaceChildren(...(data.checkpoints.length ? data.checkpoints.map((c) =>
       el("tr", {}, el("td", { class: "hp", text: c.name }), el("td", { text: c.length === null ? "-" : String(c.length) }), el("td", { text: bytes(c.bytes) }),
