@@ -54,8 +54,9 @@ def test_a_wheel_install_finds_the_templates_the_benchmark_table_and_the_dashboa
     names = zipfile.ZipFile(wheel).namelist()
     assert {f"hpo_slurm/sbatch_templates/{name}" for name in SHIPPED} <= set(names)
     assert f"hpo_slurm/benchmarks/data/{digits.TABLE}" in names
-    static = REPO / "hpo_slurm" / "dashboard" / "static"
-    assets = {f"hpo_slurm/dashboard/static/{p.relative_to(static)}" for p in static.rglob("*") if p.is_file()}
+    dashboard = REPO / "hpo_slurm" / "dashboard"
+    assets = {f"hpo_slurm/dashboard/{p.relative_to(dashboard)}" for folder in ("static", "pages")
+              for p in (dashboard / folder).rglob("*") if p.is_file()}
     assert "hpo_slurm/dashboard/static/vendor/echarts.min.js" in assets and assets <= set(names)  # no CDN at run time
     zipfile.ZipFile(wheel).extractall(tmp_path / "site")
     probe = ("import json, hpo_slurm, hpo_slurm.executors.templates as t, hpo_slurm.benchmarks.digits as d; "

@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import json
 import math
+import string
 from pathlib import Path
 from typing import Any, Callable
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import FileResponse, Response
+from starlette.responses import HTMLResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
@@ -44,7 +45,8 @@ from hpo_slurm.experiment import folder
 from hpo_slurm.experiment.lock import driver_alive
 
 STATIC = Path(__file__).parent / "static"
-PAGES = {"list": "index.html", "experiment": "experiment.html", "trial": "trial.html", "compare": "compare.html"}
+PAGES = Path(__file__).parent / "pages"  # shell.html, and the body of each page (its script: static/<page>.js)
+PAGE_SCRIPTS = {"list": "list.js", "experiment": "experiment.js", "trial": "trial.js", "compare": "compare.js"}
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",  # the token never leaves in a Referer
@@ -80,6 +82,9 @@ class Dashboard:
 
     def __init__(self, root: Path):
         self.root = Path(root)
+        shell = string.Template((PAGES / "shell.html").read_text(encoding="utf-8"))
+        self.pages = {which: shell.substitute(script=script, body=(PAGES / f"{which}.html").read_text(encoding="utf-8"))
+                      for which, script in PAGE_SCRIPTS.items()}
         self.lines = BestSoFarLines()  # best-so-far steps kept between requests, brought up to date each
 
     def experiment(self, request: Request) -> Experiment:
@@ -109,7 +114,7 @@ class Dashboard:
                 self.experiment(request)  # a page of an experiment that is not there is a 404
             if "trial_id" in request.path_params:
                 self.trial_id(request)
-            return FileResponse(STATIC / PAGES[which], headers={"Cache-Control": "no-store", **SECURITY_HEADERS})
+            return HTMLResponse(self.pages[which], headers={"Cache-Control": "no-store", **SECURITY_HEADERS})
         return self._guarded(serve)
 
     def _guarded(self, endpoint: Callable[[Request], Response]) -> Callable[[Request], Response]:
