@@ -1,8 +1,10 @@
-"""``preview``: the plan comes from running the real searcher on a constant metric."""
+"""``preview``: the plan comes from running the real searcher on a synthetic metric (constant; seeded
+random draws for ``stop_once``)."""
 
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -36,10 +38,10 @@ def test_determined_worked_example():
             {"num_rungs": 2, "rung_lengths": [250, 1000], "max_trials": 8, "max_concurrent_trials": 5},
         ],
         "plan": [
-            {"length": 15, "trials": 53},
-            {"length": 62, "trials": 30},
-            {"length": 250, "trials": 13},
-            {"length": 1000, "trials": 4},
+            {"length": 15, "trials": 53, "trained": 795},
+            {"length": 62, "trials": 30, "trained": 1860},
+            {"length": 250, "trials": 13, "trained": 3250},
+            {"length": 1000, "trials": 4, "trained": 4000},
         ],
         "total_trials": 100,
         "total_length": 9905,
@@ -76,7 +78,7 @@ def test_trials_without_gpus_are_estimated_in_job_hours(capsys):
 def test_plan_without_brackets_for_other_searchers():
     plan = build_plan(config(name="random", max_trials=10, max_length=50, unit="epochs"))
     assert "brackets" not in plan
-    assert plan["plan"] == [{"length": 50, "trials": 10}]
+    assert plan["plan"] == [{"length": 50, "trials": 10, "trained": 500}]
     assert plan["total_length"] == 500 and plan["unit"] == "epochs"
 
 
@@ -86,15 +88,17 @@ def test_async_halving_brackets_come_from_the_searcher():
     assert plan["brackets"] == make_searcher(cfg).brackets() == [
         {"num_rungs": 3, "rung_lengths": [10, 30, 90], "max_trials": 12, "max_concurrent_trials": 9}
     ]
-    assert plan["plan"] == [{"length": 10, "trials": 8}, {"length": 30, "trials": 3}, {"length": 90, "trials": 1}]
+    assert plan["plan"] == [{"length": 10, "trials": 8, "trained": 80}, {"length": 30, "trials": 3, "trained": 90}, {"length": 90, "trials": 1, "trained": 90}]
 
 
 def test_pbt_total_length_counts_only_training_done():
     cfg = config(name="pbt", population_size=6, num_rounds=4, length_per_round=100, truncate_fraction=0.34)
     plan = build_plan(cfg)
     assert plan["total_trials"] == 12
-    assert plan["plan"] == [{"length": l, "trials": n} for l, n in [(100, 2), (200, 2), (300, 2), (400, 6)]]
+    assert [(row["length"], row["trials"]) for row in plan["plan"]] == [(100, 2), (200, 2), (300, 2), (400, 6)]
     assert plan["total_length"] == 6 * 400  # children continue from their parents' checkpoints
+    assert sum(row["trained"] for row in plan["plan"]) == plan["total_length"]
+    assert [row["trained"] for row in plan["plan"]] == [200, 200, 200, 1800]  # 2 x 400 + 4 children x 100
     run = simulate(make_searcher(cfg))
     assert sum(1 for parent in run["parent"].values() if parent is not None) == 6
 
@@ -117,3 +121,28 @@ def test_render_plan_without_brackets_or_gpu_hours(capsys):
     render_plan(build_plan(config(name="single", max_length=100)))
     out = capsys.readouterr().out
     assert "single: 1 trial," in out and "Brackets" not in out and "GPU-hours" not in out
+
+
+def test_pbt_preview_rows_add_up_to_the_total_it_states(capsys):
+    """Each row says what its trials trained, so the table adds up to the total: a child trains only past
+    its parent's checkpoint."""
+    render_plan(build_plan(config(name="pbt", population_size=8, num_rounds=5, length_per_round=400,
+                                  truncate_fraction=0.25)))
+    out = capsys.readouterr().out
+    stated = int(re.search(r"([\d,]+) batches of training in total", out).group(1).replace(",", ""))
+    rows = re.findall(r"│\s+([\d,]+)\s+│\s+(\d+)\s+│\s+([\d,]+)\s+│", out)
+    assert sum(int(trained.replace(",", "")) for _, _, trained in rows) == stated
+    assert "only the batches past it" in " ".join(out.split())
+
+
+def test_stop_once_previews_trials_stopped_at_every_rung_and_the_same_plan_each_time():
+    """Determined's stopping variant of ASHA keeps a trial only while it ranks in the top quarter of its
+    rung: a constant metric would keep all 16 (ties rank first), real results do not."""
+    cfg = ExperimentConfig(source="t.yaml", name="t", entrypoint="x", hyperparameters=SPACE, seed=3, searcher=SearcherConfig(
+        name="adaptive_asha", metric="loss", max_trials=16, max_length=937, stop_once=True, mode="aggressive",
+        max_rungs=3, divisor=4))
+    plan = build_plan(cfg)
+    lengths = {row["length"]: row["trials"] for row in plan["plan"]}
+    assert plan["brackets"][0]["rung_lengths"] == [58, 234, 937]
+    assert plan["total_trials"] == 16 and lengths[58] >= 8 and 1 <= lengths[937] <= 4
+    assert plan == build_plan(cfg)

@@ -248,7 +248,12 @@ def test_invariants_under_random_orders_and_failures(name, data):
     assert same_log(first.log, second.log)
 
 
-@pytest.mark.parametrize("name", NAMES)
+# stop_once keeps every trial of a constant metric (ties rank first), so its preview draws seeded random
+# metrics instead (searchers/preview.py): these two properties hold for the others
+CONSTANT_PREVIEW = [name for name in NAMES if "stop_once" not in name]
+
+
+@pytest.mark.parametrize("name", CONSTANT_PREVIEW)
 @settings(max_examples=6, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_constant_metric_in_any_order_matches_the_preview(name, data):
@@ -283,7 +288,7 @@ def test_same_seed_same_actions_and_restore_midway(name):
     assert same_log(a.log, c.log)
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", CONSTANT_PREVIEW)
 def test_different_seeds_still_keep_the_plan(name):
     plans = [build_plan(make_config(name, seed=seed))["plan"] for seed in (1, 2)]
     assert plans[0] == plans[1]

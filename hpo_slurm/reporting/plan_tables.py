@@ -30,12 +30,17 @@ def render_plan(plan: Dict[str, Any]) -> None:
                 str(bracket["max_concurrent_trials"]),
             )
         console.print(table)
+    inherited = any(row["trained"] != row["length"] * row["trials"] for row in plan["plan"])
     table = Table(title="Where trials stop")
-    for column in (f"Length ({unit})", "Trials", f"Trial {unit}"):
+    for column in (f"Length ({unit})", "Trials", f"Trained ({unit})"):
         table.add_column(column, justify="right")
     for row in plan["plan"]:
-        table.add_row(f"{row['length']:,}", str(row["trials"]), f"{row['length'] * row['trials']:,}")
+        table.add_row(f"{row['length']:,}", str(row["trials"]), f"{row['trained']:,}")
+    table.add_row("total", str(trials), f"{plan['total_length']:,}", style="bold")
     console.print(table)
+    if inherited:
+        console.print(f"Trials that start from another trial's checkpoint train only the {unit} past it, "
+                      "so Trained is less than Length × Trials.")
     if "gpu_hours" not in plan:
         return
     gpus = plan["gpus_per_trial"]

@@ -1,11 +1,18 @@
 """``preview``: what a search will train, found by running the real searcher against a synthetic metric.
 
-Trials "train" instantly and report a constant metric (as Determined's preview does); events are handled
-in FIFO order. Because the plan comes from ``make_searcher``, it cannot drift from what ``launch`` does.
+Trials "train" instantly; events are handled in FIFO order. They report a constant metric, on which
+promotion-based successive halving, PBT and the others plan exactly as Determined's preview does. A
+searcher that keeps a trial only while it ranks in the top fraction of its rung (``stop_once``) would
+keep every trial of a constant metric (ties rank first), so for it trials report a metric drawn
+uniformly at random instead, as Determined's preview does (its RandomValidation), from a generator
+seeded with the experiment's seed: the same config always previews the same plan, and how many
+trials stop where is what the searcher does with results that differ. Because the plan comes from
+``make_searcher``, it cannot drift from what ``launch`` does.
 """
 
 from __future__ import annotations
 
+import random
 from collections import Counter, deque
 from typing import Any, Callable, Deque, Dict, List, Optional
 
@@ -54,7 +61,9 @@ def simulate(searcher: Searcher, metric: Metric = lambda trial_id, length: 1.0) 
 def build_plan(
     config: ExperimentConfig, seconds_per_unit: Optional[float] = None, gpus: Optional[int] = None
 ) -> Dict[str, Any]:
-    """The search's plan: brackets (successive halving only), how many trials end at each length, totals,
+    """The search's plan: brackets (successive halving only), how many trials end at each length and the
+    length they trained to get there (less than length times trials when PBT children start from their
+    parents' checkpoints; the rows' ``trained`` add up to ``total_length``), totals,
     and, when ``seconds_per_unit`` (a trial's wall seconds per unit of length) is given, the compute:
     ``gpus_per_trial`` (``gpus``, default ``config.slots_per_trial``), ``job_hours`` (the trials' wall
     hours) and ``gpu_hours`` (job hours times GPUs per trial: a trial of N ranks holds N GPUs; 0 when
@@ -64,13 +73,20 @@ def build_plan(
     minus, for PBT children, the length inherited from the parent's checkpoint.
     """
     searcher = make_searcher(config)
-    run = simulate(searcher)
+    if config.searcher.stop_once:
+        draws = random.Random(config.seed)
+        run = simulate(searcher, lambda trial_id, length: draws.random())
+    else:
+        run = simulate(searcher)
     ends = Counter(run["final"].values())
+    trained: Counter = Counter()
+    for trial_id, final in run["final"].items():
+        trained[final] += final - run["start"][trial_id]
     plan: Dict[str, Any] = {"searcher": config.searcher.name}
     brackets = searcher.brackets()
     if brackets is not None:
         plan["brackets"] = brackets
-    plan["plan"] = [{"length": length, "trials": ends[length]} for length in sorted(ends)]
+    plan["plan"] = [{"length": length, "trials": ends[length], "trained": trained[length]} for length in sorted(ends)]
     plan["total_trials"] = len(run["final"])
     plan["total_length"] = sum(run["final"][t] - run["start"][t] for t in run["final"])
     plan["unit"] = config.searcher.unit
