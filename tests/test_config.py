@@ -14,6 +14,8 @@ from hpo_slurm.config.schema import (
     SearcherConfig,
     SlurmConfig,
     check_name,
+    is_folder_name,
+    safe_spelling,
     load_config,
     parse_config,
 )
@@ -577,35 +579,37 @@ def test_safe_names(name):
     assert parse(minimal(name=name)).name == name
 
 
+@pytest.mark.parametrize("name", ["my exp", "vision transformer adaptive", ".hidden", "a/b", "../up/x", "x" * 101,
+                                  "résumé – 3 ✓"])
+def test_any_text_names_an_experiment_as_in_determined(name):
+    """The folder gets a safe spelling (experiment.folder.folder_for); the name is kept as written."""
+    assert parse(minimal(name=name)).name == name
+
+
 @pytest.mark.parametrize("name, message", [
-    ("my exp", "expected a name of letters, digits, '.', '_' and '-' (1-100 characters, not starting with '.' "
-               "or '-'), got 'my exp'; try 'my_exp'"),
-    (".hidden", "expected a name of letters, digits, '.', '_' and '-' (1-100 characters, not starting with "
-                "'.' or '-'), got '.hidden'; try 'hidden'"),
-    ("", "expected a name of letters, digits, '.', '_' and '-' (1-100 characters, not starting with '.' or "
-         "'-'), got ''"),
-    (12, "expected a name of letters, digits, '.', '_' and '-' (1-100 characters, not starting with '.' or "
-         "'-'), got 12"),
+    ("", "expected the experiment's name as text, got ''"),
+    ("   ", "expected the experiment's name as text, got '   '"),
+    (12, "expected the experiment's name as text, got 12"),
+    ("two\nlines", "expected a name without control characters (newlines, tabs), got 'two\\nlines'"),
+    ("x" * 257, "expected at most 256 characters, got 257"),
 ])
-def test_unsafe_names(name, message):
+def test_names_that_cannot_name_an_experiment(name, message):
     assert error(minimal(name=name)) == f"search.yaml: name: {message}"
+
+
+def test_folder_names_stay_safe():
     with pytest.raises(ConfigError, match="^--name: expected a name"):
-        check_name(name, "--name", "")
-
-
-def test_too_long_and_path_like_names_are_refused():
-    assert "got 'xxx" in error(minimal(name="x" * 101))
-    assert "try 'a_b'" in error(minimal(name="a/b"))
-    assert "try '_up_x'" in error(minimal(name="../up/x"))
+        check_name("my exp", "--name", "")
+    assert safe_spelling("vision transformer adaptive") == "vision_transformer_adaptive"
+    assert safe_spelling("../up/x") == "_up_x" and safe_spelling("..") == "experiment"
+    assert is_folder_name(safe_spelling("a" * 300 + "/b")) and not is_folder_name("a b")
 
 
 def test_default_name_comes_from_the_file_name(in_tmp):
     assert load_config(write(in_tmp, MNIST_CONST.replace("name: mnist_pytorch_const\n", ""), "const.yaml")).name \
         == "const"
     path = write(in_tmp, MNIST_CONST.replace("name: mnist_pytorch_const\n", ""), "my search.yaml")
-    assert load_error(path) == (
-        "my search.yaml: name: not set, and the file name cannot be used: expected a name of letters, digits, "
-        "'.', '_' and '-' (1-100 characters, not starting with '.' or '-'), got 'my search'; try 'my_search'")
+    assert load_config(path).name == "my search"
 
 
 # ----------------------------------------------------------------------------------------------

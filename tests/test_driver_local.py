@@ -257,7 +257,7 @@ def test_user_mistakes_exit_2_with_one_line(quadratic, tmp_path):
     for args in (
         ("launch", str(bad), "--root", str(root)),
         ("launch", str(quadratic / "nope.yaml"), "--root", str(root)),
-        ("launch", str(quadratic / "single.yaml"), "--root", str(root), "--name", "../escape"),
+        ("launch", str(quadratic / "single.yaml"), "--root", str(root), "--name", "two\nlines"),
         ("status", "no-such-experiment", "--root", str(root)),
         ("resume", "no-such-experiment", "--root", str(root)),
         ("logs", "no-such-experiment", "1", "--root", str(root)),
@@ -281,7 +281,7 @@ def test_usage_mistakes_and_unusable_roots_are_one_line_with_exit_2(quadratic, t
          f"cannot create the experiments folder {a_file / 'sub'}: Not a directory"),
         (("launch", single, "--executor", "local"), {"HPO_SLURM_ROOT": str(a_file)}, f"$HPO_SLURM_ROOT {a_file}: not a folder"),
         (("status",), {"HPO_SLURM_ROOT": str(a_file)}, f"$HPO_SLURM_ROOT {a_file}: not a folder"),
-        (("status", "../x/y", "--root", str(tmp_path)), {}, "experiment name: expected a name of letters"),
+        (("status", "../x/y", "--root", str(tmp_path)), {}, "no experiment named '../x/y'"),
     ]
     for args, env, message in cases:
         done = cli(*args, env=env)

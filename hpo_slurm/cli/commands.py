@@ -120,14 +120,14 @@ def launch(config_path: str, name, root, executor: str, context, detach: bool, a
       hpo-slurm launch examples/quadratic/adaptive.yaml --name first-try
     """
     from hpo_slurm.experiment import folder as experiment
-    from hpo_slurm.config.schema import check_name, load_config
+    from hpo_slurm.config.schema import check_display_name, load_config
     from hpo_slurm.executors import resolve_executor_name
 
     config = load_config(config_path)
     _print_warnings(config)
-    name = name or config.name
-    check_name(name, "--name", "")
+    display = check_display_name(name or config.name, "--name" if name else config.source, "" if name else "name")
     root_path = resolve_root(root)
+    name = experiment.folder_for(root_path, display)
     from hpo_slurm.reporting.live import progress
 
     executor = resolve_executor_name(executor)
@@ -148,8 +148,10 @@ def launch(config_path: str, name, root, executor: str, context, detach: bool, a
         driver_job.render(config, ExperimentLayout(root_path / name), uid="0" * 32)
     with progress("copying the model folder", unit="bytes") as copied:
         layout = experiment.create(config, Path(config_path), root_path, name, executor,
-                                   Path(context) if context else None, progress=copied, warn=_warn)
-    click.echo(f"experiment {name} created in {layout.dir}", err=True)
+                                   Path(context) if context else None, progress=copied, warn=_warn,
+                                   display=display)
+    shown = name if display == name else f"{display!r} (folder {name})"
+    click.echo(f"experiment {shown} created in {layout.dir}", err=True)
     if as_job:
         from hpo_slurm.engine import driver_job
         from hpo_slurm.experiment.store import Store

@@ -172,6 +172,34 @@ _NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,99}")
 _NAME_RULE = "a name of letters, digits, '.', '_' and '-' (1-100 characters, not starting with '.' or '-')"
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+DISPLAY_NAME_MAX = 256
+
+
+def is_folder_name(name: Any) -> bool:
+    """Whether ``name`` is safe as a folder name as it is (letters, digits, '.', '_', '-')."""
+    return isinstance(name, str) and _NAME_RE.fullmatch(name) is not None
+
+
+def check_display_name(name: Any, source: str, path: str = "name") -> str:
+    """Return ``name`` if it can name an experiment (any text, as Determined takes: spaces, slashes and
+    all, but no control characters, at most DISPLAY_NAME_MAX characters), else raise ConfigError. The
+    experiment's folder gets a safe spelling of it (experiment.folder.folder_for)."""
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigError(source, path, f"expected the experiment's name as text, got {show(name)}")
+    if _CONTROL.search(name):
+        raise ConfigError(source, path, f"expected a name without control characters (newlines, tabs), got {show(name)}")
+    if len(name) > DISPLAY_NAME_MAX:
+        raise ConfigError(source, path, f"expected at most {DISPLAY_NAME_MAX} characters, got {len(name)}")
+    return name
+
+
+def safe_spelling(name: str) -> str:
+    """``name`` as a folder name: runs of other characters become '_', no leading '.' or '-', at most
+    100 characters; "experiment" when nothing is left."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).lstrip(".-")[:100] or "experiment"
+
+
 def check_name(name: Any, source: str, path: str = "name") -> str:
     """Return ``name`` if it is safe as a directory name, else raise ConfigError(source, path, ...)
     suggesting a safe spelling. The CLI calls it for ``--name``."""
@@ -218,13 +246,8 @@ def parse_config(data: Any, source: str, base_dir: Optional[str] = None) -> Expe
 
     name = top.get("name")
     if name is None:
-        stem = os.path.splitext(os.path.basename(source))[0]
-        try:
-            check_name(stem, source)
-        except ConfigError as exc:
-            ck.fail("name", f"not set, and the file name cannot be used: {exc.detail}")
-        name = stem
-    name = check_name(name, source)
+        name = os.path.splitext(os.path.basename(source))[0]
+    name = check_display_name(name, source)
     description = top.get("description")
     description = "" if description is None else ck.string(description, "description", multiline=True)
     entrypoint = _entrypoint(ck, ck.required(

@@ -64,7 +64,8 @@ class Experiment:
 
 
 def overview(layout: ExperimentLayout) -> Dict[str, Any]:
-    """One line of the experiment list: name, state, searcher, sampler, progress, trials (count by
+    """One line of the experiment list: name (its folder, as URLs take it), title (the name it was
+    launched with), state, searcher, sampler, progress, trials (count by
     state), best (trial_id and metric, or None), driver alive, created_at; or, when the experiment
     cannot be read, its name with ``error``."""
     try:
@@ -76,7 +77,7 @@ def overview(layout: ExperimentLayout) -> Dict[str, Any]:
     except (UserError, OSError, StoreError) as exc:  # one unreadable experiment must not hide the others
         return {"name": layout.name, "error": str(exc) or type(exc).__name__}
     return {
-        "name": layout.name, "state": row["state"], "searcher": row["searcher"],
+        "name": layout.name, "title": row["name"], "state": row["state"], "searcher": row["searcher"],
         "sampler": experiment.config.searcher.sampler.name, "metric": experiment.metric,
         "progress": float(row.get("progress") or 0.0), "trials": counts, "trial_count": sum(counts.values()),
         "best": best and {"trial_id": best[0]["id"], "metric": best[0]["best_metric"]},

@@ -1,5 +1,11 @@
 """Creating and finding experiment folders. ``create`` publishes a complete folder by rename, so a
-failed launch leaves nothing half-created."""
+failed launch leaves nothing half-created.
+
+An experiment's name is any text (as in Determined: 'vision transformer adaptive'); its folder is the
+name itself when that is a safe folder name, else a safe spelling of it (``folder_for``), with -2, -3,
+... when another experiment already has that folder. The name is kept in the database, and ``find``
+takes either.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +18,7 @@ import uuid
 from pathlib import Path
 from typing import Callable, List, Optional
 
-from hpo_slurm.config.schema import ExperimentConfig, check_name
+from hpo_slurm.config.schema import ExperimentConfig, check_name, is_folder_name, safe_spelling
 from hpo_slurm.core.errors import UserError
 from hpo_slurm.core.layout import ExperimentLayout
 from hpo_slurm.experiment.store import Store
@@ -44,12 +50,44 @@ def make_root(root: Path) -> None:
 
 
 def find(root: Path, name: str) -> ExperimentLayout:
-    """The experiment ``name`` under ``root``, or a UserError saying it is not there."""
-    check_name(name, "experiment name", "")
-    layout = ExperimentLayout(Path(root) / name)
+    """The experiment under ``root`` whose folder is ``name`` or, failing that, whose name is ``name``;
+    a UserError when there is none, or when several share that name (it lists their folders)."""
+    if is_folder_name(name):
+        layout = ExperimentLayout(Path(root) / name)
+        if layout.database.is_file():
+            return layout
+    named = [layout for layout in list_all(root) if display_name(layout) == name]
+    if len(named) == 1:
+        return named[0]
+    if named:
+        raise UserError(f"{len(named)} experiments in {root} are named {name!r}: name one by its folder "
+                        f"({', '.join(layout.name for layout in named)})")
+    raise UserError(f"no experiment named {name!r} in {root}")
+
+
+def display_name(layout: ExperimentLayout) -> Optional[str]:
+    """The name the experiment was launched with, or None when its database cannot be read."""
     if not layout.database.is_file():
-        raise UserError(f"no experiment named {name!r} in {root}")
-    return layout
+        return None
+    try:
+        with Store.reading(layout.database) as store:
+            return store.experiment_name()
+    except UserError:  # unreadable: not the experiment asked for
+        return None
+
+
+def folder_for(root: Path, name: str) -> str:
+    """The folder an experiment named ``name`` gets under ``root``: ``name`` when it is a safe folder
+    name, else its safe spelling; with -2, -3, ... after it while another experiment, launched under
+    another name, has that folder. An experiment of the same name keeps its folder, so launching it
+    twice is refused (``create``)."""
+    base = name if is_folder_name(name) else safe_spelling(name)
+    for number in range(1, 10_000):
+        candidate = base if number == 1 else f"{base[:94]}-{number}"
+        existing = Path(root) / candidate
+        if not existing.exists() or display_name(ExperimentLayout(existing)) == name:
+            return candidate
+    raise UserError(f"too many experiments under {root} are spelled {base!r} as folders")
 
 
 def list_all(root: Path) -> List[ExperimentLayout]:
@@ -72,6 +110,7 @@ def create(
     config_text: Optional[str] = None,
     copy_model: bool = True,
     created_at: Optional[float] = None,
+    display: Optional[str] = None,
 ) -> ExperimentLayout:
     """Make ``root/name`` with the config, a copy of the model folder and a new database, published by
     rename: on any failure nothing is left under ``root``. ``progress(copied_bytes, total_bytes)`` is
@@ -79,11 +118,14 @@ def create(
 
     ``config_text`` is written as config.yaml (and kept in the database) instead of the file at
     ``config_path``; ``copy_model=False`` leaves out the model folder (a simulated search runs no
-    code); ``created_at`` is the experiment's creation time (default: now)."""
+    code); ``created_at`` is the experiment's creation time (default: now); ``display`` is the name it was
+    launched with when that is not its folder ``name`` (see ``folder_for``)."""
     root = Path(root)
     final = root / name
+    check_name(name, "experiment folder", "")
     if final.exists():
-        raise UserError(f"experiment {name!r} already exists in {root}: use `hpo-slurm resume {name}` or another --name")
+        shown = display or name
+        raise UserError(f"experiment {shown!r} already exists in {root}: use `hpo-slurm resume {name}` or another --name")
     context = Path(context) if context else Path(config_path).resolve().parent
     if copy_model and not context.is_dir():
         raise UserError(f"--context {context}: not a folder")
@@ -103,7 +145,7 @@ def create(
                 warn(f"the model folder copy leaves out what is not a file, folder or link: {shown}")
         store = Store.open(layout.database)
         store.create_experiment(
-            name=name, uid=uuid.uuid4().hex, state="RUNNING", searcher=config.searcher.name,
+            name=display or name, uid=uuid.uuid4().hex, state="RUNNING", searcher=config.searcher.name,
             executor=executor, config=config_text, created_at=time.time() if created_at is None else created_at,
             ended_at=None, message=None,
         )

@@ -238,6 +238,11 @@ class Store(StoreReads):
             raise NotFoundError
         return rows[0]
 
+    def experiment_name(self) -> Optional[str]:
+        """The name the experiment was launched with, or None when its row does not exist yet."""
+        row = self._conn.execute("SELECT name FROM experiment WHERE id = 1").fetchone()
+        return row[0] if row else None
+
     def experiment_state(self) -> Optional[str]:
         """The experiment's state, or None when its row does not exist yet."""
         row = self._conn.execute("SELECT state FROM experiment WHERE id = 1").fetchone()

@@ -42,7 +42,8 @@ def parse_trials_option(value: Optional[str]) -> TrialsWanted:
 def summarize(layout: ExperimentLayout, trials: TrialsWanted = None, page_cache_kib: int = READ_CACHE_KIB) -> Dict[str, Any]:
     """One JSON-able object read from one consistent snapshot of the database:
 
-    ``name``, ``state``, ``searcher``, ``executor``, ``metric``, ``smaller_is_better``, ``progress``,
+    ``name`` (as launched), ``folder`` (the experiment's folder: the name when that is a safe folder
+    name, else a safe spelling of it), ``state``, ``searcher``, ``executor``, ``metric``, ``smaller_is_better``, ``progress``,
     ``driver``, ``trial_counts`` and ``run_counts`` (every state, zeros included; ``runs_unsubmitted``
     says how many of the SUBMITTED runs have no job yet), ``job_hours`` (wall
     hours of the runs that started and ended), ``slots_per_trial`` and ``gpu_hours`` (job hours times
@@ -90,6 +91,7 @@ def summarize(layout: ExperimentLayout, trials: TrialsWanted = None, page_cache_
     nodes = {run_id: last_attempt_nodes(layout.attempts_file(run_id)) for run_id in running}
     summary: Dict[str, Any] = {
         "name": experiment["name"],
+        "folder": layout.name,
         "state": experiment["state"],
         "searcher": experiment["searcher"],
         "sampler": config.searcher.sampler.name,

@@ -59,16 +59,22 @@ def output_console(stderr: bool = False) -> Console:
     return console
 
 
+def _title(summary: Dict[str, Any]) -> str:
+    """The experiment's name, and its folder (what commands take) when that is spelled otherwise."""
+    folder = summary.get("folder", summary["name"])
+    return summary["name"] if folder == summary["name"] else f"{summary['name']} ({folder})"
+
+
 def experiments_table(summaries: List[Dict[str, Any]]) -> Table:
     table = Table(title="Experiments", title_justify="left")
-    longest = max((len(s["name"]) for s in summaries), default=4)
+    longest = max((len(_title(s)) for s in summaries), default=4)
     for column in ("name", "state", "searcher", "driver", "progress", "trials", "best"):
         table.add_column(column, no_wrap=True, min_width=min(longest, 40) if column == "name" else None)
     for s in summaries:
         driver = "alive" if s["driver"]["alive"] else "-"
         trials = sum(s["trial_counts"].values())
         best = _metric(s["best"]["metric"]) if s["best"] else "-"
-        table.add_row(s["name"], _state(s["state"]), s["searcher"], driver, f"{s['progress']:.0%}", str(trials), best)
+        table.add_row(_title(s), _state(s["state"]), s["searcher"], driver, f"{s['progress']:.0%}", str(trials), best)
     return table
 
 
@@ -112,7 +118,7 @@ def summary_panel(s: Dict[str, Any]) -> Panel:
         lines.append(Text(f"best {s['metric']} ({direction}) {_metric(best['metric'])} — trial {best['trial_id']}: "
                           f"{_hparams(best['hparams'])}", style="bold"))
     bar = ProgressBar(total=1.0, completed=s["progress"], width=40)
-    return Panel(Group(*lines, Group(Text(f"progress {s['progress']:.0%}"), bar)), title=s["name"], title_align="left")
+    return Panel(Group(*lines, Group(Text(f"progress {s['progress']:.0%}"), bar)), title=_title(s), title_align="left")
 
 
 COMPACT_BELOW = 130  # narrower consoles get the compact trials table

@@ -28,7 +28,7 @@ def start(config_path: str, name: Optional[str], root: Path, context: Optional[P
           dry_run: bool) -> None:
     """``hpo-slurm sweep CONFIG``. Bad input is a UserError before anything exists; runs the
     cluster refused are reported as a ClickException that names ``--resubmit``."""
-    from hpo_slurm.config.schema import check_name, load_config
+    from hpo_slurm.config.schema import check_display_name, load_config
     from hpo_slurm.executors.array.executor import ArrayExecutor
     from hpo_slurm.executors.base import placement_or_error
     from hpo_slurm.experiment import folder as experiment
@@ -37,8 +37,8 @@ def start(config_path: str, name: Optional[str], root: Path, context: Optional[P
     for warning in config.warnings:
         click.echo(f"warning: {warning}", err=True)
     check_sweepable(config)
-    name = name or config.name
-    check_name(name, "--name", "")
+    display = check_display_name(name or config.name, "--name" if name else config.source, "" if name else "name")
+    name = experiment.folder_for(Path(root), display)
     directory = (Path(root) / name).absolute()
     trials = planned_trials(config)
     executor = ArrayExecutor(config, directory, max_jobs=max_jobs)
@@ -53,14 +53,14 @@ def start(config_path: str, name: Optional[str], root: Path, context: Optional[P
         raise UserError("hpo-slurm sweep needs Slurm and sbatch is not on PATH; to run the trials on this "
                         f"machine use `hpo-slurm launch {config_path}`")
     if directory.exists():
-        raise UserError(f"experiment {name!r} already exists in {root}: choose another --name")
+        raise UserError(f"experiment {display!r} already exists in {root}: choose another --name")
     arrays, _ = executor.plan(requests, executor.limits(), 0)
     first = arrays[0]
     warning = executor.check(len(first.requests), first.gpus, first.time_minutes, DRY_RUN_PREFIX)
     if warning:
         click.echo(f"warning: {warning}", err=True)
     layout = experiment.create(config, Path(config_path), Path(root), name, EXECUTOR, context,
-                               warn=lambda message: click.echo(f"warning: {message}", err=True))
+                               warn=lambda message: click.echo(f"warning: {message}", err=True), display=display)
     with driving(layout, executor, submit=True) as driver:
         driver.start(fresh=True)
     _report_start(layout, executor, driver)

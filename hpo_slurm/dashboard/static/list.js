@@ -8,7 +8,7 @@
     const best = e.best ? el("span", {}, `${num(e.best.metric)} `, el("a", { href: `${expUrl(e.name)}/trials/${e.best.trial_id}`, text: `trial ${e.best.trial_id}` })) : "-";
     const counts = Object.entries(e.trials).map(([s, n]) => `${n} ${s.toLowerCase()}`).join(", ");
     return el("tr", { "data-name": e.name },
-      el("td", {}, el("a", { href: expUrl(e.name), text: e.name })),
+      el("td", {}, el("a", { href: expUrl(e.name), text: e.title }), e.title !== e.name ? el("span", { class: "muted", text: ` (${e.name})` }) : null),
       el("td", {}, state(e.state)),
       el("td", { text: e.sampler && e.sampler !== "random" ? `${e.searcher} (${e.sampler})` : e.searcher }),
       el("td", { text: e.driver_alive ? "alive" : "-" }),
