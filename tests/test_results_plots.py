@@ -198,3 +198,16 @@ def test_missing_matplotlib_is_one_line_and_exit_2(search, monkeypatch):
         done = invoke(command, name, "--root", str(root))
         assert done.exit_code == 2
         assert done.stderr.count("\n") == 1 and "pip install 'hpo-slurm[plots]'" in done.stderr
+
+
+def test_the_compute_clock_counts_as_compute_hours_at_does_at_any_moment(search):
+    """best_so_far's clock (sorted starts and ends, prefix sums) against the plain sum over runs."""
+    import random
+
+    _, _, res = search
+    clock = results.ComputeClock.of_runs(res.runs, res.read_at)
+    starts = [r["started_at"] for r in res.runs if r["started_at"]]
+    moments = [min(starts) - 1.0, res.read_at + 5.0] + [random.Random(i).uniform(min(starts), res.read_at) for i in range(50)]
+    for moment in moments:
+        assert clock.seconds_at(moment) / 3600.0 * (res.config.slots_per_trial or 1) == \
+            pytest.approx(results.compute_hours_at(res, moment), rel=1e-9, abs=1e-12)

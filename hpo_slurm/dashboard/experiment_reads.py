@@ -3,13 +3,12 @@
 Every function opens the database read-only for one short snapshot (a driver writing in WAL mode is
 never blocked by it) and reads through the store's paged and streamed reads, so its cost and memory
 follow what the page shows (a page of trials, the curves of a few hundred trials, a sample of
-trials for the hyperparameter charts), not the size of the experiment: validations are streamed in
-time order for the best-so-far line, never held as a table.
+trials for the hyperparameter charts), not the size of the experiment: the best-so-far line's steps
+are picked by SQLite and kept between requests (best_so_far.py), never a table in Python.
 """
 
 from __future__ import annotations
 
-import bisect
 import json
 import math
 import re
@@ -27,7 +26,7 @@ from hpo_slurm.experiment.rows import TrialRow
 from hpo_slurm.core.errors import UserError
 from hpo_slurm.experiment.store import Store, StoreError
 from hpo_slurm.experiment.store_reads import TRIAL_SORT_COLUMNS
-from hpo_slurm.reporting.results import leaf_value, searched_leaves
+from hpo_slurm.reporting.results import ComputeClock, compute_label_for, leaf_value, searched_leaves
 from hpo_slurm.reporting.status import summarize
 
 CURVES_SHOWN = 200  # learning curves drawn on the experiment page: every trial's up to this many, else the best
@@ -92,14 +91,10 @@ def detail(experiment: Experiment) -> Dict[str, Any]:
     summary = summarize(experiment.layout, page_cache_kib=0)  # a server keeps no 64 MiB cache per request
     with Store.reading(experiment.layout.database) as store:
         rungs = store.lengths_reached()
-    return {**summary, "unit": experiment.config.searcher.unit, "compute_label": _compute_label(experiment),
+    return {**summary, "unit": experiment.config.searcher.unit,
+            "compute_label": compute_label_for(experiment.config.slots_per_trial),
             "hyperparameters": _params(experiment), "rungs": rungs,
             "max_length": experiment.config.searcher.max_length}
-
-
-def _compute_label(experiment: Experiment) -> str:
-    slots = experiment.config.slots_per_trial
-    return f"GPU-hours ({slots} GPU{'s' if slots > 1 else ''} per trial)" if slots else "compute hours (no GPUs)"
 
 
 def _params(experiment: Experiment) -> List[Dict[str, Any]]:
@@ -219,8 +214,7 @@ def best_vs_compute(experiment: Experiment, lines: BestSoFarLines, now: Optional
     id] at each validation that improved on the best, and ``total_hours`` the compute spent until now
     (a run still going counts up to now). Compute is job hours times slots_per_trial (plain job hours
     when trials use no GPU). ``lines`` keeps the steps between requests (best_so_far.py); the runs'
-    start and end times are kept as two sorted arrays, so compute at any moment is two binary
-    searches."""
+    times go straight from SQLite into numpy for the ComputeClock."""
     import numpy as np
 
     moment_now = time.time() if now is None else now
@@ -229,36 +223,13 @@ def best_vs_compute(experiment: Experiment, lines: BestSoFarLines, now: Optional
     steps = lines.steps(experiment.layout.database, experiment.metric, smaller)
     with Store.reading(experiment.layout.database) as store:
         intervals = np.fromiter(store.run_intervals(moment_now), dtype=[("start", "f8"), ("end", "f8")])
-    clock = _ComputeClock(intervals["start"], intervals["end"])
+    clock = ComputeClock(intervals["start"], intervals["end"])
     if len(intervals):  # a simulated search's clock can run ahead of this one
         moment_now = max(moment_now, float(intervals["end"].max()))
     points = [[clock.seconds_at(moment) * factor / 3600.0, value, trial_id] for moment, _, value, trial_id in steps]
     return {"metric": experiment.metric, "smaller_is_better": smaller, "points": points,
             "total_hours": clock.seconds_at(moment_now) * factor / 3600.0,
-            "compute_label": _compute_label(experiment)}
-
-
-class _ComputeClock:
-    """Wall seconds all runs spent up to a moment: sum over runs of (min(end, t) - start) for runs
-    started before t, from sorted starts and ends with their prefix sums."""
-
-    def __init__(self, starts: Any, ends: Any):
-        import numpy as np
-
-        # times from the first start: prefix sums of epoch seconds would cancel away their precision
-        self._origin = float(starts.min()) if len(starts) else 0.0
-        self._starts = np.sort(starts - self._origin)
-        self._ends = np.sort(ends - self._origin)
-        self._start_sums = np.concatenate([[0.0], np.cumsum(self._starts)])
-        self._end_sums = np.concatenate([[0.0], np.cumsum(self._ends)])
-
-    def seconds_at(self, at: float) -> float:
-        moment = at - self._origin
-        started = bisect.bisect_left(self._starts, moment)
-        ended = bisect.bisect_left(self._ends, moment)
-        # runs started before t contribute t - start; those also ended before t give back t - end
-        total = (moment * started - self._start_sums[started]) - (moment * ended - self._end_sums[ended])
-        return float(max(0.0, total))
+            "compute_label": compute_label_for(experiment.config.slots_per_trial)}
 
 
 def hyperparameter_points(experiment: Experiment) -> Dict[str, Any]:

@@ -11,7 +11,7 @@ import math
 import re
 import time
 from dataclasses import dataclass
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from hpo_slurm.config.schema import ExperimentConfig, load_config
 from hpo_slurm.core.layout import ExperimentLayout
@@ -143,12 +143,52 @@ def compute_hours_at(results: Results, moment: float) -> float:
     return seconds * factor / 3600.0
 
 
-def compute_label(results: Results) -> str:
-    """Axis label for compute: GPU-hours, or compute hours (said so) for CPU-only trials."""
-    slots = results.config.slots_per_trial
+class ComputeClock:
+    """Wall seconds all runs spent up to a moment, as ``compute_hours_at`` counts them (a run counts
+    from its start to its end or the moment, whichever is first), for many moments: the starts and
+    ends sorted, with their prefix sums, make each moment two binary searches instead of a pass over
+    the runs. ``starts`` and ``ends`` are sequences of epoch seconds, a run still going ending now."""
+
+    def __init__(self, starts: Sequence[float], ends: Sequence[float]):
+        import numpy as np
+
+        starts = np.asarray(starts, dtype=float)
+        ends = np.maximum(np.asarray(ends, dtype=float), starts)
+        # times from the first start: prefix sums of epoch seconds would cancel away their precision
+        self._origin = float(starts.min()) if len(starts) else 0.0
+        self._starts = np.sort(starts - self._origin)
+        self._ends = np.sort(ends - self._origin)
+        self._start_sums = np.concatenate([[0.0], np.cumsum(self._starts)])
+        self._end_sums = np.concatenate([[0.0], np.cumsum(self._ends)])
+
+    @classmethod
+    def of_runs(cls, runs: Sequence[Dict[str, Any]], now: float) -> "ComputeClock":
+        """The clock of run rows (``started_at``, ``ended_at``); runs not started are left out."""
+        started = [run for run in runs if run["started_at"]]
+        return cls([run["started_at"] for run in started], [run["ended_at"] or now for run in started])
+
+    def seconds_at(self, at: float) -> float:
+        import numpy as np
+
+        moment = at - self._origin
+        started = int(np.searchsorted(self._starts, moment))
+        ended = int(np.searchsorted(self._ends, moment))
+        # runs started before t contribute t - start; those also ended before t give back t - end
+        total = (moment * started - self._start_sums[started]) - (moment * ended - self._end_sums[ended])
+        return float(max(0.0, total))
+
+
+def compute_label_for(slots: int) -> str:
+    """Axis label for compute of trials of ``slots`` GPUs: GPU-hours, or compute hours (said so) for
+    CPU-only trials."""
     if slots:
         return f"GPU-hours ({slots} GPU{'s' if slots > 1 else ''} per trial × job hours)"
     return "compute hours (job hours; slots_per_trial is 0, no GPUs)"
+
+
+def compute_label(results: Results) -> str:
+    """``compute_label_for`` the experiment's slots_per_trial."""
+    return compute_label_for(results.config.slots_per_trial)
 
 
 def best_so_far(results: Results) -> List[Tuple[float, float, float, int]]:
@@ -159,12 +199,14 @@ def best_so_far(results: Results) -> List[Tuple[float, float, float, int]]:
         for row in results.metrics
         if row["kind"] == "validation" and finite(row["metrics"].get(results.metric))
     )
+    clock = ComputeClock.of_runs(results.runs, results.read_at)
+    hours_per_second = (results.config.slots_per_trial or 1) / 3600.0
     best: Optional[float] = None
     points = []
     for moment, value, trial_id in events:
         better = best is None or (value < best if results.smaller_is_better else value > best)
         best = value if better else best
-        points.append((compute_hours_at(results, moment), value, best, trial_id))
+        points.append((clock.seconds_at(moment) * hours_per_second, value, best, trial_id))
     return points
 
 
