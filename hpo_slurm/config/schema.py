@@ -194,18 +194,22 @@ def check_display_name(name: Any, source: str, path: str = "name") -> str:
     return name
 
 
+def _spelled(name: str) -> str:
+    """Runs of characters a folder name cannot hold become '_', no leading '.' or '-', at most 100."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).lstrip(".-")[:100]
+
+
 def safe_spelling(name: str) -> str:
-    """``name`` as a folder name: runs of other characters become '_', no leading '.' or '-', at most
-    100 characters; "experiment" when nothing is left."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).lstrip(".-")[:100] or "experiment"
+    """``name`` as a folder name (``_spelled``); "experiment" when nothing is left."""
+    return _spelled(name) or "experiment"
 
 
 def check_name(name: Any, source: str, path: str = "name") -> str:
     """Return ``name`` if it is safe as a directory name, else raise ConfigError(source, path, ...)
     suggesting a safe spelling. The CLI calls it for ``--name``."""
-    if isinstance(name, str) and _NAME_RE.fullmatch(name):
+    if is_folder_name(name):
         return name
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name).lstrip(".-")[:100] if isinstance(name, str) else ""
+    safe = _spelled(name) if isinstance(name, str) else ""
     hint = f"; try {safe!r}" if safe else ""
     raise ConfigError(source, path, f"expected {_NAME_RULE}, got {show(name)}{hint}")
 
