@@ -160,8 +160,8 @@ class TrialContext:
         parent.mkdir(parents=True, exist_ok=True)
         self._checkpoints_entered += 1
         if self.world_size > 1:
-            tag = f"{checkpoint_name(length)}-{self.run_id}-a{self._attempt}-{self._checkpoints_entered}"
-            tmp, sync = parent / f".tmp-{tag}", parent / f".sync-{tag}"
+            tmp, sync = self._layout.shared_checkpoint_dirs(self.trial_id, self.run_id, length, self._attempt,
+                                                            self._checkpoints_entered)
             tmp.mkdir(exist_ok=True)
             sync.mkdir(exist_ok=True)
         else:
@@ -207,7 +207,7 @@ class TrialContext:
             now = time.monotonic()
             if now - self._last_stop_check >= 1.0:
                 self._last_stop_check = now
-                if self._layout.stop_request.exists() or self._layout.run_stop_file(self.run_id).exists():
+                if stop_requested(self._layout, self.run_id):
                     self._stop_reason = StopReason.SEARCH_STOPPED.value
         if self.world_size > 1:
             agreed = self._agree_on_stop()
@@ -303,12 +303,21 @@ def _time_limit(spec: Union[RunSpec, Mapping[str, Any]]) -> Tuple[Optional[float
     return spec.get("time_limit_s"), spec.get("signal_delay_s", 0)
 
 
-def install_stop_handlers(on_stop: Callable[[str], None], spec: Union[RunSpec, Mapping[str, Any]]) -> None:
-    """Route the stop signals to ``on_stop(reason)`` (see ``stop_reason_for``)."""
+def stop_requested(layout: ExperimentLayout, run_id: str) -> bool:
+    """Whether the driver asked the whole search, or this run, to stop (its stop files exist)."""
+    return layout.stop_request.exists() or layout.run_stop_file(run_id).exists()
+
+
+def install_stop_handlers(on_stop: Callable[[str], None], spec: Union[RunSpec, Mapping[str, Any]],
+                          forward: Optional[Callable[[int], None]] = None) -> None:
+    """Route the stop signals to ``on_stop(reason)`` (see ``stop_reason_for``), then, when given, pass
+    the signal itself on to ``forward(signum)`` (a launcher's children get what it got)."""
     started = time.monotonic()
 
     def handler(signum: int, frame: Any) -> None:
         on_stop(stop_reason_for(signum, spec, time.monotonic() - started))
+        if forward is not None:
+            forward(signum)
 
     for name in STOP_SIGNALS:
         signal.signal(getattr(signal, name), handler)

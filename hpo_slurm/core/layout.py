@@ -14,6 +14,7 @@ that pass between the driver and its jobs hold is ``hpo_slurm.core.protocol``'s.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Tuple
 
 CHECKPOINT_META = "hpo_checkpoint.json"
 
@@ -86,6 +87,19 @@ class ExperimentLayout:
     def rank_stop_file(self, run_id: str, rank: int) -> Path:
         """Written by rank ``rank``'s trial when it agreed to stop, with the reason."""
         return self.ranks_dir(run_id) / f"stopping-{rank}.json"
+
+    def shared_checkpoint_dirs(self, trial_id: int, run_id: str, length: int, attempt: int,
+                               entered: int) -> Tuple[Path, Path]:
+        """(the folder every rank saves into, the folder where each rank marks that it left) of the
+        ``entered``-th checkpoint that attempt ``attempt`` of run ``run_id`` saves with all its ranks."""
+        tag = f"{checkpoint_name(length)}-{run_id}-a{attempt}-{entered}"
+        parent = self.checkpoints_dir(trial_id)
+        return parent / f".tmp-{tag}", parent / f".sync-{tag}"
+
+    def shared_checkpoint_patterns(self, run_id: str) -> Tuple[str, str]:
+        """Glob patterns, in the trial's checkpoints folder, of every ``shared_checkpoint_dirs`` folder of
+        run ``run_id`` (any attempt): what an earlier attempt's ranks may have left half-saved."""
+        return f".tmp-*-{run_id}-a*", f".sync-*-{run_id}-a*"
 
     def attempts_file(self, run_id: str) -> Path:
         """One line per start of the job (a job Slurm requeues starts again under the same id)."""

@@ -19,12 +19,13 @@ from typing import Any, Callable, Dict, Iterable, List, Optional
 
 from hpo_slurm.config.schema import ExperimentConfig
 from hpo_slurm.core.layout import ExperimentLayout, run_name
+from hpo_slurm.core.placement import Placement
 from hpo_slurm.core.protocol import RunSpec, RunStatus
 from hpo_slurm.core.types import (Action, Close, Create, ExitReason, RunState, Shutdown, Train, TrialState,
                                   awaits_submission, cancel_unconfirmed, run_may_be_out)
 from hpo_slurm.engine.faults import CrashPoints
 from hpo_slurm.engine.ingest import is_better, metric_value
-from hpo_slurm.engine.judge import SUBMISSION_REFUSED, judge
+from hpo_slurm.engine.judge import SUBMISSION_REFUSED, judge, resumes_without_restart
 from hpo_slurm.engine.run_spec import RunSpecs
 from hpo_slurm.engine.submission import SubmissionPolicy
 from hpo_slurm.engine.searcher_log import SearcherLog
@@ -220,7 +221,7 @@ class Driver:
         elif outcome == RunState.PREEMPTED:
             self._set_trial(trial_id, preemptions=(trial["preemptions"] or 0) + 1)
             self._record_run(trial_id)
-        elif outcome == RunState.TIMEOUT or status.state is JobState.NODE_FAIL:  # not the trial's fault
+        elif resumes_without_restart(outcome, reason):
             self._record_run(trial_id)
         else:
             restarts = (trial["restarts"] or 0) + 1
@@ -426,11 +427,13 @@ class Driver:
                 ready.append(first)
         return sorted(ready, key=lambda r: (r["recorded_at"], r["trial_id"]))
 
-    def _request(self, run: Dict[str, Any], spec: Optional[RunSpec] = None) -> JobRequest:
+    def _request(self, run: Dict[str, Any], spec: Optional[RunSpec] = None,
+                 placement: Placement = Placement()) -> JobRequest:
+        """The job of ``run``: to submit (with its ``spec`` and ``placement``), or to look up by name."""
         return JobRequest(
             run_id=run["id"], job_name=self.job_prefix + run["id"], run_dir=self.workspace.run_dir(run["id"]),
             spec_path=self.workspace.spec_path(run["id"]), gpus=self.config.slots_per_trial,
-            time_minutes=run["time_minutes"], spec=spec, placement=self.executor.placement(self.config),
+            time_minutes=run["time_minutes"], spec=spec, placement=placement,
         )
 
     def _submit_ready(self) -> None:
@@ -467,7 +470,7 @@ class Driver:
             if not ready:
                 return
         try:
-            submitted = self.executor.submit([self._request(run, specs.get(run["id"])) for run in ready])
+            submitted = self.executor.submit([self._request(run, specs.get(run["id"]), placement) for run in ready])
         except SubmitError as exc:
             self._bind(exc.submitted)
             failed = [run for run in ready if run["id"] not in exc.submitted]

@@ -54,3 +54,9 @@ def judge(run: Mapping[str, Any], trial: Mapping[str, Any], status: JobStatus,
         return RunState.FAILED, "cancelled outside hpo-slurm"
     detail = f" (exit code {status.exit_code})" if status.exit_code is not None else ""
     return RunState.FAILED, f"job ended {status.state.value.lower()}{detail} {status.reason}".strip()
+
+
+def resumes_without_restart(outcome: RunState, reason: str) -> bool:
+    """Whether a run that ended so is resumed without counting against max_restarts and without being
+    a preemption: out of time, or a node of its job failed (neither is the trial's fault)."""
+    return outcome is RunState.TIMEOUT or (outcome is RunState.LOST and reason == NODE_FAILED)

@@ -20,12 +20,13 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
 from hpo_slurm.core.fsio import read_json
 from hpo_slurm.core.layout import ExperimentLayout
 from hpo_slurm.core.protocol import RunResult, RunSpec, RunStatus, StopReason
-from hpo_slurm.trial import SPEC_ENV, STOP_SIGNALS, InvalidHP, TrialContext, install_stop_handlers, stop_reason_for
+from hpo_slurm.trial import (SPEC_ENV, STOP_SIGNALS, InvalidHP, TrialContext, install_stop_handlers,
+                             stop_requested)
 
 MODULE_ENTRYPOINT = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
@@ -49,21 +50,18 @@ def run_entrypoint(spec: RunSpec, spec_path: str, on_start: Optional[Callable[[i
 
 class StopSignals:
     """The stop signals this process receives while it waits for the processes it started: each is
-    passed to ``forward(signum)``, and the first one's reason (``trial.stop_reason_for``) is kept in
+    passed to ``forward(signum)``, and the first one's reason (``trial.install_stop_handlers``) is kept in
     ``reason``. ``ignore()`` once they have ended: a late signal must not kill this process before it
     writes how they ended."""
 
     def __init__(self, spec: RunSpec, forward: Callable[[int], None]):
         self.reason: Optional[str] = None
-        started = time.monotonic()
 
-        def handler(signum: int, frame: Any) -> None:
+        def keep_first(reason: str) -> None:
             if self.reason is None:
-                self.reason = stop_reason_for(signum, spec, time.monotonic() - started)
-            forward(signum)
+                self.reason = reason
 
-        for name in STOP_SIGNALS:
-            signal.signal(getattr(signal, name), handler)
+        install_stop_handlers(keep_first, spec, forward)
 
     def ignore(self) -> None:
         for name in STOP_SIGNALS:
@@ -85,13 +83,7 @@ def _run_command(entrypoint: str, spec: RunSpec, spec_path: str,
     if on_start is not None:
         on_start(child.pid)
 
-    def forward(signum: int) -> None:
-        try:
-            os.killpg(child.pid, signum)
-        except ProcessLookupError:
-            pass
-
-    signals = StopSignals(spec, forward)
+    signals = StopSignals(spec, lambda signum: kill_group(child.pid, signum))
     code = child.wait()
     _wait_for_group(child.pid)
     signals.ignore()
@@ -126,8 +118,15 @@ def _run_function(entrypoint: str, spec: RunSpec, spec_path: str) -> RunResult:
 
 
 def search_stopped(spec: RunSpec) -> bool:
-    layout = ExperimentLayout(Path(spec.experiment_dir))
-    return layout.stop_request.exists() or layout.run_stop_file(spec.run_id).exists()
+    return stop_requested(ExperimentLayout(Path(spec.experiment_dir)), spec.run_id)
+
+
+def kill_group(group: int, signum: int) -> None:
+    """``signum`` to process group ``group``, which may be gone already."""
+    try:
+        os.killpg(group, signum)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def _wait_for_group(pgid: int, limit_s: float = 60.0) -> None:

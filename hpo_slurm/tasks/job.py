@@ -58,7 +58,7 @@ def run_job(spec_path: str) -> RunResult:
     shutil.rmtree(layout.ranks_dir(run_id), ignore_errors=True)
     # what an earlier attempt's ranks left half-saved (a shared checkpoint is named after its attempt)
     checkpoints = layout.checkpoints_dir(spec.trial_id)
-    for stale in [*checkpoints.glob(f".tmp-*-{run_id}-a*"), *checkpoints.glob(f".sync-*-{run_id}-a*")]:
+    for stale in [path for pattern in layout.shared_checkpoint_patterns(run_id) for path in checkpoints.glob(pattern)]:
         shutil.rmtree(stale, ignore_errors=True)
     attempt = _record_attempt(layout, run_id)
 

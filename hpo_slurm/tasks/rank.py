@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import List, Mapping, Optional
+from typing import Dict, List, Mapping, Optional
 
 from hpo_slurm.core.fsio import read_json, write_json_atomic
 from hpo_slurm.core.layout import ExperimentLayout
@@ -21,11 +21,15 @@ from hpo_slurm.core.protocol import RunResult, RunSpec, RunStatus
 from hpo_slurm.tasks.entrypoint import run_entrypoint
 
 
-def slurm_rank_environment(spec: RunSpec, slurm: Mapping[str, str]) -> dict:
+def rank_environment(spec: RunSpec, rank: object, local_rank: object, node_rank: object) -> Dict[str, str]:
+    """torch.distributed's ``env://`` variables of one rank of ``spec``'s run."""
+    return {"RANK": str(rank), "LOCAL_RANK": str(local_rank), "WORLD_SIZE": str(spec.world_size),
+            "LOCAL_WORLD_SIZE": str(spec.ranks_per_node), "NODE_RANK": str(node_rank)}
+
+
+def slurm_rank_environment(spec: RunSpec, slurm: Mapping[str, str]) -> Dict[str, str]:
     """The ``env://`` variables of the Slurm task described by ``slurm`` (its environment)."""
-    return {"RANK": slurm["SLURM_PROCID"], "LOCAL_RANK": slurm["SLURM_LOCALID"],
-            "WORLD_SIZE": str(spec.world_size), "LOCAL_WORLD_SIZE": str(spec.ranks_per_node),
-            "NODE_RANK": slurm["SLURM_NODEID"]}
+    return rank_environment(spec, slurm["SLURM_PROCID"], slurm["SLURM_LOCALID"], slurm["SLURM_NODEID"])
 
 
 def main(argv: Optional[List[str]] = None) -> None:

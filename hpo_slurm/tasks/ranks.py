@@ -27,12 +27,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence
 
 from hpo_slurm.core.fsio import read_json
 from hpo_slurm.core.layout import ExperimentLayout
 from hpo_slurm.core.protocol import ProtocolError, RunResult, RunSpec, RunStatus, StopReason
-from hpo_slurm.tasks.entrypoint import StopSignals
+from hpo_slurm.tasks.entrypoint import StopSignals, kill_group
+from hpo_slurm.tasks.rank import rank_environment
 from hpo_slurm.trial import ATTEMPT_ENV
 
 GRACE_S = 15.0  # local ranks: how long the others get to exit after one failed
@@ -54,7 +55,7 @@ def launch_ranks(spec: RunSpec, spec_path: str, attempt: int) -> RunResult:
             if under_slurm:  # Slurm signals a step's ranks itself; a warning sent to the batch shell
                 _signal(process, signum)  # only (a sweep's --signal=B:...) reaches them through srun
             else:
-                _signal_group(process, signum)
+                kill_group(process.pid, signum)
 
     signals = StopSignals(spec, forward)  # before any rank starts: a signal in between must not orphan them
     if under_slurm:
@@ -64,7 +65,7 @@ def launch_ranks(spec: RunSpec, spec_path: str, attempt: int) -> RunResult:
                                       start_new_session=True))
     else:
         for rank in range(spec.world_size):
-            ranks.append(subprocess.Popen(command, env={**env, **local_rank_environment(spec, rank)},
+            ranks.append(subprocess.Popen(command, env={**env, **rank_environment(spec, rank, local_rank=rank, node_rank=0)},
                                           cwd=spec.context_dir, start_new_session=True))
     codes = _wait_all(ranks, lambda: _trial_groups(layout, spec))
     signals.ignore()
@@ -96,12 +97,6 @@ def merge(results: Sequence[Optional[RunResult]], stop_reason: Optional[str], co
             return RunResult(RunStatus.STOPPED, 0, stop_reason=StopReason.SEARCH_STOPPED)
         return RunResult(RunStatus.STOPPED, 0, stop_reason=stop_reason if stop_reason is not None else reasons[0])
     return RunResult(RunStatus.EXITED, 0)
-
-
-def local_rank_environment(spec: RunSpec, rank: int) -> Dict[str, str]:
-    """torch.distributed's ``env://`` variables of local rank ``rank`` (all ranks on this node)."""
-    return {"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(spec.world_size),
-            "LOCAL_WORLD_SIZE": str(spec.world_size), "NODE_RANK": "0"}
 
 
 def master_address() -> str:
@@ -160,12 +155,12 @@ def _wait_all(ranks: List["subprocess.Popen[bytes]"], trial_groups: Callable[[],
             killing_at = time.monotonic() + GRACE_S
             for process, code in zip(ranks, codes):
                 if code is None:
-                    _signal_group(process, signal.SIGTERM)
+                    kill_group(process.pid, signal.SIGTERM)
         elif killing_at is not None and time.monotonic() >= killing_at:
             for process in ranks:
-                _signal_group(process, signal.SIGKILL)
+                kill_group(process.pid, signal.SIGKILL)
             for group in trial_groups():
-                _kill_group(group, signal.SIGKILL)
+                kill_group(group, signal.SIGKILL)
         time.sleep(POLL_S)
 
 
@@ -183,18 +178,6 @@ def _signal(process: "subprocess.Popen[bytes]", signum: int) -> None:
     try:
         process.send_signal(signum)
     except ProcessLookupError:
-        pass
-
-
-def _signal_group(process: "subprocess.Popen[bytes]", signum: int) -> None:
-    """``signum`` to a local rank's process group (the rank's own process and what it started there)."""
-    _kill_group(process.pid, signum)
-
-
-def _kill_group(group: int, signum: int) -> None:
-    try:
-        os.killpg(group, signum)
-    except (ProcessLookupError, PermissionError):
         pass
 
 
