@@ -245,3 +245,12 @@ def test_a_trial_context_needs_no_more_of_a_spec_than_the_trial_uses(tmp_path):
     assert (ctx.trial_id, ctx.run_id, ctx.hparams, ctx.target_length, ctx.unit) == (3, "t3-r1", {"lr": 0.1}, 8, "batches")
     with pytest.raises(ProtocolError, match="no 'target_length'"):
         trial.TrialContext({"experiment_dir": str(tmp_path), "trial_id": 3, "run_id": "t3-r1", "hparams": {}})
+
+
+def test_every_spec_field_has_its_json_types():
+    """A RunSpec field added without an entry in the types table would fail only when a spec is read."""
+    from dataclasses import fields
+
+    from hpo_slurm.core.protocol import _SPEC_TYPES
+
+    assert set(_SPEC_TYPES) == {f.name for f in fields(RunSpec)}

@@ -120,14 +120,13 @@ def launch(config_path: str, name, root, executor: str, context, detach: bool, a
       hpo-slurm launch examples/quadratic/adaptive.yaml --name first-try
     """
     from hpo_slurm.experiment import folder as experiment
-    from hpo_slurm.config.schema import check_display_name, load_config
+    from hpo_slurm.config.schema import load_config
     from hpo_slurm.executors import resolve_executor_name
 
     config = load_config(config_path)
     _print_warnings(config)
-    display = check_display_name(name or config.name, "--name" if name else config.source, "" if name else "name")
     root_path = resolve_root(root)
-    name = experiment.folder_for(root_path, display)
+    display, name = experiment.name_and_folder(root_path, name, config)
     from hpo_slurm.reporting.live import progress
 
     executor = resolve_executor_name(executor)

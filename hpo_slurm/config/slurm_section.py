@@ -15,7 +15,6 @@ from hpo_slurm.config.checks import Checker, is_int, is_number, join, show
 SLURM_KEYS = ("partition", "account", "qos", "time", "cpus_per_task", "mem", "constraint", "gpu_type",
               "gpus_per_node", "slots_per_node", "extra_args", "setup", "signal_delay", "poll_interval",
               "array_template", "sbatch_args")
-SLURM_IGNORED: Dict[str, str] = {}
 GPUS_PER_NODE_KEYS = ("gpus_per_node", "slots_per_node")  # one setting: hpo-slurm's name, Determined's
 _PLACEMENT = "set resources.slots_per_trial and slurm.gpus_per_node instead"
 # sbatch options with their own setting: extra_args must not set them, sbatch_args may (and sets it)
@@ -118,7 +117,7 @@ def parse_slurm(ck: Checker, value: Any, path: str, base_dir: str) -> Dict[str, 
     resolved against ``base_dir`` and must exist. ``gpus_per_node`` and ``slots_per_node`` are one
     setting (a positive integer); both given is an error naming both."""
     section = ck.mapping(value, path)
-    ck.check_keys(section, path, SLURM_KEYS, SLURM_IGNORED)
+    ck.check_keys(section, path, SLURM_KEYS)
     given = {key: (val, join(path, key)) for key, val in section.items() if val is not None}
     extra: Dict[str, str] = {}
     extra_paths: Dict[str, str] = {}

@@ -349,6 +349,30 @@ class MetricLine:
     time: float
 
 
+ATTEMPT_TAIL_BYTES = 64 * 1024  # an attempt line is a few hundred bytes: the last one is always in here
+
+
+def last_attempt(path: Path) -> Optional[Dict[str, Any]]:
+    """The last attempt recorded in the attempts file ``path`` (its last line that is a JSON object; a
+    line cut short, by a job killed while writing it, is skipped), or None when there is none or the
+    file cannot be read. Only the file's end is read: a job requeued many times costs no more."""
+    try:
+        with open(path, "rb") as handle:
+            size = handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, size - ATTEMPT_TAIL_BYTES))
+            tail = handle.read()
+    except OSError:
+        return None
+    for line in reversed(tail.splitlines()):
+        try:
+            attempt = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(attempt, dict):
+            return attempt
+    return None
+
+
 def read_new_lines(path: Path, offset: int) -> Tuple[List[MetricLine], int, List[str]]:
     """Complete lines after ``offset``: (parsed lines, the offset after the last complete line,
     warnings for lines that are not valid metric records). A torn last line (no newline yet) is left

@@ -69,7 +69,7 @@ def create_experiment(config_path: Path, root: Path, name: Optional[str] = None,
     """A simulated experiment's folder, made by ``experiment.folder.create`` without a model folder copy:
     config.yaml (with ``seed`` as reproducibility.experiment_seed when given) and a new experiment.db
     created at ``origin`` (default: now). Returns (layout, config)."""
-    from hpo_slurm.config.schema import check_display_name, load_config, parse_config
+    from hpo_slurm.config.schema import load_config, parse_config
     from hpo_slurm.experiment import folder
 
     config_path = Path(config_path)
@@ -79,9 +79,8 @@ def create_experiment(config_path: Path, root: Path, name: Optional[str] = None,
         data = _with_seed(yaml_load(text, str(config_path)), seed)
         text = dump_config(data)
         config = parse_config(data, str(config_path), base_dir=str(config_path.resolve().parent))
-    display = check_display_name(name or config.name, "--name" if name else config.source, "" if name else "name")
     root = Path(root)
-    name = folder.folder_for(root, display)
+    display, name = folder.name_and_folder(root, name, config)
     if (root / name).exists():
         raise UserError(f"experiment {display!r} already exists in {root}: use another --name")
     layout = folder.create(config, config_path, root, name, "simulated", config_text=text, copy_model=False,

@@ -7,7 +7,6 @@ comes back later reads them.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple
@@ -15,7 +14,7 @@ from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 from hpo_slurm.engine.checkpoints import collect_garbage, latest_checkpoint_path
 from hpo_slurm.config.schema import ExperimentConfig
 from hpo_slurm.core.fsio import read_json, write_json_atomic
-from hpo_slurm.core.protocol import MetricLine, ProtocolError, RunResult, RunSpec, read_new_lines
+from hpo_slurm.core.protocol import MetricLine, ProtocolError, RunResult, RunSpec, last_attempt, read_new_lines
 from hpo_slurm.executors.base import Workspace
 from hpo_slurm.core.layout import ExperimentLayout
 
@@ -55,12 +54,10 @@ class FileWorkspace(Workspace):
             return 0
 
     def run_times(self, run_id: str) -> Tuple[Optional[float], Optional[float]]:
-        started = None
+        attempt = last_attempt(self.layout.attempts_file(run_id)) or {}
         try:
-            with open(self.layout.attempts_file(run_id), "rb") as handle:
-                lines = [line for line in handle if line.strip()]
-            started = float(json.loads(lines[-1])["time"]) if lines else None
-        except (OSError, ValueError, KeyError, TypeError):
+            started: Optional[float] = float(attempt["time"])
+        except (KeyError, ValueError, TypeError):
             started = None
         result = self.read_result(run_id)
         ended = result.ended if result is not None else None

@@ -16,9 +16,9 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, Tuple
 
-from hpo_slurm.config.schema import ExperimentConfig, check_name, is_folder_name, safe_spelling
+from hpo_slurm.config.schema import ExperimentConfig, check_display_name, check_name, is_folder_name, safe_spelling
 from hpo_slurm.core.errors import UserError
 from hpo_slurm.core.layout import ExperimentLayout
 from hpo_slurm.experiment.store import Store
@@ -74,6 +74,13 @@ def display_name(layout: ExperimentLayout) -> Optional[str]:
             return store.experiment_name()
     except UserError:  # unreadable: not the experiment asked for
         return None
+
+
+def name_and_folder(root: Path, option: Optional[str], config: ExperimentConfig) -> Tuple[str, str]:
+    """(the experiment's name, its folder under ``root``) for a launch: ``--name`` when given (a
+    UserError when it cannot name an experiment), else the config's name (checked as it was read)."""
+    name = check_display_name(option, "--name", "") if option else config.name
+    return name, folder_for(root, name)
 
 
 def folder_for(root: Path, name: str) -> str:

@@ -3,18 +3,18 @@
 ``runs/<run>/attempts.jsonl`` has one JSON object per start of the job (``core.protocol``); the last
 one is the attempt that runs now. Its ``"nodes"`` (a list of node names) says where the trial's ranks
 are; a line without it (a job started by an older hpo-slurm, a local process) names its ``"host"``.
-Only the end of the file is read: a job that Slurm requeued many times costs no more to look at.
+Only the end of the file is read (``core.protocol.last_attempt``): a job that Slurm requeued many
+times costs no more to look at.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import re
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-TAIL_BYTES = 64 * 1024  # an attempt line is a few hundred bytes; the last one is always in here
+from hpo_slurm.core.protocol import last_attempt
+
 _NUMBERED = re.compile(r"(.*?)(\d+)")
 
 
@@ -22,21 +22,8 @@ def last_attempt_nodes(path: Path) -> Optional[List[str]]:
     """The node names of the last attempt recorded in the attempts file ``path``: its ``nodes`` list,
     else ``[host]``; None when the file is missing or unreadable, or its last line that is a JSON
     object names neither. A line cut short (a job killed while writing it) is skipped."""
-    try:
-        with open(path, "rb") as handle:
-            size = handle.seek(0, os.SEEK_END)
-            handle.seek(max(0, size - TAIL_BYTES))
-            tail = handle.read()
-    except OSError:
-        return None
-    for line in reversed(tail.splitlines()):
-        try:
-            attempt = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(attempt, dict):
-            return _names(attempt)
-    return None
+    attempt = last_attempt(path)
+    return _names(attempt) if attempt is not None else None
 
 
 def _names(attempt: Dict[str, object]) -> Optional[List[str]]:

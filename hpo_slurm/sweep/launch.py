@@ -28,7 +28,7 @@ def start(config_path: str, name: Optional[str], root: Path, context: Optional[P
           dry_run: bool) -> None:
     """``hpo-slurm sweep CONFIG``. Bad input is a UserError before anything exists; runs the
     cluster refused are reported as a ClickException that names ``--resubmit``."""
-    from hpo_slurm.config.schema import check_display_name, load_config
+    from hpo_slurm.config.schema import load_config
     from hpo_slurm.executors.array.executor import ArrayExecutor
     from hpo_slurm.executors.base import placement_or_error
     from hpo_slurm.experiment import folder as experiment
@@ -37,8 +37,7 @@ def start(config_path: str, name: Optional[str], root: Path, context: Optional[P
     for warning in config.warnings:
         click.echo(f"warning: {warning}", err=True)
     check_sweepable(config)
-    display = check_display_name(name or config.name, "--name" if name else config.source, "" if name else "name")
-    name = experiment.folder_for(Path(root), display)
+    display, name = experiment.name_and_folder(Path(root), name, config)
     directory = (Path(root) / name).absolute()
     trials = planned_trials(config)
     executor = ArrayExecutor(config, directory, max_jobs=max_jobs)

@@ -38,7 +38,7 @@ def planned_trials(config: ExperimentConfig) -> List[Tuple[int, Dict[str, Any], 
 
 
 def planned_requests(config: ExperimentConfig, directory: Path, trials: List[Tuple[int, Dict[str, Any], int]],
-                     placement: Placement = Placement()) -> List[JobRequest]:
+                     placement: Placement) -> List[JobRequest]:
     """The first run of each trial as the experiment in ``directory`` would submit it, named with
     ``DRY_RUN_PREFIX``: what a dry run shows and what the pre-submission check renders."""
     return [
