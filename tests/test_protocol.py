@@ -37,7 +37,8 @@ def full_spec(**changes) -> RunSpec:
 def test_a_spec_round_trips_and_keeps_the_field_names_on_disk():
     spec = full_spec()
     data = spec.to_json()
-    assert data == {**SPEC_0_1_0, "protocol": PROTOCOL_VERSION, "nodes": 1, "ranks_per_node": 1}
+    assert data == {**SPEC_0_1_0, "protocol": PROTOCOL_VERSION, "nodes": 1, "ranks_per_node": 1,
+                    "trial_seed": 0, "experiment_config": {}}
     assert RunSpec.from_json(json.loads(json.dumps(data))) == spec
     wide = full_spec(nodes=2, ranks_per_node=4)
     assert wide.world_size == 8 and RunSpec.from_json(wide.to_json()) == wide
@@ -254,3 +255,11 @@ def test_every_spec_field_has_its_json_types():
     from hpo_slurm.core.protocol import _SPEC_TYPES
 
     assert set(_SPEC_TYPES) == {f.name for f in fields(RunSpec)}
+
+
+def test_trial_seeds_are_fixed_31_bit_numbers_that_differ_by_trial_and_experiment():
+    from hpo_slurm.core.rng import trial_seed_for
+
+    seeds = {trial_seed_for(seed, trial) for seed in (0, 1, 2**32 - 1) for trial in range(1, 200)}
+    assert len(seeds) == 3 * 199 and all(0 <= s < 2**31 for s in seeds)
+    assert trial_seed_for(7, 3) == trial_seed_for(7, 3)

@@ -112,6 +112,7 @@ class ExperimentConfig:
     min_validation_period: Optional[Length] = None
     min_checkpoint_period: Optional[Length] = None
     perform_initial_validation: bool = False
+    scheduling_unit: int = 100  # batches between a Determined PyTorchTrial's training reports
     # one line per accepted-but-ignored key: "search.yaml: bind_mounts: not used by hpo-slurm, ignored"
     warnings: Tuple[str, ...] = ()
 
@@ -124,14 +125,15 @@ class ExperimentConfig:
 # Top-level keys, and Determined's keys that hpo-slurm accepts and ignores (with a hint, or None).
 TOP_KEYS = ("name", "description", "entrypoint", "hyperparameters", "searcher", "max_restarts",
             "reproducibility", "resources", "checkpoint_storage", "records_per_epoch", "data",
-            "min_validation_period", "min_checkpoint_period", "perform_initial_validation", "slurm")
+            "min_validation_period", "min_checkpoint_period", "perform_initial_validation", "scheduling_unit",
+            "slurm")
 IGNORED_TOP_KEYS = {
     "bind_mounts": "Slurm jobs see the cluster's filesystems as they are",
     "environment": "load modules, activate environments and export variables in slurm.setup",
     "workspace": None, "project": None, "labels": None, "debug": None, "internal": None,
     "checkpoint_policy": "checkpoints are kept as checkpoint_storage.save_* say",
     "data_layer": None, "integrations": None, "log_policies": None, "retention_policy": None,
-    "optimizations": None, "scheduling_unit": None, "profiling": None, "security": None,
+    "optimizations": None, "profiling": None, "security": None,
     "tensorboard_storage": None, "pbs": None,
     "preemption_timeout": "preempted jobs get slurm.signal_delay seconds of warning",
 }
@@ -274,6 +276,7 @@ def parse_config(data: Any, source: str, base_dir: Optional[str] = None) -> Expe
         min_validation_period=_period(ck, top, "min_validation_period"),
         min_checkpoint_period=_period(ck, top, "min_checkpoint_period"),
         perform_initial_validation=_optional(top, "perform_initial_validation", "", ck.boolean, False),
+        scheduling_unit=_optional(top, "scheduling_unit", "", ck.integer, 100, minimum=1),
     )
     _check_placement(ck, settings["slots_per_trial"], settings["slurm"].gpus_per_node)
     return ExperimentConfig(

@@ -139,7 +139,9 @@ class RunSpec:
     signal comes (they tell a time-limit warning from a preemption). ``data`` and
     ``records_per_epoch``: the experiment config's, for the script. ``nodes`` and ``ranks_per_node``:
     where the trial's processes go (``core.placement``); more than one rank in all makes the job launch
-    one process per rank (``hpo_slurm.tasks.ranks``)."""
+    one process per rank (``hpo_slurm.tasks.ranks``). ``trial_seed``: the trial's own seed, drawn from the
+experiment seed and the trial id (``core.rng.trial_seed_for``). ``experiment_config``: the experiment's config
+as read, JSON values only (Determined's training code asks for it)."""
 
     experiment_dir: str
     context_dir: str
@@ -160,6 +162,8 @@ class RunSpec:
     records_per_epoch: int = 0
     nodes: int = 1
     ranks_per_node: int = 1
+    trial_seed: int = 0
+    experiment_config: Dict[str, Any] = field(default_factory=dict)
 
     @property
     def world_size(self) -> int:
@@ -199,7 +203,7 @@ _SPEC_TYPES: Dict[str, Tuple[type, ...]] = {
     "target_length": (int,), "entrypoint": (str,), "experiment": (str,), "from_length": (int,), "unit": (str,),
     "parent_checkpoint": (str,), "metric": (str,), "smaller_is_better": (bool,), "time_limit_s": (int, float),
     "signal_delay_s": (int, float), "data": (dict,), "records_per_epoch": (int,), "nodes": (int,),
-    "ranks_per_node": (int,),
+    "ranks_per_node": (int,), "trial_seed": (int,), "experiment_config": (dict,),
 }
 
 

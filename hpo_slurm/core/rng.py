@@ -53,3 +53,9 @@ class Rng:
         u1 = 1.0 - self.random()
         u2 = self.random()
         return math.sqrt(-2.0 * math.log(u1)) * math.cos(2.0 * math.pi * u2)
+
+
+def trial_seed_for(experiment_seed: int, trial_id: int) -> int:
+    """The seed of trial ``trial_id`` of an experiment seeded ``experiment_seed``: a 31-bit integer (what
+    torch, numpy and random all take), the same on every platform."""
+    return Rng((experiment_seed << 32) ^ trial_id).next_u64() >> 33

@@ -4,12 +4,13 @@ and ``hpo_slurm.trial.TrialContext``)."""
 from __future__ import annotations
 
 import json
-from typing import Any, Mapping, Optional, Tuple
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 from hpo_slurm.config.schema import ExperimentConfig
 from hpo_slurm.core.layout import ExperimentLayout
 from hpo_slurm.core.placement import Placement
 from hpo_slurm.core.protocol import RunSpec
+from hpo_slurm.core.rng import trial_seed_for
 
 
 class RunSpecs:
@@ -20,6 +21,7 @@ class RunSpecs:
         self.config = config
         self.layout = layout
         self._dirs: Optional[Tuple[str, str]] = None  # the experiment and context folders, resolved
+        self._config_json: Optional[Dict[str, Any]] = None
 
     def build(self, trial: Mapping[str, Any], run: Mapping[str, Any], placement: Placement) -> RunSpec:
         """The spec of ``run`` of ``trial`` (store rows): where the experiment is, the trial's
@@ -38,4 +40,11 @@ class RunSpecs:
             signal_delay_s=config.slurm.signal_delay_s,
             data=config.data, records_per_epoch=config.records_per_epoch,
             nodes=placement.nodes, ranks_per_node=placement.ranks_per_node,
+            trial_seed=trial_seed_for(config.seed, trial["id"]), experiment_config=self._experiment_config(),
         )
+
+    def _experiment_config(self) -> Dict[str, Any]:
+        """The config as read, JSON values only (a YAML date becomes its text), made once."""
+        if self._config_json is None:
+            self._config_json = json.loads(json.dumps(self.config.raw, default=str))
+        return self._config_json
