@@ -193,6 +193,45 @@ def test_time_metric_must_be_a_length_unit_and_agree_with_max_length():
     assert parse(minimal(searcher=searcher(max_length=5, time_metric="batches", max_time=5))).searcher.max_length == 5
 
 
+@pytest.mark.parametrize("name", ["single", "random", "grid"])
+def test_searchers_that_never_stop_a_trial_early_may_leave_out_max_length(name):
+    """Determined 0.38: single, random and grid trials train as long as their own code decides."""
+    hps = {"lr": {"type": "double", "minval": 0.1, "maxval": 0.3, "count": 3}}
+    fields = {"max_trials": 2} if name == "random" else {}
+    s = parse(minimal(hyperparameters=hps, searcher={"name": name, "metric": "loss", **fields})).searcher
+    assert (s.max_length, s.unit, s.open_ended, s.train_length) == (None, "batches", True, 0)
+    given = parse(minimal(hyperparameters=hps, searcher={"name": name, "metric": "loss", "max_length": 9, **fields}))
+    assert (given.searcher.max_length, given.searcher.open_ended, given.searcher.train_length) == (9, False, 9)
+
+
+def test_time_metric_alone_names_the_unit_of_an_open_ended_search():
+    s = parse(minimal(searcher={"name": "single", "metric": "loss", "time_metric": "epochs"})).searcher
+    assert (s.max_length, s.unit) == (None, "epochs")
+    assert error(minimal(searcher={"name": "single", "metric": "loss", "time_metric": "val_steps"})) == (
+        "search.yaml: searcher.time_metric: hpo-slurm measures training length in batches, records or "
+        "epochs, got 'val_steps'")
+    assert error(minimal(searcher={"name": "random", "metric": "loss", "max_trials": 3, "max_time": 50})) == (
+        "search.yaml: searcher.time_metric: missing required key; max_time needs time_metric: batches, "
+        "records or epochs")
+    # with a max_length, time_metric still needs its max_time, as before
+    assert error(minimal(searcher=searcher(time_metric="batches"))) == (
+        "search.yaml: searcher.max_time: missing required key")
+
+
+@pytest.mark.parametrize("section, message", [
+    ({"name": "adaptive_asha", "max_trials": 4}, "searcher.max_length: missing required key; the training "
+     "length of a trial, e.g. max_length: {batches: 1000} (or time_metric: batches with max_time: 1000)"),
+    ({"name": "adaptive_asha", "max_trials": 4, "time_metric": "batches"}, "searcher.max_time: missing required key"),
+    ({"name": "async_halving", "max_trials": 4, "num_rungs": 2}, "searcher.max_length: missing required key; the "
+     "training length of a trial, e.g. max_length: {batches: 1000} (or time_metric: batches with max_time: 1000)"),
+    ({"name": "pbt", "population_size": 4, "num_rounds": 2, "replace_function": {"truncate_fraction": 0.25},
+      "explore_function": {"resample_probability": 0.2, "perturb_factor": 0.1}},
+     "searcher.length_per_round: missing required key"),
+])
+def test_searchers_that_stop_trials_early_still_need_their_lengths(section, message):
+    assert error(minimal(searcher={"metric": "loss", **section})) == f"search.yaml: {message}"
+
+
 def test_defaults(in_tmp):
     config = load_config(write(in_tmp, """\
 entrypoint: model_def:MNistTrial
@@ -459,8 +498,6 @@ def test_async_halving():
     ({"smaller_is_better": "yes"}, "searcher.smaller_is_better: expected true or false, got 'yes'"),
     ({"smaller_is_better": 1}, "searcher.smaller_is_better: expected true or false, got 1"),
     ({"max_concurrent_trials": -1}, "searcher.max_concurrent_trials: expected a non-negative integer, got -1"),
-    ({"max_length": None}, "searcher.max_length: missing required key; the training length of a trial, "
-                           "e.g. max_length: {batches: 1000}"),
     ({"max_trails": 4}, "searcher.max_trails: unknown key; did you mean 'max_trials'?"),
     ({"num_rungs": 4}, "searcher.num_rungs: not used by the random searcher (a setting of async_halving)"),
 ])
@@ -795,3 +832,17 @@ def test_config_objects_are_frozen():
         config.name = "other"  # type: ignore[misc]
     assert copy.deepcopy(config) == config
 
+
+
+def test_keys_a_determined_pytorch_trial_reads_are_checked_not_ignored():
+    config = parse(minimal(checkpoint_policy="all", optimizations={"aggregation_frequency": 2},
+                        scheduling_unit=25))
+    assert config.warnings == () and config.scheduling_unit == 25
+    assert config.raw["checkpoint_policy"] == "all" and config.raw["optimizations"]["aggregation_frequency"] == 2
+    assert error(minimal(checkpoint_policy="sometimes")) == (
+        "search.yaml: checkpoint_policy: unknown checkpoint policy 'sometimes'; expected one of best, all, none")
+    assert error(minimal(optimizations={"aggregation_frequency": 0})) == (
+        "search.yaml: optimizations.aggregation_frequency: expected a positive integer, got 0")
+    assert error(minimal(scheduling_unit=0)) == "search.yaml: scheduling_unit: expected a positive integer, got 0"
+    mixed = parse(minimal(optimizations={"mixed_precision": "O1"}))
+    assert mixed.warnings == ("search.yaml: optimizations.mixed_precision: not used by hpo-slurm, ignored",)

@@ -146,3 +146,17 @@ def test_stop_once_previews_trials_stopped_at_every_rung_and_the_same_plan_each_
     assert plan["brackets"][0]["rung_lengths"] == [58, 234, 937]
     assert plan["total_trials"] == 16 and lengths[58] >= 8 and 1 <= lengths[937] <= 4
     assert plan == build_plan(cfg)
+
+
+@pytest.mark.parametrize("name, trials", [("single", 1), ("random", 10)])
+def test_a_search_without_max_length_plans_trials_but_no_lengths(capsys, name, trials):
+    """Determined 0.38's single and random (and grid) may leave max_length out: each trial trains until its
+    code stops, so the plan counts trials and says so, with no lengths, totals or GPU-hours."""
+    extra = {"max_trials": 10} if name == "random" else {}
+    plan = build_plan(config(name=name, max_length=None, **extra), seconds_per_unit=0.5)
+    assert plan == {"searcher": name, "plan": [{"length": None, "trials": trials, "trained": None}],
+                    "total_trials": trials, "total_length": None, "unit": "batches", "open_ended": True}
+    render_plan(plan)
+    out = " ".join(capsys.readouterr().out.split())
+    assert f"{name}: {trials} trial{'s' if trials > 1 else ''}, each trains until its code stops" in out
+    assert "Estimated" not in out and "0%" not in out and "Where trials stop" not in out

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hpo_slurm.config.sampler_section import SamplerConfig
-from hpo_slurm.config.schema import ExperimentConfig, SearcherConfig
+from hpo_slurm.config.schema import NO_TARGET, ExperimentConfig, SearcherConfig
 from hpo_slurm.searchers.preview import build_plan
 from hpo_slurm.searchers import make_searcher, restore_searcher
 from hpo_slurm.searchers.adaptive_asha import layout
@@ -53,6 +53,11 @@ CONFIGS: Dict[str, Dict[str, Any]] = {
                           "smaller_is_better": False},
     # model-based sampling: a tiny model (2 results per length, kept to 4) so it fits and prunes early
     "random_tpe": {**dict(name="random", max_trials=9, max_concurrent_trials=3, max_length=50), "sampler": TPE},
+    # no max_length (Determined 0.38): each trial's one Train has no target (NO_TARGET)
+    "single_open_ended": dict(name="single", max_length=None),
+    "random_open_ended": dict(name="random", max_trials=7, max_concurrent_trials=3, max_length=None),
+    "grid_open_ended": dict(name="grid", max_length=None, max_concurrent_trials=0),
+    "random_tpe_open_ended": dict(name="random", max_trials=9, max_concurrent_trials=3, max_length=None, sampler=TPE),
     "asha_tpe": {**ASHA, "sampler": TPE},
     "adaptive_tpe": {**ADAPTIVE, "mode": "standard", "sampler": TPE},
     "pbt_tpe": {**PBT, "sampler": TPE},
@@ -263,7 +268,9 @@ def test_constant_metric_in_any_order_matches_the_preview(name, data):
     driver.run(choose)
     assert not driver.shutdowns[0].failure
     plan = build_plan(config)
-    assert driver.end_counts() == {row["length"]: row["trials"] for row in plan["plan"]}
+    # an open-ended plan has no lengths: its trials' one Train is to NO_TARGET
+    assert driver.end_counts() == {NO_TARGET if row["length"] is None else row["length"]: row["trials"]
+                                   for row in plan["plan"]}
     assert len(driver.created) == plan["total_trials"]
 
 

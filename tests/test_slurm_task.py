@@ -92,7 +92,8 @@ def test_a_task_links_the_shared_pickle_and_writes_its_spec_from_the_manifest(tm
     # only task 1's run exists, with the spec its manifest entry holds, in the current protocol
     assert sorted(p.name for p in (layout.dir / "runs").iterdir()) == [specs[1]["run_id"]]
     written = read_json(layout.spec_file(specs[1]["run_id"]))
-    assert written == {"nodes": 1, "ranks_per_node": 1, **specs[1], "protocol": PROTOCOL_VERSION}
+    assert written == {"nodes": 1, "ranks_per_node": 1, "trial_seed": 0, "experiment_config": {}, **specs[1],
+                       "protocol": PROTOCOL_VERSION}
     result = read_json(layout.result_file(specs[1]["run_id"]))
     assert result["status"] == "exited" and result["protocol"] == PROTOCOL_VERSION
     outcome, value = pickle.loads((folder / f"{ARRAY_JOB}_1_0_result.pkl").read_bytes())

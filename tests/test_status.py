@@ -319,3 +319,24 @@ def test_node_lists_are_written_as_slurm_writes_them(names, text):
     from hpo_slurm.reporting.nodes import compact_nodes
 
     assert compact_nodes(names) == text
+
+
+def test_trials_and_runs_without_a_target_show_what_they_trained():
+    """A search without max_length: a training trial's target_length and its run's to_length are 0
+    (NO_TARGET). The trials table shows the length it trained, with no target; the active runs
+    table says the run is open-ended; nothing reads "→0"."""
+    from rich.console import Console
+
+    from hpo_slurm.reporting.views import active_runs_table, trials_table
+
+    run = {"run_id": "t1-r2", "trial_id": 1, "job_id": "12", "state": "RUNNING", "from_length": 16, "to_length": 0,
+           "reason": None, "nodes": None, "submitted_at": 1.0, "started_at": 2.0}
+    trial = {"id": 1, "state": "RUNNING", "hparams": {"lr": 0.1}, "parent": None, "length_done": 16,
+             "length_trained": 21, "target_length": 0, "latest_metric": 0.3, "best_metric": 0.25, "best_length": 8,
+             "restarts": 0, "preemptions": 1, "checkpoint_bytes": 0, "message": None, "runs": [run]}
+    console = Console(width=200, record=True)
+    console.print(trials_table([trial], width=200))
+    console.print(active_runs_table({"active_runs": [run], "run_counts": {"SUBMITTED": 0, "RUNNING": 1}}))
+    text = console.export_text()
+    assert re.search(r"│ +1 +│ RUNNING +│ 21 +│", text)
+    assert "t1-r2 │ 1     │ RUNNING │ 16→open-ended" in text and "→0" not in text

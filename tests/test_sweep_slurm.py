@@ -269,3 +269,33 @@ def test_at_the_time_limit_warning_a_task_requeues_itself_and_resumes(quadratic,
     assert len(tries) >= 2 and tries[1]["restart_count"] == 1
     log = "".join(p.read_text() for p in (experiment / "runs" / "t1-r1").glob("*_log.out"))
     assert "stopped (time_limit): requeued job" in log
+
+
+def test_a_grid_sweep_without_max_length_trains_each_trial_its_own_length(tmp_path):
+    """Determined 0.38's grid without max_length, as arrays: every task's spec has no target
+    (target_length 0), each trial trains as long as its code decides, and its task's return with a
+    validation completes it."""
+    import shutil
+
+    import yaml
+
+    model = tmp_path / "model"
+    model.mkdir()
+    shutil.copy(Path(__file__).resolve().parent / "trials" / "own_length.py", model / "train.py")
+    config = model / "open.yaml"
+    config.write_text(yaml.safe_dump({
+        "name": "open", "entrypoint": "python3 train.py", "max_restarts": 0, "data": {"own_length": 16},
+        "hyperparameters": {"lr": {"type": "double", "minval": 0.05, "maxval": 0.15, "count": 3},
+                            "layers": {"type": "int", "minval": 1, "maxval": 2, "count": 2}},
+        "searcher": {"name": "grid", "metric": "validation_loss"},
+        "resources": {"slots_per_trial": 0}, "slurm": SLURM}))
+    root = tmp_path / "runs"
+    sweep(config, root)
+    summary = wait_status(root, "open", finished)
+    assert summary["state"] == "COMPLETED" and len(summary["trials"]) == 6
+    for trial in summary["trials"]:
+        own = 16 + 8 * trial["hparams"]["layers"]
+        assert trial["state"] == "COMPLETED" and trial["length_done"] == own, trial
+        assert [(r["to_length"], r["state"]) for r in trial["runs"]] == [(0, "SUCCEEDED")], trial
+    manifest = json.loads((root / "open" / "jobs" / "array-0" / "manifest.json").read_text())
+    assert {spec["target_length"] for spec in manifest["specs"]} == {0}

@@ -28,19 +28,24 @@ from hpo_slurm.core.placement import PlacementError, place
 from hpo_slurm.config.space import Nested
 
 SEARCHER_NAMES = ("single", "grid", "random", "adaptive_asha", "async_halving", "pbt")
+# searchers that never stop a trial early: searcher.max_length may be left out (Determined 0.38)
+OPEN_ENDED_SEARCHERS = ("single", "grid", "random")
+NO_TARGET = 0  # a Train's, run's and RunSpec's target without max_length: train until the trial's code stops
 
 
 @dataclass(frozen=True)
 class SearcherConfig:
     """Every searcher's settings; fields that a searcher does not use keep their defaults.
 
-    Lengths (``max_length``, ``length_per_round``) are integers in ``unit``.
+    Lengths (``max_length``, ``length_per_round``) are integers in ``unit``. ``max_length`` is None
+    when a search of OPEN_ENDED_SEARCHERS leaves it out (``open_ended``): each trial then trains as
+    long as its own code decides, and its last validation is its result.
     """
 
     name: str
     metric: str
     smaller_is_better: bool = True
-    max_length: int = 1
+    max_length: Optional[int] = 1  # None: open-ended (single, grid and random only)
     unit: str = "batches"
     max_trials: int = 1
     max_concurrent_trials: int = 16  # 0 means no cap
@@ -60,6 +65,16 @@ class SearcherConfig:
     perturb_factor: float = 0.0
     # random, adaptive_asha, async_halving and pbt: how new hyperparameters are drawn
     sampler: SamplerConfig = SamplerConfig()
+
+    @property
+    def open_ended(self) -> bool:
+        """No max_length: trials train until their code stops (runs target NO_TARGET)."""
+        return self.max_length is None
+
+    @property
+    def train_length(self) -> int:
+        """The length single, grid and random train every trial to: max_length, or NO_TARGET."""
+        return NO_TARGET if self.max_length is None else self.max_length
 
 
 @dataclass(frozen=True)
@@ -126,14 +141,13 @@ class ExperimentConfig:
 TOP_KEYS = ("name", "description", "entrypoint", "hyperparameters", "searcher", "max_restarts",
             "reproducibility", "resources", "checkpoint_storage", "records_per_epoch", "data",
             "min_validation_period", "min_checkpoint_period", "perform_initial_validation", "scheduling_unit",
-            "slurm")
+            "checkpoint_policy", "optimizations", "slurm")
 IGNORED_TOP_KEYS = {
     "bind_mounts": "Slurm jobs see the cluster's filesystems as they are",
     "environment": "load modules, activate environments and export variables in slurm.setup",
     "workspace": None, "project": None, "labels": None, "debug": None, "internal": None,
-    "checkpoint_policy": "checkpoints are kept as checkpoint_storage.save_* say",
     "data_layer": None, "integrations": None, "log_policies": None, "retention_policy": None,
-    "optimizations": None, "profiling": None, "security": None,
+    "profiling": None, "security": None,
     "tensorboard_storage": None, "pbs": None,
     "preemption_timeout": "preempted jobs get slurm.signal_delay seconds of warning",
 }
@@ -278,6 +292,7 @@ def parse_config(data: Any, source: str, base_dir: Optional[str] = None) -> Expe
         perform_initial_validation=_optional(top, "perform_initial_validation", "", ck.boolean, False),
         scheduling_unit=_optional(top, "scheduling_unit", "", ck.integer, 100, minimum=1),
     )
+    _training_code_keys(ck, top)
     _check_placement(ck, settings["slots_per_trial"], settings["slurm"].gpus_per_node)
     return ExperimentConfig(
         source=source, name=name, entrypoint=entrypoint, hyperparameters=space, searcher=searcher,
@@ -415,15 +430,34 @@ def _rungs(ck: Checker, value: Any, path: str, divisor: float) -> int:
     return rungs
 
 
+CHECKPOINT_POLICIES = ("best", "all", "none")
+OPTIMIZATION_KEYS = ("aggregation_frequency",)
+IGNORED_OPTIMIZATION_KEYS = {key: None for key in (
+    "average_aggregated_gradients", "average_training_metrics", "gradient_compression", "mixed_precision",
+    "tensor_fusion_threshold", "tensor_fusion_cycle_time", "auto_tune_tensor_fusion", "grad_updates_size_file")}
+
+
+def _training_code_keys(ck: Checker, top: Dict[str, Any]) -> None:
+    """Check the keys only a Determined PyTorchTrial reads (``hpo_slurm.compat.pytorch.harness``), so a
+    typo fails at launch: ``checkpoint_policy`` (best, all or none) and
+    ``optimizations.aggregation_frequency`` (batches per optimizer step)."""
+    if top.get("checkpoint_policy") is not None:
+        ck.choice(top["checkpoint_policy"], "checkpoint_policy", CHECKPOINT_POLICIES, "checkpoint policy")
+    optimizations = ck.mapping(top.get("optimizations"), "optimizations")
+    ck.check_keys(optimizations, "optimizations", OPTIMIZATION_KEYS, IGNORED_OPTIMIZATION_KEYS)
+    _optional(optimizations, "aggregation_frequency", "optimizations", ck.integer, 1, minimum=1)
+
+
 def _bracket_rungs(ck: Checker, value: Any, path: str, divisor: float) -> Tuple[int, ...]:
     if not isinstance(value, list):
         ck.fail(path, f"expected a list of positive integers, got {show(value)}")
     return tuple(_rungs(ck, item, f"{path}[{i}]", divisor) for i, item in enumerate(value))
 
 
-def _max_length(ck: Checker, section: Dict[str, Any], name: str) -> Length:
-    """``max_length``, or Determined 0.38's ``time_metric`` + ``max_time`` when the time metric is a
-    length unit; when both forms are given they must agree."""
+def _max_length(ck: Checker, section: Dict[str, Any], name: str) -> Tuple[Optional[int], str]:
+    """(``max_length``, unit), or Determined 0.38's ``time_metric`` + ``max_time`` when the time metric
+    is a length unit; when both forms are given they must agree. OPEN_ENDED_SEARCHERS may leave both
+    out, (None, "batches"), or give ``time_metric`` alone: (None, that unit)."""
     get, need = _readers(ck, section, "searcher")
     length = get("max_length", ck.length, None)
     if section.get("time_metric") is not None or section.get("max_time") is not None:
@@ -432,12 +466,16 @@ def _max_length(ck: Checker, section: Dict[str, Any], name: str) -> Length:
         if unit not in LENGTH_UNITS:
             ck.fail("searcher.time_metric", f"hpo-slurm measures training length in batches, records or "
                                             f"epochs, got {show(unit)}")
+        if name in OPEN_ENDED_SEARCHERS and length is None and section.get("max_time") is None:
+            return None, unit  # the unit of the lengths trials report; they train until their code stops
         amount = need("max_time", ck.integer, minimum=1)
         if length is not None and length != (amount, unit):
             ck.fail("searcher.max_time", f"{unit} {amount} disagrees with max_length "
                                          f"({length[1]} {length[0]}); keep one of them")
         length = (amount, unit)
     if length is None:
+        if name in OPEN_ENDED_SEARCHERS:
+            return None, "batches"  # trials train until their code stops
         example = "max_length: {batches: 1000}"
         if name in ("adaptive_asha", "async_halving"):
             example += " (or time_metric: batches with max_time: 1000)"

@@ -134,6 +134,9 @@ def _object(data: Any, what: str) -> Mapping[str, Any]:
 class RunSpec:
     """Everything a run's job reads (``spec.json``). Lengths are absolute, in the search's unit.
 
+    ``target_length``: the length to train to and validate at; 0 means no target (a search without
+    ``searcher.max_length``: single, grid or random): train as long as the trial's own code decides,
+    validate, and return; the trial's last validation is its result.
     ``parent_checkpoint``: the checkpoint a PBT child starts from when it has none of its own.
     ``time_limit_s`` and ``signal_delay_s``: the job's time limit and how long before it the warning
     signal comes (they tell a time-limit warning from a preemption). ``data`` and

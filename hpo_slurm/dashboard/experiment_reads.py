@@ -87,10 +87,13 @@ def overview(layout: ExperimentLayout) -> Dict[str, Any]:
 def detail(experiment: Experiment) -> Dict[str, Any]:
     """The experiment page's summary: ``hpo-slurm status``'s summary (status.summarize) plus what the
     charts need: the metric's direction and unit, the compute label, the searched hyperparameters and
-    the lengths trials stopped at (rungs)."""
+    the lengths trials stopped at (rungs: none when the search has no max_length, ``max_length`` None,
+    since its trials stop wherever their code does)."""
     summary = summarize(experiment.layout, page_cache_kib=0)  # a server keeps no 64 MiB cache per request
-    with Store.reading(experiment.layout.database) as store:
-        rungs = store.lengths_reached()
+    rungs: List[int] = []
+    if not experiment.config.searcher.open_ended:
+        with Store.reading(experiment.layout.database) as store:
+            rungs = store.lengths_reached()
     return {**summary, "unit": experiment.config.searcher.unit,
             "compute_label": compute_label_for(experiment.config.slots_per_trial),
             "hyperparameters": _params(experiment), "rungs": rungs,

@@ -7,7 +7,9 @@ turn the searcher's actions into trial and run records; 4. persist everything in
 a job seen as ended has all its lines read before its end is judged. Crash safety comes from the order
 of 4 and 5: a run is recorded under a unique name before it is submitted and bound to its job id after;
 a restarted driver looks unbound runs up by name before submitting anything and re-adopts live jobs.
-Side effects on files (specs, manifests, stop files) happen in 5, after the decision is durable.
+Side effects on files (specs, manifests, stop files) happen in 5, after the decision is durable. A run
+without a target (NO_TARGET: no searcher.max_length) is done when its job returns having validated; the
+trial's last validation (its row's latest_metric) is then the searcher event (judge.reached_target).
 """
 
 from __future__ import annotations
@@ -17,17 +19,17 @@ import math
 import time
 from typing import Any, Callable, Dict, Iterable, List, Optional
 
-from hpo_slurm.config.schema import ExperimentConfig
+from hpo_slurm.config.schema import NO_TARGET, ExperimentConfig
 from hpo_slurm.core.layout import ExperimentLayout, run_name
 from hpo_slurm.core.placement import Placement
 from hpo_slurm.core.protocol import RunSpec, RunStatus
 from hpo_slurm.core.types import (Action, Close, Create, ExitReason, RunState, Shutdown, Train, TrialState,
                                   awaits_submission, cancel_unconfirmed, run_may_be_out)
 from hpo_slurm.engine.faults import CrashPoints
-from hpo_slurm.engine.ingest import is_better, metric_value
-from hpo_slurm.engine.judge import SUBMISSION_REFUSED, judge, resumes_without_restart
+from hpo_slurm.engine.ingest import metric_value, reaches_target, validation_fields
+from hpo_slurm.engine.judge import SUBMISSION_REFUSED, judge, open_ended, reached_target, resumes_without_restart
 from hpo_slurm.engine.run_spec import RunSpecs
-from hpo_slurm.engine.submission import SubmissionPolicy
+from hpo_slurm.engine.submission import SubmissionPolicy, ready_runs
 from hpo_slurm.engine.searcher_log import SearcherLog
 from hpo_slurm.engine.tick_changes import TickChanges
 from hpo_slurm.engine.timefit import fitted_time_minutes
@@ -165,15 +167,18 @@ class Driver:
             if math.isnan(value):
                 log.warning("trial %s: validation at %s has no numeric %r: counted as the worst",
                             trial_id, line.length, searcher.metric)
-            fields: Dict[str, Any] = {"latest_metric": value if math.isfinite(value) else None}
-            if is_better(value, trial["best_metric"], searcher.smaller_is_better):
-                fields.update(best_metric=value, best_length=line.length)
-            self._set_trial(trial_id, **fields)
-            target = trial["target_length"]
-            if not trial["closed"] and target is not None and line.length >= target > (trial["validated_length"] or 0):
-                self._set_trial(trial_id, validated_length=target, target_length=None, state=TrialState.PAUSED.value)
-                self._event("validation", trial_id, {"length": target, "metric": value})
-                self._apply(self._feed("validation", trial_id, target, value))
+            self._set_trial(trial_id, **validation_fields(trial, line.length, value, searcher.smaller_is_better))
+            if reaches_target(trial, line.length):
+                target = trial["target_length"]
+                self._set_trial(trial_id, validated_length=target)
+                self._reached(trial_id, target, value)
+
+    def _reached(self, trial_id: int, target: int, value: float) -> None:
+        """The trial did its Train to ``target``: it validated there, or, for NO_TARGET, its job returned
+        and ``value`` is its last validation's metric (at ``validated_length``, the longest it reached)."""
+        self._set_trial(trial_id, target_length=None, state=TrialState.PAUSED.value)
+        self._event("validation", trial_id, {"length": self.trials[trial_id]["validated_length"], "metric": value})
+        self._apply(self._feed("validation", trial_id, target, value))
 
     # ---- 3. decide ------------------------------------------------------------------------------
     def _on_job_status(self, run_id: str, status: JobStatus) -> None:
@@ -214,6 +219,9 @@ class Driver:
         requeued = self.workspace.attempts(run_id) - 1
         if requeued > 0:  # the scheduler preempted and requeued the job under the same id
             self._set_trial(trial_id, preemptions=(trial["preemptions"] or 0) + requeued)
+        if outcome is RunState.SUCCEEDED and open_ended(run) and trial["target_length"] == NO_TARGET:
+            latest = trial["latest_metric"]  # None: not finite, the worst
+            self._reached(trial_id, NO_TARGET, math.nan if latest is None else latest)
         if trial["closed"] or outcome in (RunState.SUCCEEDED, RunState.CANCELLED):
             return
         if result is not None and result.status is RunStatus.INVALID_HP:
@@ -311,7 +319,8 @@ class Driver:
     def _close_trial(self, trial_id: int) -> None:
         trial = self.trials[trial_id]
         if trial["state"] != TrialState.ERRORED.value:
-            finished = (trial["validated_length"] or 0) >= self.config.searcher.max_length
+            searcher = self.config.searcher  # a search without max_length closes trials once they are done
+            finished = searcher.open_ended or (trial["validated_length"] or 0) >= searcher.max_length
             state = TrialState.COMPLETED if finished else TrialState.STOPPED_EARLY
             self._set_trial(trial_id, state=state.value, target_length=None, ended_at=self.clock())
         self._mark_closed(trial_id)
@@ -327,7 +336,7 @@ class Driver:
                     self.workspace.request_stop(run_id)
                     self._submission.uncertain.discard(run_id)
                 self._finish_run(run_id, RunState.CANCELLED, "not needed any more", None)
-            elif (self.trials[trial_id]["validated_length"] or 0) < run["to_length"]:
+            elif not reached_target(run, self.trials[trial_id], None):
                 self._set_run(run_id, state=RunState.CANCELLED.value, reason="stopped by the search")
                 self._changes.cancel.append(run_id)
 
@@ -418,15 +427,6 @@ class Driver:
             log.warning("%s; trying again", exc)
             self._changes.cancel.extend(run_ids)
 
-    def _ready_runs(self) -> List[Dict[str, Any]]:
-        """Unsubmitted runs whose trial has no earlier run still going, in recording order."""
-        ready = []
-        for run_ids in self.active.values():
-            first = self.runs[run_ids[0]]
-            if awaits_submission(first):
-                ready.append(first)
-        return sorted(ready, key=lambda r: (r["recorded_at"], r["trial_id"]))
-
     def _request(self, run: Dict[str, Any], spec: Optional[RunSpec] = None,
                  placement: Placement = Placement()) -> JobRequest:
         """The job of ``run``: to submit (with its ``spec`` and ``placement``), or to look up by name."""
@@ -437,7 +437,7 @@ class Driver:
         )
 
     def _submit_ready(self) -> None:
-        ready = self._submission.take(self._ready_runs())
+        ready = self._submission.take(ready_runs(self.active, self.runs))
         if not ready:
             return
         placement = self.executor.placement(self.config)  # before anything changes: it may be refused
@@ -521,7 +521,7 @@ class Driver:
             if cancel_unconfirmed(run):  # the previous driver may have died before cancelling it
                 self._changes.cancel.append(run["id"])
         log.info("resumed: %d live jobs re-adopted (%d cancels sent again), %d runs to submit",
-                 adopted, len(self._changes.cancel), len(self._ready_runs()))
+                 adopted, len(self._changes.cancel), len(ready_runs(self.active, self.runs)))
         self._event("resumed", None, {"adopted": adopted})
         self._persist()
 

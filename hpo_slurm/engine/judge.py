@@ -6,6 +6,7 @@ from __future__ import annotations
 import signal
 from typing import Any, Mapping, Optional, Tuple
 
+from hpo_slurm.config.schema import NO_TARGET
 from hpo_slurm.core.protocol import RunResult, RunStatus, StopReason
 from hpo_slurm.core.types import RunState
 from hpo_slurm.executors.base import JobState, JobStatus
@@ -21,13 +22,14 @@ def judge(run: Mapping[str, Any], trial: Mapping[str, Any], status: JobStatus,
           result: Optional[RunResult]) -> Tuple[RunState, str]:
     """The state a run ends in, and why, from its row, its trial's row, the scheduler's last word on
     its job and the result file its job wrote (None when it wrote none). In order of precedence:
-    the trial validated at the run's target (SUCCEEDED); the search stopped it (CANCELLED); the trial
+    the trial validated at the run's target, or, for a run without one (``open_ended``), the trial's
+    code returned and the trial has validated (SUCCEEDED); the search stopped it (CANCELLED); the trial
     raised InvalidHP (FAILED); preempted, also by a stop signal before the trial could take it
     (PREEMPTED); out of time (TIMEOUT); a node of its job failed, or gone without a result (LOST);
     everything else FAILED, with the most specific reason known."""
     stop_reason = result.stop_reason if result is not None else None
     result_status = result.status if result is not None else None
-    if (trial["validated_length"] or 0) >= run["to_length"]:
+    if reached_target(run, trial, result):
         return RunState.SUCCEEDED, ""
     if run["state"] == RunState.CANCELLED.value or trial["closed"] or stop_reason == StopReason.SEARCH_STOPPED:
         return RunState.CANCELLED, "stopped by the search"
@@ -46,6 +48,9 @@ def judge(run: Mapping[str, Any], trial: Mapping[str, Any], status: JobStatus,
         return RunState.LOST, "the job vanished without a result"
     if status.reason.startswith(SUBMISSION_REFUSED):
         return RunState.FAILED, status.reason
+    if result_status is RunStatus.EXITED and open_ended(run):
+        return RunState.FAILED, ("exited without reporting validation (searcher.max_length is not set: a "
+                                 "trial's last validation is its result)")
     if result_status is RunStatus.EXITED:
         return RunState.FAILED, f"exited without reporting validation at length {run['to_length']}"
     if result is not None and result.message:
@@ -54,6 +59,21 @@ def judge(run: Mapping[str, Any], trial: Mapping[str, Any], status: JobStatus,
         return RunState.FAILED, "cancelled outside hpo-slurm"
     detail = f" (exit code {status.exit_code})" if status.exit_code is not None else ""
     return RunState.FAILED, f"job ended {status.state.value.lower()}{detail} {status.reason}".strip()
+
+
+def open_ended(run: Mapping[str, Any]) -> bool:
+    """The run has no target (a search without max_length): it trains until the trial's code stops."""
+    return run["to_length"] == NO_TARGET
+
+
+def reached_target(run: Mapping[str, Any], trial: Mapping[str, Any], result: Optional[RunResult]) -> bool:
+    """Whether the run did its work: its trial validated at its target, or, without a target, the
+    trial's code returned (``result`` EXITED) and the trial has validated (``validated_length``, the
+    longest length it validated at, is past 0)."""
+    validated = trial["validated_length"] or 0
+    if open_ended(run):
+        return result is not None and result.status is RunStatus.EXITED and validated > 0
+    return validated >= run["to_length"]
 
 
 def resumes_without_restart(outcome: RunState, reason: str) -> bool:

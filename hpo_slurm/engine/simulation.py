@@ -8,6 +8,9 @@ next event, let the runs that end then "write" their validation, ``driver.tick()
 done. The driver is exactly ``launch``'s, with ``poll_interval_s=0``: ``Simulation.crash()`` drops it
 mid-search and ``Simulation.open_driver()`` resumes it from experiment.db, as ``hpo-slurm resume`` does,
 while the simulated cluster keeps its jobs.
+
+A simulated trial is the objective at a length, so a search without ``searcher.max_length`` (whose
+trials train until their own code stops) cannot be simulated: it is refused (``require_length``).
 """
 
 from __future__ import annotations
@@ -17,12 +20,15 @@ import math
 import re
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple, Union
 
 import yaml
 
 from hpo_slurm.config.yaml12 import yaml_load
-from hpo_slurm.core.errors import UserError
+from hpo_slurm.core.errors import ConfigError, UserError
+
+if TYPE_CHECKING:  # the config module is imported by the functions that read a config
+    from hpo_slurm.config.schema import ExperimentConfig
 
 ObjectiveSpec = Union[str, Callable[[Dict[str, Any], int], Dict[str, Any]]]
 
@@ -42,6 +48,13 @@ def load_objective(spec: ObjectiveSpec) -> Callable[[Dict[str, Any], int], Dict[
     if not callable(function):
         raise UserError(f"--objective {spec!r}: {module_name} has no function {function_name!r}")
     return function
+
+
+def require_length(config: ExperimentConfig) -> None:
+    """A ConfigError naming ``searcher.max_length`` when ``config`` has none."""
+    if config.searcher.open_ended:
+        raise ConfigError(config.source, "searcher.max_length", "simulate needs a training length: a simulated "
+                          "trial is the objective at a length, so set max_length (e.g. max_length: {batches: 100})")
 
 
 class _CheckedObjective:
@@ -132,6 +145,7 @@ class Simulation:
 
         self.layout = layout
         self.config = load_config(str(layout.config))
+        require_length(self.config)
         store = Store.open(layout.database, readonly=True)
         try:
             origin = float(int(store.experiment()["created_at"]))
@@ -298,6 +312,7 @@ def simulate(config_path: Union[str, Path], objective: ObjectiveSpec, root: Unio
 
     function = load_objective(objective)
     checked = load_config(str(config_path))  # the objective is tried before anything is created
+    require_length(checked)
     try:
         _CheckedObjective(function, checked.searcher.metric)(checked.hyperparameters.sample(Rng(0)), 1)
     except UserError:

@@ -6,7 +6,9 @@ asks it and tells it what happened."""
 from __future__ import annotations
 
 import math
-from typing import Iterable, List, Optional, Set, TypeVar
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Set, TypeVar
+
+from hpo_slurm.core.types import awaits_submission
 
 SUBMIT_BACKOFF_S = (5.0, 15.0, 60.0, 300.0)
 SUBMIT_LIMIT_RETRY_S = 10.0  # after a refusal for a queued-jobs cap: jobs that end make room
@@ -54,3 +56,10 @@ class SubmissionPolicy:
         self.failures = 0
         if self.batch_cap is not None:
             self.batch_cap *= 2
+
+
+def ready_runs(active: Mapping[int, List[str]], runs: Mapping[str, Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """The runs (rows of ``runs`` by id) that wait for a job: of each trial's unfinished runs
+    (``active``: trial id -> run ids, oldest first), the first, if unsubmitted; in recording order."""
+    ready = [runs[run_ids[0]] for run_ids in active.values() if awaits_submission(runs[run_ids[0]])]
+    return sorted(ready, key=lambda r: (r["recorded_at"], r["trial_id"]))

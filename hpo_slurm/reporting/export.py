@@ -7,6 +7,8 @@ Row shapes (``rows(results, what)``):
            null until it has started and ended) and gpu_hours (job_hours times resources.slots_per_trial:
            a trial of N ranks holds N GPUs; 0 when trials use no GPU)
   metrics  trial_id, run_id, kind (training|validation), length, time, metrics
+A ``target_length`` (trials) or ``to_length`` (runs) of 0 is no target: in a search without
+``searcher.max_length`` a trial trains until its code stops.
 
 ``hparams`` and ``metrics`` stay nested in JSON and JSON Lines; CSV flattens them to dotted columns
 (``hparams.optimizer.lr``, ``metrics.validation_loss``), the names ``pandas.json_normalize`` gives the

@@ -9,10 +9,15 @@ from rich.table import Table
 
 
 def render_plan(plan: Dict[str, Any]) -> None:
-    """Print ``plan`` as rich tables on stdout."""
+    """Print ``plan`` as rich tables on stdout; a plan without lengths (``open_ended``) as one line."""
     console = Console()
     unit = plan["unit"]
     trials = plan["total_trials"]
+    if plan.get("open_ended"):
+        console.print(f"[bold]{plan['searcher']}[/bold]: {trials} trial{'' if trials == 1 else 's'}, each "
+                      f"trains until its code stops (no searcher.max_length), so there is no total length "
+                      f"or GPU-hour estimate; lengths are counted in {unit}")
+        return
     console.print(
         f"[bold]{plan['searcher']}[/bold]: {trials} trial{'' if trials == 1 else 's'}, "
         f"{plan['total_length']:,} {unit} of training in total"

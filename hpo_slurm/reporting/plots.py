@@ -98,8 +98,9 @@ def _plain_log_axis(axis) -> None:
 
 def learning_curves_figure(results: Results) -> "Figure":
     """The searcher's metric against length for every trial, coloured by the length the trial
-    reached; dashed vertical lines at the lengths where trials stopped (ASHA rungs, PBT rounds);
-    the best trial drawn thick; a PBT child joined to its parent's checkpoint by a dotted line."""
+    reached; dashed vertical lines at the lengths where trials stopped (ASHA rungs, PBT rounds; none
+    in a search without max_length, whose trials stop wherever their code does); the best trial drawn
+    thick; a PBT child joined to its parent's checkpoint by a dotted line."""
     from matplotlib.lines import Line2D
     from matplotlib.ticker import FixedLocator, NullLocator, ScalarFormatter
 
@@ -133,7 +134,7 @@ def learning_curves_figure(results: Results) -> "Figure":
     all_y = [y for curve in curves.values() for _, y in curve]
     stops = sorted(colours)
     handles = _length_legend(results, colours)
-    if len(stops) > 1:
+    if len(stops) > 1 and not results.config.searcher.open_ended:  # open-ended trials stop anywhere
         what = "round ends" if results.config.searcher.name == "pbt" else "rung lengths"
         for n in stops:
             ax.axvline(n, color="grey", ls="--", lw=0.8, zorder=1)

@@ -53,7 +53,9 @@ def summarize(layout: ExperimentLayout, trials: TrialsWanted = None, page_cache_
     running runs, oldest first), ``created_at``, ``ended_at``; and, only when ``trials`` is ``"all"`` or
     N, ``trials``: every trial (or the N with the highest ids) in id order, each with its runs. Every run
     has ``nodes``: for a RUNNING run, the node names its job's last attempt recorded (None when it
-    recorded none yet); None for every other run. ``page_cache_kib``: the reading connection's SQLite page
+    recorded none yet); None for every other run. In a search without max_length, a training trial's
+    ``target_length`` and its runs' ``to_length`` are 0 (NO_TARGET: it trains until its code stops)
+    and ``length_done`` is the longest length it validated at. ``page_cache_kib``: the reading connection's SQLite page
     cache (0: SQLite's default, for a long-lived process that reads often)."""
     from hpo_slurm.config.schema import load_config
 

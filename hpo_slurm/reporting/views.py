@@ -13,6 +13,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from hpo_slurm.config.schema import NO_TARGET
 from hpo_slurm.reporting.nodes import compact_nodes
 
 STATE_STYLES = {
@@ -155,7 +156,8 @@ def trials_table(trials: List[Dict[str, Any]], limit: Optional[int] = None, widt
     for t in shown:
         jobs = ",".join(r["job_id"] for r in t["runs"] if r["job_id"])
         trained = t.get("length_trained", t["length_done"])
-        length = str(trained) + (f"→{t['target_length']}" if t["target_length"] else "")
+        target = t["target_length"]  # None: between runs; NO_TARGET: trains until its code stops
+        length = str(trained) + (f"→{target}" if target not in (None, NO_TARGET) else "")
         cells = [str(t["id"]), _state(t["state"]), length, _metric(t["latest_metric"]), _metric(t["best_metric"])]
         if compact:
             cells += [f"{t['restarts']}/{t['preemptions']}"] if troubled else []
@@ -184,6 +186,13 @@ def _bytes(count: int) -> str:
     return f"{value:.1f} TiB"
 
 
+def run_lengths(run: Dict[str, Any]) -> str:
+    """``0→64``: where a run starts and the target it trains to; ``40→open-ended`` for a run without a
+    target (NO_TARGET: it trains until the trial's code stops)."""
+    target = "open-ended" if run["to_length"] == NO_TARGET else str(run["to_length"])
+    return f"{run['from_length']}→{target}"
+
+
 def active_runs_table(summary: Dict[str, Any]) -> Table:
     """The summary's active runs; the title says how many more there are."""
     shown = summary["active_runs"]
@@ -194,7 +203,7 @@ def active_runs_table(summary: Dict[str, Any]) -> Table:
     for column in ("run", "trial", "state", "lengths", "job") + (("nodes",) if any(nodes) else ()):
         table.add_column(column, no_wrap=column != "nodes", overflow="fold")
     for r, where in zip(shown, nodes):
-        table.add_row(r["run_id"], str(r["trial_id"]), _state(r["state"]), f"{r['from_length']}→{r['to_length']}",
+        table.add_row(r["run_id"], str(r["trial_id"]), _state(r["state"]), run_lengths(r),
                       r["job_id"] or "-", *([where] if any(nodes) else []))
     return table
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, Optional
 
-from hpo_slurm.config.schema import ExperimentConfig
+from hpo_slurm.config.schema import OPEN_ENDED_SEARCHERS, ExperimentConfig
 from hpo_slurm.searchers.adaptive_asha import adaptive_asha
 from hpo_slurm.searchers.asha import AsyncHalving
 from hpo_slurm.searchers.base import Context, SearchMethod
@@ -32,6 +32,8 @@ def build_method(config: ExperimentConfig, ctx: Context, state: Optional[Dict[st
     name = config.searcher.name
     if name not in _METHODS:
         raise ValueError(f"unknown searcher {name!r}; expected one of {', '.join(_METHODS)}")
+    if config.searcher.open_ended and name not in OPEN_ENDED_SEARCHERS:
+        raise ValueError(f"the {name} searcher needs a max_length: it stops trials at lengths of its own")
     return _METHODS[name](config.searcher, config.hyperparameters, ctx, state)
 
 

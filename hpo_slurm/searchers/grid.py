@@ -1,4 +1,5 @@
-"""``grid``: one trial per grid point (``Nested.grid()``), each trained straight to ``max_length``.
+"""``grid``: one trial per grid point (``Nested.grid()``), each trained straight to ``max_length`` (without
+one, as long as its own code decides: ``searchers.independent``).
 
 Determined's grid.go: at most ``max_concurrent_trials`` in flight (0: all at once); the next grid point
 starts whenever a trial closes. A grid point whose trial fails is not retried by the searcher.
@@ -21,7 +22,7 @@ class GridSearch(IndependentTrials):
         self, config: SearcherConfig, space: Nested, ctx: Context, state: Optional[Dict[str, Any]] = None
     ):
         self.ctx = ctx
-        self.max_length = config.max_length
+        self.max_length = config.train_length
         self.points = space.grid()
         self.cap = concurrency(config.max_concurrent_trials, len(self.points))
         self.state = copy.deepcopy(state) if state else {"next_point": 0, "closed": 0}

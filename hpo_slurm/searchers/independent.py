@@ -1,6 +1,9 @@
 """What ``random``, ``single`` and ``grid`` share: independent trials, each trained straight to
 ``max_length`` and closed at its one validation, at most ``cap`` in flight, a new one started when one
-closes. Subclasses say where the next trial's hyperparameters come from and when to stop creating."""
+closes. Subclasses say where the next trial's hyperparameters come from and when to stop creating.
+
+Without a ``max_length`` (``SearcherConfig.open_ended``) each trial's one Train asks for NO_TARGET:
+the trial trains as long as its own code decides, and the validation it is closed at is its last one."""
 
 from __future__ import annotations
 
@@ -17,7 +20,8 @@ def concurrency(cap: int, budget: int) -> int:
 
 
 class IndependentTrials(SearchMethod):
-    """Needs ``self.ctx``, ``self.max_length``, ``self.cap`` and ``self.state`` set by the subclass."""
+    """Needs ``self.ctx``, ``self.max_length`` (``SearcherConfig.train_length``: NO_TARGET when open-ended),
+    ``self.cap`` and ``self.state`` set by the subclass."""
 
     def initial(self) -> List[Action]:
         actions: List[Action] = []

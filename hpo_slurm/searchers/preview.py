@@ -71,6 +71,10 @@ def build_plan(
 
     ``total_length`` is the training actually done: the sum over trials of the final length reached,
     minus, for PBT children, the length inherited from the parent's checkpoint.
+
+    A search without max_length (``SearcherConfig.open_ended``) has no lengths to plan: its plan says
+    ``"open_ended": true``, has one row whose ``length``, ``trained`` and ``total_length`` are None
+    (each trial trains until its code stops) and no compute estimate, whatever ``seconds_per_unit``.
     """
     searcher = make_searcher(config)
     if config.searcher.stop_once:
@@ -90,6 +94,11 @@ def build_plan(
     plan["total_trials"] = len(run["final"])
     plan["total_length"] = sum(run["final"][t] - run["start"][t] for t in run["final"])
     plan["unit"] = config.searcher.unit
+    if config.searcher.open_ended:
+        plan["open_ended"] = True
+        plan["plan"] = [{"length": None, "trials": plan["total_trials"], "trained": None}]
+        plan["total_length"] = None
+        return plan
     if seconds_per_unit is not None:
         gpus_per_trial = gpus if gpus is not None else config.slots_per_trial
         plan["gpus_per_trial"] = gpus_per_trial

@@ -1,4 +1,5 @@
-"""``random`` and ``single``: independent trials, each trained straight to ``max_length``.
+"""``random`` and ``single``: independent trials, each trained straight to ``max_length`` (without one,
+as long as its own code decides: ``searchers.independent``).
 
 Determined's random.go: at most ``max_concurrent_trials`` trials in flight (0: all at once); a new trial
 is created whenever one closes, until ``max_trials`` have been created. A trial that exits with an
@@ -30,7 +31,7 @@ class RandomSearch(IndependentTrials):
     ):
         self.space = space
         self.ctx = ctx
-        self.max_length = config.max_length
+        self.max_length = config.train_length
         self.max_trials = config.max_trials if max_trials is None else max_trials
         cap = config.max_concurrent_trials if max_concurrent_trials is None else max_concurrent_trials
         self.cap = concurrency(cap, self.max_trials)

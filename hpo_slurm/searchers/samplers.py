@@ -37,8 +37,8 @@ class RandomSampler:
     def on_validation(self, trial_id: int, length: int, metric: Any) -> None:
         pass
 
-    def on_early_exit(self, trial_id: int, reason: ExitReason, length: int) -> None:
-        pass
+    def on_early_exit(self, trial_id: int, reason: ExitReason, length: Optional[int]) -> None:
+        """Trial ``trial_id`` ended early while training to ``length`` (None: it had no Train)."""
 
     def on_closed(self, trial_id: int) -> None:
         pass
@@ -125,10 +125,11 @@ class TPESampler(RandomSampler):
     def on_validation(self, trial_id: int, length: int, metric: Any) -> None:
         self._record(trial_id, length, signed_metric(metric, self.smaller_is_better))
 
-    def on_early_exit(self, trial_id: int, reason: ExitReason, length: int) -> None:
+    def on_early_exit(self, trial_id: int, reason: ExitReason, length: Optional[int]) -> None:
         """A trial that failed or could not train counts as the worst result where it was headed (as
-        BOHB counts a crashed run); one the user cancelled says nothing about its hyperparameters."""
-        if reason in (ExitReason.ERRORED, ExitReason.INVALID_HP) and length > 0:
+        BOHB counts a crashed run; a trial without target, NO_TARGET, where open-ended results go); one
+        the user cancelled, or one that had no Train, says nothing about its hyperparameters."""
+        if reason in (ExitReason.ERRORED, ExitReason.INVALID_HP) and length is not None:
             self._record(trial_id, length, WORST)
 
     def on_closed(self, trial_id: int) -> None:

@@ -9,6 +9,9 @@ The driver's side of the protocol:
   cancelled by the user): ``on_early_exit(t, reason)`` then ``on_closed(t)``. An exit reported after the
   searcher already sent ``Close(t)`` is ignored.
 * Actions returned by any call are handled the same way; ``Create(t)`` always comes before ``Train(t)``.
+* ``Train(t, NO_TARGET)`` (only a trial's first Train, from a search without max_length): train ``t`` as
+  long as its own code decides, then call ``on_validation(t, NO_TARGET, metric)`` with the metric of
+  its last validation.
 
 Events that break the protocol raise ``ValueError``. Actions that would break the search's invariants
 (more trials than the budget, more in flight than the cap, work for a closed trial) raise
@@ -22,6 +25,7 @@ import copy
 import pickle
 from typing import Any, Dict, List, Optional
 
+from hpo_slurm.config.schema import NO_TARGET
 from hpo_slurm.core.types import Action, Close, Create, ExitReason, Shutdown, Train
 from hpo_slurm.searchers.base import Context, SearchMethod
 
@@ -89,7 +93,7 @@ class Searcher:
         if not trial["created"]:
             raise ValueError(f"trial {trial_id} reported an exit before on_created")
         if self.ctx.sampler is not None:
-            self.ctx.sampler.on_early_exit(trial_id, reason, trial["train"] or 0)
+            self.ctx.sampler.on_early_exit(trial_id, reason, trial["train"])
         self._finish_train(trial)
         trial["exit"] = reason.value
         if reason == ExitReason.INVALID_HP:
@@ -201,7 +205,9 @@ class Searcher:
             raise RuntimeError(f"{self.name}: Train for a trial that is not open: {action!r}")
         if trial["train"] is not None:
             raise RuntimeError(f"{self.name}: second Train for trial {action.trial_id}: {action!r}")
-        if action.length <= trial["length"]:
+        if action.length == NO_TARGET and trial["length"] != 0:
+            raise RuntimeError(f"{self.name}: a Train without target after validations: {action!r}")
+        if action.length != NO_TARGET and action.length <= trial["length"]:
             raise RuntimeError(f"{self.name}: Train does not go past length {trial['length']}: {action!r}")
         trial["train"] = action.length
         self.state["in_flight"] += 1

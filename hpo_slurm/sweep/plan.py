@@ -18,7 +18,8 @@ DRY_RUN_PREFIX = "hpo.xxxxxxxx."  # the job-name prefix of scripts rendered befo
 
 
 def planned_trials(config: ExperimentConfig) -> List[Tuple[int, Dict[str, Any], int]]:
-    """(trial id, hyperparameters, length) of every trial the sweep creates, from the real searcher."""
+    """(trial id, hyperparameters, length) of every trial the sweep creates, from the real searcher;
+    the length is NO_TARGET (0) when the search has no max_length: each trial trains until its code stops."""
     from hpo_slurm.searchers import make_searcher
 
     searcher = make_searcher(config.uncapped())

@@ -47,7 +47,7 @@
   }
 
   function runRow(r) {
-    return el("tr", { "data-run": r.id }, el("td", { text: r.id }), el("td", {}, state(r.state)), el("td", { text: `${r.from_length} → ${r.to_length}` }),
+    return el("tr", { "data-run": r.id }, el("td", { text: r.id }), el("td", {}, state(r.state)), el("td", { text: `${r.from_length} → ${r.to_length || "open-ended"}` }),
       el("td", { text: r.job_id || "-" }), el("td", { text: when(r.submitted_at) }), el("td", { text: when(r.started_at) }),
       el("td", { text: r.started_at ? duration(r.started_at, r.ended_at) : "-" }), el("td", { text: r.exit_code === null ? "-" : String(r.exit_code) }),
       el("td", { text: r.reason || "" }));
