@@ -151,15 +151,20 @@ class TrialContext:
 
     # ---- checkpoints --------------------------------------------------------------------------
     @contextlib.contextmanager
-    def checkpoint(self, length: int, metadata: Optional[Dict[str, Any]] = None) -> Iterator[Path]:
+    def checkpoint(self, length: int, metadata: Optional[Dict[str, Any]] = None, *,
+                   chief_only: bool = False) -> Iterator[Path]:
         """A fresh directory to save into; published atomically (by rename) when the block exits
         without an exception. A checkpoint at the same length replaces the older one. With several
         ranks every rank must enter the block: all get the same directory, and it is published once
-        every rank has left the block (each rank returns after that)."""
+        every rank has left the block (each rank returns after that). ``chief_only=True``: only rank 0
+        enters the block (``RuntimeError`` on another rank), and it publishes as a trial of one
+        process does, waiting for no other rank."""
+        if chief_only and not self.is_chief:
+            raise RuntimeError(f"checkpoint(chief_only=True) called on rank {self.rank}: only rank 0 may")
         parent = self._layout.checkpoints_dir(self.trial_id)
         parent.mkdir(parents=True, exist_ok=True)
         self._checkpoints_entered += 1
-        if self.world_size > 1:
+        if self.world_size > 1 and not chief_only:
             tmp, sync = self._layout.shared_checkpoint_dirs(self.trial_id, self.run_id, length, self._attempt,
                                                             self._checkpoints_entered)
             tmp.mkdir(exist_ok=True)
@@ -228,11 +233,13 @@ class TrialContext:
         if dist is None or not dist.is_available() or not dist.is_initialized():
             return reason
         torch = sys.modules["torch"]
-        if self._stop_group is None:
-            self._stop_group = dist.group.WORLD if dist.get_backend() == "gloo" else dist.new_group(backend="gloo")
+        # gloo's default group is named by None: a reference kept to it would keep it alive after
+        # destroy_process_group(), and its threads would then race the interpreter's exit (an abort)
+        if dist.get_backend() != "gloo" and self._stop_group is None:
+            self._stop_group = dist.new_group(backend="gloo")
         code = 0 if reason is None else _STOP_CODES.get(reason, _OWN_REASON)
         flag = torch.tensor([code], dtype=torch.int32)
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=self._stop_group)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=None if dist.get_backend() == "gloo" else self._stop_group)
         agreed = int(flag.item())
         if not agreed:
             return None

@@ -27,6 +27,8 @@ JOB_SIDE_MODULES = [
     "hpo_slurm.tasks.slurm_task",
     "hpo_slurm.tasks.sweep_task",
     "hpo_slurm.core.protocol",
+    "hpo_slurm.compat.core",  # Determined's Core API, as a trial's `import determined` loads it
+    "hpo_slurm.compat.launch",
 ]
 
 # The driver's store (sqlite3, sqlite_utils), the CLI's (rich, click), the config's (yaml), the

@@ -58,6 +58,10 @@ def test_a_wheel_install_finds_the_templates_the_benchmark_table_and_the_dashboa
     assets = {f"hpo_slurm/dashboard/{p.relative_to(dashboard)}" for folder in ("static", "pages")
               for p in (dashboard / folder).rglob("*") if p.is_file()}
     assert "hpo_slurm/dashboard/static/vendor/echarts.min.js" in assets and assets <= set(names)  # no CDN at run time
+    compat = REPO / "hpo_slurm" / "compat"
+    determined = {f"hpo_slurm/compat/{p.relative_to(compat)}" for folder in ("site", "guard")
+                  for p in (compat / folder).rglob("*.py")}
+    assert "hpo_slurm/compat/site/determined/core/__init__.py" in determined and determined <= set(names)
     zipfile.ZipFile(wheel).extractall(tmp_path / "site")
     probe = ("import json, hpo_slurm, hpo_slurm.executors.templates as t, hpo_slurm.benchmarks.digits as d; "
              "print(json.dumps([hpo_slurm.__file__, d.objective(%r, 30)] + [t.sbatch_template(n) for n in %r]))"

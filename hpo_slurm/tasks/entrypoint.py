@@ -4,7 +4,12 @@ Two entrypoint forms:
 - a shell command (``python3 train.py --fast``), run by ``/bin/sh`` in the experiment's context folder
   with ``HPO_SLURM_SPEC`` set; stop signals are forwarded to its whole process group;
 - ``module:function``, imported from the context folder and called in this process with the
-  ``TrialContext``.
+  ``TrialContext``; when the attribute is a class (Determined's legacy ``model_def:MyTrial``, a
+  ``PyTorchTrial``), ``hpo_slurm.compat.pytorch.harness.run_trial_class`` runs it instead.
+Either way the folder ``hpo_slurm.compat.package_choice`` chooses (hpo-slurm's ``determined``, a guard
+that says to choose, or none) goes first on the trial's module path: the shell command's
+``PYTHONPATH``, this process's ``sys.path`` after the context folder. A choice that is not one
+(``HPO_SLURM_DETERMINED``) fails the run before anything starts.
 A job runs it once for a trial of one process (``tasks.job``), each rank once for a trial of several
 (``tasks.rank``).
 """
@@ -22,6 +27,7 @@ import traceback
 from pathlib import Path
 from typing import Callable, Optional
 
+from hpo_slurm.compat.package_choice import PackageChoiceError, site_path, trial_search_path
 from hpo_slurm.core.fsio import read_json
 from hpo_slurm.core.layout import ExperimentLayout
 from hpo_slurm.core.protocol import RunResult, RunSpec, RunStatus, StopReason
@@ -46,6 +52,11 @@ def run_entrypoint(spec: RunSpec, spec_path: str, on_start: Optional[Callable[[i
     if is_module_entrypoint(entrypoint):
         return _run_function(entrypoint, spec, spec_path)
     return _run_command(entrypoint, spec, spec_path, on_start)
+
+
+def _choice_failed(error: PackageChoiceError) -> RunResult:
+    print(f"hpo-slurm: {error}", file=sys.stderr, flush=True)
+    return RunResult(RunStatus.FAILED, 2, message=str(error))
 
 
 class StopSignals:
@@ -74,6 +85,12 @@ def _run_command(entrypoint: str, spec: RunSpec, spec_path: str,
     env[SPEC_ENV] = str(spec_path)
     # `python3 train.py` must find the interpreter hpo-slurm runs in, as an activated venv would.
     env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
+    try:
+        determined = site_path(trial_search_path(spec.context_dir, env), env)
+    except PackageChoiceError as exc:
+        return _choice_failed(exc)
+    if determined is not None:
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (determined, env.get("PYTHONPATH", "")) if p)
     # The shell traps the stop signals (a trapped signal is reset to its default in the trial), so it
     # waits for the trial to checkpoint and passes on its exit status instead of dying first.
     child = subprocess.Popen(
@@ -96,13 +113,22 @@ def _run_command(entrypoint: str, spec: RunSpec, spec_path: str,
 def _run_function(entrypoint: str, spec: RunSpec, spec_path: str) -> RunResult:
     module_name, function_name = entrypoint.split(":")
     os.environ[SPEC_ENV] = str(spec_path)
+    try:
+        determined = site_path(trial_search_path(spec.context_dir, os.environ))
+    except PackageChoiceError as exc:
+        return _choice_failed(exc)
     os.chdir(spec.context_dir)
+    if determined is not None:
+        sys.path.insert(0, determined)
     sys.path.insert(0, spec.context_dir)
     ctx = TrialContext(read_json(Path(spec_path)))  # ctx.spec is the file's object, as trial.init() gives
     install_stop_handlers(ctx.request_stop, spec)
     try:
         function = getattr(importlib.import_module(module_name), function_name)
-        function(ctx)
+        if isinstance(function, type):  # a Determined Trial class
+            importlib.import_module("hpo_slurm.compat.pytorch.harness").run_trial_class(function)
+        else:
+            function(ctx)
     except InvalidHP as exc:
         return RunResult(RunStatus.INVALID_HP, 0, message=str(exc))
     except SystemExit as exc:  # sys.exit() in the trial ends the trial, not the job wrapper

@@ -1,0 +1,1 @@
+"""``python3 -m determined.launch.<launcher>`` on hpo-slurm: see ``hpo_slurm.compat.launch``."""
