@@ -163,8 +163,8 @@ class TrialContext:
             raise RuntimeError(f"checkpoint(chief_only=True) called on rank {self.rank}: only rank 0 may")
         parent = self._layout.checkpoints_dir(self.trial_id)
         parent.mkdir(parents=True, exist_ok=True)
-        self._checkpoints_entered += 1
         if self.world_size > 1 and not chief_only:
+            self._checkpoints_entered += 1  # counted by every rank alike: names the block's shared folder
             tmp, sync = self._layout.shared_checkpoint_dirs(self.trial_id, self.run_id, length, self._attempt,
                                                             self._checkpoints_entered)
             tmp.mkdir(exist_ok=True)

@@ -243,6 +243,51 @@ def test_unsupported_launchers_say_so_in_one_line(launcher, args):
     assert len(done.stderr.strip().splitlines()) == 1 and "not supported on hpo-slurm" in done.stderr
 
 
+def test_a_chief_only_checkpoint_leaves_the_ranks_agreeing_on_the_next_shared_one(tmp_path):
+    import threading
+
+    from hpo_slurm.trial import TrialContext
+
+    spec = make_run(tmp_path, tmp_path, "true", {}, 20, ranks_per_node=2)
+    ranks = [TrialContext(json.loads(spec.read_text()), {"RANK": str(k), "LOCAL_RANK": str(k), "WORLD_SIZE": "2",
+                                                         "LOCAL_WORLD_SIZE": "2", "NODE_RANK": "0"})
+             for k in range(2)]
+    with ranks[0].checkpoint(5, chief_only=True) as path:
+        (path / "chief.txt").write_text("5")
+    folders = {}
+
+    def shared(k):
+        with ranks[k].checkpoint(10) as path:
+            folders[k] = path
+            (path / f"rank-{k}.txt").write_text("10")
+
+    threads = [threading.Thread(target=shared, args=(k,), daemon=True) for k in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert not any(thread.is_alive() for thread in threads) and folders[0] == folders[1]
+    published = ranks[0].trial_dir / "checkpoints"
+    assert sorted(p.name for p in (published / "length-000000010").glob("rank-*")) == ["rank-0.txt", "rank-1.txt"]
+    assert (published / "length-000000005" / "chief.txt").read_text() == "5"
+
+
+def test_the_launcher_keeps_a_script_s_own_double_dash_and_names_what_cannot_start(tmp_path):
+    from hpo_slurm.compat.launch import parse_torch_distributed
+
+    assert parse_torch_distributed(["python3", "train.py", "--", "--lr", "1"]) == (
+        None, ["python3", "train.py", "--", "--lr", "1"])
+    assert parse_torch_distributed(["--", "python3", "train.py"]) == (None, ["python3", "train.py"])
+    assert parse_torch_distributed(["--trial", "model_def:Trial"]) == ("model_def:Trial", [])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([SITE, str(REPO)])}
+    for args, said in ((["no-such-program-xyz", "a"], "cannot start 'no-such-program-xyz'"),
+                       (["--trial", "no_such_module:Trial"], "--trial no_such_module:Trial: No module named")):
+        done = subprocess.run([sys.executable, "-m", "determined.launch.torch_distributed", *args], env=env,
+                              cwd=tmp_path, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 2 and done.stderr.strip().splitlines() == [done.stderr.strip()]
+        assert done.stderr.startswith(said), done.stderr
+
+
 @pytest.mark.parametrize("module", ["determined.keras", "determined.estimator", "determined.experimental",
                                     "determined.pytorch.deepspeed"])
 def test_unsupported_determined_modules_fail_their_import_with_one_line(module):

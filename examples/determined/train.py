@@ -1,5 +1,6 @@
 """Train DigitsTrial with Determined's Trainer API: the same script runs on hpo-slurm (``hpo-slurm
-launch adaptive.yaml``) and alone (``python3 train.py --batches 50``: hyperparameters from const.yaml).
+launch adaptive.yaml``) and alone (``python3 train.py --batches 50`` with hpo-slurm's ``determined`` on
+``PYTHONPATH``, see ../README.md: hyperparameters from const.yaml).
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ a trial sees it (see that module for the rule).
     pytorch        Determined's ``PyTorchTrial`` and ``Trainer``
 
 This is the job side: it imports only the standard library, ``hpo_slurm.core``, ``hpo_slurm.trial``
-and ``hpo_slurm.torch``; torch only lazily, inside the functions that need it. Never yaml, sqlite,
+and ``hpo_slurm.torch``. Outside ``pytorch`` (imported only by training code that asks for
+``det.pytorch``), torch is imported lazily, inside the functions that need it. Never yaml, sqlite,
 rich or click, and nothing from the driver's layers.
 """

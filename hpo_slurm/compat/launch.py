@@ -46,13 +46,24 @@ def torch_distributed_main(argv: Optional[List[str]] = None) -> None:
         run_trial(trial)
         return
     os.environ.update(torchrun_environment(os.environ, free_port))
-    os.execvp(script[0], script)
+    exec_script(script)
+
+
+def exec_script(script: List[str]) -> NoReturn:
+    """Replace this process with ``script`` (an argument list, run without a shell); a program that
+    cannot be started ends the process with one line naming it."""
+    try:
+        os.execvp(script[0], script)
+    except OSError as exc:
+        print(f"cannot start {script[0]!r}: {exc.strerror}", file=sys.stderr, flush=True)
+        raise SystemExit(USAGE_STATUS) from None
 
 
 def parse_torch_distributed(args: List[str]) -> Tuple[Optional[str], List[str]]:
     """(``--trial``'s value or None, the script's argument list); ``Unsupported`` for what cannot run."""
-    if "--" in args:
-        split = args.index("--")
+    # torchrun's own options come before a `--`; a `--` among the script's arguments is the script's
+    split = args.index("--") if "--" in args else -1
+    if split >= 0 and all(arg.startswith("-") for arg in args[:split]):
         overrides, args = args[:split], args[split + 1:]
         if overrides:
             raise Unsupported(f"determined.launch.torch_distributed overrides ({' '.join(overrides)})",
@@ -73,7 +84,7 @@ def parse_torch_distributed(args: List[str]) -> Tuple[Optional[str], List[str]]:
 def torchrun_environment(environ: Mapping[str, str], port: Callable[[], int]) -> Dict[str, str]:
     """The variables torchrun sets that ``environ`` lacks (see the module docstring)."""
     added: Dict[str, str] = {}
-    if "RANK" not in environ:
+    if "RANK" not in environ or "WORLD_SIZE" not in environ:
         added.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", LOCAL_WORLD_SIZE="1", NODE_RANK="0")
         if "MASTER_ADDR" not in environ:
             added.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port()))
@@ -92,7 +103,11 @@ def run_trial(target: str) -> None:
         fail(Unsupported(f"--trial {target}", "name the class as module:Class"))
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
-    cls = getattr(importlib.import_module(module_name), class_name)
+    try:
+        cls = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError) as exc:
+        print(f"--trial {target}: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(USAGE_STATUS) from None
     harness = importlib.import_module("hpo_slurm.compat.pytorch.harness")
     harness.run_trial_class(cls)
 
@@ -105,7 +120,7 @@ def wrap_rank_main(argv: Optional[List[str]] = None) -> None:
         script = script[1:]
     if not script:
         fail(Unsupported("determined.launch.wrap_rank without a script", "give RANK then the command to run"))
-    os.execvp(script[0], script)
+    exec_script(script)
 
 
 def unsupported_main(launcher: str) -> NoReturn:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from hpo_slurm.core.layout import ExperimentLayout
 
+METADATA_FILE = "metadata.json"  # Determined's name for the metadata file inside a checkpoint
 _ID = re.compile(r"^trial-([0-9]{1,18})-(length-[0-9]{1,18})$")
 _FOLDER = re.compile(r"^length-[0-9]{1,18}$")
 

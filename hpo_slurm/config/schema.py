@@ -26,6 +26,7 @@ from hpo_slurm.config.checks import LENGTH_UNITS, MAX_LENGTH, MAX_POWER, MAX_RUN
 from hpo_slurm.core.errors import ConfigError
 from hpo_slurm.core.placement import PlacementError, place
 from hpo_slurm.config.space import Nested
+from hpo_slurm.config.training_code import check_training_code_keys
 
 SEARCHER_NAMES = ("single", "grid", "random", "adaptive_asha", "async_halving", "pbt")
 # searchers that never stop a trial early: searcher.max_length may be left out (Determined 0.38)
@@ -292,7 +293,7 @@ def parse_config(data: Any, source: str, base_dir: Optional[str] = None) -> Expe
         perform_initial_validation=_optional(top, "perform_initial_validation", "", ck.boolean, False),
         scheduling_unit=_optional(top, "scheduling_unit", "", ck.integer, 100, minimum=1),
     )
-    _training_code_keys(ck, top)
+    check_training_code_keys(ck, top)
     _check_placement(ck, settings["slots_per_trial"], settings["slurm"].gpus_per_node)
     return ExperimentConfig(
         source=source, name=name, entrypoint=entrypoint, hyperparameters=space, searcher=searcher,
@@ -428,24 +429,6 @@ def _rungs(ck: Checker, value: Any, path: str, divisor: float) -> int:
         ck.fail(path, f"expected divisor ** ({rungs} - 1) to be at most 1e{MAX_POWER}, got {divisor:g} ** "
                       f"{rungs - 1}; lower divisor or the rungs")
     return rungs
-
-
-CHECKPOINT_POLICIES = ("best", "all", "none")
-OPTIMIZATION_KEYS = ("aggregation_frequency",)
-IGNORED_OPTIMIZATION_KEYS = {key: None for key in (
-    "average_aggregated_gradients", "average_training_metrics", "gradient_compression", "mixed_precision",
-    "tensor_fusion_threshold", "tensor_fusion_cycle_time", "auto_tune_tensor_fusion", "grad_updates_size_file")}
-
-
-def _training_code_keys(ck: Checker, top: Dict[str, Any]) -> None:
-    """Check the keys only a Determined PyTorchTrial reads (``hpo_slurm.compat.pytorch.harness``), so a
-    typo fails at launch: ``checkpoint_policy`` (best, all or none) and
-    ``optimizations.aggregation_frequency`` (batches per optimizer step)."""
-    if top.get("checkpoint_policy") is not None:
-        ck.choice(top["checkpoint_policy"], "checkpoint_policy", CHECKPOINT_POLICIES, "checkpoint policy")
-    optimizations = ck.mapping(top.get("optimizations"), "optimizations")
-    ck.check_keys(optimizations, "optimizations", OPTIMIZATION_KEYS, IGNORED_OPTIMIZATION_KEYS)
-    _optional(optimizations, "aggregation_frequency", "optimizations", ck.integer, 1, minimum=1)
 
 
 def _bracket_rungs(ck: Checker, value: Any, path: str, divisor: float) -> Tuple[int, ...]:

@@ -35,22 +35,21 @@ from pathlib import Path
 from typing import Any, Callable, ContextManager, Dict, Iterator, List, Optional, Tuple, Union
 
 from hpo_slurm.compat.core._enums import DownloadMode
-from hpo_slurm.compat.core._run import RunState
+from hpo_slurm.compat.core._run import CoreRun
 from hpo_slurm.compat.core._train import as_length
-from hpo_slurm.compat.storage import checkpoint_path, storage_id_of
+from hpo_slurm.compat.storage import METADATA_FILE, checkpoint_path, storage_id_of
 from hpo_slurm.core.fsio import read_json
 from hpo_slurm.core.layout import CHECKPOINT_META, checkpoint_name
 
 log = logging.getLogger("determined.core")
 
-METADATA_FILE = "metadata.json"  # Determined's name for the metadata inside a checkpoint
 Selector = Callable[[str], bool]
 
 
 class CheckpointContext:
     """Checkpoints of one ``core.Context`` (see the module docstring)."""
 
-    def __init__(self, run: RunState) -> None:
+    def __init__(self, run: CoreRun) -> None:
         self._run = run
 
     # ---- saving -------------------------------------------------------------------------------

@@ -16,10 +16,11 @@ from hpo_slurm.compat.cluster_info import ClusterInfo
 from hpo_slurm.compat.core._checkpoint import CheckpointContext
 from hpo_slurm.compat.core._enums import EarlyExitReason, PreemptMode, TensorboardMode
 from hpo_slurm.compat.core._preempt import PreemptContext
-from hpo_slurm.compat.core._run import RunState
+from hpo_slurm.compat.core._run import CoreRun
 from hpo_slurm.compat.core._searcher import SearcherContext
 from hpo_slurm.compat.core._train import TrainContext
 from hpo_slurm.compat.distributed import DistributedContext, DummyDistributedContext
+from hpo_slurm.compat.errors import Unsupported
 from hpo_slurm.core.layout import ExperimentLayout
 from hpo_slurm.core.protocol import SPEC_ENV, RunSpec
 from hpo_slurm.trial import STOP_SIGNALS, InvalidHP, TrialContext, install_stop_handlers
@@ -47,7 +48,7 @@ class Context:
     ``.distributed``, ``.info`` (the ``ClusterInfo``), ``.profiler``. Use it as a context manager:
     an ``InvalidHP`` raised in the block ends the run as invalid hyperparameters (exit status 0)."""
 
-    def __init__(self, run: RunState, info: ClusterInfo, preempt_mode: PreemptMode) -> None:
+    def __init__(self, run: CoreRun, info: ClusterInfo, preempt_mode: PreemptMode) -> None:
         self._run = run
         self.info = info
         self.distributed = run.dist
@@ -89,7 +90,8 @@ def init(*, distributed: Optional[DistributedContext] = None,
     """The ``Context`` of the hpo-slurm run this process belongs to.
 
     ``distributed`` is required when the trial runs as several ranks (``ValueError`` without it, as in
-    Determined), and must match the rank hpo-slurm gave this process. ``checkpoint_storage`` is
+    Determined), and must match the rank hpo-slurm gave this process; ``preempt_mode`` WorkersAskMaster
+    is ``Unsupported`` on several ranks. ``checkpoint_storage`` is
     ignored (logged): checkpoints are always the experiment folder's. ``tensorboard_mode`` is accepted.
     Outside an hpo-slurm run (no ``$HPO_SLURM_SPEC``) this raises ``RuntimeError``: hpo-slurm's
     ``determined`` is only put on a trial's path. With several ranks, torch.distributed's process group
@@ -103,6 +105,10 @@ def init(*, distributed: Optional[DistributedContext] = None,
     spec = RunSpec.read(Path(spec_path))
     trial = TrialContext(spec)
     dist = _check_distributed(distributed, trial)
+    if PreemptMode(preempt_mode) is PreemptMode.WorkersAskMaster and dist.size > 1:
+        # each rank would answer alone, and only the chief sees the run's target reached
+        raise Unsupported("det.core.init(preempt_mode=WorkersAskMaster) on several ranks",
+                          "keep the default, WorkersAskChief (every rank gets the chief's answer), or ChiefOnly")
     if checkpoint_storage is not None:
         log.warning("det.core.init(checkpoint_storage=...) is ignored on hpo-slurm: checkpoints are published "
                     "in the experiment folder")
@@ -111,7 +117,7 @@ def init(*, distributed: Optional[DistributedContext] = None,
         _route_stop_signals(trial)
     if dist.size > 1:
         atexit.register(_leave_process_group)
-    run = RunState(trial=trial, spec=spec, layout=ExperimentLayout(Path(spec.experiment_dir)), dist=dist)
+    run = CoreRun(trial=trial, spec=spec, layout=ExperimentLayout(Path(spec.experiment_dir)), dist=dist)
     return Context(run, ClusterInfo(spec), PreemptMode(preempt_mode))
 
 

@@ -14,8 +14,8 @@
 ``PreemptMode.WorkersAskChief`` (the default): every rank calls it in step and all get the chief's
 answer (``should_stop``'s collective, then a broadcast of the chief's decision; several ranks need
 torch.distributed initialized). ``ChiefOnly``: only the chief may call it (``RuntimeError`` on another
-rank); no collective. ``WorkersAskMaster``: each rank answers for itself, with no collective: only the
-ranks that report validations see the target reached. ``auto_ack`` and
+rank); no collective. ``WorkersAskMaster``: the process answers for itself, with no collective (a trial
+of one process only: ``core.init`` refuses it on several ranks). ``auto_ack`` and
 ``acknowledge_preemption_signal()`` have nothing to acknowledge.
 """
 
@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 
 from hpo_slurm.compat.core._enums import PreemptMode
-from hpo_slurm.compat.core._run import RunState
+from hpo_slurm.compat.core._run import CoreRun
 from hpo_slurm.core.protocol import StopReason
 from hpo_slurm.trial import stop_requested
 
@@ -34,7 +34,7 @@ log = logging.getLogger("determined.core")
 class PreemptContext:
     """Preemption of one ``core.Context`` (see the module docstring)."""
 
-    def __init__(self, run: RunState, mode: PreemptMode = PreemptMode.WorkersAskChief) -> None:
+    def __init__(self, run: CoreRun, mode: PreemptMode = PreemptMode.WorkersAskChief) -> None:
         self._run = run
         self._mode = PreemptMode(mode)
 

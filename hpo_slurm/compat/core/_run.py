@@ -12,7 +12,7 @@ from hpo_slurm.trial import TrialContext
 
 
 @dataclass
-class RunState:
+class CoreRun:
     """One ``core.Context``'s view of its run. ``validated`` maps each length this process reported a
     validation at (in this run) to the metric names it reported there."""
 

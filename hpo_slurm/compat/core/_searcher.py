@@ -18,7 +18,7 @@ import logging
 from typing import Any, Iterator, Optional
 
 from hpo_slurm.compat.core._enums import SearcherMode, Unit
-from hpo_slurm.compat.core._run import RunState
+from hpo_slurm.compat.core._run import CoreRun
 from hpo_slurm.compat.errors import Unsupported
 
 log = logging.getLogger("determined.core")
@@ -27,7 +27,7 @@ log = logging.getLogger("determined.core")
 class SearcherOperation:
     """Train to ``length`` (absolute, in the search's unit), then ``report_completed(metric)``."""
 
-    def __init__(self, run: RunState, length: int, is_chief: bool) -> None:
+    def __init__(self, run: CoreRun, length: int, is_chief: bool) -> None:
         self._run = run
         self._length = length
         self._is_chief = is_chief
@@ -59,7 +59,7 @@ class SearcherOperation:
 class SearcherContext:
     """The searcher of one ``core.Context`` (see the module docstring)."""
 
-    def __init__(self, run: RunState) -> None:
+    def __init__(self, run: CoreRun) -> None:
         self._run = run
 
     def operations(self, searcher_mode: SearcherMode = SearcherMode.WorkersAskChief,

@@ -23,7 +23,7 @@ import pathlib
 from typing import Any, Callable, Dict, List, Optional
 
 from hpo_slurm.compat.core._enums import EarlyExitReason
-from hpo_slurm.compat.core._run import RunState
+from hpo_slurm.compat.core._run import CoreRun
 from hpo_slurm.core.fsio import read_json, write_json_atomic
 from hpo_slurm.trial import record_invalid_hp
 
@@ -36,7 +36,7 @@ RUN_METADATA = "run-metadata.json"
 class TrainContext:
     """Reports of one ``core.Context`` (see the module docstring)."""
 
-    def __init__(self, run: RunState) -> None:
+    def __init__(self, run: CoreRun) -> None:
         self._run = run
 
     # ---- metrics ------------------------------------------------------------------------------
@@ -113,7 +113,7 @@ class TrainContext:
         if not isinstance(metadata, dict):
             raise TypeError(f"metadata must be a dict, got {type(metadata).__name__}")
         json.dumps(metadata)  # TypeError for what JSON cannot hold, before anything is written
-        if self._run.dist.rank == 0 and self._run.trial.is_chief:
+        if self._run.is_chief:
             write_json_atomic(self._run.trial.trial_dir / RUN_METADATA, metadata)
         return metadata
 

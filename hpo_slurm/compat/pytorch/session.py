@@ -27,7 +27,7 @@ from typing import Any, Dict, Iterator, Optional, Tuple
 
 from hpo_slurm.compat.cluster_info import experiment_id_of
 from hpo_slurm.compat.distributed import DistributedContext
-from hpo_slurm.compat.storage import checkpoint_path, storage_id_of
+from hpo_slurm.compat.storage import METADATA_FILE, checkpoint_path, storage_id_of
 from hpo_slurm.core.layout import CHECKPOINT_META, ExperimentLayout, checkpoint_name
 from hpo_slurm.core.protocol import RunSpec
 from hpo_slurm.trial import STOP_SIGNALS, TrialContext, install_stop_handlers
@@ -35,7 +35,6 @@ from hpo_slurm.trial import init as trial_init
 
 log = logging.getLogger("determined.pytorch")
 
-METADATA_FILE = "metadata.json"  # Determined's name for a checkpoint's metadata
 LOCAL_CHECKPOINTS = "checkpoints"
 
 
