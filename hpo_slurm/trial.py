@@ -46,6 +46,7 @@ from hpo_slurm.core.protocol import SPEC_ENV, RunSpec, StopReason, checkpoint_le
 
 STOP_SIGNALS = ("SIGTERM", "SIGUSR1", "SIGUSR2")
 INVALID_HP_FILE = "invalid_hp.json"
+ENDED_EARLY_FILE = "ended_early.json"
 TIME_LIMIT_SLACK_S = 60.0
 ATTEMPT_ENV = "HPO_SLURM_ATTEMPT"  # which start of the job the ranks belong to (set by the launcher)
 CHECKPOINT_WAIT_S = 3600.0  # how long a rank waits for the others to leave a checkpoint block
@@ -254,6 +255,14 @@ class TrialContext:
         """Why the run was asked to stop: a ``StopReason`` value, or the reason given to
         ``request_stop``; None until then."""
         return self._stop_reason
+
+    def end_trial(self, message: str = "") -> None:
+        """End this trial for good once the script returns: the search closes it (STOPPED_EARLY) and
+        its searcher counts it as a trial that exited early, as Determined does for
+        ``set_stop_requested``. Where the search has no target for it (no ``searcher.max_length``) a
+        trial that validated simply ends with its last validation. Recorded from rank 0 only."""
+        if self.is_chief:
+            write_json_atomic(self._layout.run_dir(self.run_id) / ENDED_EARLY_FILE, {"message": str(message)})
 
     def request_stop(self, reason: str) -> None:
         """Mark this run as asked to stop (signal handlers call this)."""

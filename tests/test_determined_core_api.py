@@ -398,6 +398,31 @@ def test_adaptive_asha_with_time_metric_stops_at_rungs_and_promotions_resume(tmp
     assert promoted >= 1 and {t["length_done"] for t in summary["trials"]} >= {10, 40}
 
 
+def test_a_trial_that_ends_itself_is_closed_without_a_restart(tmp_path):
+    config = {
+        "name": "det-ends",
+        "hyperparameters": {"ends_at": {"type": "categorical", "vals": [10, 99]}},
+        "searcher": {"name": "grid", "metric": "x", "smaller_is_better": True, "max_length": {"batches": 20}},
+        "entrypoint": "python3 ends_itself.py", "max_restarts": 3, "data": {"max_length": 20},
+        "resources": {"slots_per_trial": 0},
+    }
+    context = tmp_path / "context"
+    context.mkdir()
+    (context / "ends_itself.py").write_text((SCRIPTS / "ends_itself.py").read_text())
+    (context / "grid.yaml").write_text(yaml.safe_dump(config))
+    root = tmp_path / "runs"
+    done = cli("launch", str(context / "grid.yaml"), "--root", str(root), "--executor", "local", timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = status(root, "det-ends")
+    assert summary["state"] == "COMPLETED"
+    by_end = {trial["hparams"]["ends_at"]: trial for trial in summary["trials"]}
+    ended, full = by_end[10], by_end[99]
+    assert (ended["state"], ended["restarts"], ended["length_trained"]) == ("STOPPED_EARLY", 0, 10)
+    assert ended["message"] == "ended by its code report_early_exit(USER_REQUESTED_STOP)"
+    assert [(r["state"], r["reason"]) for r in ended["runs"]] == [("SUCCEEDED", "its code ended the trial")]
+    assert (full["state"], full["length_done"]) == ("COMPLETED", 20)
+
+
 def metrics_of(experiment: Path, trial_id: int):
     path = ExperimentLayout(experiment).metrics_file(trial_id)
     return [m for m in map(json.loads, path.read_text().splitlines()) if m["kind"] == "validation"]

@@ -207,7 +207,7 @@ def test_records_as_the_unit_round_down_to_whole_batches_and_validate_at_the_tar
 
 
 # ---- no target, and a trial that asks to stop ----------------------------------------------------------
-def test_without_a_target_fit_trains_to_max_length_and_a_requested_stop_validates(tmp_path):
+def test_without_a_target_fit_trains_to_max_length_and_a_requested_stop_ends_the_trial(tmp_path):
     spec = make_run(tmp_path / "full", SCRIPTS, f"{TRAIN} --batches 12 --validate 5", HPARAMS, target_length=0)
     done = run_job_process(spec)
     assert done.returncode == 0 and result(spec)["status"] == "exited", done.stdout
@@ -217,9 +217,17 @@ def test_without_a_target_fit_trains_to_max_length_and_a_requested_stop_validate
     stopped = make_run(tmp_path / "stopped", SCRIPTS, f"{TRAIN} --batches 30 --validate 5", HPARAMS, target_length=0,
                        data={"stop_at_batch": 7})
     done = run_job_process(stopped)
-    assert done.returncode == 0 and result(stopped)["status"] == "exited", done.stdout
+    assert done.returncode == 0 and result(stopped)["status"] == "ended_early", done.stdout
+    assert result(stopped)["message"] == "context.set_stop_requested(True) at batch 7"
     assert [length for length, _ in reports(metrics(stopped), "validation")] == [5, 7]
     assert [checkpoint_length(c) for c in checkpoints(stopped)] == [7]
+
+    # with a target (a rung) the trial ends the same way: the driver closes it (engine.judge)
+    rung = make_run(tmp_path / "rung", SCRIPTS, f"{TRAIN} --batches 30 --validate 5", HPARAMS, target_length=20,
+                    data={"stop_at_batch": 7})
+    done = run_job_process(rung)
+    assert done.returncode == 0 and result(rung)["status"] == "ended_early", done.stdout
+    assert [checkpoint_length(c) for c in checkpoints(rung)] == [7]
 
 
 # ---- two ranks: DDP, sharded data, one report, one checkpoint, exact resume --------------------------------

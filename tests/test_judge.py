@@ -6,7 +6,7 @@ import pytest
 
 from hpo_slurm.core.protocol import RunResult
 from hpo_slurm.core.types import RunState
-from hpo_slurm.engine.judge import NODE_FAILED, SUBMISSION_REFUSED, judge
+from hpo_slurm.engine.judge import ENDED_BY_ITS_CODE, NODE_FAILED, SUBMISSION_REFUSED, judge
 from hpo_slurm.executors.base import JobState, JobStatus
 
 
@@ -40,6 +40,10 @@ CASES = [
      RunState.CANCELLED, "stopped by the search"),
     ("invalid hyperparameters", run(), trial(), JobStatus(JobState.COMPLETED), result("invalid_hp", message="lr < 0"),
      RunState.FAILED, "invalid hyperparameters"),
+    ("its code ended the trial before the target", run(), trial(validated=4), JobStatus(JobState.COMPLETED),
+     result("ended_early", message="done"), RunState.SUCCEEDED, ENDED_BY_ITS_CODE),
+    ("its code ended the trial after the target", run(), trial(validated=8), JobStatus(JobState.COMPLETED),
+     result("ended_early"), RunState.SUCCEEDED, ""),
     ("trial took a preemption", run(), trial(), JobStatus(JobState.COMPLETED), result("stopped", "preempted"),
      RunState.PREEMPTED, "preempted"),
     ("scheduler says preempted", run(), trial(), JobStatus(JobState.PREEMPTED), None,

@@ -24,6 +24,9 @@ Files, per run ``<run>`` of trial ``<id>`` (all JSON is UTF-8; whole files are p
     have received the signal itself). The folder is removed when an attempt starts.
 ``runs/<run>/invalid_hp.json``
     ``{"message": str}``: the trial raised ``trial.InvalidHP``; its result's status becomes ``invalid_hp``.
+``runs/<run>/ended_early.json``
+    ``{"message": str}``: the trial's code ended the trial itself (``TrialContext.end_trial``); when
+    the code then returns, its result's status becomes ``ended_early``.
 ``trials/<id>/metrics.jsonl`` (``MetricLine``)
     Appended by the trial, one JSON object a line:
     ``{"kind": "training"|"validation", "length": int >= 0, "metrics": {...}, "run": str, "time": float}``.
@@ -102,6 +105,7 @@ class RunStatus(str, enum.Enum):
     STOPPED = "stopped"  # it ended because it was asked to (see its StopReason)
     FAILED = "failed"  # anything else
     INVALID_HP = "invalid_hp"  # the script raised trial.InvalidHP
+    ENDED_EARLY = "ended_early"  # the script returned after ending the trial itself (TrialContext.end_trial)
 
 
 def _field(data: Mapping[str, Any], key: str, kinds: Tuple[type, ...], what: str) -> Any:

@@ -13,6 +13,7 @@ class ExitReason(str, enum.Enum):
     ERRORED = "errored"  # failed more than max_restarts times
     INVALID_HP = "invalid_hp"  # the script raised trial.InvalidHP
     USER_CANCELED = "user_canceled"  # the user stopped it (hpo-slurm stop)
+    USER_REQUESTED_STOP = "user_requested_stop"  # its own code ended it (TrialContext.end_trial)
 
 
 @dataclass(frozen=True)

@@ -222,6 +222,9 @@ class Driver:
         if outcome is RunState.SUCCEEDED and open_ended(run) and trial["target_length"] == NO_TARGET:
             latest = trial["latest_metric"]  # None: not finite, the worst
             self._reached(trial_id, NO_TARGET, math.nan if latest is None else latest)
+        if result is not None and result.status is RunStatus.ENDED_EARLY and not self.trials[trial_id]["closed"]:
+            self._early_exit(trial_id, ExitReason.USER_REQUESTED_STOP, f"ended by its code {result.message or ''}"
+                             .strip(), TrialState.STOPPED_EARLY)
         if trial["closed"] or outcome in (RunState.SUCCEEDED, RunState.CANCELLED):
             return
         if result is not None and result.status is RunStatus.INVALID_HP:
@@ -252,9 +255,10 @@ class Driver:
         self._event("run_ended", run["trial_id"], {"run": run_id, "state": outcome.value, "reason": reason})
         self._changes.touched_trials.add(run["trial_id"])
 
-    def _early_exit(self, trial_id: int, reason: ExitReason, message: str) -> None:
+    def _early_exit(self, trial_id: int, reason: ExitReason, message: str,
+                    state: TrialState = TrialState.ERRORED) -> None:
         log.warning("trial %s: %s", trial_id, message)
-        self._set_trial(trial_id, state=TrialState.ERRORED.value, exit_reason=reason.value, message=message,
+        self._set_trial(trial_id, state=state.value, exit_reason=reason.value, message=message,
                         target_length=None, ended_at=self.clock())
         self._event("early_exit", trial_id, {"reason": reason.value, "message": message})
         self._apply(self._feed("early_exit", trial_id, reason.value))

@@ -11,6 +11,7 @@ from hpo_slurm.core.protocol import RunResult, RunStatus, StopReason
 from hpo_slurm.core.types import RunState
 from hpo_slurm.executors.base import JobState, JobStatus
 
+ENDED_BY_ITS_CODE = "its code ended the trial"  # TrialContext.end_trial: the search closes it
 SUBMISSION_REFUSED = "submission refused"  # the reason of a run whose sbatch was refused for good
 NODE_FAILED = "a node of its job failed"  # not the trial's failure: it resumes from its checkpoint
 # exit codes of a job killed by SIGTERM, SIGUSR1 or SIGUSR2 (as the signal number or 128 + it)
@@ -24,7 +25,8 @@ def judge(run: Mapping[str, Any], trial: Mapping[str, Any], status: JobStatus,
     its job and the result file its job wrote (None when it wrote none). In order of precedence:
     the trial validated at the run's target, or, for a run without one (``open_ended``), the trial's
     code returned and the trial has validated (SUCCEEDED); the search stopped it (CANCELLED); the trial
-    raised InvalidHP (FAILED); preempted, also by a stop signal before the trial could take it
+    raised InvalidHP (FAILED); the trial's code ended the trial itself (SUCCEEDED, ``ENDED_BY_ITS_CODE``:
+    the driver closes the trial); preempted, also by a stop signal before the trial could take it
     (PREEMPTED); out of time (TIMEOUT); a node of its job failed, or gone without a result (LOST);
     everything else FAILED, with the most specific reason known."""
     stop_reason = result.stop_reason if result is not None else None
@@ -35,6 +37,8 @@ def judge(run: Mapping[str, Any], trial: Mapping[str, Any], status: JobStatus,
         return RunState.CANCELLED, "stopped by the search"
     if result_status is RunStatus.INVALID_HP:
         return RunState.FAILED, "invalid hyperparameters"
+    if result_status is RunStatus.ENDED_EARLY:
+        return RunState.SUCCEEDED, ENDED_BY_ITS_CODE
     if stop_reason == StopReason.PREEMPTED or status.state == JobState.PREEMPTED:
         return RunState.PREEMPTED, "preempted"
     if result is None and status.exit_code in STOP_SIGNAL_EXITS:
@@ -68,11 +72,11 @@ def open_ended(run: Mapping[str, Any]) -> bool:
 
 def reached_target(run: Mapping[str, Any], trial: Mapping[str, Any], result: Optional[RunResult]) -> bool:
     """Whether the run did its work: its trial validated at its target, or, without a target, the
-    trial's code returned (``result`` EXITED) and the trial has validated (``validated_length``, the
+    trial's code returned (``result`` EXITED or ENDED_EARLY) and the trial has validated (``validated_length``, the
     longest length it validated at, is past 0)."""
     validated = trial["validated_length"] or 0
     if open_ended(run):
-        return result is not None and result.status is RunStatus.EXITED and validated > 0
+        return result is not None and result.status in (RunStatus.EXITED, RunStatus.ENDED_EARLY) and validated > 0
     return validated >= run["to_length"]
 
 

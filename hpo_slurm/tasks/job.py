@@ -22,7 +22,7 @@ from hpo_slurm.core.layout import ExperimentLayout
 from hpo_slurm.core.protocol import RunResult, RunSpec, RunStatus
 from hpo_slurm.tasks.entrypoint import is_module_entrypoint, run_entrypoint
 from hpo_slurm.tasks.ranks import launch_ranks, node_names
-from hpo_slurm.trial import INVALID_HP_FILE
+from hpo_slurm.trial import ENDED_EARLY_FILE, INVALID_HP_FILE
 
 __all__ = ["TrialFailed", "is_module_entrypoint", "run_job", "write_spec_file"]
 
@@ -55,6 +55,7 @@ def run_job(spec_path: str) -> RunResult:
     run_dir = layout.run_dir(run_id)
     layout.result_file(run_id).unlink(missing_ok=True)
     (run_dir / INVALID_HP_FILE).unlink(missing_ok=True)
+    (run_dir / ENDED_EARLY_FILE).unlink(missing_ok=True)
     shutil.rmtree(layout.ranks_dir(run_id), ignore_errors=True)
     # what an earlier attempt's ranks left half-saved (a shared checkpoint is named after its attempt)
     checkpoints = layout.checkpoints_dir(spec.trial_id)
@@ -69,6 +70,9 @@ def run_job(spec_path: str) -> RunResult:
     if (run_dir / INVALID_HP_FILE).exists():
         message = read_json(run_dir / INVALID_HP_FILE).get("message", "")
         result = replace(result, status=RunStatus.INVALID_HP, message=message)
+    elif result.status is RunStatus.EXITED and (run_dir / ENDED_EARLY_FILE).exists():
+        message = read_json(run_dir / ENDED_EARLY_FILE).get("message", "")
+        result = replace(result, status=RunStatus.ENDED_EARLY, message=message or None)
     result = replace(result, attempt=attempt, ended=time.time())
     write_json_atomic(layout.result_file(run_id), result.to_json())
     if result.status is RunStatus.FAILED:

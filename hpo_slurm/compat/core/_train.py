@@ -96,12 +96,15 @@ class TrainContext:
 
     def report_early_exit(self, reason: EarlyExitReason) -> None:
         """``INVALID_HP``: the run ends as invalid hyperparameters once the script exits (the searcher
-        replaces the trial). ``USER_REQUESTED_STOP``: logged only; just exit."""
+        replaces the trial). ``USER_REQUESTED_STOP``: the trial ends once the script exits (the search
+        closes it, ``TrialContext.end_trial``); ``ERRORED``: logged only (an error exit fails the run)."""
         reason = EarlyExitReason(reason)
         log.info(f"report_early_exit({reason})")
         if reason is EarlyExitReason.INVALID_HP:
             record_invalid_hp(self._run.layout.run_dir(self._run.spec.run_id),
                               "the trial reported an early exit: invalid hyperparameters")
+        elif reason is EarlyExitReason.USER_REQUESTED_STOP:
+            self._run.trial.end_trial("report_early_exit(USER_REQUESTED_STOP)")
 
     def get_experiment_best_validation(self) -> Optional[float]:
         """Always None: a trial does not read the experiment's other trials."""

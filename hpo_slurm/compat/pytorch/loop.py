@@ -244,6 +244,8 @@ class TrainingLoop:
                 if state["last_ckpt_batches"] != batches:
                     self._checkpoint()
                 log.info("stopping at batch %d: %s", batches, "stop requested" if stop else "the trial asked to stop")
+                if asked and not stop:
+                    self.session.end_trial(f"context.set_stop_requested(True) at batch {batches}")
                 return
         length = self.length_at(state["batches_trained"])
         if state["last_val_batches"] != state["batches_trained"] or state["last_val_length"] != length:

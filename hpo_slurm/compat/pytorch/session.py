@@ -80,6 +80,10 @@ class Session:
         """Whether to checkpoint and return now (the same answer on every rank)."""
         raise NotImplementedError
 
+    def end_trial(self, message: str) -> None:
+        """The trial's code ended the trial (``context.set_stop_requested(True)``): the search closes it
+        once the script returns. Nothing to do off hpo-slurm."""
+
     def tensorboard_path(self) -> Path:
         raise NotImplementedError
 
@@ -143,6 +147,9 @@ class HpoSession(Session):
             yield path, storage_id
             if self.rank == 0:
                 (path / METADATA_FILE).write_text(json.dumps(metadata, indent=2), encoding="utf-8")
+
+    def end_trial(self, message: str) -> None:
+        self._trial.end_trial(message)
 
     def should_stop(self) -> bool:
         return self._trial.should_stop()
