@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -115,3 +116,32 @@ def metric_lines(experiment_dir: Path) -> int:
                 continue
             count += 1
     return count
+
+
+def launch_with_kills(config: Path, root: Path, name: str, crash_points: List[str], most: int,
+                      rng: random.Random) -> int:
+    """Launch ``config`` as ``name`` and kill its driver again and again: first at each of
+    ``crash_points`` (``HPO_SLURM_CRASH_AT``), then by SIGKILL after a random 0.5-1.5 s, resuming it
+    each time, until ``most`` kills or the search ends first. The search is finished (one last
+    ``resume`` when needed) before it returns the number of kills."""
+    args = ["launch", str(config), "--root", str(root), "--executor", "local"]
+    kills = 0
+    while kills < most:
+        if kills < len(crash_points):
+            process = start_cli(*args, env={"HPO_SLURM_CRASH_AT": crash_points[kills]})
+            process.wait(timeout=120)
+        else:
+            process = start_cli(*args)
+            try:
+                process.wait(timeout=rng.uniform(0.5, 1.5))
+            except subprocess.TimeoutExpired:
+                process.send_signal(signal.SIGKILL)
+                process.wait(timeout=30)
+        if process.returncode == 0:  # the search ended before this kill
+            return kills
+        assert process.returncode == -signal.SIGKILL, process.stderr.read()[-3000:]
+        kills += 1
+        args = ["resume", name, "--root", str(root)]
+    finished = cli(*args, timeout=240)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    return kills

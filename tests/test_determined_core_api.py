@@ -13,7 +13,7 @@ import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 import pytest
 import yaml
@@ -358,6 +358,21 @@ def test_two_ranks_allgather_broadcast_and_resume_from_a_sharded_checkpoint(tmp_
 
 
 # ---- a search: adaptive ASHA stops the script at each rung ------------------------------------------------
+def launch_script_search(tmp_path: Path, script: str, config: Dict[str, Any]) -> Tuple[Path, Dict[str, Any]]:
+    """Launch ``config`` (a search whose entrypoint runs ``script`` from tests/determined_core) on the local
+    executor; (its experiment folder, its status) once it completed."""
+    context = tmp_path / "context"
+    context.mkdir()
+    (context / script).write_text((SCRIPTS / script).read_text())
+    (context / "search.yaml").write_text(yaml.safe_dump(config))
+    root = tmp_path / "runs"
+    done = cli("launch", str(context / "search.yaml"), "--root", str(root), "--executor", "local", timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = status(root, config["name"])
+    assert summary["state"] == "COMPLETED"
+    return root / summary["folder"], summary
+
+
 def test_adaptive_asha_with_time_metric_stops_at_rungs_and_promotions_resume(tmp_path):
     config = {
         "name": "det-asha",
@@ -368,16 +383,7 @@ def test_adaptive_asha_with_time_metric_stops_at_rungs_and_promotions_resume(tmp
         "entrypoint": "python3 counter.py", "max_restarts": 0, "reproducibility": {"experiment_seed": 3},
         "data": {"max_length": 40, "every": 10}, "resources": {"slots_per_trial": 0},
     }
-    context = tmp_path / "context"
-    context.mkdir()
-    (context / "counter.py").write_text((SCRIPTS / "counter.py").read_text())
-    (context / "asha.yaml").write_text(yaml.safe_dump(config))
-    root = tmp_path / "runs"
-    done = cli("launch", str(context / "asha.yaml"), "--root", str(root), "--executor", "local", timeout=240)
-    assert done.returncode == 0, done.stderr[-3000:]
-    summary = status(root, "det-asha")
-    assert summary["state"] == "COMPLETED"
-    experiment = root / "det-asha"
+    experiment, summary = launch_script_search(tmp_path, "counter.py", config)
     promoted = 0
     for trial in summary["trials"]:
         increment = trial["hparams"]["increment_by"]
@@ -406,15 +412,7 @@ def test_a_trial_that_ends_itself_is_closed_without_a_restart(tmp_path):
         "entrypoint": "python3 ends_itself.py", "max_restarts": 3, "data": {"max_length": 20},
         "resources": {"slots_per_trial": 0},
     }
-    context = tmp_path / "context"
-    context.mkdir()
-    (context / "ends_itself.py").write_text((SCRIPTS / "ends_itself.py").read_text())
-    (context / "grid.yaml").write_text(yaml.safe_dump(config))
-    root = tmp_path / "runs"
-    done = cli("launch", str(context / "grid.yaml"), "--root", str(root), "--executor", "local", timeout=240)
-    assert done.returncode == 0, done.stderr[-3000:]
-    summary = status(root, "det-ends")
-    assert summary["state"] == "COMPLETED"
+    experiment, summary = launch_script_search(tmp_path, "ends_itself.py", config)
     by_end = {trial["hparams"]["ends_at"]: trial for trial in summary["trials"]}
     ended, full = by_end[10], by_end[99]
     assert (ended["state"], ended["restarts"], ended["length_trained"]) == ("STOPPED_EARLY", 0, 10)
@@ -437,17 +435,9 @@ def test_searcher_operations_under_adaptive_asha_with_max_length(tmp_path):
         "entrypoint": "python3 operations.py", "max_restarts": 0, "reproducibility": {"experiment_seed": 5},
         "resources": {"slots_per_trial": 0},
     }
-    context = tmp_path / "context"
-    context.mkdir()
-    (context / "operations.py").write_text((SCRIPTS / "operations.py").read_text())
-    (context / "ops.yaml").write_text(yaml.safe_dump(config))
-    root = tmp_path / "runs"
-    done = cli("launch", str(context / "ops.yaml"), "--root", str(root), "--executor", "local", timeout=240)
-    assert done.returncode == 0, done.stderr[-3000:]
-    summary = status(root, "det-ops")
-    assert summary["state"] == "COMPLETED"
+    experiment, summary = launch_script_search(tmp_path, "operations.py", config)
     for trial in summary["trials"]:
         increment = trial["hparams"]["increment_by"]
-        validations = [(m["length"], m["metrics"]["x"]) for m in metrics_of(root / "det-ops", trial["id"])]
+        validations = [(m["length"], m["metrics"]["x"]) for m in metrics_of(experiment, trial["id"])]
         # op.report_completed(x) validated at each op.length, the run's rung, from resumed state
         assert validations == [(r["to_length"], increment * r["to_length"]) for r in trial["runs"]]

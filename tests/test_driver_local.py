@@ -7,13 +7,13 @@ import os
 import random
 import signal
 import sqlite3
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from driver_helpers import (
-    cli, copy_example, kill_all_trials, launch_slowed, metric_lines, start_cli, status, trial_processes, wait_for,
+    cli, copy_example, kill_all_trials, launch_slowed, launch_with_kills, metric_lines, start_cli, status,
+    trial_processes, wait_for,
     write_config,
 )
 
@@ -110,27 +110,8 @@ def test_driver_killed_at_random_moments_loses_and_duplicates_nothing(quadratic,
     # First exactly between recording runs and submitting them, and right after submitting (before
     # the job ids are recorded); then SIGKILL at random moments.
     crash_points = ["before_submit:2", "after_submit:2", "before_submit:1", "after_submit:1"]
-    args = ["launch", str(config), "--root", str(root), "--executor", "local"]
-    kills = 0
-    while kills < 12:
-        if kills < len(crash_points):
-            process = start_cli(*args, env={"HPO_SLURM_CRASH_AT": crash_points[kills]})
-            process.wait(timeout=120)
-        else:
-            process = start_cli(*args)
-            try:
-                process.wait(timeout=rng.uniform(0.5, 1.5))
-            except subprocess.TimeoutExpired:
-                process.send_signal(signal.SIGKILL)
-                process.wait(timeout=30)
-        if process.returncode == 0:  # the search ended before this kill
-            break
-        assert process.returncode == -signal.SIGKILL, process.stderr.read()[-3000:]
-        kills += 1
-        args = ["resume", "crashy", "--root", str(root)]
+    kills = launch_with_kills(config, root, "crashy", crash_points, 12, rng)
     assert kills >= 10, f"the search ended after only {kills} kills"
-    finished = cli(*args, timeout=240)
-    assert finished.returncode == 0, finished.stderr[-3000:]
     summary = status(root, "crashy")
     assert summary["state"] == "COMPLETED"
     assert len(summary["trials"]) == 16

@@ -19,7 +19,7 @@ from typing import Any, Dict, List
 import pytest
 import yaml
 
-from driver_helpers import cli, start_cli, status, trial_processes, wait_for
+from driver_helpers import cli, launch_with_kills, start_cli, status, trial_processes, wait_for
 from hpo_slurm.config.schema import NO_TARGET, load_config
 from hpo_slurm.core.protocol import RunResult, RunStatus, StopReason
 from hpo_slurm.core.types import RunState
@@ -193,28 +193,8 @@ def test_a_driver_killed_mid_search_resumes_and_decides_the_same(model, tmp_path
     # between recording a run and submitting it, and right after submitting it (a trial's end was
     # told to the searcher in the tick before: that event must be replayed, not lost); then SIGKILLs
     crash_points = ["before_submit:2", "after_submit:2", "before_submit:1"]
-    args = ["launch", str(config), "--root", str(root), "--executor", "local"]
-    kills = 0
-    while kills < 7:
-        if kills < len(crash_points):
-            process = start_cli(*args, env={"HPO_SLURM_CRASH_AT": crash_points[kills]})
-            process.wait(timeout=120)
-        else:
-            process = start_cli(*args)
-            try:
-                process.wait(timeout=rng.uniform(0.5, 1.5))
-            except subprocess.TimeoutExpired:
-                process.send_signal(signal.SIGKILL)
-                process.wait(timeout=30)
-        if process.returncode == 0:
-            break
-        assert process.returncode == -signal.SIGKILL, process.stderr.read()[-3000:]
-        kills += 1
-        args = ["resume", "crashy", "--root", str(root)]
+    kills = launch_with_kills(config, root, "crashy", crash_points, 7, rng)
     assert kills >= 3, f"the search ended after only {kills} kills"
-    if kills == 7:
-        finished = cli(*args, timeout=240)
-        assert finished.returncode == 0, finished.stderr[-3000:]
     summary = check_completed(root, "crashy", own=16)
     for t in summary["trials"]:
         assert t["restarts"] == 0 and all(r["state"] == "SUCCEEDED" for r in t["runs"]), t
