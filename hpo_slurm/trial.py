@@ -38,7 +38,7 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple, Union
 
 from hpo_slurm.core.fsio import append_line, read_json, write_json_atomic
 from hpo_slurm.core.layout import CHECKPOINT_META, ExperimentLayout, checkpoint_name
@@ -49,6 +49,7 @@ INVALID_HP_FILE = "invalid_hp.json"
 ENDED_EARLY_FILE = "ended_early.json"
 TIME_LIMIT_SLACK_S = 60.0
 ATTEMPT_ENV = "HPO_SLURM_ATTEMPT"  # which start of the job the ranks belong to (set by the launcher)
+PREPARED_AS = "prepared_as"  # a checkpoint's metadata key: the hidden folder it was prepared in
 CHECKPOINT_WAIT_S = 3600.0  # how long a rank waits for the others to leave a checkpoint block
 # stop reasons as the numbers ranks agree on (the largest wins); 4: a reason a script gave itself
 _STOP_CODES = {StopReason.SEARCH_STOPPED.value: 1, StopReason.TIME_LIMIT.value: 2, StopReason.PREEMPTED.value: 3}
@@ -157,7 +158,8 @@ class TrialContext:
         """A fresh directory to save into; published atomically (by rename) when the block exits
         without an exception. A checkpoint at the same length replaces the older one. With several
         ranks every rank must enter the block: all get the same directory, and it is published once
-        every rank has left the block (each rank returns after that). ``chief_only=True``: only rank 0
+        every rank has left the block (each rank returns after that). When any rank's block raises, nothing
+        is published and every other rank raises ``RuntimeError`` once it leaves its block. ``chief_only=True``: only rank 0
         enters the block (``RuntimeError`` on another rank), and it publishes as a trial of one
         process does, waiting for no other rank."""
         if chief_only and not self.is_chief:
@@ -168,33 +170,45 @@ class TrialContext:
             self._checkpoints_entered += 1  # counted by every rank alike: names the block's shared folder
             tmp, sync = self._layout.shared_checkpoint_dirs(self.trial_id, self.run_id, length, self._attempt,
                                                             self._checkpoints_entered)
-            tmp.mkdir(exist_ok=True)
             sync.mkdir(exist_ok=True)
+            _raise_if_failed(sync, checkpoint_name(length))  # a rank that comes late to a failed block
+            tmp.mkdir(exist_ok=True)
         else:
             tmp, sync = parent / f".tmp-{checkpoint_name(length)}-{os.getpid()}", None
             if tmp.exists():
                 shutil.rmtree(tmp)
             tmp.mkdir()
+        final = parent / checkpoint_name(length)
         try:
-            yield tmp
+            try:
+                yield tmp
+            except BaseException:
+                if sync is not None:  # the others stop waiting; the marker stays for a rank still to come
+                    (sync / f"failed-{self.rank}").touch()
+                raise
             if sync is not None and not self.is_chief:
                 (sync / f"rank-{self.rank}").touch()
-                _wait_for(lambda: not tmp.exists(), f"rank 0 to publish checkpoint {tmp.name}")
+                _wait_for(lambda: not tmp.exists() or _failed_ranks(sync), f"rank 0 to publish checkpoint {tmp.name}")
+                _raise_if_failed(sync, final.name)
+                if _prepared_as(final) != tmp.name:
+                    raise RuntimeError(f"checkpoint {final.name} was not published by rank 0")
                 return
             if sync is not None:
                 others = [sync / f"rank-{rank}" for rank in range(1, self.world_size)]
-                _wait_for(lambda: all(p.exists() for p in others), f"every rank to leave checkpoint {tmp.name}")
-            self._publish(tmp, parent / checkpoint_name(length), length, metadata)
+                _wait_for(lambda: all(p.exists() for p in others) or _failed_ranks(sync),
+                          f"every rank to leave checkpoint {tmp.name}")
+                _raise_if_failed(sync, final.name)
+            self._publish(tmp, final, length, metadata)
+            if sync is not None:
+                shutil.rmtree(sync, ignore_errors=True)
         finally:
-            if self.is_chief or sync is None:
-                if tmp.exists():
-                    shutil.rmtree(tmp, ignore_errors=True)
-                if sync is not None:
-                    shutil.rmtree(sync, ignore_errors=True)
+            if (self.is_chief or sync is None) and tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
 
     def _publish(self, tmp: Path, final: Path, length: int, metadata: Optional[Dict[str, Any]]) -> None:
         meta = {"length": length, "run": self.run_id, "trial_id": self.trial_id, "time": time.time()}
         meta.update(metadata or {})
+        meta[PREPARED_AS] = tmp.name  # tells the other ranks this block's folder was the one published
         write_json_atomic(tmp / CHECKPOINT_META, meta)
         if final.exists():
             old = final.parent / f".old-{final.name}-{os.getpid()}"
@@ -268,6 +282,25 @@ class TrialContext:
         """Mark this run as asked to stop (signal handlers call this)."""
         if self._stop_reason is None:
             self._stop_reason = reason
+
+
+def _failed_ranks(sync: Path) -> List[str]:
+    """The ranks whose block of a shared checkpoint raised (their markers in its ``sync`` folder)."""
+    return sorted(p.name[len("failed-"):] for p in sync.glob("failed-*"))
+
+
+def _raise_if_failed(sync: Path, name: str) -> None:
+    failed = _failed_ranks(sync)
+    if failed:
+        raise RuntimeError(f"checkpoint {name} was not published: rank {', '.join(failed)} failed inside the block")
+
+
+def _prepared_as(folder: Path) -> Optional[str]:
+    """The name of the hidden folder a published checkpoint was prepared in (None: not published)."""
+    try:
+        return read_json(folder / CHECKPOINT_META).get(PREPARED_AS)
+    except (OSError, ValueError):
+        return None
 
 
 def _wait_for(condition: Callable[[], bool], what: str, limit_s: float = CHECKPOINT_WAIT_S) -> None:

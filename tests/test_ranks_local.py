@@ -7,9 +7,11 @@ from __future__ import annotations
 import json
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 
+import pytest
 
 from driver_helpers import cli, copy_example, write_config
 from helpers_spec import checkpoints, make_run, metrics, result, run_job_process, start_job
@@ -130,3 +132,36 @@ def test_a_trial_of_more_ranks_than_local_gpus_is_refused_before_anything_exists
         "wide.yaml: resources.slots_per_trial: 4 GPUs per trial, but this machine has 2 "
         "(nvidia-smi, or $HPO_SLURM_LOCAL_GPUS)"), done.stderr
     assert not (tmp_path / "root").exists() or not any((tmp_path / "root").iterdir())
+
+
+@pytest.mark.parametrize("failing_rank", [0, 1])
+def test_a_rank_failing_inside_a_shared_checkpoint_publishes_nothing_and_the_others_raise(tmp_path, failing_rank):
+    from hpo_slurm.trial import TrialContext
+
+    spec = make_run(tmp_path, tmp_path, "true", {}, 20, ranks_per_node=2)
+    ranks = [TrialContext(json.loads(spec.read_text()), {"RANK": str(k), "LOCAL_RANK": str(k), "WORLD_SIZE": "2",
+                                                         "LOCAL_WORLD_SIZE": "2", "NODE_RANK": "0"})
+             for k in range(2)]
+    raised = {}
+
+    def save(k):
+        try:
+            with ranks[k].checkpoint(10) as path:
+                if k == failing_rank:
+                    raise OSError("disk full")
+                time.sleep(0.2)  # the other rank leaves its block first
+                (path / f"rank-{k}.txt").write_text("10")
+        except Exception as exc:  # noqa: BLE001 - what each rank raised is the result
+            raised[k] = exc
+
+    threads = [threading.Thread(target=save, args=(k,), daemon=True) for k in range(2)]
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert time.monotonic() - started < 30 and not any(thread.is_alive() for thread in threads)
+    other = 1 - failing_rank
+    assert isinstance(raised[failing_rank], OSError)
+    assert isinstance(raised[other], RuntimeError) and "was not published" in str(raised[other])
+    assert checkpoints(spec) == []
