@@ -159,7 +159,8 @@ class TrialContext:
         without an exception. A checkpoint at the same length replaces the older one. With several
         ranks every rank must enter the block: all get the same directory, and it is published once
         every rank has left the block (each rank returns after that). When any rank's block raises, nothing
-        is published and every other rank raises ``RuntimeError`` once it leaves its block. ``chief_only=True``: only rank 0
+        is published and every other rank raises ``RuntimeError`` once it leaves its block (the unpublished
+        folder stays until the job's next attempt starts). ``chief_only=True``: only rank 0
         enters the block (``RuntimeError`` on another rank), and it publishes as a trial of one
         process does, waiting for no other rank."""
         if chief_only and not self.is_chief:
@@ -202,7 +203,9 @@ class TrialContext:
             if sync is not None:
                 shutil.rmtree(sync, ignore_errors=True)
         finally:
-            if (self.is_chief or sync is None) and tmp.exists():
+            # a failed shared block keeps its folder: other ranks may still be writing into it (the next
+            # attempt of the job removes it, with the other stale shared folders)
+            if sync is None and tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
 
     def _publish(self, tmp: Path, final: Path, length: int, metadata: Optional[Dict[str, Any]]) -> None:

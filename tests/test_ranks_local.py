@@ -143,13 +143,15 @@ def test_a_rank_failing_inside_a_shared_checkpoint_publishes_nothing_and_the_oth
                                                          "LOCAL_WORLD_SIZE": "2", "NODE_RANK": "0"})
              for k in range(2)]
     raised = {}
+    inside = threading.Barrier(2)
 
     def save(k):
         try:
             with ranks[k].checkpoint(10) as path:
+                inside.wait(timeout=10)  # both ranks are in the block when one of them fails
                 if k == failing_rank:
                     raise OSError("disk full")
-                time.sleep(0.2)  # the other rank leaves its block first
+                time.sleep(0.2)  # the failing rank leaves its block first
                 (path / f"rank-{k}.txt").write_text("10")
         except Exception as exc:  # noqa: BLE001 - what each rank raised is the result
             raised[k] = exc
