@@ -375,6 +375,20 @@ def install_stop_handlers(on_stop: Callable[[str], None], spec: Union[RunSpec, M
         signal.signal(getattr(signal, name), handler)
 
 
+def forward_to_installed_handlers() -> Callable[[int], None]:
+    """A ``forward`` for ``install_stop_handlers`` that passes a stop signal on to the handler of it
+    installed now (before the new ones): code that routes the signals to a trial keeps what the
+    script or a library set up."""
+    previous = {int(getattr(signal, name)): signal.getsignal(getattr(signal, name)) for name in STOP_SIGNALS}
+
+    def forward(signum: int) -> None:
+        handler = previous.get(int(signum))
+        if callable(handler):
+            handler(signum, None)
+
+    return forward
+
+
 def record_invalid_hp(run_dir: Path, message: str) -> None:
     write_json_atomic(run_dir / INVALID_HP_FILE, {"message": message})
 

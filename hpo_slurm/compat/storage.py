@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from hpo_slurm.core.layout import ExperimentLayout
+from hpo_slurm.core.layout import CHECKPOINT_META, ExperimentLayout, checkpoint_name
 
 METADATA_FILE = "metadata.json"  # Determined's name for the metadata file inside a checkpoint
 _ID = re.compile(r"^trial-([0-9]{1,18})-(length-[0-9]{1,18})$")
@@ -57,4 +57,18 @@ def checkpoint_path(storage_id: str, layout: ExperimentLayout) -> Path:
     resolved = folder.resolve()
     if resolved != root and root not in resolved.parents:
         raise ValueError(f"storage id {storage_id!r} resolves to {resolved}, outside the experiment folder {root}")
+    return folder
+
+
+def storage_id_at(trial_id: int, length: int, layout: ExperimentLayout) -> str:
+    """The storage id trial ``trial_id``'s checkpoint at ``length`` has (once it is published)."""
+    return storage_id_of(layout.checkpoints_dir(trial_id) / checkpoint_name(length), layout)
+
+
+def published_checkpoint(storage_id: str, layout: ExperimentLayout) -> Path:
+    """The folder of the published checkpoint ``storage_id``: ``checkpoint_path``, and
+    ``FileNotFoundError`` when no published checkpoint is there."""
+    folder = checkpoint_path(storage_id, layout)
+    if not (folder / CHECKPOINT_META).is_file():
+        raise FileNotFoundError(f"no published checkpoint {storage_id} (looked for {folder})")
     return folder

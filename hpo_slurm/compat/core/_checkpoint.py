@@ -37,9 +37,9 @@ from typing import Any, Callable, ContextManager, Dict, Iterator, List, Optional
 from hpo_slurm.compat.core._enums import DownloadMode
 from hpo_slurm.compat.core._run import CoreRun
 from hpo_slurm.compat.core._train import as_length
-from hpo_slurm.compat.storage import METADATA_FILE, checkpoint_path, storage_id_of
+from hpo_slurm.compat.storage import METADATA_FILE, checkpoint_path, published_checkpoint, storage_id_at
 from hpo_slurm.core.fsio import read_json
-from hpo_slurm.core.layout import CHECKPOINT_META, checkpoint_name
+from hpo_slurm.core.layout import CHECKPOINT_META
 
 log = logging.getLogger("determined.core")
 
@@ -206,14 +206,10 @@ class CheckpointContext:
 
     # ---- helpers ------------------------------------------------------------------------------
     def _storage_id(self, length: int) -> str:
-        folder = self._run.layout.checkpoints_dir(self._run.spec.trial_id) / checkpoint_name(length)
-        return storage_id_of(folder, self._run.layout)
+        return storage_id_at(self._run.spec.trial_id, length, self._run.layout)
 
     def _published(self, storage_id: str) -> Path:
-        folder = checkpoint_path(storage_id, self._run.layout)
-        if not (folder / CHECKPOINT_META).is_file():
-            raise FileNotFoundError(f"no published checkpoint {storage_id} (looked for {folder})")
-        return folder
+        return published_checkpoint(storage_id, self._run.layout)
 
 
 def _steps_completed(metadata: Dict[str, Any]) -> int:

@@ -5,12 +5,11 @@ from __future__ import annotations
 import atexit
 import logging
 import os
-import signal
 import sys
 import threading
 import types
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Union
+from typing import Any, Dict, Optional, Union
 
 from hpo_slurm.compat.cluster_info import ClusterInfo
 from hpo_slurm.compat.core._checkpoint import CheckpointContext
@@ -23,7 +22,7 @@ from hpo_slurm.compat.distributed import DistributedContext, DummyDistributedCon
 from hpo_slurm.compat.errors import Unsupported
 from hpo_slurm.core.layout import ExperimentLayout
 from hpo_slurm.core.protocol import SPEC_ENV, RunSpec
-from hpo_slurm.trial import STOP_SIGNALS, InvalidHP, TrialContext, install_stop_handlers
+from hpo_slurm.trial import InvalidHP, TrialContext, forward_to_installed_handlers, install_stop_handlers
 
 log = logging.getLogger("determined.core")
 
@@ -143,16 +142,4 @@ def _leave_process_group() -> None:
 
 def _route_stop_signals(trial: TrialContext) -> None:
     """The stop signals mark ``trial`` as asked to stop, then reach the handlers installed before."""
-    previous: Dict[int, Callable[..., Any]] = {}
-    for name in STOP_SIGNALS:
-        number = getattr(signal, name)
-        handler = signal.getsignal(number)
-        if callable(handler):
-            previous[int(number)] = handler
-
-    def forward(signum: int) -> None:
-        handler = previous.get(int(signum))
-        if handler is not None:
-            handler(signum, None)
-
-    install_stop_handlers(trial.request_stop, trial.run_spec, forward)
+    install_stop_handlers(trial.request_stop, trial.run_spec, forward_to_installed_handlers())

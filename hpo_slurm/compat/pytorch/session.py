@@ -21,16 +21,15 @@ import json
 import logging
 import os
 import shutil
-import signal
 from pathlib import Path
 from typing import Any, Dict, Iterator, Optional, Tuple
 
 from hpo_slurm.compat.cluster_info import experiment_id_of
 from hpo_slurm.compat.distributed import DistributedContext
-from hpo_slurm.compat.storage import METADATA_FILE, checkpoint_path, storage_id_of
-from hpo_slurm.core.layout import CHECKPOINT_META, ExperimentLayout, checkpoint_name
+from hpo_slurm.compat.storage import METADATA_FILE, published_checkpoint, storage_id_at, storage_id_of
+from hpo_slurm.core.layout import ExperimentLayout
 from hpo_slurm.core.protocol import RunSpec
-from hpo_slurm.trial import STOP_SIGNALS, TrialContext, install_stop_handlers
+from hpo_slurm.trial import TrialContext, forward_to_installed_handlers, install_stop_handlers
 from hpo_slurm.trial import init as trial_init
 
 log = logging.getLogger("determined.pytorch")
@@ -112,14 +111,8 @@ class HpoSession(Session):
     def start(cls) -> "HpoSession":
         """The session of the run this process belongs to (``$HPO_SLURM_SPEC``), with the stop signals
         routed to it and then to the handlers installed before (module docstring)."""
-        previous = {name: signal.getsignal(getattr(signal, name)) for name in STOP_SIGNALS}
+        forward = forward_to_installed_handlers()  # the handlers from before trial_init's own
         trial = trial_init()  # its stop handlers, and InvalidHP recorded for the driver
-
-        def forward(signum: int) -> None:
-            handler = previous.get(signal.Signals(signum).name)
-            if callable(handler):
-                handler(signum, None)
-
         install_stop_handlers(trial.request_stop, trial.run_spec, forward)
         return cls(trial)
 
@@ -128,10 +121,7 @@ class HpoSession(Session):
         return storage_id_of(found, self._layout) if found is not None else None
 
     def resolve(self, checkpoint: str) -> Path:
-        folder = checkpoint_path(checkpoint, self._layout)
-        if not (folder / CHECKPOINT_META).is_file():
-            raise FileNotFoundError(f"no published checkpoint {checkpoint} (looked for {folder})")
-        return folder
+        return published_checkpoint(checkpoint, self._layout)
 
     def report_training(self, length: int, metrics: Dict[str, Any]) -> None:
         self._trial.report_training(length, metrics)
@@ -141,8 +131,7 @@ class HpoSession(Session):
 
     @contextlib.contextmanager
     def checkpoint(self, length: int, metadata: Dict[str, Any]) -> Iterator[Tuple[Path, str]]:
-        final = self._layout.checkpoints_dir(self.trial_id) / checkpoint_name(length)
-        storage_id = storage_id_of(final, self._layout)
+        storage_id = storage_id_at(self.trial_id, length, self._layout)
         with self._trial.checkpoint(length, metadata) as path:
             yield path, storage_id
             if self.rank == 0:
