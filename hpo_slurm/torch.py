@@ -301,7 +301,7 @@ def load_state(
     anything is changed.
     """
     directory = Path(path)
-    state = _load(directory / STATE_FILE)
+    state = load_file(directory / STATE_FILE)
     if state.get("format") not in FORMATS:
         raise ValueError(f"{path}: not a state saved by hpo_slurm.torch.save_state (format {state.get('format')!r})")
     if optimizer is not None and not state.get("has_optimizer", state["optimizer"] is not None):
@@ -335,7 +335,7 @@ def _own_state(directory: Path, state: Mapping[str, Any]) -> Dict[str, Any]:
     if saved == world_size:
         if saved == 1:
             return {"rng": state["rng"], "generators": state["generators"]}
-        own = _load(directory / RANK_FILE.format(rank=rank))
+        own = load_file(directory / RANK_FILE.format(rank=rank))
         if (own.get("rank"), own.get("world_size")) != (rank, world_size):
             raise ValueError(f"{directory}: {RANK_FILE.format(rank=rank)} holds rank {own.get('rank')!r} "
                              f"of {own.get('world_size')!r}")
@@ -347,7 +347,7 @@ def _own_state(directory: Path, state: Mapping[str, Any]) -> Dict[str, Any]:
             "generators are not, so the run does not continue exactly as it would have",
             stacklevel=3,
         )
-    source = state if saved == 1 else _load(directory / RANK_FILE.format(rank=0))
+    source = state if saved == 1 else load_file(directory / RANK_FILE.format(rank=0))
     return {"rng": None, "generators": source["generators"]}
 
 
@@ -405,7 +405,10 @@ def _write(file: Path, state: Mapping[str, Any]) -> None:
     os.replace(tmp, file)
 
 
-def _load(file: Path) -> Dict[str, Any]:
+def load_file(file: Path) -> Dict[str, Any]:
+    """A file ``torch.save`` wrote for a checkpoint, onto the CPU: with ``weights_only=True`` when it
+    loads so, else (objects in a scheduler's or callback's state) in full, with a warning: it is the
+    trial's own checkpoint. ``FileNotFoundError`` when there is no such file."""
     if not file.is_file():
         raise FileNotFoundError(f"{file}: no saved state (was the checkpoint written with save_state?)")
     try:

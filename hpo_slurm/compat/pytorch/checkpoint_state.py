@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 import logging
-import pickle
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
@@ -38,7 +37,7 @@ from torch import nn
 
 from hpo_slurm.compat.pytorch.callback import PyTorchCallback
 from hpo_slurm.compat.pytorch.context import PyTorchTrialContext
-from hpo_slurm.torch import rng_state, set_rng_state
+from hpo_slurm.torch import load_file, rng_state, set_rng_state
 
 log = logging.getLogger("determined.pytorch")
 
@@ -159,16 +158,3 @@ def _load_model(model: nn.Module, state: Dict[str, Any]) -> None:
         state = dict(state)
         torch.nn.modules.utils.consume_prefix_in_state_dict_if_present(state, "module.")
     model.load_state_dict(state)
-
-
-def load_file(file: Path) -> Dict[str, Any]:
-    """A checkpoint file, onto the CPU: with ``weights_only=True`` when it loads so, else (objects in a
-    callback's or scheduler's state) with ``weights_only=False``: it is this trial's own checkpoint."""
-    if not file.is_file():
-        raise FileNotFoundError(f"{file}: no such checkpoint file")
-    try:
-        return torch.load(file, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        log.info("%s holds objects weights_only loading refuses (%s): loading it in full", file,
-                 str(exc).splitlines()[0])
-        return torch.load(file, map_location="cpu", weights_only=False)

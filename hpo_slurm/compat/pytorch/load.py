@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any, Dict, Optional, Type, Union
 
 from hpo_slurm.compat.distributed import DummyDistributedContext
-from hpo_slurm.compat.pytorch.checkpoint_state import LOAD_DATA, STATE_FILE, load_file
+from hpo_slurm.compat.pytorch.checkpoint_state import LOAD_DATA, STATE_FILE
+from hpo_slurm.torch import load_file
 from hpo_slurm.compat.pytorch.context import PyTorchTrialContext
 from hpo_slurm.compat.pytorch.session import LocalSession
 from hpo_slurm.compat.pytorch.trial import PyTorchTrial
