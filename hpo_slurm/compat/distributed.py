@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from hpo_slurm.compat.errors import Unsupported
 
@@ -124,57 +124,65 @@ class DistributedContext:
     # ---- collectives ------------------------------------------------------------------------------
     def broadcast(self, stuff: Any = None) -> Any:
         """Every rank gets the chief's ``stuff``."""
-        if self.size < 2:
-            return stuff
-        dist, group = self._dist("broadcast"), self._world()
-        box = [stuff if self.rank == 0 else None]
-        dist.broadcast_object_list(box, src=0, group=group)
-        return box[0]
+        return self._broadcast(stuff, "broadcast", local=False)
 
     def gather(self, stuff: Any) -> Optional[List[Any]]:
         """The chief gets every rank's ``stuff`` in rank order; the other ranks get None."""
-        if self.size < 2:
-            return [stuff]
-        dist, group = self._dist("gather"), self._world()
-        out: Optional[List[Any]] = [None] * self.size if self.rank == 0 else None
-        dist.gather_object(stuff, out, dst=0, group=group)
-        return out
+        return self._gather(stuff, "gather", local=False)
 
     def allgather(self, stuff: Any) -> List[Any]:
         """Every rank gets every rank's ``stuff`` in rank order."""
-        if self.size < 2:
-            return [stuff]
-        dist, group = self._dist("allgather"), self._world()
-        out: List[Any] = [None] * self.size
-        dist.all_gather_object(out, stuff, group=group)
-        return out
+        return self._allgather(stuff, "allgather", local=False)
 
     def broadcast_local(self, stuff: Any = None) -> Any:
         """Every rank of this node gets the local chief's ``stuff``."""
-        if self.local_size < 2:
-            return stuff
-        dist, group = self._dist("broadcast_local"), self._local()
-        box = [stuff if self.local_rank == 0 else None]
-        dist.broadcast_object_list(box, src=self._local_ranks[0], group=group)
-        return box[0]
+        return self._broadcast(stuff, "broadcast_local", local=True)
 
     def gather_local(self, stuff: Any) -> Optional[List[Any]]:
         """The local chief gets the ``stuff`` of every rank of its node in local-rank order; the others None."""
-        if self.local_size < 2:
-            return [stuff]
-        dist, group = self._dist("gather_local"), self._local()
-        out: Optional[List[Any]] = [None] * self.local_size if self.local_rank == 0 else None
-        dist.gather_object(stuff, out, dst=self._local_ranks[0], group=group)
-        return out
+        return self._gather(stuff, "gather_local", local=True)
 
     def allgather_local(self, stuff: Any) -> List[Any]:
         """Every rank of this node gets the ``stuff`` of every rank of the node in local-rank order."""
-        if self.local_size < 2:
+        return self._allgather(stuff, "allgather_local", local=True)
+
+    def _broadcast(self, stuff: Any, what: str, local: bool) -> Any:
+        if self._size(local) < 2:
+            return stuff
+        dist, group, index, chief = self._among(what, local)
+        box = [stuff if index == 0 else None]
+        dist.broadcast_object_list(box, src=chief, group=group)
+        return box[0]
+
+    def _gather(self, stuff: Any, what: str, local: bool) -> Optional[List[Any]]:
+        size = self._size(local)
+        if size < 2:
             return [stuff]
-        dist, group = self._dist("allgather_local"), self._local()
-        out: List[Any] = [None] * self.local_size
+        dist, group, index, chief = self._among(what, local)
+        out: Optional[List[Any]] = [None] * size if index == 0 else None
+        dist.gather_object(stuff, out, dst=chief, group=group)
+        return out
+
+    def _allgather(self, stuff: Any, what: str, local: bool) -> List[Any]:
+        size = self._size(local)
+        if size < 2:
+            return [stuff]
+        dist, group, _, _ = self._among(what, local)
+        out: List[Any] = [None] * size
         dist.all_gather_object(out, stuff, group=group)
         return out
+
+    def _size(self, local: bool) -> int:
+        return self.local_size if local else self.size
+
+    def _among(self, what: str, local: bool) -> Tuple[Any, Any, int, int]:
+        """For a collective over every rank, or over this node's (``local``): torch.distributed, the gloo
+        group, this process's place in it, and the global rank of the group's chief."""
+        dist = self._dist(what)
+        if local:
+            group = self._local()
+            return dist, group, self.local_rank, self._local_ranks[0]
+        return dist, self._world(), self.rank, 0
 
     # ---- torch.distributed ------------------------------------------------------------------------
     def _dist(self, what: str) -> Any:
