@@ -40,6 +40,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple, Union
 
+from hpo_slurm.core import interruption
 from hpo_slurm.core.fsio import append_line, read_json, write_json_atomic
 from hpo_slurm.core.layout import CHECKPOINT_META, ExperimentLayout, checkpoint_name
 from hpo_slurm.core.protocol import SPEC_ENV, RunSpec, StopReason, checkpoint_length, latest_checkpoint_in
@@ -47,7 +48,6 @@ from hpo_slurm.core.protocol import SPEC_ENV, RunSpec, StopReason, checkpoint_le
 STOP_SIGNALS = ("SIGTERM", "SIGUSR1", "SIGUSR2")
 INVALID_HP_FILE = "invalid_hp.json"
 ENDED_EARLY_FILE = "ended_early.json"
-TIME_LIMIT_SLACK_S = 60.0
 ATTEMPT_ENV = "HPO_SLURM_ATTEMPT"  # which start of the job the ranks belong to (set by the launcher)
 PREPARED_AS = "prepared_as"  # a checkpoint's metadata key: the hidden folder it was prepared in
 CHECKPOINT_WAIT_S = 3600.0  # how long a rank waits for the others to leave a checkpoint block
@@ -320,8 +320,8 @@ def _wait_for(condition: Callable[[], bool], what: str, limit_s: float = CHECKPO
 def init(install_signal_handlers: bool = True) -> TrialContext:
     """The context of the run this process belongs to, read from the job's environment.
 
-    Installs handlers so SIGTERM (preemption), SIGUSR1/SIGUSR2 (time-limit warning) make
-    ``should_stop()`` true instead of killing the process, and records ``InvalidHP`` for the driver.
+    Installs handlers so the stop signals (SIGTERM, SIGUSR1, SIGUSR2: a preemption or the time limit,
+    told apart by ``core.interruption``) make ``should_stop()`` true instead of killing the process, and records ``InvalidHP`` for the driver.
     """
     spec_path = os.environ.get(SPEC_ENV)
     if not spec_path:
@@ -333,19 +333,17 @@ def init(install_signal_handlers: bool = True) -> TrialContext:
     return ctx
 
 
-def stop_reason_for(signum: int, spec: Union[RunSpec, Mapping[str, Any]], elapsed_s: float) -> str:
-    """``preempted`` or ``time_limit`` (``StopReason`` values) for a stop signal that came
-    ``elapsed_s`` into the run of ``spec`` (a ``RunSpec`` or a spec object). SIGTERM is a preemption.
-    The warning signal (USR1/USR2) means the time limit only when it comes near the end of the run's
-    time; earlier, the scheduler sent it for a preemption (Slurm does with
-    ``preempt_send_user_signal``)."""
-    if signum == signal.SIGTERM:
-        return StopReason.PREEMPTED.value
+def stop_reason_for(signum: int, spec: Union[RunSpec, Mapping[str, Any]], started: float) -> str:
+    """``preempted`` or ``time_limit`` (``StopReason`` values) for a stop signal that reaches a run of
+    ``spec`` (a ``RunSpec`` or a spec object) now, decided from the time left in the job's allocation
+    and Slurm's record of the job (``core.interruption``). ``started`` (epoch seconds) stands in for
+    the job's start when the job did not say when its allocation ends (a process started by hand)."""
     limit, signal_delay = _time_limit(spec)
-    if limit is None:
-        return StopReason.TIME_LIMIT.value
-    warned_at = limit - signal_delay
-    return StopReason.TIME_LIMIT.value if elapsed_s >= warned_at - TIME_LIMIT_SLACK_S else StopReason.PREEMPTED.value
+    now = time.time()
+    seconds_left = interruption.time_left(os.environ, now)
+    if seconds_left is None and limit is not None:
+        seconds_left = started + limit - now
+    return interruption.stop_reason(signum, seconds_left, signal_delay, os.environ).value
 
 
 def _time_limit(spec: Union[RunSpec, Mapping[str, Any]]) -> Tuple[Optional[float], float]:
@@ -364,10 +362,10 @@ def install_stop_handlers(on_stop: Callable[[str], None], spec: Union[RunSpec, M
                           forward: Optional[Callable[[int], None]] = None) -> None:
     """Route the stop signals to ``on_stop(reason)`` (see ``stop_reason_for``), then, when given, pass
     the signal itself on to ``forward(signum)`` (a launcher's children get what it got)."""
-    started = time.monotonic()
+    started = time.time()
 
     def handler(signum: int, frame: Any) -> None:
-        on_stop(stop_reason_for(signum, spec, time.monotonic() - started))
+        on_stop(stop_reason_for(signum, spec, started))
         if forward is not None:
             forward(signum)
 

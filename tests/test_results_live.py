@@ -25,10 +25,11 @@ def created(tmp_path):
     return tmp_path, experiment.create(load_config(str(CONFIG)), CONFIG, tmp_path, "fresh", "local")
 
 
-def trial(trial_id: int, state: str, restarts: int = 0):
+def trial(trial_id: int, state: str, restarts: int = 0, preemptions: int = 0, time_limits: int = 0):
     return {"id": trial_id, "state": state, "hparams": {"optimizer": {"lr": 0.01}, "layers": 3},
             "parent": None, "length_done": 4, "target_length": 16, "latest_metric": 0.5, "best_metric": 0.4,
-            "restarts": restarts, "preemptions": 0, "checkpoint_bytes": 0, "message": None,
+            "restarts": restarts, "preemptions": preemptions, "time_limits": time_limits, "checkpoint_bytes": 0,
+            "message": None,
             "runs": [{"run_id": f"t{trial_id}-r1", "job_id": "123", "from_length": 0, "to_length": 16,
                       "state": "RUNNING", "reason": None}]}
 
@@ -56,9 +57,18 @@ def test_state_colours_on_a_terminal_and_none_when_piped():
 def test_narrow_tables_never_cut_states_or_numbers():
     trials = [trial(1, "STOPPED_EARLY", restarts=2), trial(2, "RUNNING")]
     text = render(views.trials_table(trials, width=80), terminal=False, width=80)
-    assert "STOPPED_EARLY" in text and "0.4" in text and "2/0" in text
+    assert "STOPPED_EARLY" in text and "0.4" in text and "2/0/0" in text and "rst/pre" in text and "/lim" in text
     assert "optimizer.lr=0.01" in text and "layers=3" in text  # one per line, not folded mid-word
     assert max(len(line) for line in text.splitlines()) <= 80
+
+
+def test_the_trials_table_counts_preemptions_and_time_limits_apart():
+    wide = render(views.trials_table([trial(1, "COMPLETED", preemptions=3, time_limits=2)], width=200), False, 200)
+    header, row = [line for line in wide.splitlines() if "restarts" in line or "COMPLETED" in line][:2]
+    cells = {name: row[header.index(name):].split()[0] for name in ("restarts", "preempt", "time lim")}
+    assert cells == {"restarts": "0", "preempt": "3", "time lim": "2"}
+    narrow = render(views.trials_table([trial(1, "COMPLETED", preemptions=3, time_limits=2)], width=80), False, 80)
+    assert "rst/pre" in narrow and "/lim" in narrow and "0/3/2" in narrow
 
 
 def test_status_when_piped_has_no_ansi_codes(created):

@@ -81,6 +81,19 @@ def test_best_so_far_against_compute_hours(search):
     assert results.total_compute_hours(gpu) == pytest.approx(2 * results.total_compute_hours(res))
 
 
+
+def test_best_so_far_says_how_many_jobs_were_preempted_and_how_many_ran_out_of_time(search):
+    _, _, res = search
+    assert not [line for line in plots.best_vs_compute_figure(res).axes[0].get_lines() if line.get_gid() == "interruptions"]
+    interrupted = [dict(t) for t in res.trials]
+    interrupted[0].update(preemptions=2, time_limits=1)
+    interrupted[1].update(preemptions=1, time_limits=0)
+    ax = plots.best_vs_compute_figure(dataclasses.replace(res, trials=interrupted)).axes[0]
+    (entry,) = [line for line in ax.get_lines() if line.get_gid() == "interruptions"]
+    assert entry.get_label() == "interrupted jobs: 3 preempted, 1 at the time limit"
+    assert entry.get_label() in [text.get_text() for text in ax.get_legend().get_texts()]
+
+
 def test_a_trial_of_four_ranks_counts_four_gpu_hours_in_the_picture_and_the_report(search, tmp_path):
     """The same runs read from a copy whose config asks for 4 GPUs per trial: every compute figure is 4
     times the job hours and says GPU-hours; the CPU-only original says job hours."""
@@ -177,6 +190,7 @@ def test_report_is_one_self_contained_page(search, tmp_path):
     assert trials_table.count("<tr") == 1 + 16  # a header row, then one row a trial
     best = results.ranked_trials(res)[0]
     assert f"trial {best['id']}" in page and "hyperparameters:" in page and "COMPLETED" in page
+    assert "<th>preempted</th><th>time limits</th>" in trials_table
 
 
 def test_empty_experiment_draws_placeholders(tmp_path):

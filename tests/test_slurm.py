@@ -134,7 +134,7 @@ def test_preempted_trials_resume_from_checkpoints_and_match_an_uninterrupted_sea
     assert summary["state"] == "COMPLETED"
     trials = {t["id"]: t for t in summary["trials"]}
     assert sum(t["preemptions"] for t in trials.values()) >= 3
-    assert all(t["restarts"] == 0 for t in trials.values())
+    assert all(t["restarts"] == 0 and t["time_limits"] == 0 for t in trials.values())
     expected = {t["id"]: t["best_metric"] for t in status(root, "reference")["trials"]}
     assert {i: t["best_metric"] for i, t in trials.items()} == expected
 
@@ -160,6 +160,33 @@ def test_a_time_limit_shorter_than_the_work_is_finished_over_several_jobs(quadra
     assert trial["state"] == "COMPLETED" and trial["restarts"] == 0
     states = [r["state"] for r in trial["runs"]]
     assert states[-1] == "SUCCEEDED" and "TIMEOUT" in states, states
+    assert (trial["time_limits"], trial["preemptions"]) == (states.count("TIMEOUT"), 0)
+
+
+def test_a_preemption_late_in_a_job_is_told_from_its_time_limit_by_slurms_record(quadratic, tmp_path):
+    """Preempted 60 s into a 2-minute job (signal_delay 10): inside the last window before the time
+    limit, where only Slurm's record of the job (its PreemptTime) can tell a preemption from the time
+    limit. Counted as a preemption, resumed from its checkpoint, ending as the uninterrupted run."""
+    changes = dict(searcher={"max_length": {"batches": 140}})
+    reference = write_config(quadratic / "single.yaml", quadratic / "reference.yaml", name="reference",
+                             data={"sleep_per_unit": 0.0}, **changes)
+    late = write_config(quadratic / "single.yaml", quadratic / "late.yaml", name="late", resources={"slots_per_trial": 1},
+                        slurm={**FAST_POLL, "time": 2, "signal_delay": 10}, data={"sleep_per_unit": 0.5}, **changes)
+    root = tmp_path / "runs"
+    done = cli("launch", str(reference), "--root", str(root), "--executor", "local", timeout=300)
+    assert done.returncode == 0, done.stderr
+    driver = start_cli("launch", str(late), "--root", str(root), "--executor", "slurm")
+    first = wait_for(lambda: next((a for _, a in attempts(root / "late")), None), timeout=120, what="the job to start")
+    time.sleep(max(0.0, first["time"] + 60 - time.time()))
+    slurm("sbatch", "-p", "urgent", "--gres=gpu:4", "-J", "urgent-preemptor", "-o", "/dev/null", "--wrap", "sleep 3")
+    out, err = driver.communicate(timeout=600)
+    assert driver.returncode == 0, err[-3000:]
+    (trial,) = status(root, "late")["trials"]
+    assert trial["state"] == "COMPLETED" and trial["restarts"] == 0
+    assert (trial["preemptions"], trial["time_limits"]) == (1, 0)
+    recorded = [json.loads(line) for line in (root / "late" / "runs" / "t1-r1" / "interruptions.jsonl").read_text().splitlines()]
+    assert [(r["attempt"], r["reason"]) for r in recorded] == [(1, "preempted")]
+    assert trial["best_metric"] == status(root, "reference")["trials"][0]["best_metric"]
 
 
 def test_failures_are_retried_then_errored_and_the_search_completes(quadratic, tmp_path):

@@ -172,7 +172,7 @@ def test_the_named_reads_agree_with_the_rows(filled):
         assert sorted(store.run_totals_by_state(), key=lambda r: r.state) == [
             RunStateTotals("FAILED", 1, 30.0, 0), RunStateTotals("RUNNING", 1, 0.0, 0),
             RunStateTotals("SUBMITTED", 1, 0.0, 1), RunStateTotals("SUCCEEDED", 3, 180.0, 0)]
-        assert store.trial_totals() == TrialTotals(5, 6, 5)
+        assert store.trial_totals() == TrialTotals(5, 6, 5, 0)
         assert [t["id"] for t in store.best_trials(3, smaller_is_better=True)] == [2, 1, 3]  # ties: lower id first
         assert [t["id"] for t in store.best_trials(2, smaller_is_better=False)] == [5, 1]
         assert [t["id"] for t in store.latest_trials(2)] == [4, 5]
@@ -190,7 +190,7 @@ def test_the_named_reads_agree_with_the_rows(filled):
 def test_an_empty_database_reads_as_empty(tmp_path):
     store = Store.open(tmp_path / "experiment.db")
     assert store.trial_totals_by_state() == [] and store.run_totals_by_state() == []
-    assert store.trial_totals() == TrialTotals(0, 0, 0)
+    assert store.trial_totals() == TrialTotals(0, 0, 0, 0)
     assert store.best_trials(10, True) == [] and store.latest_trials(10) == []
     assert store.event_count() == 0 and store.last_event_seq() == 0
     store.close()

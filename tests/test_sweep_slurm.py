@@ -238,6 +238,7 @@ def test_preempted_tasks_requeue_resume_and_match_an_unpreempted_search(quadrati
     trials = {t["id"]: t for t in summary["trials"]}
     assert summary["state"] == "COMPLETED"
     assert all(t["restarts"] == 0 and t["preemptions"] >= 1 and len(t["runs"]) == 1 for t in trials.values())
+    assert all(t["time_limits"] == 0 for t in trials.values())  # Slurm recorded the preemption
     for trial in trials.values():
         run = trial["runs"][0]
         tries = attempts(experiment, run["run_id"])
@@ -264,6 +265,7 @@ def test_at_the_time_limit_warning_a_task_requeues_itself_and_resumes(quadratic,
     summary = wait_status(root, "timed", finished, timeout=120)
     (trial,) = summary["trials"]
     assert trial["state"] == "COMPLETED" and trial["restarts"] == 0 and len(trial["runs"]) == 1
+    assert (trial["time_limits"], trial["preemptions"]) == (1, 0)  # a requeue at the time limit is no preemption
     assert trial["best_metric"] == expected[1]
     tries = attempts(experiment, "t1-r1")
     assert len(tries) >= 2 and tries[1]["restart_count"] == 1

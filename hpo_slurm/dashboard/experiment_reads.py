@@ -158,7 +158,8 @@ def trial_row(trial: TrialRow) -> Dict[str, Any]:
         "validated_length": trial["validated_length"] or 0,
         "trained_length": max(trial.get("trained_length") or 0, trial["validated_length"] or 0),
         "target_length": trial["target_length"], "restarts": trial["restarts"] or 0,
-        "preemptions": trial["preemptions"] or 0, "message": trial["message"],
+        "preemptions": trial["preemptions"] or 0, "time_limits": trial.get("time_limits") or 0,
+        "message": trial["message"],
         "created_at": trial["created_at"], "ended_at": trial["ended_at"],
     }
 

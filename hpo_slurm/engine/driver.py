@@ -22,7 +22,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional
 from hpo_slurm.config.schema import NO_TARGET, ExperimentConfig
 from hpo_slurm.core.layout import ExperimentLayout, run_name
 from hpo_slurm.core.placement import Placement
-from hpo_slurm.core.protocol import RunSpec, RunStatus
+from hpo_slurm.core.protocol import RunSpec, RunStatus, StopReason
 from hpo_slurm.core.types import (Action, Close, Create, ExitReason, RunState, Shutdown, Train, TrialState,
                                   awaits_submission, cancel_unconfirmed, run_may_be_out)
 from hpo_slurm.engine.faults import CrashPoints
@@ -216,9 +216,8 @@ class Driver:
         result = self.workspace.read_result(run_id)
         outcome, reason = judge(run, trial, status, result)
         self._finish_run(run_id, outcome, reason, status.exit_code)
-        requeued = self.workspace.attempts(run_id) - 1
-        if requeued > 0:  # the scheduler preempted and requeued the job under the same id
-            self._set_trial(trial_id, preemptions=(trial["preemptions"] or 0) + requeued)
+        for interrupted in self.workspace.earlier_interruptions(run_id):  # requeued under the same job id
+            self._count_interruption(trial_id, interrupted)
         if outcome is RunState.SUCCEEDED and open_ended(run) and trial["target_length"] == NO_TARGET:
             latest = trial["latest_metric"]  # None: not finite, the worst
             self._reached(trial_id, NO_TARGET, math.nan if latest is None else latest)
@@ -230,9 +229,11 @@ class Driver:
         if result is not None and result.status is RunStatus.INVALID_HP:
             self._early_exit(trial_id, ExitReason.INVALID_HP, f"invalid hyperparameters: {result.message or ''}")
         elif outcome == RunState.PREEMPTED:
-            self._set_trial(trial_id, preemptions=(trial["preemptions"] or 0) + 1)
+            self._count_interruption(trial_id, StopReason.PREEMPTED)
             self._record_run(trial_id)
         elif resumes_without_restart(outcome, reason):
+            if outcome is RunState.TIMEOUT:
+                self._count_interruption(trial_id, StopReason.TIME_LIMIT)
             self._record_run(trial_id)
         else:
             restarts = (trial["restarts"] or 0) + 1
@@ -242,6 +243,11 @@ class Driver:
                                  f"failed {restarts} times (max_restarts {self.config.max_restarts}); last: {reason}")
             else:
                 self._record_run(trial_id)
+
+    def _count_interruption(self, trial_id: int, reason: StopReason) -> None:
+        """One more preemption, or one more stop at the time limit, for the trial's counts."""
+        column = "preemptions" if reason is StopReason.PREEMPTED else "time_limits"
+        self._set_trial(trial_id, **{column: (self.trials[trial_id][column] or 0) + 1})
 
     def _finish_run(self, run_id: str, outcome: RunState, reason: str, exit_code: Optional[int]) -> None:
         run = self.runs[run_id]

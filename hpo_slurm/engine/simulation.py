@@ -296,6 +296,7 @@ class Simulation:
             "seed": self.seed,
             "restarts": trials.restarts,
             "preemptions": trials.preemptions,
+            "time_limits": trials.time_limits,
             "injected": {key: executor.counts[key] for key in ("stragglers", "failed", "preempted")},
             "driver_restarts": self.restarts_of_driver,
             "incumbent_trace": self.trace,

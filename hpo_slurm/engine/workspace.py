@@ -8,13 +8,16 @@ comes back later reads them.
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from hpo_slurm.engine.checkpoints import collect_garbage, latest_checkpoint_path
 from hpo_slurm.config.schema import ExperimentConfig
 from hpo_slurm.core.fsio import read_json, write_json_atomic
-from hpo_slurm.core.protocol import MetricLine, ProtocolError, RunResult, RunSpec, last_attempt, read_new_lines
+from hpo_slurm.core.interruption import interruptions_by_attempt
+from hpo_slurm.core.protocol import (MetricLine, ProtocolError, RunResult, RunSpec, StopReason, last_attempt,
+                                     read_new_lines)
 from hpo_slurm.executors.base import Workspace
 from hpo_slurm.core.layout import ExperimentLayout
 
@@ -26,24 +29,45 @@ class FileWorkspace(Workspace):
 
     def __init__(self, layout: ExperimentLayout):
         self.layout = layout
+        self._unreadable: Set[str] = set()  # runs whose unreadable result was logged (once each)
 
     def stop_requested(self) -> bool:
         return self.layout.stop_request.exists()
 
     def read_metrics(self, trial_id: int, offset: int) -> Tuple[List[MetricLine], int, List[str]]:
-        return read_new_lines(self.layout.metrics_file(trial_id), offset)
+        """New complete lines after ``offset`` (``protocol.read_new_lines``). A file now shorter than
+        ``offset`` was truncated or replaced: it is read again from its start, with a warning."""
+        path = self.layout.metrics_file(trial_id)
+        lines, end, warnings = read_new_lines(path, offset)
+        if end == offset and offset > 0:
+            try:
+                size = os.stat(path).st_size
+            except FileNotFoundError:
+                size = None  # deleted: a new one starts at 0, seen once it has lines
+            if size is None or size < offset:
+                lines, end, warnings = read_new_lines(path, 0)
+                warnings.insert(0, f"{path}: {'gone' if size is None else f'{size} bytes'}, shorter than the "
+                                   f"{offset} already read (truncated or replaced): read again from its start")
+        return lines, end, warnings
 
     def read_result(self, run_id: str) -> Optional[RunResult]:
-        """The run's ``result.json``; None when there is none, or it is not one (logged: the run is
-        then judged by what the scheduler says of its job)."""
+        """The run's ``result.json``; None when there is none, or it cannot be read or is not one (said
+        once per run in the log: the run is then judged by what the scheduler says of its job)."""
         path = self.layout.result_file(run_id)
         try:
             return RunResult.from_json(read_json(path), str(path))
-        except OSError:
+        except FileNotFoundError:
             return None
-        except ValueError as exc:  # not JSON, or a ProtocolError
-            detail = exc if isinstance(exc, ProtocolError) else f"{path}: not JSON ({exc})"
-            log.warning("run %s: result ignored: %s", run_id, detail)
+        except (OSError, ValueError) as exc:  # unreadable (a folder, an I/O error), not JSON, or a ProtocolError
+            if run_id not in self._unreadable:
+                self._unreadable.add(run_id)
+                if isinstance(exc, ProtocolError):
+                    detail = str(exc)
+                elif isinstance(exc, ValueError):
+                    detail = f"{path}: not JSON ({exc})"
+                else:
+                    detail = f"{path}: cannot be read ({exc.strerror or exc})"
+                log.warning("run %s: result ignored, the run is judged by its job's state: %s", run_id, detail)
             return None
 
     def attempts(self, run_id: str) -> int:
@@ -52,6 +76,10 @@ class FileWorkspace(Workspace):
                 return sum(1 for line in handle if line.strip())
         except OSError:
             return 0
+
+    def earlier_interruptions(self, run_id: str) -> List[StopReason]:
+        recorded = interruptions_by_attempt(self.layout.run_dir(run_id))
+        return [_interruption(recorded.get(attempt)) for attempt in range(1, self.attempts(run_id))]
 
     def run_times(self, run_id: str) -> Tuple[Optional[float], Optional[float]]:
         attempt = last_attempt(self.layout.attempts_file(run_id)) or {}
@@ -87,3 +115,11 @@ class FileWorkspace(Workspace):
     def spec_path(self, run_id: str) -> Path:
         return self.layout.spec_file(run_id)
 
+
+def _interruption(recorded: Optional[str]) -> StopReason:
+    """An earlier attempt's recorded reason; one that recorded none (ended by the scheduler before it
+    could, or a reason this hpo-slurm does not know) counts as preempted."""
+    try:
+        return StopReason(recorded)
+    except ValueError:
+        return StopReason.PREEMPTED

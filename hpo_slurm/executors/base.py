@@ -12,7 +12,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Set, 
 from hpo_slurm.config.schema import ExperimentConfig
 from hpo_slurm.core.errors import UserError
 from hpo_slurm.core.placement import Placement, PlacementError, place
-from hpo_slurm.core.protocol import MetricLine, RunResult, RunSpec
+from hpo_slurm.core.protocol import MetricLine, RunResult, RunSpec, StopReason
 
 
 class JobState(str, enum.Enum):
@@ -146,6 +146,12 @@ class Workspace:
 
     def attempts(self, run_id: str) -> int:
         """How many times the run's job started (more than one when the scheduler requeued it)."""
+        raise NotImplementedError
+
+    def earlier_interruptions(self, run_id: str) -> List[StopReason]:
+        """Why each attempt of the run before its last one stopped (the scheduler requeued the job under
+        the same id): ``PREEMPTED`` or ``TIME_LIMIT`` as the attempt recorded it, ``PREEMPTED`` for an
+        attempt that was ended before it could record anything."""
         raise NotImplementedError
 
     def run_times(self, run_id: str) -> Tuple[Optional[float], Optional[float]]:

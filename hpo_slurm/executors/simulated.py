@@ -103,6 +103,9 @@ class SimulatedWorkspace(Workspace):
     def attempts(self, run_id: str) -> int:
         return self.starts.get(run_id, 0)
 
+    def earlier_interruptions(self, run_id: str) -> List[StopReason]:
+        return [StopReason.PREEMPTED] * max(0, self.attempts(run_id) - 1)  # the simulator requeues preemptions
+
     def run_times(self, run_id: str) -> Tuple[Optional[float], Optional[float]]:
         return self.times.get(run_id, (None, None))
 

@@ -45,7 +45,7 @@ class TrialRow(TypedDict):
     best_metric: Optional[float]
     best_length: Optional[int]
     restarts: int  # failed runs (they count against max_restarts)
-    preemptions: int  # preempted or timed-out runs (they do not)
+    preemptions: int  # times a job of it was preempted (they do not count against max_restarts)
     closed: int  # 1 once the searcher closed it
     exit_reason: Optional[str]
     message: Optional[str]
@@ -54,6 +54,7 @@ class TrialRow(TypedDict):
     created_at: float
     ended_at: Optional[float]
     trained_length: int  # the longest length any of its reports reached
+    time_limits: int  # times a job of it stopped at its time limit (they do not count either)
 
 
 class RunRow(TypedDict):
@@ -116,6 +117,7 @@ def new_trial_row(trial_id: int, hparams: Dict[str, Any], parent: Optional[int],
         state=TrialState.PENDING.value, target_length=None, validated_length=0, latest_metric=None,
         best_metric=None, best_length=None, restarts=0, preemptions=0, closed=0, exit_reason=None, message=None,
         metrics_offset=0, checkpoint_bytes=0, created_at=created_at, ended_at=None, trained_length=0,
+        time_limits=0,
     )
 
 
@@ -159,8 +161,9 @@ class RunStateTotals:
 
 @dataclass(frozen=True)
 class TrialTotals:
-    """All trials: how many, and their restarts and preemptions summed."""
+    """All trials: how many, and their restarts, preemptions and stops at the time limit summed."""
 
     count: int
     restarts: int
     preemptions: int
+    time_limits: int

@@ -82,7 +82,12 @@ def _migration_3(db: sqlite_utils.Database) -> None:
     db["trials"].add_column("trained_length", int)
 
 
-MIGRATIONS: List[Callable[[sqlite_utils.Database], None]] = [_migration_1, _migration_2, _migration_3]
+def _migration_4(db: sqlite_utils.Database) -> None:
+    """Trials count the stops at their time limit apart from their preemptions."""
+    db["trials"].add_column("time_limits", int)
+
+
+MIGRATIONS: List[Callable[[sqlite_utils.Database], None]] = [_migration_1, _migration_2, _migration_3, _migration_4]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -192,6 +197,10 @@ class Store(StoreReads):
         reader that scans a large table more than once keeps it in memory."""
         self._conn.execute(f"PRAGMA cache_size = -{int(kib)}")
 
+    def _columns(self, table: str) -> List[str]:
+        """The names of ``table``'s columns, as the database has them."""
+        return [row[1] for row in self._conn.execute(f"PRAGMA table_info({table})")]
+
     def _migrate(self) -> None:
         version = self._conn.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
@@ -285,10 +294,12 @@ class Store(StoreReads):
             "SELECT state, COUNT(*), TOTAL(checkpoint_bytes) FROM trials GROUP BY state")]
 
     def trial_totals(self) -> TrialTotals:
-        """How many trials there are, with their restarts and preemptions summed."""
-        count, restarts, preemptions = self._conn.execute(
-            "SELECT COUNT(*), SUM(restarts), SUM(preemptions) FROM trials").fetchone()
-        return TrialTotals(count, restarts or 0, preemptions or 0)
+        """How many trials there are, with their restarts, preemptions and stops at the time limit summed."""
+        # a reader may open a database of an older schema, from before trials counted time limits
+        limits = "SUM(time_limits)" if "time_limits" in self._columns("trials") else "0"
+        count, restarts, preemptions, time_limits = self._conn.execute(
+            f"SELECT COUNT(*), SUM(restarts), SUM(preemptions), {limits} FROM trials").fetchone()
+        return TrialTotals(count, restarts or 0, preemptions or 0, time_limits or 0)
 
     # ---- runs ---------------------------------------------------------------------------------
     def insert_runs(self, rows: Iterable[Dict[str, Any]]) -> None:

@@ -2,7 +2,9 @@
 
 Row shapes (``rows(results, what)``):
   trials   id, state, parent, length_reached, target_length, best_metric, best_length, latest_metric,
-           restarts, preemptions, checkpoint_bytes, created_at, ended_at, exit_reason, message, hparams
+           restarts, preemptions, time_limits, checkpoint_bytes, created_at, ended_at, exit_reason, message,
+           hparams (preemptions: times a job of the trial was preempted; time_limits: times one stopped at
+           its time limit; neither counts among the restarts)
   runs     every column of the runs table (times are Unix seconds), then job_hours (the run's wall hours,
            null until it has started and ended) and gpu_hours (job_hours times resources.slots_per_trial:
            a trial of N ranks holds N GPUs; 0 when trials use no GPU)
@@ -30,7 +32,7 @@ from hpo_slurm.reporting.results import Results, flatten
 FORMATS = ("csv", "json", "jsonl")
 WHAT = ("trials", "runs", "metrics")
 TRIAL_FIELDS = ("id", "state", "parent", "length_reached", "target_length", "best_metric", "best_length",
-                "latest_metric", "restarts", "preemptions", "checkpoint_bytes", "created_at", "ended_at",
+                "latest_metric", "restarts", "preemptions", "time_limits", "checkpoint_bytes", "created_at", "ended_at",
                 "exit_reason", "message")
 
 

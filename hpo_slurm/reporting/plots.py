@@ -163,7 +163,8 @@ def learning_curves_figure(results: Results) -> "Figure":
 
 def best_vs_compute_figure(results: Results) -> "Figure":
     """Best value of the metric so far (a step line) against cumulative compute, every validation
-    as a grey dot behind it. Compute is GPU-hours, or job hours when trials use no GPU."""
+    as a grey dot behind it. Compute is GPU-hours, or job hours when trials use no GPU. The legend says
+    how many jobs were preempted and how many stopped at their time limit, when any were."""
     from matplotlib.ticker import FuncFormatter
 
     figure = _new_figure(10, 6)
@@ -180,6 +181,10 @@ def best_vs_compute_figure(results: Results) -> "Figure":
     ax.scatter(hours, [p[1] for p in points], s=14, color="grey", alpha=0.5, label="each validation", zorder=2)
     xs, ys = [0.0] + hours + [total], [points[0][2]] + [p[2] for p in points] + [points[-1][2]]
     ax.step(xs[1:], ys[1:], where="post", color="tab:blue", lw=2.2, label="best so far", zorder=3, gid="best-so-far")
+    preempted, timed_out = (sum(t.get(key) or 0 for t in results.trials) for key in ("preemptions", "time_limits"))
+    if preempted or timed_out:  # the compute includes the work those jobs did before they stopped
+        ax.plot([], [], " ", label=f"interrupted jobs: {preempted} preempted, {timed_out} at the time limit",
+                gid="interruptions")
     final = points[-1]
     winner = next(p for p in points if p[2] == final[2])
     ax.annotate(f"best {_short(final[2])} (trial {winner[3]})\nafter {winner[0]:.3g} of {total:.3g} hours",

@@ -91,7 +91,7 @@ def _trial_table(results: Results, best_id: Optional[int]) -> str:
     parents = any(t["parent"] for t in results.trials)
     head = ["trial", "state"] + (["parent"] if parents else []) + [
         f"length ({results.unit})", f"best {results.metric}", "at length", "latest", "runs", "restarts",
-        "preempted"] + leaves
+        "preempted", "time limits"] + leaves
     lines = ['<div class="wide"><table class="trials"><thead><tr>'
              + "".join(f"<th>{_e(h).replace('.', '.<wbr>')}</th>" for h in head) + "</tr></thead><tbody>"]
     for t in results.trials:
@@ -102,6 +102,7 @@ def _trial_table(results: Results, best_id: Optional[int]) -> str:
             f'<td class="num">{_num(t["best_metric"])}</td>', f'<td class="num">{_e(t["best_length"] or "")}</td>',
             f'<td class="num">{_num(t["latest_metric"])}</td>', f'<td class="num">{runs.get(t["id"], 0)}</td>',
             f'<td class="num">{t["restarts"] or 0}</td>', f'<td class="num">{t["preemptions"] or 0}</td>',
+            f'<td class="num">{t.get("time_limits") or 0}</td>',
         ] + [f"<td>{_e(_hp(leaf_value(t['hparams'], name)))}</td>" for name in leaves]
         row_class = ' class="best"' if t["id"] == best_id else ""
         lines.append(f"<tr{row_class}>" + "".join(cells) + "</tr>")

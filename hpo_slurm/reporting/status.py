@@ -148,6 +148,7 @@ def _trial(trial: TrialRow, runs: List[RunRow], nodes: Dict[str, Optional[List[s
         "best_length": trial["best_length"],
         "restarts": trial["restarts"] or 0,
         "preemptions": trial["preemptions"] or 0,
+        "time_limits": trial.get("time_limits") or 0,
         "checkpoint_bytes": trial["checkpoint_bytes"] or 0,
         "message": trial["message"],
         "runs": [

@@ -135,16 +135,17 @@ def trials_table(trials: List[Dict[str, Any]], limit: Optional[int] = None, widt
                  one_line: bool = False, title: str = "Trials") -> Table:
     """The trials, latest ``limit`` only when given. A ``nodes`` column shows where the running trials
     run, when some shown trial's running run recorded its nodes. Below COMPACT_BELOW columns of
-    ``width`` the table drops the job ids, shows restarts/preemptions only when some trial has any, and
+    ``width`` the table drops the job ids, shows restarts, preemptions and stops at the time limit
+    (``rst/pre/lim``, the header on two lines) only when some trial has any, and
     lists the hyperparameters one per line (or cut to one line with ``one_line``, for live views that
     must fit the screen), so states and numbers are never cut."""
     compact = width is not None and width < COMPACT_BELOW
     shown = trials if limit is None else trials[-limit:]
-    troubled = any(t["restarts"] or t["preemptions"] for t in shown)
+    troubled = any(t["restarts"] or t["preemptions"] or t.get("time_limits") for t in shown)
     nodes = {t["id"]: run_nodes(t["runs"]) for t in shown}
     nodes_width = max(map(len, nodes.values()), default=0)
     columns = ["id", "state", "length", "latest", "best"]
-    columns += (["rst/pre"] if troubled else []) if compact else ["restarts", "preempt", "jobs"]
+    columns += (["rst/pre\n/lim"] if troubled else []) if compact else ["restarts", "preempt", "time lim", "jobs"]
     columns += ["nodes"] if nodes_width else []
     table = Table(title=title, title_justify="left")
     for column in columns:  # never cut a state or a number; the hyperparameters column gives way instead
@@ -160,9 +161,9 @@ def trials_table(trials: List[Dict[str, Any]], limit: Optional[int] = None, widt
         length = str(trained) + (f"→{target}" if target not in (None, NO_TARGET) else "")
         cells = [str(t["id"]), _state(t["state"]), length, _metric(t["latest_metric"]), _metric(t["best_metric"])]
         if compact:
-            cells += [f"{t['restarts']}/{t['preemptions']}"] if troubled else []
+            cells += [f"{t['restarts']}/{t['preemptions']}/{t.get('time_limits', 0)}"] if troubled else []
         else:
-            cells += [str(t["restarts"]), str(t["preemptions"]), _short(jobs, 24)]
+            cells += [str(t["restarts"]), str(t["preemptions"]), str(t.get("time_limits", 0)), _short(jobs, 24)]
         cells += [nodes[t["id"]]] if nodes_width else []
         if compact:
             pairs = [f"{key}={_value(value)}" for key, value in _flatten(t["hparams"])]

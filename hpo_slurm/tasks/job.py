@@ -16,15 +16,20 @@ import socket
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Tuple
 
+from hpo_slurm.core import interruption
 from hpo_slurm.core.fsio import append_line, read_json, write_json_atomic
 from hpo_slurm.core.layout import ExperimentLayout
-from hpo_slurm.core.protocol import RunResult, RunSpec, RunStatus
+from hpo_slurm.core.protocol import RunResult, RunSpec, RunStatus, StopReason
 from hpo_slurm.tasks.entrypoint import is_module_entrypoint, run_entrypoint
 from hpo_slurm.tasks.ranks import launch_ranks, node_names
 from hpo_slurm.trial import ENDED_EARLY_FILE, INVALID_HP_FILE
 
 __all__ = ["TrialFailed", "is_module_entrypoint", "run_job", "write_spec_file"]
+
+
+INTERRUPTIONS = (StopReason.PREEMPTED, StopReason.TIME_LIMIT)
 
 
 class TrialFailed(RuntimeError):
@@ -61,7 +66,8 @@ def run_job(spec_path: str) -> RunResult:
     checkpoints = layout.checkpoints_dir(spec.trial_id)
     for stale in [path for pattern in layout.shared_checkpoint_patterns(run_id) for path in checkpoints.glob(pattern)]:
         shutil.rmtree(stale, ignore_errors=True)
-    attempt = _record_attempt(layout, run_id)
+    attempt, started = _record_attempt(layout, run_id)
+    interruption.export_allocation_end(started, spec.time_limit_s, os.environ)
 
     if spec.world_size > 1:
         result = launch_ranks(spec, spec_path, attempt)
@@ -74,14 +80,18 @@ def run_job(spec_path: str) -> RunResult:
         message = read_json(run_dir / ENDED_EARLY_FILE).get("message", "")
         result = replace(result, status=RunStatus.ENDED_EARLY, message=message or None)
     result = replace(result, attempt=attempt, ended=time.time())
+    if result.status is RunStatus.STOPPED and result.stop_reason in INTERRUPTIONS:
+        interruption.record_interruption(run_dir, attempt, StopReason(result.stop_reason).value)
     write_json_atomic(layout.result_file(run_id), result.to_json())
     if result.status is RunStatus.FAILED:
         raise TrialFailed(f"run {run_id}: {'failed' if result.message is None else result.message}")
     return result
 
 
-def _record_attempt(layout: ExperimentLayout, run_id: str) -> int:
+def _record_attempt(layout: ExperimentLayout, run_id: str) -> Tuple[int, float]:
+    """Append this start of the job to the run's ``attempts.jsonl``: (which start it is, when)."""
     path = layout.attempts_file(run_id)
+    now = time.time()
     previous = sum(1 for _ in open(path, encoding="utf-8")) if path.exists() else 0
     line = {
         "attempt": previous + 1,
@@ -93,9 +103,9 @@ def _record_attempt(layout: ExperimentLayout, run_id: str) -> int:
         "restart_count": int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0),
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
         "nodes": node_names(),
-        "time": time.time(),
+        "time": now,
     }
     append_line(path, json.dumps(line))
-    return previous + 1
+    return previous + 1, now
 
 

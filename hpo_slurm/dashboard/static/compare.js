@@ -23,6 +23,7 @@
       ["runs", (t) => String(t.runs.length)],
       ["restarts", (t) => String(t.restarts)],
       ["preemptions", (t) => String(t.preemptions)],
+      ["time limits", (t) => String(t.time_limits)],
     ].map(([label, cell]) => el("tr", {}, el("th", { text: label }), ...trials.map((t) => el("td", {}, cell(t)))));
     const keys = [...new Set(trials.flatMap((t) => hpo.flatten(t.hparams).map(([k]) => k)))].sort();
     for (const key of keys) {

@@ -69,7 +69,7 @@
       card("state", state(t.state), t.message || (t.ended_at ? `ended ${when(t.ended_at)}` : `created ${when(t.created_at)}`)),
       card(`best ${data.metric}`, num(t.best_metric), t.best_length ? `at ${t.best_length} ${data.unit}` : ""),
       card("latest", num(t.latest_metric), `validated to ${t.validated_length}${t.target_length ? ` of ${t.target_length}` : ""} ${data.unit}`),
-      card("restarts", String(t.restarts), `${t.preemptions} preempted or timed out`),
+      card("restarts", String(t.restarts), `${t.preemptions} preempted, ${t.time_limits} at the time limit`),
       t.parent !== null ? card("parent", el("a", { href: `${expUrl(name)}/trials/${t.parent}`, text: `trial ${t.parent}` }), data.parent_checkpoint || "") : null);
     document.querySelector("#hparams tbody").replaceChildren(...hpo.flatten(t.hparams).map(([k, v]) =>
       el("tr", {}, el("td", { class: "hp", text: k }), el("td", { class: "hp", text: typeof v === "string" ? v : JSON.stringify(v) }))));
