@@ -48,10 +48,9 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import median, save, table  # noqa: E402
+from slurm_shim import cluster, install_shims, read_shim_log, slurm_text, wait_idle  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
-CLUSTER_SCRIPT = REPO / "scripts" / "local-slurm.sh"
-SHIMMED = ("sbatch", "sacct", "squeue", "sinfo", "scontrol", "scancel")
 SLURM = {"partition": "debug", "poll_interval": 1, "time": 10, "mem": "400M", "gpus_per_node": 2}
 
 TRIAL = '''\
@@ -88,37 +87,6 @@ else:
     ctx.report_validation(ctx.target_length, {"validation_loss": float(ctx.hparams["x"]) ** 2})
 close_distributed()
 '''
-
-SHIM = '''#!/bin/bash
-# benchmarks/distributed.py: run a Slurm command of the driver, then log its name, exit status and CPU
-# (`times`: this shell's user and system time, then its children's, i.e. the real command's)
-name=${0##*/}
-real=/usr/bin/$name
-if [ -n "${SLURM_JOB_ID:-}" ] || [ -z "${HPO_BENCH_SLURM_LOG:-}" ]; then exec "$real" "$@"; fi
-"$real" "$@"
-rc=$?
-times > "$HPO_BENCH_SLURM_LOG.times.$$"  # a builtin: no process of its own
-{ read -r su ss; read -r cu cs; } < "$HPO_BENCH_SLURM_LOG.times.$$"
-echo "$name $rc $su $ss $cu $cs ${1:-}" >> "$HPO_BENCH_SLURM_LOG"
-exit $rc
-'''
-
-
-def cluster(*options: str) -> None:
-    subprocess.run(["bash", str(CLUSTER_SCRIPT), "up", *options], check=True, capture_output=True, timeout=600)
-
-
-def slurm_text(*args: str) -> str:
-    return subprocess.run(list(args), capture_output=True, text=True, timeout=60, check=True).stdout
-
-
-def wait_idle(timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while slurm_text("squeue", "-h").strip():
-        if time.monotonic() > deadline:
-            raise RuntimeError("the cluster still has jobs:\n" + slurm_text("squeue"))
-        time.sleep(1)
-
 
 def write_search(folder: Path, name: str, slots: int, trials: int, length: int, sleep: float) -> Path:
     model = folder / f"model-{name}"
@@ -184,23 +152,6 @@ def read_runs(experiment: Path) -> List[Dict[str, Any]]:
     return runs
 
 
-def read_shim_log(path: Path) -> List[Dict[str, Any]]:
-    def seconds(text: str) -> float:  # bash `times`: 0m0.006s
-        minutes, rest = text.rstrip("s").split("m")
-        return 60 * float(minutes) + float(rest)
-
-    calls = []
-    for line in path.read_text().splitlines() if path.exists() else []:
-        parts = line.split(" ", 6)
-        try:
-            cpu = sum(seconds(x) for x in parts[2:6])
-        except (ValueError, IndexError):
-            continue
-        calls.append({"command": parts[0], "rc": int(parts[1]), "cpu_s": cpu,
-                      "arg": parts[6] if len(parts) > 6 else ""})
-    return calls
-
-
 def stop(name: str, root: Path) -> None:
     """``hpo-slurm stop``: cancel what a search left queued or running."""
     subprocess.run([sys.executable, "-m", "hpo_slurm.cli", "stop", name, "--root", str(root)],
@@ -260,11 +211,7 @@ def main() -> None:
     if os.geteuid() != 0 or not shutil.which("sinfo", path="/usr/bin"):
         raise SystemExit("needs root and the local Slurm cluster of scripts/local-slurm.sh")
     folder = Path(tempfile.mkdtemp(prefix="hpo-distributed-"))
-    shim_dir = folder / "shim"
-    shim_dir.mkdir()
-    for name in SHIMMED:
-        (shim_dir / name).write_text(SHIM)
-        (shim_dir / name).chmod(0o755)
+    shim_dir = install_shims(folder / "shim")
 
     load_before, completed = os.getloadavg()[0], False
     searches: List[Dict[str, Any]] = []

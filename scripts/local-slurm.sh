@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # local-slurm.sh - a real Slurm cluster (one node, or K nodes) on this machine, for tests.
 #
-#   scripts/local-slurm.sh up [--nodes K] [--gpus N] [--cpus N] [--mem MB] [--max-array-size N] [--timeout S]
+#   scripts/local-slurm.sh up [--nodes K] [--gpus N] [--cpus N] [--mem MB] [--max-array-size N] [--timeout S] [--no-accounting]
 #   scripts/local-slurm.sh down
 #   scripts/local-slurm.sh status
 #
@@ -15,6 +15,9 @@
 # Options not given fall back to their defaults (they are not remembered), so
 # a plain `up` always returns to the default one-node cluster. `down` stops
 # every daemon (all slurmds); `status` shows them all.
+# --no-accounting: a cluster without accounting, as some sites run
+# (AccountingStorageType=accounting_storage/none): slurmdbd and MariaDB are
+# stopped and sacct refuses. A plain `up` restores accounting (jobs are kept).
 #
 # Layout: state, logs, MariaDB data and pid files live in $HPO_LOCAL_SLURM_DIR
 # (default /var/lib/hpo-local-slurm). Slurm's own configs are written to
@@ -62,6 +65,7 @@ NCPUS=8
 MEM_MB=16000
 MAX_ARRAY_SIZE=1001
 TIMEOUT=90
+ACCOUNTING=1  # 0 with --no-accounting: AccountingStorageType=none, no slurmdbd, sacct refuses
 
 LOG_DIR="$STATE_DIR/log"
 PID_DIR="$STATE_DIR/pids"
@@ -373,6 +377,15 @@ write_configs() {
     # slurmd per node on this host (multiple-slurmd), files named with %n
     local what="one-node" spool="$STATE_DIR/slurmd" slurmd_pid="$RUN_DIR/slurmd.pid"
     local slurmd_log="$LOG_DIR/slurmd.log" node_lines="" part_nodes="$NODE"
+    local accounting="AccountingStorageType=accounting_storage/none"
+    if ((ACCOUNTING)); then
+        # association and QOS limits (e.g. MaxSubmitJobs) are enforced, as on production clusters
+        accounting="AccountingStorageType=accounting_storage/slurmdbd
+AccountingStorageHost=127.0.0.1
+AccountingStoragePort=6819
+AccountingStorageTRES=gres/gpu
+AccountingStorageEnforce=limits"
+    fi
     local node_hw="CPUs=$NCPUS Boards=1 SocketsPerBoard=1 CoresPerSocket=$NCPUS ThreadsPerCore=1 RealMemory=$MEM_MB $gpus_gres State=UNKNOWN"
     if ((NNODES == 1)); then
         node_lines="NodeName=$NODE NodeAddr=127.0.0.1 $node_hw"
@@ -413,12 +426,7 @@ ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 JobAcctGatherType=jobacct_gather/none
 JobCompType=jobcomp/none
-AccountingStorageType=accounting_storage/slurmdbd
-AccountingStorageHost=127.0.0.1
-AccountingStoragePort=6819
-AccountingStorageTRES=gres/gpu
-# association and QOS limits (e.g. MaxSubmitJobs) are enforced, as on production clusters
-AccountingStorageEnforce=limits
+$accounting
 SchedulerType=sched/backfill
 SchedulerParameters=sched_interval=2,bf_interval=2,bf_continue
 # at preemption, send the job's --signal (e.g. B:USR1@N) at once instead of SIGTERM to steps
@@ -707,6 +715,7 @@ all_running() {
 
 NODES_FILE="$STATE_DIR/nodes"  # node names of the last successful `up`
 recorded_nodes() { cat "$NODES_FILE" 2>/dev/null || echo "$NODE"; }
+ACCOUNTING_FILE="$STATE_DIR/accounting"  # 1 or 0: whether the last successful `up` kept accounting
 
 take_lock() {  # serialise concurrent up/down calls
     exec 9>"$STATE_DIR/lock"
@@ -723,20 +732,27 @@ cmd_up() {
     if [[ "$(recorded_nodes)" != "$(printf '%s\n' "${NODES[@]}")" ]]; then NODES_CHANGED=1; fi
     stop_stale_slurmds
     if all_running && ((SLURM_CONF_CHANGED == 0 && DBD_CONF_CHANGED == 0)) &&
-        ctld_ok && nodes_ok && sacct_ok; then
+        ctld_ok && nodes_ok && { ((ACCOUNTING == 0)) || sacct_ok; }; then
         say "already up (node $(nodes_states)); nothing to do"
         return 0
     fi
     start_munged
-    start_mariadb
-    start_slurmdbd
+    if ((ACCOUNTING)); then
+        start_mariadb
+        start_slurmdbd
+    else  # a cluster without accounting runs neither
+        stop_daemon slurmdbd
+        stop_daemon mariadbd
+    fi
     start_slurmctld
     start_slurmds
     # sacct answers (slurmctld <-> slurmdbd <-> MariaDB)
-    wait_for slurmdbd "$TIMEOUT" sacct_ok
+    if ((ACCOUNTING)); then wait_for slurmdbd "$TIMEOUT" sacct_ok; fi
     printf '%s\n' "${NODES[@]}" >"$NODES_FILE"
+    echo "$ACCOUNTING" >"$ACCOUNTING_FILE"
     say "up in $((SECONDS - t0))s: cluster $CLUSTER, node $(nodes_states)," \
-        "partitions debug(default)/urgent, MaxArraySize=$MAX_ARRAY_SIZE, state dir $STATE_DIR"
+        "partitions debug(default)/urgent, MaxArraySize=$MAX_ARRAY_SIZE," \
+        "accounting $( ((ACCOUNTING)) && echo on || echo off), state dir $STATE_DIR"
 }
 
 cmd_down() {
@@ -757,6 +773,7 @@ cmd_down() {
 cmd_status() {
     local d n pid rc=0 slurmds=()
     mapfile -t NODES < <(recorded_nodes)
+    if [[ "$(cat "$ACCOUNTING_FILE" 2>/dev/null)" == 0 ]]; then DAEMONS=(munged slurmctld); fi
     for n in "${NODES[@]}"; do slurmds+=("$(slurmd_key "$n")"); done
     for d in $(started_slurmds); do  # stale ones (not configured) too
         [[ " ${slurmds[*]} " == *" $d "* ]] || slurmds+=("$d")
@@ -797,6 +814,7 @@ while [[ $# -gt 0 ]]; do
         --max-array-size=*) MAX_ARRAY_SIZE=${1#*=}; shift ;;
         --timeout) TIMEOUT=${2:?}; shift 2 ;;
         --timeout=*) TIMEOUT=${1#*=}; shift ;;
+        --no-accounting) ACCOUNTING=0; shift ;;
         -h|--help) usage ;;
         *) err "unknown option: $1"; usage ;;
     esac
@@ -806,6 +824,7 @@ for v in NNODES NGPUS NCPUS MEM_MB MAX_ARRAY_SIZE TIMEOUT; do
 done
 ((NCPUS >= 1)) || die "--cpus must be >= 1"
 ((NNODES >= 1)) || die "--nodes must be >= 1"
+if ((ACCOUNTING == 0)); then DAEMONS=(munged slurmctld); fi
 if ((NNODES == 1)); then
     NODES=("$NODE")
 else
