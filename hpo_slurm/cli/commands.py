@@ -17,7 +17,8 @@ _NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())  # () catc
 
 class _Group(click.Group):
     """Turns a UserError anywhere below, and click's own usage errors (a bad option value, a missing
-    argument), into one line on stderr and exit status 2."""
+    argument), into one line on stderr and exit status 2; Slurm not answering and a full disk into one
+    line and exit status 1."""
 
     def invoke(self, ctx: click.Context):
         from hpo_slurm.executors.base import SchedulerError
@@ -29,6 +30,16 @@ class _Group(click.Group):
             ctx.exit(2)
         except SchedulerError as exc:  # Slurm itself did not answer: not the user's mistake
             click.echo(f"hpo-slurm: cannot reach Slurm ({exc}); try again once it answers", err=True)
+            ctx.exit(1)
+        except Exception as exc:  # a full disk is not the user's mistake either: one line, exit status 1
+            from hpo_slurm.engine.disk_space import DiskFullError, describe, is_disk_full
+
+            if isinstance(exc, DiskFullError):
+                click.echo(f"hpo-slurm: {exc}", err=True)
+            elif is_disk_full(exc):
+                click.echo(f"hpo-slurm: the disk is full ({describe(exc)}); free space and try again", err=True)
+            else:
+                raise
             ctx.exit(1)
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):

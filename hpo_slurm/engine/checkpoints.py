@@ -12,7 +12,7 @@ import math
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Set, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Set, Union
 
 from hpo_slurm.config.schema import ExperimentConfig
 from hpo_slurm.core.layout import CHECKPOINT_META, ExperimentLayout
@@ -24,6 +24,28 @@ log = logging.getLogger(__name__)
 
 def latest_checkpoint_path(layout: ExperimentLayout, trial_id: int) -> Optional[Path]:
     return latest_checkpoint_in(layout.checkpoints_dir(trial_id))
+
+
+def missing_start(trial: Mapping[str, Any], run: Mapping[str, Any], latest: Optional[str]) -> Optional[str]:
+    """A one-line warning when ``run`` of ``trial`` (store rows) cannot start where it should: it goes
+    on from ``from_length`` > 0, but the trial's newest checkpoint (``latest``, a ``length-N`` folder,
+    or None) is missing or shorter, as when a user deleted the checkpoint folder. The trial then trains
+    again from that checkpoint, or from the start; its result is the same for a trial that resumes
+    exactly. None when the checkpoint is there, and for a PBT child that has none of its own yet (it
+    starts from its parent's)."""
+    start = run["from_length"] or 0
+    if start <= 0 or (latest is None and trial["parent_checkpoint"]):
+        return None
+    have = 0
+    if latest is not None:
+        try:
+            have = int(str(latest).rstrip("/").rsplit("length-", 1)[1])
+        except (IndexError, ValueError):
+            return None  # not a folder this driver names: nothing to say about it
+    if have >= start:
+        return None
+    again = f"its checkpoint at length {have}" if latest is not None else "the start"
+    return f"trial {trial['id']}: its checkpoint at length {start} is gone; run {run['id']} trains again from {again}"
 
 
 def published_checkpoints(layout: ExperimentLayout, trial_id: int) -> Dict[int, Path]:

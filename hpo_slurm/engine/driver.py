@@ -25,6 +25,8 @@ from hpo_slurm.core.placement import Placement
 from hpo_slurm.core.protocol import RunSpec, RunStatus, StopReason
 from hpo_slurm.core.types import (Action, Close, Create, ExitReason, RunState, Shutdown, Train, TrialState,
                                   awaits_submission, cancel_unconfirmed, run_may_be_out)
+from hpo_slurm.engine.checkpoints import missing_start
+from hpo_slurm.engine.disk_space import failed_for_room
 from hpo_slurm.engine.faults import CrashPoints
 from hpo_slurm.engine.ingest import metric_value, reaches_target, validation_fields
 from hpo_slurm.engine.judge import SUBMISSION_REFUSED, judge, open_ended, reached_target, resumes_without_restart
@@ -215,6 +217,7 @@ class Driver:
         trial = self.trials[trial_id]
         result = self.workspace.read_result(run_id)
         outcome, reason = judge(run, trial, status, result)
+        reason = failed_for_room(outcome, reason, result, self.workspace.run_dir(run_id))
         self._finish_run(run_id, outcome, reason, status.exit_code)
         for interrupted in self.workspace.earlier_interruptions(run_id):  # requeued under the same job id
             self._count_interruption(trial_id, interrupted)
@@ -454,6 +457,11 @@ class Driver:
         delivered = self.executor.delivers_specs  # else each run's spec file is written here, first
         specs: Dict[str, RunSpec] = {}
         for run in ready:
+            gone = run["from_length"] and missing_start(self.trials[run["trial_id"]], run,
+                                                        self.workspace.latest_checkpoint(run["trial_id"]))
+            if gone:  # a user deleted the checkpoint it was to start from
+                log.warning(gone)
+                self._set_trial(run["trial_id"], message=gone)
             earlier = [r for r in self._runs_of(run["trial_id"]) if r["id"] != run["id"]]
             self._set_run(run["id"], time_minutes=fitted_time_minutes(
                 earlier, run["from_length"], run["to_length"],

@@ -71,8 +71,9 @@ class DriverLock:
     def heartbeat(self) -> None:
         assert self._fd is not None, "lock not held"
         data = json.dumps({**self._info, "heartbeat": time.time()}).encode()
-        os.ftruncate(self._fd, 0)
+        # written first, then cut to its length: a write that fails (a full disk) leaves the last one
         os.pwrite(self._fd, data, 0)
+        os.ftruncate(self._fd, len(data))
 
     def release(self) -> None:
         if self._fd is not None:

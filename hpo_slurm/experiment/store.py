@@ -215,14 +215,17 @@ class Store(StoreReads):
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
-        """All writes inside commit together or not at all."""
+        """All writes inside commit together or not at all. When the block or the commit fails (a full
+        disk: SQLite's "database or disk is full"), the transaction is rolled back, unless SQLite already
+        did, and the error raised: the database stays as it was before the block."""
         self._conn.execute("BEGIN IMMEDIATE")
         try:
             yield
+            self._conn.execute("COMMIT")
         except BaseException:
-            self._conn.execute("ROLLBACK")
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
             raise
-        self._conn.execute("COMMIT")
 
     @contextlib.contextmanager
     def snapshot_read(self) -> Iterator[None]:
