@@ -9,9 +9,8 @@ Nothing here touches the filesystem beyond reading that file (and checking ``slu
 
 from __future__ import annotations
 
-import dataclasses
-
 import copy
+import dataclasses
 import math
 import os
 import re
@@ -129,6 +128,7 @@ class ExperimentConfig:
     min_checkpoint_period: Optional[Length] = None
     perform_initial_validation: bool = False
     scheduling_unit: int = 100  # batches between a Determined PyTorchTrial's training reports
+    share_with_group: bool = False  # the experiment's folder and files group-readable (core.fsio.Access)
     # one line per accepted-but-ignored key: "search.yaml: bind_mounts: not used by hpo-slurm, ignored"
     warnings: Tuple[str, ...] = ()
 
@@ -142,7 +142,7 @@ class ExperimentConfig:
 TOP_KEYS = ("name", "description", "entrypoint", "hyperparameters", "searcher", "max_restarts",
             "reproducibility", "resources", "checkpoint_storage", "records_per_epoch", "data",
             "min_validation_period", "min_checkpoint_period", "perform_initial_validation", "scheduling_unit",
-            "checkpoint_policy", "optimizations", "slurm")
+            "checkpoint_policy", "optimizations", "slurm", "share_with_group")
 IGNORED_TOP_KEYS = {
     "bind_mounts": "Slurm jobs see the cluster's filesystems as they are",
     "environment": "load modules, activate environments and export variables in slurm.setup",
@@ -187,7 +187,6 @@ ASHA_MODES = ("aggressive", "standard", "conservative")
 MIN_DIVISOR = 1.001
 _NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,99}")
 _NAME_RULE = "a name of letters, digits, '.', '_' and '-' (1-100 characters, not starting with '.' or '-')"
-
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 DISPLAY_NAME_MAX = 256
@@ -292,6 +291,7 @@ def parse_config(data: Any, source: str, base_dir: Optional[str] = None) -> Expe
         min_checkpoint_period=_period(ck, top, "min_checkpoint_period"),
         perform_initial_validation=_optional(top, "perform_initial_validation", "", ck.boolean, False),
         scheduling_unit=_optional(top, "scheduling_unit", "", ck.integer, 100, minimum=1),
+        share_with_group=_optional(top, "share_with_group", "", ck.boolean, False),
     )
     check_training_code_keys(ck, top)
     _check_placement(ck, settings["slots_per_trial"], settings["slurm"].gpus_per_node)

@@ -5,6 +5,12 @@ An experiment's name is any text (as in Determined: 'vision transformer adaptive
 name itself when that is a safe folder name, else a safe spelling of it (``folder_for``), with -2, -3,
 ... when another experiment already has that folder. The name is kept in the database, and ``find``
 takes either.
+
+Who may read an experiment is decided when it is created (``fsio.Access``): its folder is 0700 and
+the files ``create`` puts in it (config, database, driver log and lock, the model folder's copy) are
+0600, whatever the umask; with ``share_with_group: true`` in the config, 0750 and 0640. A root folder
+that ``create`` has to make gets the experiment's folder mode; an existing one is left as it is.
+What jobs and trials write later is reachable only through the experiment folder.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import fnmatch
 import os
 import shutil
+import stat
 import tempfile
 import time
 import uuid
@@ -20,6 +27,7 @@ from typing import Callable, List, Optional, Tuple
 
 from hpo_slurm.config.schema import ExperimentConfig, check_display_name, check_name, is_folder_name, safe_spelling
 from hpo_slurm.core.errors import UserError
+from hpo_slurm.core.fsio import PRIVATE, Access, access_for, create_empty, set_mode
 from hpo_slurm.core.layout import ExperimentLayout
 from hpo_slurm.experiment.store import Store
 
@@ -41,10 +49,18 @@ def resolve_root(option: Optional[str]) -> Path:
     return path
 
 
-def make_root(root: Path) -> None:
-    """Create the experiments folder if needed; a UserError when the file system refuses."""
+def make_root(root: Path, access: Access = PRIVATE) -> None:
+    """Create the experiments folder if needed, with mode ``access.folder`` (folders above it that are
+    missing too get the umask's); an existing one is left as it is. A UserError when the file system
+    refuses."""
     try:
-        root.mkdir(parents=True, exist_ok=True)
+        try:
+            os.makedirs(root, mode=access.folder)  # the mode is the last folder's only
+        except FileExistsError:
+            if root.is_dir():
+                return
+            raise
+        set_mode(root, access.folder)
     except OSError as exc:
         raise UserError(f"cannot create the experiments folder {root}: {exc.strerror or exc}") from None
 
@@ -136,10 +152,17 @@ def create(
     context = Path(context) if context else Path(config_path).resolve().parent
     if copy_model and not context.is_dir():
         raise UserError(f"--context {context}: not a folder")
-    make_root(root)
-    staging = Path(tempfile.mkdtemp(prefix=f".hpo-{name}-", dir=root))
+    access = access_for(config.share_with_group)
+    make_root(root, access)
+    root_mode = stat.S_IMODE(os.stat(root).st_mode)
+    if access.folder & stat.S_IXGRP and not root_mode & stat.S_IXGRP and warn:
+        warn(f"share_with_group: your group cannot enter {root} (mode {root_mode:04o}); "
+             f"`chmod g+x {root}` lets it reach the experiment")
+    staging = Path(tempfile.mkdtemp(prefix=f".hpo-{name}-", dir=root))  # 0700 until it is complete
     try:
         layout = ExperimentLayout(staging)
+        for path in (layout.config, layout.driver_log, layout.lock):
+            create_empty(path, access.file)  # opened later, never replaced: each keeps its mode
         if config_text is None:
             shutil.copyfile(config_path, layout.config)
             config_text = Path(config_path).read_text()
@@ -147,9 +170,11 @@ def create(
             layout.config.write_text(config_text)
         if copy_model:
             special = copy_context(context, layout.context, exclude=[root.resolve()], progress=progress)
+            limit_modes(layout.context, access)
             if special and warn:
                 shown = ", ".join(special[:5]) + (f" and {len(special) - 5} more" if len(special) > 5 else "")
                 warn(f"the model folder copy leaves out what is not a file, folder or link: {shown}")
+        create_empty(layout.database, access.file)  # SQLite gives its -wal and -shm files the same mode
         store = Store.open(layout.database)
         store.create_experiment(
             name=display or name, uid=uuid.uuid4().hex, state="RUNNING", searcher=config.searcher.name,
@@ -157,6 +182,7 @@ def create(
             ended_at=None, message=None,
         )
         store.close()
+        set_mode(staging, access.folder)
         os.rename(staging, final)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -204,6 +230,17 @@ def copy_context(
 
     shutil.copytree(source, target, ignore=ignore, symlinks=True, copy_function=copy)
     return special
+
+
+def limit_modes(folder: Path, access: Access) -> None:
+    """Take from ``folder`` and everything in it the permissions ``access`` does not give (symbolic
+    links have none of their own)."""
+    set_mode(folder, access.limit(os.stat(folder).st_mode))
+    for directory, folders, files in os.walk(folder):
+        for entry in folders + files:
+            path = Path(directory, entry)
+            if not path.is_symlink():
+                set_mode(path, access.limit(path.stat().st_mode))
 
 
 def _kept_files(source: Path, ignore: Callable[[str, List[str]], List[str]]) -> List[Path]:

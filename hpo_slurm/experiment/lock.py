@@ -49,7 +49,7 @@ class DriverLock:
         """Become the experiment's driver, or raise UserError naming the live one. A lock held only
         for a moment (``driver_alive``'s probe, from status or the dashboard) is waited out for up to
         PROBE_GRACE_S."""
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         if not _lock_within(fd, PROBE_GRACE_S):
             os.close(fd)
             holder = read_lock(self.path) or {}
@@ -114,18 +114,18 @@ def driver_alive(path: Path) -> Dict[str, Any]:
     info = read_lock(path) or {}
     alive = False
     if info:
-        if info.get("host") == socket.gethostname():
-            alive = _locked(path)
-        else:
-            alive = is_fresh(info)
+        held = _locked(path) if info.get("host") == socket.gethostname() else None
+        alive = is_fresh(info) if held is None else held
     return {"alive": alive, "pid": info.get("pid"), "host": info.get("host")}
 
 
-def _locked(path: Path) -> bool:
+def _locked(path: Path) -> Optional[bool]:
+    """Whether a process holds the lock file ``path`` (None: it cannot be opened here). Opened for
+    reading only: a group member of a shared experiment may read the lock but not write it."""
     try:
-        fd = os.open(path, os.O_RDWR)
+        fd = os.open(path, os.O_RDONLY)
     except OSError:
-        return False
+        return None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
