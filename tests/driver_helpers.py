@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import yaml
 
@@ -119,12 +119,12 @@ def metric_lines(experiment_dir: Path) -> int:
 
 
 def launch_with_kills(config: Path, root: Path, name: str, crash_points: List[str], most: int,
-                      rng: random.Random) -> int:
-    """Launch ``config`` as ``name`` and kill its driver again and again: first at each of
-    ``crash_points`` (``HPO_SLURM_CRASH_AT``), then by SIGKILL after a random 0.5-1.5 s, resuming it
-    each time, until ``most`` kills or the search ends first. The search is finished (one last
-    ``resume`` when needed) before it returns the number of kills."""
-    args = ["launch", str(config), "--root", str(root), "--executor", "local"]
+                      rng: random.Random, executor: str = "local", window: Tuple[float, float] = (0.5, 1.5)) -> int:
+    """Launch ``config`` as ``name`` on ``executor`` and kill its driver again and again: first at each
+    of ``crash_points`` (``HPO_SLURM_CRASH_AT``), then by SIGKILL after a random time in ``window``
+    (seconds), resuming it each time, until ``most`` kills or the search ends first. The search is
+    finished (one last ``resume`` when needed) before it returns the number of kills."""
+    args = ["launch", str(config), "--root", str(root), "--executor", executor]
     kills = 0
     while kills < most:
         if kills < len(crash_points):
@@ -133,7 +133,7 @@ def launch_with_kills(config: Path, root: Path, name: str, crash_points: List[st
         else:
             process = start_cli(*args)
             try:
-                process.wait(timeout=rng.uniform(0.5, 1.5))
+                process.wait(timeout=rng.uniform(*window))
             except subprocess.TimeoutExpired:
                 process.send_signal(signal.SIGKILL)
                 process.wait(timeout=30)

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import json
 import random
-import signal
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from driver_helpers import cli, copy_example, start_cli, status, wait_for, write_config
+from driver_helpers import cli, copy_example, launch_with_kills, start_cli, status, wait_for, write_config
 from slurm_cluster import reconfigure, require_cluster, slurm, wait_until_idle
 
 pytestmark = pytest.mark.slurm
@@ -59,26 +58,7 @@ def test_an_adaptive_search_resumed_after_driver_kills_loses_and_repeats_nothing
     expected = reference_metrics(quadratic, "adaptive.yaml", root, **changes)
     config = write_config(quadratic / "adaptive.yaml", quadratic / "noacct.yaml", name="noacct", slurm=SLURM,
                           data={"sleep_per_unit": 0.05}, **changes)
-    rng = random.Random(15)
-    args = ["launch", str(config), "--root", str(root), "--executor", "slurm"]
-    kills = 0
-    while kills < 4:
-        driver = start_cli(*args)
-        try:
-            driver.wait(timeout=rng.uniform(2.0, 6.0))
-        except subprocess.TimeoutExpired:
-            driver.send_signal(signal.SIGKILL)
-            driver.wait(timeout=30)
-        if driver.returncode == 0:
-            break
-        assert driver.returncode == -signal.SIGKILL, driver.stderr.read()[-3000:]
-        kills += 1
-        args = ["resume", "noacct", "--root", str(root)]
-        shown = cli("status", "noacct", "--root", str(root), "--json")  # status between kills, from squeue
-        assert shown.returncode == 0, shown.stderr[-3000:]
-    else:
-        finished = cli(*args, timeout=600)
-        assert finished.returncode == 0, finished.stderr[-3000:]
+    kills = launch_with_kills(config, root, "noacct", [], 4, random.Random(15), executor="slurm", window=(2.0, 6.0))
     assert kills >= 2, f"the search ended after {kills} kills"
     summary = status(root, "noacct")
     assert summary["state"] == "COMPLETED"
