@@ -6,7 +6,8 @@ turn the searcher's actions into trial and run records; 4. persist everything in
 5. act: cancel, submit the runs recorded in 4, record their job ids. Polling comes before ingesting, so
 a job seen as ended has all its lines read before its end is judged. Crash safety comes from the order
 of 4 and 5: a run is recorded under a unique name before it is submitted and bound to its job id after;
-a restarted driver looks unbound runs up by name before submitting anything and re-adopts live jobs.
+a restarted driver looks unbound runs up by name before submitting anything and re-adopts live jobs
+(submitting, binding and re-adopting: ``engine.driver_submit.SubmitsRuns``, part of the driver).
 Side effects on files (specs, manifests, stop files) happen in 5, after the decision is durable. A run
 without a target (NO_TARGET: no searcher.max_length) is done when its job returns having validated; the
 trial's last validation (its row's latest_metric) is then the searcher event (judge.reached_target).
@@ -21,22 +22,20 @@ from typing import Any, Callable, Dict, Iterable, List, Optional
 
 from hpo_slurm.config.schema import NO_TARGET, ExperimentConfig
 from hpo_slurm.core.layout import ExperimentLayout, run_name
-from hpo_slurm.core.placement import Placement
-from hpo_slurm.core.protocol import RunSpec, RunStatus, StopReason
+from hpo_slurm.core.protocol import RunStatus, StopReason
 from hpo_slurm.core.types import (Action, Close, Create, ExitReason, RunState, Shutdown, Train, TrialState,
-                                  awaits_submission, cancel_unconfirmed, run_may_be_out)
-from hpo_slurm.engine.checkpoints import missing_start
+                                  run_may_be_out)
 from hpo_slurm.engine.disk_space import failed_for_room
+from hpo_slurm.engine.driver_submit import SubmitsRuns
 from hpo_slurm.engine.faults import CrashPoints
 from hpo_slurm.engine.ingest import metric_value, reaches_target, validation_fields
-from hpo_slurm.engine.judge import SUBMISSION_REFUSED, judge, open_ended, reached_target, resumes_without_restart
+from hpo_slurm.engine.judge import judge, open_ended, reached_target, resumes_without_restart
 from hpo_slurm.engine.run_spec import RunSpecs
-from hpo_slurm.engine.submission import SubmissionPolicy, ready_runs
+from hpo_slurm.engine.submission import SubmissionPolicy
 from hpo_slurm.engine.searcher_log import SearcherLog
 from hpo_slurm.engine.tick_changes import TickChanges
-from hpo_slurm.engine.timefit import fitted_time_minutes
 from hpo_slurm.engine.workspace import FileWorkspace
-from hpo_slurm.executors.base import Executor, JobRequest, JobState, JobStatus, SchedulerError, SubmitError, Workspace
+from hpo_slurm.executors.base import Executor, JobState, JobStatus, SchedulerError, Workspace
 from hpo_slurm.experiment.rows import new_metric_row, new_run_row, new_trial_row
 from hpo_slurm.experiment.store import Store
 from hpo_slurm.searchers import Searcher
@@ -47,7 +46,7 @@ log = logging.getLogger(__name__)
 UNKNOWN_GRACE_S = 30.0  # a job unknown to the scheduler this soon after submission is not yet LOST
 
 
-class Driver:
+class Driver(SubmitsRuns):
     """Owns one experiment while it runs. Build with ``Driver.open``; call ``tick()`` until ``done``."""
 
     def __init__(
@@ -439,107 +438,3 @@ class Driver:
         except SchedulerError as exc:
             log.warning("%s; trying again", exc)
             self._changes.cancel.extend(run_ids)
-
-    def _request(self, run: Dict[str, Any], spec: Optional[RunSpec] = None,
-                 placement: Placement = Placement()) -> JobRequest:
-        """The job of ``run``: to submit (with its ``spec`` and ``placement``), or to look up by name."""
-        return JobRequest(
-            run_id=run["id"], job_name=self.job_prefix + run["id"], run_dir=self.workspace.run_dir(run["id"]),
-            spec_path=self.workspace.spec_path(run["id"]), gpus=self.config.slots_per_trial,
-            time_minutes=run["time_minutes"], spec=spec, placement=placement,
-        )
-
-    def _submit_ready(self) -> None:
-        ready = self._submission.take(ready_runs(self.active, self.runs))
-        if not ready:
-            return
-        placement = self.executor.placement(self.config)  # before anything changes: it may be refused
-        delivered = self.executor.delivers_specs  # else each run's spec file is written here, first
-        specs: Dict[str, RunSpec] = {}
-        for run in ready:
-            gone = run["from_length"] and missing_start(self.trials[run["trial_id"]], run,
-                                                        self.workspace.latest_checkpoint(run["trial_id"]))
-            if gone:  # a user deleted the checkpoint it was to start from
-                log.warning(gone)
-                self._set_trial(run["trial_id"], message=gone)
-            earlier = [r for r in self._runs_of(run["trial_id"]) if r["id"] != run["id"]]
-            self._set_run(run["id"], time_minutes=fitted_time_minutes(
-                earlier, run["from_length"], run["to_length"],
-                self.config.slurm.time_minutes, self.config.slurm.signal_delay_s,
-            ))
-            spec = self._specs.build(self.trials[run["trial_id"]], run, placement)
-            if delivered:
-                specs[run["id"]] = spec
-            else:
-                self.workspace.prepare_run(run["id"], run["trial_id"], spec)
-        self._crash.reached("before_submit")
-        uncertain = [run for run in ready if run["id"] in self._submission.uncertain]
-        if uncertain:
-            # an earlier attempt failed in a way that may have created jobs: look before resubmitting
-            try:
-                found = self.executor.find([self._request(run) for run in uncertain])
-            except SchedulerError as exc:
-                self._submission.wait_for_lookup(self.clock())
-                log.warning("cannot look up %d runs that may have been submitted (%s); nothing is submitted "
-                            "until they are found or known to be missing", len(uncertain), exc)
-                return
-            self._bind(found)
-            ready = [run for run in ready if run["id"] not in found]
-            if not ready:
-                return
-        try:
-            submitted = self.executor.submit([self._request(run, specs.get(run["id"]), placement) for run in ready])
-        except SubmitError as exc:
-            self._bind(exc.submitted)
-            failed = [run for run in ready if run["id"] not in exc.submitted]
-            delay = self._submission.refused(self.clock(), (run["id"] for run in failed), exc.retry, exc.limit)
-            if exc.limit:
-                log.warning("the cluster refused %d runs for its cap on queued jobs (%s); submitting at most %d "
-                            "at a time from now on, next try in %.0fs", len(failed), exc, self._submission.batch_cap, delay)
-            else:
-                log.warning("submission failed (%s); %s", exc, f"retrying in {delay:.0f}s" if exc.retry else "not retrying")
-            if not exc.retry:
-                for run in failed:
-                    self._on_job_ended(run["id"], JobStatus(JobState.FAILED, reason=f"{SUBMISSION_REFUSED}: {exc}"))
-            return
-        self._crash.reached("after_submit")
-        self._submission.succeeded()
-        self._bind({run["id"]: job for run, job in zip(ready, submitted)})
-
-    def _bind(self, jobs: Dict[str, Any]) -> None:
-        """Record the job of each run (a Submitted, or a job id found by name)."""
-        now = self.clock()
-        for run_id, job in jobs.items():
-            job_id, gpus = (job, "") if isinstance(job, str) else (job.job_id, job.gpus)
-            self._set_run(run_id, job_id=job_id, gpus=gpus, submitted_at=now)
-            self._submission.uncertain.discard(run_id)
-            trial_id = self.runs[run_id]["trial_id"]
-            if not self.trials[trial_id]["closed"]:
-                self._set_trial(trial_id, state=TrialState.QUEUED.value)
-
-    # ---- restart --------------------------------------------------------------------------------
-    def _reconcile(self) -> None:
-        """Bind runs recorded but never bound to a job (a crash between submit and record), and adopt
-        the live jobs of the previous driver."""
-        unbound = [self.runs[ids[0]] for ids in self.active.values() if awaits_submission(self.runs[ids[0]])]
-        if unbound:
-            try:
-                found = self.executor.find([self._request(run) for run in unbound])
-            except SchedulerError as exc:  # look again before submitting any of them
-                log.warning("cannot look up the jobs of %d unbound runs yet (%s)", len(unbound), exc)
-                self._submission.uncertain.update(run["id"] for run in unbound)
-                found = {}
-            for run_id, job_id in found.items():
-                log.info("run %s: re-adopted job %s submitted before the driver stopped", run_id, job_id)
-            self._bind(found)
-        adopted = 0
-        for run in self._live_runs():
-            adopted += 1
-            self.executor.adopt(run["job_id"], run["gpus"] or "")
-            if cancel_unconfirmed(run):  # the previous driver may have died before cancelling it
-                self._changes.cancel.append(run["id"])
-        log.info("resumed: %d live jobs re-adopted (%d cancels sent again), %d runs to submit",
-                 adopted, len(self._changes.cancel), len(ready_runs(self.active, self.runs)))
-        self._event("resumed", None, {"adopted": adopted})
-        self._persist()
-
