@@ -1,4 +1,4 @@
-"""Benchmark 10: what one driver poll costs the Slurm controller and the accounting database, at scale.
+"""Benchmark 9: what one driver poll costs the Slurm controller and the accounting database, at scale.
 
 On the real local Slurm cluster (switched to one node of ``--running`` + 8 CPUs for the measurement and
 back to the default cluster afterwards, also after a failure or Ctrl-C): one held array of ``--queued``

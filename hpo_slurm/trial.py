@@ -343,7 +343,7 @@ def stop_reason_for(signum: int, spec: Union[RunSpec, Mapping[str, Any]], starte
     seconds_left = interruption.time_left(os.environ, now)
     if seconds_left is None and limit is not None:
         seconds_left = started + limit - now
-    return interruption.stop_reason(signum, seconds_left, signal_delay, os.environ).value
+    return interruption.stop_reason(signum, seconds_left, signal_delay, interruption.slurm_record(os.environ), now).value
 
 
 def _time_limit(spec: Union[RunSpec, Mapping[str, Any]]) -> Tuple[Optional[float], float]:
@@ -360,14 +360,18 @@ def stop_requested(layout: ExperimentLayout, run_id: str) -> bool:
 
 def install_stop_handlers(on_stop: Callable[[str], None], spec: Union[RunSpec, Mapping[str, Any]],
                           forward: Optional[Callable[[int], None]] = None) -> None:
-    """Route the stop signals to ``on_stop(reason)`` (see ``stop_reason_for``), then, when given, pass
-    the signal itself on to ``forward(signum)`` (a launcher's children get what it got)."""
+    """Pass the stop signals on to ``forward(signum)``, when given (a launcher's children get what it
+    got, at once), then tell ``on_stop(reason)`` (see ``stop_reason_for``, which may ask Slurm: up to
+    a few seconds). The reason is decided at the first signal; later ones repeat it."""
     started = time.time()
+    decided: List[str] = []
 
     def handler(signum: int, frame: Any) -> None:
-        on_stop(stop_reason_for(signum, spec, started))
         if forward is not None:
             forward(signum)
+        if not decided:
+            decided.append(stop_reason_for(signum, spec, started))
+        on_stop(decided[0])
 
     for name in STOP_SIGNALS:
         signal.signal(getattr(signal, name), handler)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -23,45 +24,51 @@ from hpo_slurm.engine.workspace import FileWorkspace
 SHOWN = ("JobId=4077 JobName=envjob.sh JobState=RUNNING Reason=None Requeue=1 Restarts=0 RunTime=00:00:40 "
          "TimeLimit=00:03:00 StartTime=2026-12-05T14:49:18 EndTime=2026-12-05T14:52:18 "
          "PreemptEligibleTime=2026-12-05T14:49:18 PreemptTime={} SuspendTime=None Partition=debug")
-NO_SLURM: dict = {}  # a local process: no Slurm job to ask
+END = time.mktime(time.strptime("2026-12-05T14:52:18", "%Y-%m-%dT%H:%M:%S"))
+WINDOW = interruption.time_limit_window(30)  # by the job's own clock
 
 
 @pytest.mark.parametrize("signum", [signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM])
-def test_a_signal_long_before_the_end_of_the_allocation_is_a_preemption(signum):
-    window = interruption.time_limit_window(30)
-    assert interruption.stop_reason(signum, window + 1, 30, NO_SLURM) is StopReason.PREEMPTED
-
-
-@pytest.mark.parametrize("signum", [signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM])
-def test_a_signal_in_the_last_window_is_the_time_limit_when_no_scheduler_records_a_preemption(signum):
-    window = interruption.time_limit_window(30)
-    for left in (window, 30, 0, -5):
-        assert interruption.stop_reason(signum, left, 30, NO_SLURM) is StopReason.TIME_LIMIT
+def test_by_the_jobs_clock_a_signal_long_before_the_end_is_a_preemption_and_one_near_it_the_time_limit(signum):
+    assert interruption.stop_reason(signum, WINDOW + 1, 30, None, 0.0) is StopReason.PREEMPTED
+    for left in (WINDOW, 30, 0, -5):
+        assert interruption.stop_reason(signum, left, 30, None, 0.0) is StopReason.TIME_LIMIT
 
 
 def test_without_a_time_limit_only_the_warning_signal_can_be_the_time_limit():
-    assert interruption.stop_reason(signal.SIGTERM, None, 30, NO_SLURM) is StopReason.PREEMPTED
-    assert interruption.stop_reason(signal.SIGUSR2, None, 30, NO_SLURM) is StopReason.TIME_LIMIT
+    assert interruption.stop_reason(signal.SIGTERM, None, 30, None, 0.0) is StopReason.PREEMPTED
+    assert interruption.stop_reason(signal.SIGUSR2, None, 30, None, 0.0) is StopReason.TIME_LIMIT
 
 
-def test_slurms_preempt_time_is_read_from_scontrols_line():
-    assert not interruption.preempt_time_set(SHOWN.format("None"))
-    assert interruption.preempt_time_set(SHOWN.format("2026-12-05T14:50:01"))
-    assert not interruption.preempt_time_set("JobId=1 JobState=RUNNING")  # an older Slurm without the field
+def test_slurms_record_decides_over_the_jobs_clock():
+    preempting = interruption.SlurmRecord(preempting=True, end=END)
+    running = interruption.SlurmRecord(preempting=False, end=END)
+    # a preemption in the last seconds of the allocation
+    assert interruption.stop_reason(signal.SIGUSR2, 10, 30, preempting, END - 10) is StopReason.PREEMPTED
+    # the time limit of a job whose start-up (module loads, environments) the job's clock did not see:
+    # by that clock far from the end, by Slurm's EndTime at it
+    assert interruption.stop_reason(signal.SIGUSR2, 400, 30, running, END - 35) is StopReason.TIME_LIMIT
+    # a signal long before Slurm's end, from no preemption Slurm records: someone else's (scancel --signal)
+    assert interruption.stop_reason(signal.SIGUSR2, 10, 30, running, END - 600) is StopReason.PREEMPTED
+    # no EndTime in the record: the clock decides
+    unknown = interruption.SlurmRecord(preempting=False, end=None)
+    assert interruption.stop_reason(signal.SIGUSR2, 10, 30, unknown, 0.0) is StopReason.TIME_LIMIT
 
 
-def test_a_slurm_that_cannot_be_asked_leaves_the_decision_to_the_clock(tmp_path):
+def test_slurms_record_is_read_from_scontrols_line():
+    assert interruption.parse_record(SHOWN.format("None")) == interruption.SlurmRecord(False, END)
+    assert interruption.parse_record(SHOWN.format("2026-12-05T14:50:01")) == interruption.SlurmRecord(True, END)
+    assert interruption.parse_record("JobId=1 JobState=PENDING EndTime=Unknown") == interruption.SlurmRecord(False, None)
+    assert interruption.parse_record("slurm_load_jobs error: Invalid job id specified") is None
+
+
+def test_a_slurm_that_cannot_be_asked_leaves_the_decision_to_the_clock(tmp_path, monkeypatch):
     fake = tmp_path / "scontrol"
     fake.write_text("#!/bin/sh\necho 'slurm_load_jobs error: Unable to contact slurm controller' >&2\nexit 1\n")
     fake.chmod(0o755)
-    environ = {"SLURM_JOB_ID": "4077", "PATH": f"{tmp_path}:{os.environ['PATH']}"}
-    old_path = os.environ["PATH"]
-    os.environ["PATH"] = environ["PATH"]
-    try:
-        assert not interruption.slurm_is_preempting(environ)
-        assert interruption.stop_reason(signal.SIGUSR2, 10, 30, environ) is StopReason.TIME_LIMIT
-    finally:
-        os.environ["PATH"] = old_path
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    assert interruption.slurm_record({"SLURM_JOB_ID": "4077"}) is None
+    assert interruption.slurm_record({}) is None  # not a Slurm job: nothing to ask
 
 
 def test_the_allocation_end_is_exported_from_the_attempts_start():

@@ -180,6 +180,12 @@ def test_share_with_group_lets_the_group_read_whatever_the_umask(open_base, umas
         group = experiment.stat().st_gid
         assert as_user(NOBODY, group, "head", "-c", "15", str(experiment / "experiment.db")).stdout == "SQLite format 3"
         assert "context" in as_user(NOBODY, group, "ls", str(experiment)).stdout.split()
+        # the driver has ended: a group member, who may not create the -wal and -shm files, reads the
+        # database as hpo-slurm's readers do (read-only)
+        query = ("import sqlite3, sys; db = sqlite3.connect('file:' + sys.argv[1] + '?mode=ro', uri=True); "
+                 "print(db.execute('SELECT COUNT(*), MAX(state) FROM trials').fetchone())")
+        read = as_user(NOBODY, group, "/usr/bin/python3", "-c", query, str(experiment / "experiment.db"))
+        assert read.returncode == 0 and read.stdout.strip() == "(1, 'COMPLETED')", read.stderr
         other = as_user(NOBODY, NOBODY, "ls", str(experiment))
         assert other.returncode != 0 and "Permission denied" in other.stderr
 

@@ -33,12 +33,35 @@ def test_network_filesystems_are_recognised_by_the_longest_mount_point():
     assert not is_network_filesystem(Path("/var/tmp"), MOUNTS)
 
 
-def test_wal_on_a_local_disk(tmp_path):
-    Store.open(tmp_path / "experiment.db").close()
-    conn = sqlite3.connect(tmp_path / "experiment.db")
-    mode = conn.execute("PRAGMA journal_mode").fetchone()[0]  # a database's WAL mode outlives the connection
-    conn.close()
-    assert mode == ("delete" if is_network_filesystem(tmp_path) else "wal")
+def journal_mode(path):
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute("PRAGMA journal_mode").fetchone()[0]  # the mode lives in the file, not the connection
+    finally:
+        conn.close()
+
+
+def test_wal_on_a_local_disk_while_a_writer_has_it_open_and_no_wal_files_after(tmp_path):
+    path = tmp_path / "experiment.db"
+    store = Store.open(path)
+    assert journal_mode(path) == ("delete" if is_network_filesystem(tmp_path) else "wal")
+    store.close()
+    # a reader who may not create files in the folder can open it read-only now
+    assert journal_mode(path) == "delete"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["experiment.db"]
+
+
+def test_a_writer_closing_beside_a_reader_leaves_wal_on(tmp_path):
+    path = tmp_path / "experiment.db"
+    store = Store.open(path)
+    reader = Store.open(path, readonly=True)
+    with reader.snapshot_read():  # a read transaction the mode change would have to wait for
+        assert reader.trial_totals().count == 0
+        store.close()
+    reader.close()
+    assert journal_mode(path) == "wal"
+    Store.open(path).close()  # the next writer that closes alone removes the WAL files
+    assert journal_mode(path) == "delete"
 
 
 def test_an_old_database_is_migrated_and_keeps_its_rows(tmp_path):

@@ -3,17 +3,17 @@ facts rather than from how long the trial has been running.
 
 In the job, when a stop signal comes (``stop_reason``):
 
-1. The time left in the job's allocation. The job knows when it ends: the start of this attempt plus
-   the run's time limit, which the job exports to every process of the trial as
-   ``HPO_SLURM_ALLOCATION_END`` (``export_allocation_end``). Slurm sends the time-limit warning
-   ``signal_delay_s`` before that end (up to a minute early: its event resolution) and SIGTERM at it,
-   so a signal that comes with more time left than ``time_limit_window`` can only be a preemption (or
-   a cancellation, which stops the run the same way).
-2. Inside that last window, Slurm's own record of the job (``scontrol show job``): a job Slurm is
-   preempting has a ``PreemptTime``. It is asked only there, so a preemption costs the controller
-   nothing and a time limit one query per process that takes the signal.
-3. With no Slurm to ask (local processes, or a controller that does not answer in time), a signal in
-   the window is the time limit.
+1. Slurm's own record of the job (``scontrol show job``, one query per process that takes the signal,
+   made after the signal has been passed on to the trial): a job Slurm is preempting has a
+   ``PreemptTime``; otherwise its ``EndTime`` says how much time the allocation has left.
+2. The time left in the allocation. Slurm sends the time-limit warning ``signal_delay_s`` before the
+   end (up to a minute early: its event resolution) and SIGTERM at it, so a signal that comes with more
+   time left than ``time_limit_window`` can only be a preemption (or a cancellation, which stops the
+   run the same way); one inside it is the time limit.
+3. With no Slurm to ask (local processes, or a controller that does not answer within
+   ``SCONTROL_TIMEOUT_S``), the job's own clock: the start of this attempt plus the run's time limit,
+   which the job exports to every process of the trial as ``HPO_SLURM_ALLOCATION_END``
+   (``export_allocation_end``), allowing ``START_SKEW_S`` for the job's start-up.
 
 Each attempt that stops for either reason leaves a line in ``runs/<run>/interruptions.jsonl``
 (``record_interruption``): a job Slurm requeues runs again under the same id and its next attempt
@@ -29,6 +29,7 @@ import os
 import signal
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Mapping, Optional
 
@@ -60,45 +61,62 @@ def time_left(environ: Mapping[str, str], now: float) -> Optional[float]:
         return None
 
 
-def time_limit_window(signal_delay_s: float) -> float:
-    """How much time may be left when Slurm's time-limit warning or final SIGTERM arrives."""
-    return signal_delay_s + SLURM_SIGNAL_EARLY_S + START_SKEW_S
+def time_limit_window(signal_delay_s: float, skew_s: float = START_SKEW_S) -> float:
+    """How much time may be left when Slurm's time-limit warning or final SIGTERM arrives, by a clock
+    that may run ``skew_s`` late (0 for Slurm's own EndTime)."""
+    return signal_delay_s + SLURM_SIGNAL_EARLY_S + skew_s
+
+
+@dataclass(frozen=True)
+class SlurmRecord:
+    """What Slurm records of a job: whether it is being preempted, and when its allocation ends."""
+
+    preempting: bool
+    end: Optional[float]  # epoch seconds; None when Slurm gives none
 
 
 def stop_reason(signum: int, seconds_left: Optional[float], signal_delay_s: float,
-                environ: Mapping[str, str]) -> StopReason:
-    """``PREEMPTED`` or ``TIME_LIMIT`` for stop signal ``signum`` received with ``seconds_left`` in the
-    allocation (see the module's docstring). ``environ`` is the job's environment (its Slurm job id)."""
-    if seconds_left is not None and seconds_left > time_limit_window(signal_delay_s):
-        return StopReason.PREEMPTED
-    if slurm_is_preempting(environ):
-        return StopReason.PREEMPTED
-    if seconds_left is None and signum == signal.SIGTERM:  # no limit known: only the warning can be one
-        return StopReason.PREEMPTED
-    return StopReason.TIME_LIMIT
+                record: Optional[SlurmRecord], now: float) -> StopReason:
+    """``PREEMPTED`` or ``TIME_LIMIT`` for stop signal ``signum`` received at ``now`` (see the module's
+    docstring): from Slurm's ``record`` of the job when there is one, else from ``seconds_left`` in the
+    allocation by the job's own clock (None: no time limit known)."""
+    if record is not None:
+        if record.preempting:
+            return StopReason.PREEMPTED
+        if record.end is not None:
+            left = record.end - now
+            return StopReason.PREEMPTED if left > time_limit_window(signal_delay_s, 0.0) else StopReason.TIME_LIMIT
+    if seconds_left is None:  # no limit known: only the warning signal can be the time limit's
+        return StopReason.PREEMPTED if signum == signal.SIGTERM else StopReason.TIME_LIMIT
+    return StopReason.PREEMPTED if seconds_left > time_limit_window(signal_delay_s) else StopReason.TIME_LIMIT
 
 
-def slurm_is_preempting(environ: Mapping[str, str]) -> bool:
-    """Whether Slurm records a preemption of this job (``PreemptTime`` set). False outside a Slurm
-    job, and when ``scontrol`` cannot answer within ``SCONTROL_TIMEOUT_S`` (the clock decides then)."""
+def slurm_record(environ: Mapping[str, str]) -> Optional[SlurmRecord]:
+    """Slurm's record of this job (``scontrol show job``), or None outside a Slurm job and when
+    ``scontrol`` cannot answer within ``SCONTROL_TIMEOUT_S`` (the job's clock decides then)."""
     job_id = environ.get("SLURM_JOB_ID")
     if not job_id:
-        return False
+        return None
     try:
         shown = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True,
                                timeout=SCONTROL_TIMEOUT_S)
     except (OSError, subprocess.TimeoutExpired):
-        return False
-    return shown.returncode == 0 and preempt_time_set(shown.stdout)
+        return None
+    return parse_record(shown.stdout) if shown.returncode == 0 else None
 
 
-def preempt_time_set(scontrol_line: str) -> bool:
-    """Whether one-line ``scontrol show job`` output has a ``PreemptTime`` (``None`` until preempted)."""
-    for field in scontrol_line.split():
-        key, _, value = field.partition("=")
-        if key == "PreemptTime":
-            return value not in ("", "None", "Unknown")
-    return False
+def parse_record(scontrol_line: str) -> Optional[SlurmRecord]:
+    """The record in one line of ``scontrol show job -o`` (None: not such a line). ``PreemptTime`` is
+    ``None`` until Slurm preempts the job; ``EndTime`` is local time (``2026-12-05T14:52:18``)."""
+    fields = dict(field.partition("=")[::2] for field in scontrol_line.split() if "=" in field)
+    if "JobId" not in fields:
+        return None
+    end: Optional[float] = None
+    try:
+        end = time.mktime(time.strptime(fields.get("EndTime", ""), "%Y-%m-%dT%H:%M:%S"))
+    except ValueError:
+        pass  # Unknown or absent: the end is not known
+    return SlurmRecord(preempting=fields.get("PreemptTime", "None") not in ("", "None", "Unknown"), end=end)
 
 
 def record_interruption(run_dir: Path, attempt: int, reason: str) -> None:

@@ -14,6 +14,9 @@ Files, per run ``<run>`` of trial ``<id>`` (all JSON is UTF-8; whole files are p
     One line per start of the job (a job the scheduler requeues starts again under the same id):
     ``{"attempt": n, "host", "pid", "job_id", "array_job_id", "array_task_id", "restart_count",
     "cuda_visible_devices", "nodes", "time"}`` (``nodes``: the names of the nodes the job holds).
+``runs/<run>/interruptions.jsonl``
+    One line per attempt that stopped for a preemption or at its time limit, written by the job:
+    ``{"attempt": n, "reason": "preempted"|"time_limit", "time"}`` (``hpo_slurm.core.interruption``).
 ``runs/<run>/stop``
     Empty; created by the driver when the search no longer needs the run. ``<experiment>/stop-requested``
     does the same for every run. A trial sees either as ``should_stop()`` (reason ``search_stopped``).

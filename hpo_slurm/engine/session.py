@@ -145,7 +145,7 @@ def _drive(driver: Driver, lock: DriverLock, on_tick: Optional[Callable[[Driver]
             if on_tick:
                 on_tick(driver)
     except BaseException as exc:
-        if not is_disk_full(exc):
+        if not is_disk_full(exc, driver.layout.dir):
             driver.checkpoint_searcher()
         raise
     driver.checkpoint_searcher()

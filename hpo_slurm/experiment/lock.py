@@ -127,9 +127,11 @@ def _locked(path: Path) -> Optional[bool]:
     except OSError:
         return None
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # a shared lock needs no write access, even on NFS
+    except BlockingIOError:  # the driver holds it exclusively
         return True
+    except OSError:  # the file system refuses locks: the heartbeat decides
+        return None
     finally:
         os.close(fd)
     return False

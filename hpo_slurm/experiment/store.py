@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import sqlite3
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
@@ -30,6 +31,8 @@ StoreError = sqlite3.Error
 """What a ``Store`` method raises when SQLite cannot open, read or write the database (locked for longer
 than the busy timeout, damaged, missing, or a write on a read-only store)."""
 
+log = logging.getLogger(__name__)
+CLOSE_WAIT_MS = 200  # how long a closing writer waits for readers before it leaves WAL mode on
 _PLAIN = {str, int, float, bool, type(None)}  # anything else (dicts, lists, ...) takes sqlite-utils' path
 NETWORK_FILESYSTEMS = {
     "nfs", "nfs4", "lustre", "gpfs", "cifs", "smb3", "smbfs", "beegfs", "fuse.beegfs", "cephfs", "ceph",
@@ -131,6 +134,7 @@ class Store(StoreReads):
         self._conn = conn
         self._db: Optional["sqlite_utils.Database"] = None
         self.readonly = readonly
+        self.journal_mode = ""  # a writer's: "wal", or "delete" on a network file system
 
     def _database(self) -> "sqlite_utils.Database":
         """sqlite-utils on the same connection (for schema changes and the rare write)."""
@@ -160,6 +164,7 @@ class Store(StoreReads):
             conn.execute("PRAGMA synchronous=FULL" if mode == "delete" else "PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA busy_timeout=60000")
         store = cls(conn, readonly)
+        store.journal_mode = "" if readonly else mode
         if not readonly:
             try:
                 store._migrate()
@@ -190,6 +195,17 @@ class Store(StoreReads):
             store.close()
 
     def close(self) -> None:
+        """Close the connection. A writer in WAL mode first turns the database back to a rollback
+        journal, which removes its -wal and -shm files: a reader who may not create files in the
+        experiment's folder (a group member of a shared experiment) can then open it read-only. The
+        next writer turns WAL on again. Left in WAL mode, said in the log, when another connection is
+        using the database at that moment."""
+        if not self.readonly and self.journal_mode == "wal":
+            try:
+                self._conn.execute(f"PRAGMA busy_timeout={CLOSE_WAIT_MS}")
+                self._conn.execute("PRAGMA journal_mode=DELETE")
+            except sqlite3.Error as exc:
+                log.info("experiment.db left in WAL mode (%s): readers need write access to its folder", exc)
         self._conn.close()
 
     def use_page_cache(self, kib: int) -> None:

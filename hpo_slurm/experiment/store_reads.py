@@ -19,7 +19,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 from hpo_slurm.experiment.rows import TrialRow
 
 TRIAL_SORT_COLUMNS = ("id", "state", "best_metric", "latest_metric", "validated_length", "restarts",
-                      "preemptions", "time_limits", "created_at", "ended_at")
+                      "preemptions", "created_at", "ended_at")
 """The columns a page of trials can be sorted by."""
 
 Point = Tuple[int, float]  # (length, value)

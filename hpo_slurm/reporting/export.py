@@ -39,7 +39,8 @@ TRIAL_FIELDS = ("id", "state", "parent", "length_reached", "target_length", "bes
 def rows(results: Results, what: str) -> List[Dict[str, Any]]:
     """The rows of one table, nested fields as dicts."""
     if what == "trials":
-        return [{**{f: (t["validated_length"] or 0) if f == "length_reached" else t[f] for f in TRIAL_FIELDS},
+        # t.get: a database of an older schema has no time_limits
+        return [{**{f: (t["validated_length"] or 0) if f == "length_reached" else t.get(f) for f in TRIAL_FIELDS},
                  "hparams": t["hparams"]} for t in results.trials]
     if what == "runs":
         slots = results.config.slots_per_trial

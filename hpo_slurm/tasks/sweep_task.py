@@ -162,7 +162,7 @@ def _redirect_output(run_dir: Path, job_id: str) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     for fd, suffix in ((1, "out"), (2, "err")):
-        target = os.open(run_dir / f"{job_id}_log.{suffix}", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        target = os.open(run_dir / f"{job_id}_log.{suffix}", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         os.dup2(target, fd)
         os.close(target)
 
