@@ -372,6 +372,63 @@ def test_failures_and_preemptions_are_handled(tmp_path):
     assert result["trials"] == clean["trials"] == 64
 
 
+def test_jobs_wait_in_the_schedulers_queue_before_they_take_a_worker(tmp_path):
+    """With a queue wait, every job waits its drawn time before it may start: the same random search
+    spends the same compute and finds the same best, later."""
+    path = config(tmp_path, base="hartmann6.yaml", name="random", max_trials=32, max_concurrent_trials=8)
+    clean = simulate(path, HARTMANN, tmp_path / "runs", name="clean", workers=8, seed=5)
+    waited = simulate(path, HARTMANN, tmp_path / "runs", name="waited", workers=8, seed=5,
+                      faults=Faults(queue_wait_median_s=1200.0))
+    assert waited["state"] == clean["state"] == "COMPLETED"
+    assert waited["trials"] == clean["trials"] == 32 and waited["runs"] == clean["runs"]
+    assert waited["compute_seconds"] == pytest.approx(clean["compute_seconds"])  # waiting costs no GPU time
+    assert waited["best"] == clean["best"]
+    waits = waited["queue_wait"]
+    assert waits["jobs"] == waited["runs"] and clean["queue_wait"]["total_s"] == 0
+    # every job waited, so the search takes longer by at least the shortest chain of waits it had to sit through
+    assert waited["makespan_seconds"] > clean["makespan_seconds"] + waits["total_s"] / waits["jobs"]
+    # the same seed draws the same waits
+    again = simulate(path, HARTMANN, tmp_path / "runs", name="again", workers=8, seed=5,
+                     faults=Faults(queue_wait_median_s=1200.0))
+    assert comparable(again) == comparable(waited)
+
+
+def test_queue_waits_are_lognormal_around_the_median_asked():
+    faults = Faults(queue_wait_median_s=600.0, queue_wait_sigma=1.0)
+    draws = sorted(faults.queue_wait(3, f"t{i}-r1") for i in range(2001))
+    assert 500 < draws[1000] < 720  # the median
+    assert all(d > 0 for d in draws) and draws[-1] > 3 * 600  # a long right tail
+    fixed = Faults(queue_wait_median_s=600.0, queue_wait_sigma=0.0)
+    assert {fixed.queue_wait(3, f"t{i}-r1") for i in range(10)} == {600.0}
+    assert Faults().queue_wait(3, "t1-r1") == 0.0
+
+
+def test_a_search_stopped_while_its_jobs_wait_in_the_queue_cancels_them_before_they_start(tmp_path):
+    path = config(tmp_path, max_trials=16, max_concurrent_trials=8)
+    layout, _ = create_experiment(path, tmp_path / "runs", name="stopped", seed=4)
+    sim = Simulation(layout, HARTMANN, workers=8, seed=4,
+                     faults=Faults(queue_wait_median_s=600.0, queue_wait_sigma=0.0))
+    sim.open_driver()  # the first 8 jobs are submitted: each waits 600 s in the queue
+    assert sim.executor.next_event_time() == pytest.approx(600.0) and not sim.executor.idle
+    sim.workspace.stop_search = True  # hpo-slurm stop
+    result = sim.run()
+    assert result["state"] == "STOPPED" and result["compute_seconds"] == 0
+    assert dict(rows(result, "SELECT state, COUNT(*) FROM runs GROUP BY state")) == {"CANCELLED": 8}
+    assert sim.executor.counts["cancelled"] == 8 and sim.executor.idle
+
+
+def test_a_driver_killed_while_jobs_wait_in_the_queue_resumes_to_the_same_search(tmp_path):
+    path = config(tmp_path, max_trials=32)
+    faults = Faults(queue_wait_median_s=900.0)
+    whole = simulate(path, HARTMANN, tmp_path / "runs", name="whole", workers=8, seed=6, faults=faults)
+    layout, _ = create_experiment(path, tmp_path / "runs", name="killed", seed=6)
+    sim = Simulation(layout, HARTMANN, workers=8, seed=6, faults=faults)
+    sim.run(max_ticks=5)
+    sim.crash()
+    resumed = sim.run()
+    assert comparable(resumed) == {**comparable(whole), "events": resumed["events"]}
+
+
 def test_a_trial_failing_beyond_max_restarts_errors(tmp_path):
     result = simulate(config(tmp_path, max_trials=8), HARTMANN, tmp_path / "runs", workers=4,
                       faults=Faults(failures=1.0))
@@ -415,6 +472,18 @@ def test_cli_json(tmp_path):
     assert stored["reproducibility"]["experiment_seed"] == 9  # what ran is what is on disk
     status = CliRunner().invoke(cli, ["status", result["experiment"], "--root", str(tmp_path / "runs"), "--json"])
     assert status.exit_code == 0 and json.loads(status.stdout)["state"] == "COMPLETED"
+
+
+def test_cli_queue_wait(tmp_path):
+    path = config(tmp_path, max_trials=8)
+    args = ["simulate", str(path), "--objective", HARTMANN, "--workers", "4", "--seed", "9", "--queue-wait", "600",
+            "--queue-wait-sigma", "0"]
+    done = CliRunner().invoke(cli, [*args, "--root", str(tmp_path / "runs")])
+    assert done.exit_code == 0, done.output
+    jobs = int(done.output.split("queue wait: median 600 s asked, ")[1].split(" jobs")[0])
+    assert f"{jobs} jobs waited {jobs * 600 / 3600:.2f} h in all" in done.output
+    refused = CliRunner().invoke(cli, [*args[:-2], "--queue-wait", "-5", "--root", str(tmp_path / "r")])
+    assert refused.exit_code == 2 and "--queue-wait" in refused.output
 
 
 def test_cli_errors_are_one_line(tmp_path):

@@ -32,8 +32,13 @@ def register(cli: click.Group) -> None:
                   help="How many times slower a straggler runs.")
     @_probability("failures")
     @_probability("preemptions")
+    @click.option("--queue-wait", "queue_wait", type=click.FloatRange(min=0), default=0.0, show_default=True,
+                  metavar="SECONDS", help="Median wait of each job in the scheduler's queue before it may "
+                  "take a worker (lognormal; 0: none), as on a busy cluster.")
+    @click.option("--queue-wait-sigma", type=click.FloatRange(min=0), default=1.0, show_default=True,
+                  help="Shape of the queue wait's lognormal distribution (0: every job waits the median).")
     def simulate_command(config_path, objective, workers, seed, name, root, as_json, stragglers,
-                         straggler_factor, failures, preemptions) -> None:
+                         straggler_factor, failures, preemptions, queue_wait, queue_wait_sigma) -> None:
         """Run a search on a simulated cluster: the real driver and store, a virtual clock.
 
         Trials are calls of the objective; nothing is submitted. The experiment folder (config.yaml,
@@ -53,7 +58,8 @@ def register(cli: click.Group) -> None:
             raise UserError("--failures plus --preemptions must not exceed 1")
         result = simulate(config_path, objective, resolve_root(root), name=name,
                           workers=workers, seed=seed,
-                          faults=Faults(stragglers, straggler_factor, failures, preemptions))
+                          faults=Faults(stragglers, straggler_factor, failures, preemptions, queue_wait,
+                                        queue_wait_sigma))
         if as_json:
             click.echo(json.dumps(result))
             return
@@ -65,6 +71,10 @@ def register(cli: click.Group) -> None:
         click.echo(f"compute {result['compute_seconds'] / 3600:.2f} worker-hours, makespan "
                    f"{result['makespan_seconds'] / 3600:.2f} h on {result['workers']} workers, "
                    f"utilization {utilization}; simulated in {result['wall_seconds']:.2f} s")
+        waits = result["queue_wait"]
+        if waits["median_s"] > 0:
+            click.echo(f"queue wait: median {waits['median_s']:g} s asked, {waits['jobs']} jobs waited "
+                       f"{waits['total_s'] / 3600:.2f} h in all")
         if best:
             click.echo(f"best at full length: trial {best['trial_id']}, {best['metric']:.6g}, "
                        f"{json.dumps(best['hparams'], sort_keys=True)}")

@@ -298,6 +298,8 @@ class Simulation:
             "preemptions": trials.preemptions,
             "time_limits": trials.time_limits,
             "injected": {key: executor.counts[key] for key in ("stragglers", "failed", "preempted")},
+            "queue_wait": {"median_s": executor.faults.queue_wait_median_s, "sigma": executor.faults.queue_wait_sigma,
+                           "jobs": len(executor.queue_waits), "total_s": sum(executor.queue_waits)},
             "driver_restarts": self.restarts_of_driver,
             "incumbent_trace": self.trace,
         }

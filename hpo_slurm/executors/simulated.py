@@ -6,7 +6,9 @@ reads what they "wrote" and records everything in experiment.db. Nothing here to
 * ``VirtualClock``: the time the driver sees (``Driver(clock=...)``); only the simulation moves it.
 * ``SimulatedWorkspace``: the in-memory ``Workspace``: metric lines, results, attempts, checkpoints and
   run specs are kept in dicts (results and specs as the protocol's ``RunResult`` and ``RunSpec``).
-* ``SimulatedExecutor``: runs wait FIFO for one of ``workers`` workers. A run that starts evaluates the
+* ``SimulatedExecutor``: a submitted run first waits in the scheduler's queue for a time drawn from a
+  lognormal distribution (``Faults.queue_wait_median_s``: a busy cluster; 0, the default, for none),
+  then FIFO for one of ``workers`` workers. A run that starts evaluates the
   objective ``f(hparams, length) -> {metric..., "seconds": cumulative training seconds}`` at its target
   length; it lasts ``seconds(to) - seconds(from)`` (times a straggler factor), where ``from`` is the
   trial's latest checkpoint, and at its end "writes" its validation line and result.
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+import math
 import struct
 from collections import deque
 from dataclasses import dataclass
@@ -56,12 +59,16 @@ class VirtualClock:
 
 @dataclass(frozen=True)
 class Faults:
-    """Probabilities, per run attempt, of a straggler, a failure and a preemption."""
+    """Probabilities, per run attempt, of a straggler, a failure and a preemption; and the wait of each
+    submitted job in the scheduler's queue before it may take a worker: lognormal with median
+    ``queue_wait_median_s`` and shape ``queue_wait_sigma`` (0 s: no wait)."""
 
     stragglers: float = 0.0
     straggler_factor: float = 4.0
     failures: float = 0.0
     preemptions: float = 0.0
+    queue_wait_median_s: float = 0.0
+    queue_wait_sigma: float = 1.0
 
     def __post_init__(self) -> None:
         for name in ("stragglers", "failures", "preemptions"):
@@ -72,6 +79,14 @@ class Faults:
             raise ValueError("failures + preemptions must not exceed 1")
         if self.straggler_factor < 1.0:
             raise ValueError(f"straggler_factor must be at least 1, got {self.straggler_factor}")
+        if self.queue_wait_median_s < 0 or self.queue_wait_sigma < 0:
+            raise ValueError("queue_wait_median_s and queue_wait_sigma must not be negative")
+
+    def queue_wait(self, seed: int, run_id: str) -> float:
+        """How long the job of ``run_id`` waits in the scheduler's queue (seconds; 0 without a wait)."""
+        if self.queue_wait_median_s <= 0:
+            return 0.0
+        return self.queue_wait_median_s * math.exp(self.queue_wait_sigma * Rng(run_seed(seed, f"{run_id}/queue")).gauss())
 
 
 class SimulatedWorkspace(Workspace):
@@ -202,6 +217,8 @@ class SimulatedExecutor(Executor):
         self.jobs: Dict[str, _Job] = {}
         self._by_name: Dict[str, str] = {}
         self._queue: Deque[_Job] = deque()
+        self._waiting: List[Tuple[float, int, str]] = []  # (may start at, seq, job id): in the scheduler's queue
+        self.queue_waits: List[float] = []  # the drawn wait of every submitted job
         self._running: Dict[str, _Job] = {}
         self._events: List[Tuple[float, int, int, str]] = []  # (time, seq, version, job id)
         self._seq = 0
@@ -219,7 +236,13 @@ class SimulatedExecutor(Executor):
             job = _Job(job_id, request.run_id, request.job_name)
             self.jobs[job_id] = job
             self._by_name[request.job_name] = job_id
-            self._queue.append(job)
+            wait = self.faults.queue_wait(self.seed, request.run_id)
+            self.queue_waits.append(wait)
+            if wait > 0:
+                self._seq += 1
+                heapq.heappush(self._waiting, (self.clock.t + wait, self._seq, job_id))
+            else:
+                self._queue.append(job)
             submitted.append(Submitted(job_id))
         self.counts["submitted"] += len(requests)
         self._dispatch()
@@ -243,8 +266,8 @@ class SimulatedExecutor(Executor):
                 continue
             if job.state == JobState.RUNNING:
                 self._stop_running(job, now)
-            else:
-                self._queue.remove(job)
+            elif job in self._queue:
+                self._queue.remove(job)  # (one still waiting in the scheduler's queue is skipped when due)
             job.state = JobState.CANCELLED
             self.workspace.results[job.run_id] = RESULT_SEARCH_STOPPED
             self.counts["cancelled"] += 1
@@ -255,7 +278,11 @@ class SimulatedExecutor(Executor):
         events = self._events
         while events and self.jobs[events[0][3]].version != events[0][2]:
             heapq.heappop(events)
-        return events[0][0] if events else None
+        waiting = self._waiting
+        while waiting and self.jobs[waiting[0][2]].state != JobState.PENDING:  # cancelled while it waited
+            heapq.heappop(waiting)
+        times = [queue[0][0] for queue in (events, waiting) if queue]
+        return min(times) if times else None
 
     def advance(self, now: float) -> None:
         """Everything that happens up to ``now`` (``clock.t``): runs end, queued runs take the freed workers."""
@@ -265,6 +292,10 @@ class SimulatedExecutor(Executor):
             job = self.jobs[job_id]
             if job.version == version and job.state == JobState.RUNNING:
                 self._end(job)
+        while self._waiting and self._waiting[0][0] <= now:  # done waiting in the scheduler's queue
+            job = self.jobs[heapq.heappop(self._waiting)[2]]
+            if job.state == JobState.PENDING:
+                self._queue.append(job)
         self._dispatch()
 
     def compute_seconds(self, now: Optional[float] = None) -> float:
@@ -274,7 +305,7 @@ class SimulatedExecutor(Executor):
 
     @property
     def idle(self) -> bool:
-        return not self._running and not self._queue
+        return not self._running and not self._queue and self.next_event_time() is None
 
     # ---- internals ---------------------------------------------------------------------------------
     def _dispatch(self) -> None:
