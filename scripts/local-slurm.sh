@@ -4,6 +4,8 @@
 #   scripts/local-slurm.sh up [--nodes K] [--gpus N] [--cpus N] [--mem MB] [--max-array-size N] [--timeout S] [--no-accounting]
 #   scripts/local-slurm.sh down
 #   scripts/local-slurm.sh status
+#   scripts/local-slurm.sh stop DAEMON       (fault injection: munged, slurmdbd, slurmctld or a slurmd key)
+#   scripts/local-slurm.sh crash-node NODE   (fault injection: SIGKILL the node's slurmd and its jobs)
 #
 # Run as root on Debian/Ubuntu (no systemd needed). `up` installs slurm-wlm,
 # slurmdbd, munge and mariadb-server if missing, writes the configs, starts
@@ -106,7 +108,7 @@ on_error() {
 trap 'on_error $LINENO "$BASH_COMMAND"' ERR
 
 usage() {
-    sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
 }
 
@@ -447,7 +449,8 @@ MinJobAge=60
 KillWait=5
 InactiveLimit=0
 SlurmctldTimeout=30
-SlurmdTimeout=60
+# a node whose slurmd stops answering is set DOWN (its jobs requeued) after 30 s, not Slurm's 300
+SlurmdTimeout=30
 MessageTimeout=10
 ReturnToService=2
 GresTypes=gpu
@@ -796,10 +799,41 @@ cmd_status() {
     return $rc
 }
 
+# stop DAEMON: stop one daemon this script started (SIGTERM, as an admin's
+# restart would), leaving the others up; `up` starts it again. A slurmd is
+# named by its key: slurmd (one-node cluster) or slurmd-nodeN.
+cmd_stop() {
+    [[ $EUID -eq 0 ]] || die "must run as root"
+    [[ "$1" =~ ^(munged|mariadbd|slurmdbd|slurmctld|slurmd|slurmd-node[0-9]+)$ ]] || die "no such daemon: $1"
+    take_lock
+    stop_daemon "$1"
+}
+
+# crash-node NODE: the node dies as if it lost power: its slurmd and every job
+# step it started are SIGKILLed at once. slurmctld marks the node DOWN after
+# SlurmdTimeout (Slurm requeues its jobs); `up` starts its slurmd again.
+cmd_crash_node() {
+    [[ $EUID -eq 0 ]] || die "must run as root"
+    local key pid
+    key=$(slurmd_key "$1")
+    running "$key" || die "no running slurmd for node $1"
+    take_lock
+    pid=$(recorded_pid "$key")
+    say "crashing node $1: SIGKILL to $key (pid $pid) and its job steps"
+    kill -KILL "$pid"
+    kill_steps "$key"
+    rm -f "$PID_DIR/$key.pid"
+}
+
 # --------------------------------------------------------------------- main --
 
 [[ $# -ge 1 ]] || usage
 CMD=$1; shift
+TARGET=""
+if [[ "$CMD" == stop || "$CMD" == crash-node ]]; then
+    [[ $# -ge 1 ]] || usage
+    TARGET=$1; shift
+fi
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --nodes) NNODES=${2:?}; shift 2 ;;
@@ -835,6 +869,8 @@ case "$CMD" in
     up) cmd_up ;;
     down) cmd_down ;;
     status) if cmd_status; then exit 0; else exit 1; fi ;;
+    stop) cmd_stop "$TARGET" ;;
+    crash-node) cmd_crash_node "$TARGET" ;;
     -h|--help|help) usage ;;
     *) err "unknown command: $CMD"; usage ;;
 esac

@@ -83,3 +83,22 @@ def wait_until_idle(timeout: float = 300) -> None:
             return
         time.sleep(1)
     raise AssertionError("the cluster still has jobs: " + slurm("squeue"))
+
+
+def stop_daemon(name: str) -> None:
+    """Stop one daemon of the cluster (``munged``, ``slurmdbd``, ``slurmctld``, ``slurmd-nodeN``); the
+    others stay up. ``reconfigure`` (with the cluster's options) starts it again."""
+    subprocess.run(["bash", str(SCRIPT), "stop", name], check=True, capture_output=True, timeout=120)
+
+
+def crash_node(node: str) -> None:
+    """The node dies as if it lost power: its slurmd and its jobs' processes are SIGKILLed."""
+    subprocess.run(["bash", str(SCRIPT), "crash-node", node], check=True, capture_output=True, timeout=120)
+
+
+def node_state(node: str) -> str:
+    """scontrol's state of ``node``, lowercase: ``idle``, ``mixed+not_responding``,
+    ``down+completing+not_responding``, ... (sinfo shows a DOWN node that still holds its jobs'
+    remains as ``mixed*``)."""
+    fields = slurm("scontrol", "show", "node", node, "-o").split()
+    return next(f.split("=", 1)[1] for f in fields if f.startswith("State=")).lower()

@@ -7,11 +7,13 @@ from __future__ import annotations
 import logging
 import subprocess
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from hpo_slurm.core.errors import UserError
 from hpo_slurm.executors.base import JobState, JobStatus, SchedulerError, SubmitError
+from hpo_slurm.executors.slurm.outages import Outages
 from hpo_slurm.executors.slurm.parse import (
     is_not_judged_now, is_retryable, is_unreachable, parse_names, parse_sacct, parse_scontrol_config, parse_sinfo_gpus,
     parse_squeue,
@@ -91,16 +93,23 @@ def check_before_launch(render: Callable[[Path], str], what: str) -> Optional[st
 
 
 REQUEUE_CANDIDATES = (JobState.NODE_FAIL, JobState.PREEMPTED)
+REQUEUED_AFTER = "requeued after "  # the reason of a PENDING job that Slurm requeued: "requeued after NODE_FAIL"
 
 
-def poll_jobs(job_ids: Sequence[str], user: str, accounting: Optional[bool]) -> Dict[str, JobStatus]:
+def poll_jobs(job_ids: Sequence[str], user: str, accounting: Optional[bool],
+              outages: Optional[Outages] = None) -> Dict[str, JobStatus]:
     """Every job's state from one sacct call (when the cluster keeps accounting) and one squeue call for
     the jobs sacct does not list, or lists as ended by a node failure or a preemption (squeue's word
     wins while it still holds such a job: Slurm requeued it). A job in neither is UNKNOWN: gone. A failed query never looks like a
     vanished job: when sacct could not answer (or ``accounting`` is None, not known) such a job is
-    UNKNOWN unconfirmed, to be judged by its result file; when squeue could not, PENDING unconfirmed."""
+    UNKNOWN unconfirmed, to be judged by its result file; when squeue could not, PENDING unconfirmed.
+    A job sacct lists as ended by a node failure or a preemption and squeue as pending again is PENDING
+    with the reason ``REQUEUED_AFTER`` + sacct's state.
+    A failing query is logged through ``outages`` (once while it keeps failing, once when it answers
+    again), or with a warning each time without it."""
     if not job_ids:
         return {}
+    outages = outages or _EveryTime()
     found: Dict[str, JobStatus] = {}
     unseen = JobStatus(JobState.UNKNOWN)
     unaccounted = JobStatus(JobState.UNKNOWN, reason="sacct failed", confirmed=False)
@@ -111,8 +120,10 @@ def poll_jobs(job_ids: Sequence[str], user: str, accounting: Optional[bool]) -> 
         try:
             found = parse_sacct(query_slurm(["sacct", "-n", "-P", "-X", "-o", "JobID,State,ExitCode",
                                              "-j", ",".join(bases)]))
+            outages.answered("sacct")
         except SchedulerError as exc:
-            log.warning("%s; jobs gone from squeue are judged by their result files only", exc)
+            outages.failed("sacct", str(exc), "jobs that leave squeue are judged by their result files, "
+                                              "the others wait in the state squeue gives")
             unseen = unaccounted
     # sacct's latest record of a job Slurm requeues after a node failure or a preemption still says how
     # that allocation ended until the job starts again; squeue knows it is queued again
@@ -120,11 +131,28 @@ def poll_jobs(job_ids: Sequence[str], user: str, accounting: Optional[bool]) -> 
     if missing:
         try:
             queued = parse_squeue(query_slurm(["squeue", "-h", "-r", "-u", user, "-o", "%i|%T|%r"]))
-        except SchedulerError:
+            outages.answered("squeue")
+        except SchedulerError as exc:
+            outages.failed("squeue", str(exc), "the jobs sacct cannot place wait as queued, nothing is "
+                                               "judged from squeue until it answers")
             queued, unseen = {}, JobStatus(JobState.PENDING, reason="squeue failed", confirmed=False)
             found.update((j, unseen) for j in missing if j in found)  # requeued or not: not known now
-        found.update((j, queued[j]) for j in missing if j in queued)
+        for j in missing:
+            if j in queued:
+                ended = found.get(j)  # how the allocation before this requeue ended, when sacct says
+                requeued = ended is not None and ended.state in REQUEUE_CANDIDATES and queued[j].state == JobState.PENDING
+                found[j] = replace(queued[j], reason=f"{REQUEUED_AFTER}{ended.reason}") if requeued else queued[j]
     return {j: found.get(j, unseen) for j in job_ids}
+
+
+class _EveryTime(Outages):
+    """For callers that keep no ``Outages``: a warning for every failure, nothing when it answers."""
+
+    def failed(self, what: str, error: str, meanwhile: str) -> None:
+        log.warning("%s; %s", error, meanwhile)
+
+    def answered(self, what: str) -> None:
+        pass
 
 
 def cluster_config() -> Dict[str, str]:

@@ -21,9 +21,10 @@ process runs in the batch step, where it launches the ranks as one ``srun`` step
 from __future__ import annotations
 
 import getpass
+import logging
 import shlex
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 import cloudpickle
 import submitit
@@ -34,12 +35,16 @@ from hpo_slurm.core.placement import Placement
 from hpo_slurm.core.fsio import read_json, write_bytes_atomic, write_json_atomic
 from hpo_slurm.core.protocol import BatchManifest
 from hpo_slurm.tasks.slurm_task import MANIFEST, SHARED_PICKLE, run_task
-from hpo_slurm.executors.base import Executor, JobRequest, JobStatus, SubmitError, Submitted
-from hpo_slurm.executors.slurm.commands import check_before_launch, cluster_config, has_accounting, jobs_named, poll_jobs, scancel
+from hpo_slurm.executors.base import Executor, JobRequest, JobState, JobStatus, SchedulerError, SubmitError, Submitted
+from hpo_slurm.executors.slurm.commands import (REQUEUED_AFTER, check_before_launch, cluster_config, has_accounting, jobs_named,
+                                                poll_jobs, scancel)
+from hpo_slurm.executors.slurm.outages import Outages
 from hpo_slurm.executors.slurm.parse import is_retryable, is_submit_limit
 from hpo_slurm.executors.slurm.placement import PartitionPlacement
 
 NO_CAP_PARALLELISM = 100_000
+_REQUEUE_CAUSES = {"NODE_FAIL": "a node of the job failed", "PREEMPTED": "preempted"}
+log = logging.getLogger(__name__)
 
 
 class BatchExecutor(submitit.SlurmExecutor):
@@ -73,12 +78,53 @@ class SlurmExecutor(PartitionPlacement, Executor):
     delivers_specs = True
 
     def __init__(self, config: ExperimentConfig, experiment_dir: Path):
+        """Asks the controller for the cluster's configuration (MaxArraySize, whether sacct keeps
+        accounting). A controller that does not answer yet is logged and asked again at each poll and
+        submission: meanwhile jobs are polled with squeue alone (judged by their result files when they
+        leave it) and a submission fails as retryable, so a driver started while slurmctld restarts
+        waits for it instead of stopping."""
         self.config = config
         self.jobs_dir = Path(experiment_dir) / "jobs"
-        cluster = cluster_config()  # SchedulerError while the controller does not answer
-        self.max_array_size = int(cluster.get("MaxArraySize", "1001") or 1001)
-        self.accounting = has_accounting(cluster)
         self.user = getpass.getuser()
+        self.outages = Outages()
+        self._cluster: Optional[Dict[str, str]] = None
+        self._accounting: Optional[bool] = None  # None: not known yet
+        self._requeued: Set[str] = set()  # jobs logged as requeued, until they run again
+        try:
+            self._cluster = cluster_config()  # not answering is logged by the first poll that asks again
+            self._accounting = has_accounting(self._cluster)
+        except SchedulerError:
+            pass
+
+    def _learn_cluster(self) -> Optional[Dict[str, str]]:
+        """``scontrol show config``, asked until it has answered once; None while it does not."""
+        if self._cluster is None:
+            try:
+                self._cluster = cluster_config()
+            except SchedulerError as exc:
+                self.outages.failed("slurmctld", str(exc), "polling with squeue alone, submitting once it answers")
+                return None
+            self.outages.answered("slurmctld")
+            if self._accounting is None:
+                self._accounting = has_accounting(self._cluster)
+        return self._cluster
+
+    @property
+    def accounting(self) -> Optional[bool]:
+        """Whether sacct keeps accounting on this cluster; None until the controller has answered."""
+        return self._accounting
+
+    @accounting.setter
+    def accounting(self, value: bool) -> None:
+        self._accounting = value
+
+    @property
+    def max_array_size(self) -> int:
+        """The cluster's MaxArraySize; SchedulerError while the controller has never answered."""
+        cluster = self._learn_cluster()
+        if cluster is None:
+            raise SchedulerError("scontrol show config failed: the controller has not answered yet")
+        return int(cluster.get("MaxArraySize", "1001") or 1001)
 
     # ---- submission -----------------------------------------------------------------------------
     def submit(self, requests: Sequence[JobRequest]) -> List[Submitted]:
@@ -87,7 +133,11 @@ class SlurmExecutor(PartitionPlacement, Executor):
         if missing:
             raise ValueError(f"the Slurm executor delivers specs itself: no spec for {', '.join(missing)}")
         submitted: Dict[str, Submitted] = {}
-        for batch in self.batches(requests):
+        try:
+            batches = self.batches(requests)
+        except SchedulerError as exc:  # the controller has not answered yet: nothing was submitted
+            raise SubmitError(str(exc), retry=True) from None
+        for batch in batches:
             try:
                 jobs = self._submit_batch(batch)
             except Exception as exc:  # sbatch's own errors come through submitit as various types
@@ -168,7 +218,20 @@ class SlurmExecutor(PartitionPlacement, Executor):
 
     # ---- polling --------------------------------------------------------------------------------
     def poll(self, job_ids: Sequence[str]) -> Dict[str, JobStatus]:
-        return poll_jobs(job_ids, self.user, self.accounting)
+        """``commands.poll_jobs``; a job Slurm requeued after a node failure or a preemption is logged
+        once per requeue."""
+        if self._accounting is None:
+            self._learn_cluster()
+        statuses = poll_jobs(job_ids, self.user, self._accounting, self.outages)
+        for job_id, status in statuses.items():
+            if status.reason.startswith(REQUEUED_AFTER) and job_id not in self._requeued:
+                self._requeued.add(job_id)
+                ended = status.reason[len(REQUEUED_AFTER):]
+                log.info("job %s: Slurm requeued it after %s (%s); it resumes from its checkpoint once it starts "
+                         "again", job_id, ended, _REQUEUE_CAUSES.get(ended.split(" ")[0], "its allocation ended"))
+            elif status.state == JobState.RUNNING:
+                self._requeued.discard(job_id)
+        return statuses
 
     # ---- after a crash --------------------------------------------------------------------------
     def find(self, requests: Sequence[JobRequest]) -> Dict[str, str]:
@@ -181,6 +244,8 @@ class SlurmExecutor(PartitionPlacement, Executor):
                 batches[manifest.parent.name] = run_ids
         if not batches:
             return {}
+        if self._accounting is None and self._learn_cluster() is None:
+            raise SchedulerError("cannot look jobs up by name: the controller has not answered yet")
         ids_by_name = {name: [job_id for job_id, _ in jobs]
                        for name, jobs in jobs_named(list(batches), self.user, self.accounting).items()}
         found: Dict[str, str] = {}

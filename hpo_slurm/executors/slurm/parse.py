@@ -29,12 +29,15 @@ RETRYABLE = (
     "qosmaxsubmitjob", "assocmaxsubmitjob", "maxsubmitjobs", "job violates accounting/qos policy",
     "slurm_persist_conn_open", "unable to contact slurm controller", "connection refused",
     "sending/receiving data", "communications connection failure",
+    # munged down or restarting: no credential could be made, so nothing reached the controller
+    "protocol authentication error", "munge encode failed",
 )
 
 SUBMIT_LIMIT = ("maxsubmitjob", "job submit limit")
 UNREACHABLE = (
     "socket timed out", "unable to contact slurm controller", "connection refused", "sending/receiving data",
     "communications connection failure", "slurm_persist_conn_open", "temporarily unable", "timed out after",
+    "protocol authentication error", "munge encode failed",
 )
 # --test-only judges against the nodes that are up now and the jobs queued now: these say nothing
 # about whether the job itself is acceptable (a real sbatch would queue it)

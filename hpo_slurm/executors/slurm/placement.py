@@ -9,17 +9,24 @@ from typing import Optional
 from hpo_slurm.config.schema import ExperimentConfig
 from hpo_slurm.core.errors import UserError
 from hpo_slurm.core.placement import Placement
-from hpo_slurm.executors.base import placement_or_error
+from hpo_slurm.executors.base import SchedulerError, placement_or_error
 from hpo_slurm.executors.slurm.commands import partition_gpus_per_node
 
 
 def slurm_placement(config: ExperimentConfig) -> Placement:
     """The placement of ``config``'s trials on its partition. ``UserError`` naming the config's key
-    when no layout of the partition's nodes holds a trial; ``SchedulerError`` when sinfo cannot answer."""
+    when no layout of the partition's nodes holds a trial; ``SchedulerError`` when sinfo cannot answer
+    and the config sets no ``slurm.gpus_per_node`` (with it, the configured value is used as it is:
+    launch checked it against the partition)."""
     configured = config.slurm.gpus_per_node
     if config.slots_per_trial <= 1:
         return placement_or_error(config, configured)
-    learned = partition_gpus_per_node(config.slurm.partition)
+    try:
+        learned = partition_gpus_per_node(config.slurm.partition)
+    except SchedulerError:
+        if configured is None:
+            raise
+        return placement_or_error(config, configured)  # checked against sinfo when the search was launched
     partition = f"partition {config.slurm.partition}" if config.slurm.partition else "the default partition"
     if configured is not None and learned is not None and configured > learned:
         raise UserError(f"{config.source}: slurm.gpus_per_node: {configured}, but the nodes of {partition} "
