@@ -59,6 +59,11 @@ def test_slurms_record_is_read_from_scontrols_line():
     assert interruption.parse_record(SHOWN.format("None")) == interruption.SlurmRecord(False, END)
     assert interruption.parse_record(SHOWN.format("2026-12-05T14:50:01")) == interruption.SlurmRecord(True, END)
     assert interruption.parse_record("JobId=1 JobState=PENDING EndTime=Unknown") == interruption.SlurmRecord(False, None)
+    # preempted: Slurm moved the end to that of its GraceTime, before showing a PreemptTime
+    cut = SHOWN.format("None").replace("EndTime=2026-12-05T14:52:18", "EndTime=2026-12-05T14:50:11")
+    assert interruption.parse_record(cut).preempting
+    days = SHOWN.format("None").replace("TimeLimit=00:03:00", "TimeLimit=1-00:00:00")  # ends as asked: no cut
+    assert not interruption.parse_record(days.replace("EndTime=2026-12-05T14:52:18", "EndTime=2026-12-06T14:49:18")).preempting
     assert interruption.parse_record("slurm_load_jobs error: Invalid job id specified") is None
 
 

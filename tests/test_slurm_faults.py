@@ -228,8 +228,12 @@ def test_slurmdbd_stopped_for_a_minute_with_driver_kills_and_a_preemption(quadra
     time.sleep(max(0.0, stopped + 60 - time.monotonic()))
     log = driver_log(root / "unaccounted")
     assert 1 <= log.count("sacct does not answer") <= 5, log[-3000:]  # once per driver
-    counts = status(root, "unaccounted")["run_counts"]
+    summary = status(root, "unaccounted")
+    counts = summary["run_counts"]
     assert counts["SUCCEEDED"] >= 2 and counts["LOST"] == 0 and counts["FAILED"] == 0, counts  # judged by their files
+    assert "sacct does not answer" in (summary["driver"]["waiting"] or ""), summary["driver"]  # status says so
+    shown = cli("status", "unaccounted", "--root", str(root))
+    assert "waiting: sacct" in shown.stdout, shown.stdout[-2000:]  # the summary's driver line
     assert driver.poll() is None  # runs of the second wave are still going
     reconfigure(*TWO_NODES)
     finish(driver)

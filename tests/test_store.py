@@ -241,3 +241,22 @@ def test_a_status_probe_of_the_driver_lock_never_makes_a_driver_start_fail(tmp_p
             DriverLock(path).acquire()  # a real driver holds it: refused after the grace
     finally:
         lock.release()
+
+
+def test_what_a_live_driver_waits_for_reaches_status_through_its_heartbeat(tmp_path):
+    from hpo_slurm.experiment.lock import DriverLock, driver_alive
+
+    path = tmp_path / "driver.lock"
+    lock = DriverLock(path)
+    lock.acquire()
+    try:
+        assert driver_alive(path)["waiting"] is None
+        lock.heartbeat("sacct does not answer (for 61 s)")
+        shown = driver_alive(path)
+        assert shown["alive"] and shown["waiting"] == "sacct does not answer (for 61 s)"
+        lock.heartbeat()  # it answers again
+        assert driver_alive(path)["waiting"] is None
+        lock.heartbeat("slurmctld does not answer (for 9 s)")
+    finally:
+        lock.release()
+    assert driver_alive(path)["waiting"] is None  # a driver that is gone waits for nothing

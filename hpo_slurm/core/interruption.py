@@ -5,7 +5,9 @@ In the job, when a stop signal comes (``stop_reason``):
 
 1. Slurm's own record of the job (``scontrol show job``, one query per process that takes the signal,
    made after the signal has been passed on to the trial): a job Slurm is preempting has a
-   ``PreemptTime``; otherwise its ``EndTime`` says how much time the allocation has left.
+   ``PreemptTime``, or an ``EndTime`` moved before its ``StartTime`` plus ``TimeLimit`` (Slurm cuts the
+   allocation to the end of its GraceTime, and may show that before the PreemptTime); otherwise its
+   ``EndTime`` says how much time the allocation has left.
 2. The time left in the allocation. Slurm sends the time-limit warning ``signal_delay_s`` before the
    end (up to a minute early: its event resolution) and SIGTERM at it, so a signal that comes with more
    time left than ``time_limit_window`` can only be a preemption (or a cancellation, which stops the
@@ -71,7 +73,7 @@ def time_limit_window(signal_delay_s: float, skew_s: float = START_SKEW_S) -> fl
 class SlurmRecord:
     """What Slurm records of a job: whether it is being preempted, and when its allocation ends."""
 
-    preempting: bool
+    preempting: bool  # PreemptTime set, or the allocation cut short of its time limit
     end: Optional[float]  # epoch seconds; None when Slurm gives none
 
 
@@ -111,12 +113,34 @@ def parse_record(scontrol_line: str) -> Optional[SlurmRecord]:
     fields = dict(field.partition("=")[::2] for field in scontrol_line.split() if "=" in field)
     if "JobId" not in fields:
         return None
-    end: Optional[float] = None
+    end, start, limit = _moment(fields.get("EndTime")), _moment(fields.get("StartTime")), _seconds(fields.get("TimeLimit"))
+    cut_short = None not in (end, start, limit) and end < start + limit - 1  # type: ignore[operator]
+    preempt_time = fields.get("PreemptTime", "None") not in ("", "None", "Unknown")
+    return SlurmRecord(preempting=preempt_time or cut_short, end=end)
+
+
+def _moment(text: Optional[str]) -> Optional[float]:
+    """``2026-12-05T14:52:18`` (local time) as epoch seconds; None for ``Unknown``, ``None`` or nothing."""
     try:
-        end = time.mktime(time.strptime(fields.get("EndTime", ""), "%Y-%m-%dT%H:%M:%S"))
+        return time.mktime(time.strptime(text or "", "%Y-%m-%dT%H:%M:%S"))
     except ValueError:
-        pass  # Unknown or absent: the end is not known
-    return SlurmRecord(preempting=fields.get("PreemptTime", "None") not in ("", "None", "Unknown"), end=end)
+        return None
+
+
+def _seconds(text: Optional[str]) -> Optional[float]:
+    """A Slurm time limit (``1-02:03:04``, ``02:03:04``, ``03:04``) in seconds; None for ``UNLIMITED``,
+    ``Partition_Limit`` or nothing."""
+    days, _, clock = (text or "").rpartition("-")
+    parts = clock.split(":")
+    try:
+        values = [int(part) for part in parts]
+        whole_days = int(days) if days else 0
+    except ValueError:
+        return None
+    if not 2 <= len(values) <= 3:
+        return None
+    hours, minutes, seconds = ([0] * (3 - len(values)) + values)
+    return float(((whole_days * 24 + hours) * 60 + minutes) * 60 + seconds)
 
 
 def record_interruption(run_dir: Path, attempt: int, reason: str) -> None:

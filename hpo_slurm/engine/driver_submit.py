@@ -41,7 +41,12 @@ class SubmitsRuns:
         ready = self._submission.take(ready_runs(self.active, self.runs))
         if not ready:
             return
-        placement = self.executor.placement(self.config)  # before anything changes: it may be refused
+        try:
+            placement = self.executor.placement(self.config)  # before anything changes: it may be refused
+        except SchedulerError as exc:  # the scheduler could not say how a trial's ranks fit its nodes
+            self._submission.wait_for_lookup(self.clock())
+            log.warning("cannot place runs yet (%s); submitting once Slurm answers", exc)
+            return
         delivered = self.executor.delivers_specs  # else each run's spec file is written here, first
         specs: Dict[str, RunSpec] = {}
         for run in ready:

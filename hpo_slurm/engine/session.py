@@ -140,7 +140,7 @@ def _drive(driver: Driver, lock: DriverLock, on_tick: Optional[Callable[[Driver]
         while not driver.done and budget.left():
             time.sleep(LOCAL_TICK_S if local else min(1.0, driver.poll_interval_s))
             driver.tick()
-            lock.heartbeat()
+            lock.heartbeat(driver.executor.waiting_on())
             budget.done += 1
             if on_tick:
                 on_tick(driver)

@@ -95,7 +95,8 @@ class Executor:
         """Where each trial of ``config`` runs its ranks (``core.placement``): on one node here; the
         executors that know their nodes override it (asking the cluster once). The driver asks when it
         submits, so a search that only reports never asks. ``UserError`` naming the config's key when
-        the trial cannot be placed."""
+        the trial cannot be placed; ``SchedulerError`` when the cluster cannot be asked now (the driver
+        submits nothing and asks again later)."""
         return placement_or_error(config, None)
 
     def submit(self, requests: Sequence[JobRequest]) -> List[Submitted]:
@@ -113,6 +114,11 @@ class Executor:
 
     def adopt(self, job_id: str, gpus: str) -> None:
         """A job started by an earlier driver of this experiment is live: account for it."""
+
+    def waiting_on(self) -> Optional[str]:
+        """What the executor waits for now, on one line (a scheduler command that does not answer), or
+        None. The driver shows it to ``status`` through its lock's heartbeat."""
+        return None
 
     def cancel(self, job_ids: Sequence[str]) -> None:
         """Stop the jobs (the trials get SIGTERM and checkpoint). Jobs that already ended are skipped.

@@ -68,9 +68,11 @@ class DriverLock:
         self._info = {"host": socket.gethostname(), "pid": os.getpid(), "started": time.time()}
         self.heartbeat()
 
-    def heartbeat(self) -> None:
+    def heartbeat(self, waiting: Optional[str] = None) -> None:
+        """Say the driver is alive now, and what it waits for (``waiting``: one line, or None)."""
         assert self._fd is not None, "lock not held"
-        data = json.dumps({**self._info, "heartbeat": time.time()}).encode()
+        info = {**self._info, "heartbeat": time.time(), **({"waiting": waiting} if waiting else {})}
+        data = json.dumps(info).encode()
         # written first, then cut to its length: a write that fails (a full disk) leaves the last one
         os.pwrite(self._fd, data, 0)
         os.ftruncate(self._fd, len(data))
@@ -110,13 +112,15 @@ def is_fresh(info: Dict[str, Any]) -> bool:
 
 
 def driver_alive(path: Path) -> Dict[str, Any]:
-    """``{"alive": bool, "pid": ..., "host": ...}`` for status: alive when the lock is held."""
+    """``{"alive": bool, "pid": ..., "host": ..., "waiting": ...}`` for status: alive when the lock is
+    held; ``waiting``: what a live driver said it waits for at its last heartbeat (None: nothing)."""
     info = read_lock(path) or {}
     alive = False
     if info:
         held = _locked(path) if info.get("host") == socket.gethostname() else None
         alive = is_fresh(info) if held is None else held
-    return {"alive": alive, "pid": info.get("pid"), "host": info.get("host")}
+    return {"alive": alive, "pid": info.get("pid"), "host": info.get("host"),
+            "waiting": info.get("waiting") if alive else None}
 
 
 def _locked(path: Path) -> Optional[bool]:

@@ -104,6 +104,8 @@ def compute_text(s: Dict[str, Any]) -> str:
 def summary_panel(s: Dict[str, Any]) -> Panel:
     driver = s["driver"]
     driver_text = f"alive (pid {driver['pid']} on {driver['host']})" if driver["alive"] else "not running"
+    if driver.get("waiting"):
+        driver_text += f", waiting: {driver['waiting']}"
     counts = ", ".join(f"{n} {state.lower()}" for state, n in s["trial_counts"].items() if n)
     runs = ", ".join(_run_counts(s.get("run_counts", {}), s.get("runs_unsubmitted", 0)))
     lines = [

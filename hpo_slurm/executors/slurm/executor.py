@@ -261,6 +261,9 @@ class SlurmExecutor(PartitionPlacement, Executor):
             found.update((run_id, job_id) for run_id, job_id in mapping.items() if run_id in wanted)
         return found
 
+    def waiting_on(self) -> Optional[str]:
+        return self.outages.describe()
+
     def cancel(self, job_ids: Sequence[str]) -> None:
         scancel(job_ids)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Callable, Dict, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 log = logging.getLogger("hpo_slurm.executors.slurm")
 
@@ -41,6 +41,12 @@ class Outages:
         if what in self._down:
             since, _ = self._down.pop(what)
             log.info("%s answers again after %.0f s", what, self.clock() - since)
+
+    def describe(self) -> Optional[str]:
+        """The commands failing now, on one line (``sacct does not answer (for 61 s)``), or None."""
+        now = self.clock()
+        down = [f"{what} does not answer (for {now - since:.0f} s)" for what, (since, _) in sorted(self._down.items())]
+        return "; ".join(down) or None
 
     def seconds_down(self, what: str) -> float:
         """How long ``what`` has failed in a row; 0 when it answers."""
