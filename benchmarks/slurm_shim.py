@@ -40,7 +40,11 @@ def cluster(*options: str) -> None:
 
 
 def slurm_text(*args: str) -> str:
-    return subprocess.run(list(args), capture_output=True, text=True, timeout=60, check=True).stdout
+    """The output of Slurm command ``args``; RuntimeError with its error text when it fails."""
+    done = subprocess.run(list(args), capture_output=True, text=True, timeout=60)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)}: {done.stderr.strip()}")
+    return done.stdout
 
 
 def wait_idle(timeout: float = 120) -> None:

@@ -51,6 +51,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import save, table  # noqa: E402
+from slurm_shim import slurm_text, wait_idle  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "scripts" / "local-slurm.sh"
@@ -64,21 +65,6 @@ def local_slurm(*args: str) -> None:
     done = subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True, timeout=300)
     if done.returncode != 0:
         raise RuntimeError(f"local-slurm.sh {' '.join(args)} failed: {done.stderr.strip()[-2000:]}")
-
-
-def slurm_text(*args: str) -> str:
-    done = subprocess.run(list(args), capture_output=True, text=True, timeout=60)
-    if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(args)}: {done.stderr.strip()}")
-    return done.stdout
-
-
-def wait_idle(timeout: float = 600) -> None:
-    deadline = time.monotonic() + timeout
-    while slurm_text("squeue", "-h").strip():
-        if time.monotonic() > deadline:
-            raise RuntimeError("the cluster still has jobs: " + slurm_text("squeue"))
-        time.sleep(2)
 
 
 def hpo(stderr: Path, *args: str) -> subprocess.Popen:
@@ -405,7 +391,7 @@ def main() -> None:
     folder = Path(tempfile.mkdtemp(prefix="hpo-soak-"))
     root = folder / "runs"
     config, reference = write_configs(folder, trials, args.sleep)
-    wait_idle()
+    wait_idle(600)
     local_slurm("up", *TWO_NODES)
     started_wall = time.time()
     try:
