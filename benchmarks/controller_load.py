@@ -70,7 +70,7 @@ def submit_arrays(queued: int, running: int, arrays: List[str]) -> Dict[str, Lis
                       "--wrap", "sleep 900").strip()
     arrays.append(busy)
     deadline = time.monotonic() + 600
-    while int(slurm_text("squeue", "-h", "-r", "-t", "RUNNING", "-n", "bench-running", "-o", "%i").count("\n")) < running:
+    while slurm_text("squeue", "-h", "-r", "-t", "RUNNING", "-n", "bench-running", "-o", "%i").count("\n") < running:
         if time.monotonic() > deadline:
             raise RuntimeError(f"{running} tasks did not all start:\n" + slurm_text("squeue", "-t", "PD", "-n", "bench-running"))
         time.sleep(2)

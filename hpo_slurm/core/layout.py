@@ -14,7 +14,7 @@ that pass between the driver and its jobs hold is ``hpo_slurm.core.protocol``'s.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Tuple
+from typing import Optional, Tuple, Union
 
 CHECKPOINT_META = "hpo_checkpoint.json"
 
@@ -109,6 +109,18 @@ class ExperimentLayout:
 def checkpoint_name(length: int) -> str:
     """Checkpoint folders sort by length: ``length-000000250``."""
     return f"length-{length:09d}"
+
+
+def length_in_name(path: Union[str, Path]) -> Optional[int]:
+    """The length a checkpoint folder's name says (``.../length-000000250`` -> 250); None for a name
+    ``checkpoint_name`` does not make."""
+    name = Path(path).name
+    if not name.startswith("length-"):
+        return None
+    try:
+        return int(name[len("length-"):])
+    except ValueError:
+        return None
 
 
 def run_name(trial_id: int, seq: int) -> str:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Set, Union
 
 from hpo_slurm.config.schema import ExperimentConfig
-from hpo_slurm.core.layout import CHECKPOINT_META, ExperimentLayout
+from hpo_slurm.core.layout import CHECKPOINT_META, ExperimentLayout, length_in_name
 from hpo_slurm.core.protocol import checkpoint_length, latest_checkpoint_in
 from hpo_slurm.core.types import TrialState
 
@@ -36,12 +36,9 @@ def missing_start(trial: Mapping[str, Any], run: Mapping[str, Any], latest: Opti
     start = run["from_length"] or 0
     if start <= 0 or (latest is None and trial["parent_checkpoint"]):
         return None
-    have = 0
-    if latest is not None:
-        try:
-            have = int(str(latest).rstrip("/").rsplit("length-", 1)[1])
-        except (IndexError, ValueError):
-            return None  # not a folder this driver names: nothing to say about it
+    have = 0 if latest is None else length_in_name(latest)
+    if have is None:
+        return None  # not a folder this driver names: nothing to say about it
     if have >= start:
         return None
     again = f"its checkpoint at length {have}" if latest is not None else "the start"
