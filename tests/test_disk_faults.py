@@ -91,14 +91,21 @@ def validations_per_trial(experiment: Path) -> Dict[int, int]:
         conn.close()
 
 
-def test_a_full_disk_is_waited_out_and_the_search_finishes_as_without_it(quadratic, small_disk, baseline):
-    config = write_config(quadratic / "random.yaml", quadratic / "full.yaml", name="full",
-                          data={"sleep_per_unit": 0.02}, **SEARCH)
+def fill_disk_mid_search(quadratic: Path, small_disk: Path, name: str, sleep: float, wait: str):
+    """Launch the search ``name`` on ``small_disk`` (``data.sleep_per_unit`` ``sleep``, the driver
+    waiting up to ``wait`` seconds for room) and fill the disk once a trial has reported: (the
+    driver's process, the experiment folder, the filler file)."""
+    config = write_config(quadratic / "random.yaml", quadratic / f"{name}.yaml", name=name,
+                          data={"sleep_per_unit": sleep}, **SEARCH)
     process = start_cli("launch", str(config), "--root", str(small_disk), "--executor", "local",
-                        env={"HPO_SLURM_DISK_FULL_WAIT": "120"})
-    experiment = small_disk / "full"
+                        env={"HPO_SLURM_DISK_FULL_WAIT": wait})
+    experiment = small_disk / name
     wait_for(lambda: list(experiment.glob("trials/*/metrics.jsonl")), what="a first metrics line")
-    filler = fill(small_disk)
+    return process, experiment, fill(small_disk)
+
+
+def test_a_full_disk_is_waited_out_and_the_search_finishes_as_without_it(quadratic, small_disk, baseline):
+    process, experiment, filler = fill_disk_mid_search(quadratic, small_disk, "full", sleep=0.02, wait="120")
     time.sleep(3)  # trials keep reporting: the driver meets the full disk and waits
     assert process.poll() is None, process.communicate()[1][-3000:]
     filler.unlink()
@@ -117,13 +124,7 @@ def test_a_full_disk_is_waited_out_and_the_search_finishes_as_without_it(quadrat
 
 def test_a_disk_that_stays_full_stops_the_driver_with_one_line_and_resume_finishes(quadratic, small_disk, baseline):
     # trials are slow enough to outlive the outage, so they finish on their own once space is back
-    config = write_config(quadratic / "random.yaml", quadratic / "stays-full.yaml", name="stays-full",
-                          data={"sleep_per_unit": 0.07}, **SEARCH)
-    process = start_cli("launch", str(config), "--root", str(small_disk), "--executor", "local",
-                        env={"HPO_SLURM_DISK_FULL_WAIT": "0.5"})
-    experiment = small_disk / "stays-full"
-    wait_for(lambda: list(experiment.glob("trials/*/metrics.jsonl")), what="a first metrics line")
-    filler = fill(small_disk)
+    process, experiment, filler = fill_disk_mid_search(quadratic, small_disk, "stays-full", sleep=0.07, wait="0.5")
     out, err = process.communicate(timeout=60)
     assert process.returncode == 1, err[-3000:]
     assert "Traceback" not in err and "Logging error" not in err, err[-3000:]
