@@ -80,6 +80,17 @@ def running_jobs(root: Path, name: str, count: int) -> List[Dict[str, Any]]:
     return wait_for(ready, timeout=180, interval=1, what=f"{count} runs of {name} to train")
 
 
+def stop_daemon_mid_search(quadratic: Path, root: Path, name: str, trials: int, length: int, sleep: float,
+                           daemon: str):
+    """Launch the search ``name`` (``configs``) under ``root`` and stop ``daemon`` once 4 of its runs
+    train: (the driver's process, the local form of the search, the monotonic time it stopped)."""
+    config, local = configs(quadratic, name, trials=trials, length=length, sleep=sleep)
+    driver = launch(config, root)
+    running_jobs(root, name, 4)
+    stop_daemon(daemon)
+    return driver, local, time.monotonic()
+
+
 def finish(driver: subprocess.Popen, timeout: float = 400) -> None:
     out, err = driver.communicate(timeout=timeout)
     assert driver.returncode == 0, err[-3000:]
@@ -185,12 +196,8 @@ def test_a_node_set_down_mid_run_is_resumed_elsewhere_without_a_restart(quadrati
 def test_slurmctld_stopped_mid_search_with_the_driver_resumed_meanwhile(quadratic, tmp_path, two_nodes):
     """slurmctld is down for 30 s while runs finish and new ones wait to be submitted; the driver is
     SIGKILLed and resumed while it is down (a resume must wait for it, not stop)."""
-    config, local = configs(quadratic, "headless", trials=6, length=24, sleep=0.4)
     root = tmp_path / "runs"
-    driver = launch(config, root)
-    running_jobs(root, "headless", 4)
-    stop_daemon("slurmctld")
-    down_at = time.monotonic()
+    driver, local, down_at = stop_daemon_mid_search(quadratic, root, "headless", 6, 24, 0.4, "slurmctld")
     time.sleep(8)
     driver.send_signal(signal.SIGKILL)
     driver.wait(timeout=30)
@@ -210,12 +217,8 @@ def test_slurmdbd_stopped_for_a_minute_with_driver_kills_and_a_preemption(quadra
     SIGKILLed and resumed four times and an urgent job preempts two runs meanwhile. The driver judges
     the jobs that leave squeue by their result files, says so in driver.log (once per driver) and
     says when sacct answers again."""
-    config, local = configs(quadratic, "unaccounted", trials=8, length=48, sleep=0.9)
     root = tmp_path / "runs"
-    driver = launch(config, root)
-    running_jobs(root, "unaccounted", 4)
-    stop_daemon("slurmdbd")
-    stopped = time.monotonic()
+    driver, local, stopped = stop_daemon_mid_search(quadratic, root, "unaccounted", 8, 48, 0.9, "slurmdbd")
     rng = random.Random(15)
     for kill in range(4):
         time.sleep(rng.uniform(4.0, 9.0))
