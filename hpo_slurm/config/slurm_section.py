@@ -11,10 +11,12 @@ import re
 from typing import Any, Dict, List, Tuple
 
 from hpo_slurm.config.checks import Checker, is_int, is_number, join, show
+from hpo_slurm.config.pool_section import parse_pool
+from hpo_slurm.config.slurm_time import slurm_time_minutes
 
 SLURM_KEYS = ("partition", "account", "qos", "time", "cpus_per_task", "mem", "constraint", "gpu_type",
               "gpus_per_node", "slots_per_node", "extra_args", "setup", "signal_delay", "poll_interval",
-              "array_template", "sbatch_args")
+              "array_template", "sbatch_args", "pool")
 GPUS_PER_NODE_KEYS = ("gpus_per_node", "slots_per_node")  # one setting: hpo-slurm's name, Determined's
 _PLACEMENT = "set resources.slots_per_trial and slurm.gpus_per_node instead"
 # sbatch options with their own setting: extra_args must not set them, sbatch_args may (and sets it)
@@ -31,41 +33,8 @@ _MANAGED = {
     **{name: "hpo-slurm sets it for every job" for name in ("array", "job-name", "output", "error", "wrap")},
 }
 _OPTION_RE = re.compile(r"[a-z][a-z0-9-]*")
-_TIME_RE = re.compile(r"(?:([0-9]{1,12})-)?([0-9]{1,12})(?::([0-9]{1,12}))?(?::([0-9]{1,12}))?")
-MAX_TIME_MINUTES = 2**31 - 1  # Slurm keeps time limits in 32 bits
 _MEM_RE = re.compile(r"([0-9]+)([KMGTkmgt]?)")
 _GPU_TYPE_RE = re.compile(r"[A-Za-z0-9_.-]+")
-_TIME_FORMS = 'minutes, "MM:SS", "HH:MM:SS", "D-HH", "D-HH:MM" or "D-HH:MM:SS"'
-
-
-def slurm_time_minutes(ck: Checker, value: Any, path: str) -> int:
-    """A Slurm time limit in whole minutes, seconds rounded up."""
-    seconds = None
-    if is_int(value):
-        seconds = value * 60
-    elif isinstance(value, str):
-        match = _TIME_RE.fullmatch(value.strip())
-        if match:
-            days, first, second, third = match.groups()
-            if days is not None:  # D-HH[:MM[:SS]]
-                h, m, s = int(first), int(second or 0), int(third or 0)
-                if h < 24 and m < 60 and s < 60:
-                    seconds = ((int(days) * 24 + h) * 60 + m) * 60 + s
-            elif third is not None:  # HH:MM:SS
-                if int(second) < 60 and int(third) < 60:
-                    seconds = (int(first) * 60 + int(second)) * 60 + int(third)
-            elif second is not None:  # MM:SS
-                if int(second) < 60:
-                    seconds = int(first) * 60 + int(second)
-            else:  # MM
-                seconds = int(first) * 60
-    if seconds is None:
-        ck.fail(path, f"expected a Slurm time limit ({_TIME_FORMS}), got {show(value)}")
-    if seconds <= 0:
-        ck.fail(path, f"expected a time limit of at least 1 minute, got {show(value)}")
-    if seconds > MAX_TIME_MINUTES * 60:
-        ck.fail(path, f"expected a time limit of at most {MAX_TIME_MINUTES:,} minutes, got {show(value)}")
-    return -(-seconds // 60)
 
 
 def slurm_mem(ck: Checker, value: Any, path: str) -> str:
@@ -194,6 +163,8 @@ def parse_slurm(ck: Checker, value: Any, path: str, base_dir: str) -> Dict[str, 
         if not os.path.isfile(resolved):
             ck.fail(where, f"no such file: {resolved}")
         out["array_template"] = resolved
+    if "pool" in given:
+        out["pool"] = parse_pool(ck, *given["pool"])
     return out
 
 
