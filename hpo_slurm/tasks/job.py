@@ -30,6 +30,7 @@ __all__ = ["TrialFailed", "is_module_entrypoint", "run_job", "write_spec_file"]
 
 
 INTERRUPTIONS = (StopReason.PREEMPTED, StopReason.TIME_LIMIT)
+POOLED_RUN_ENV = "HPO_SLURM_POOL_WORKER"  # set in a run's process by the pool worker that runs it
 
 
 class TrialFailed(RuntimeError):
@@ -67,7 +68,8 @@ def run_job(spec_path: str) -> RunResult:
     for stale in [path for pattern in layout.shared_checkpoint_patterns(run_id) for path in checkpoints.glob(pattern)]:
         shutil.rmtree(stale, ignore_errors=True)
     attempt, started = _record_attempt(layout, run_id)
-    interruption.export_allocation_end(started, spec.time_limit_s, os.environ)
+    if not os.environ.get(POOLED_RUN_ENV):  # a pool's worker exported its own allocation's end
+        interruption.export_allocation_end(started, spec.time_limit_s, os.environ)
 
     if spec.world_size > 1:
         result = launch_ranks(spec, spec_path, attempt)
