@@ -144,7 +144,9 @@ def launch(config_path: str, name, root, executor: str, context, detach: bool, a
     if executor == "slurm":  # what Slurm would refuse is refused before anything is created
         from hpo_slurm.executors.slurm.executor import SlurmExecutor
 
-        warning = SlurmExecutor(config, root_path / name).check(config.slots_per_trial, config.slurm.time_minutes)
+        pool = config.slurm.pool  # a pool's worker jobs ask for its own time limit
+        time_minutes = (pool.time_minutes if pool else None) or config.slurm.time_minutes
+        warning = SlurmExecutor(config, root_path / name).check(config.slots_per_trial, time_minutes)
         if warning:
             _warn(warning)
     elif executor == "local":  # a trial this machine cannot hold is refused before anything is created

@@ -124,7 +124,7 @@ def _start(layout: ExperimentLayout, config: ExperimentConfig, store: Store,
     else:
         searcher, fresh = load_searcher(config, store)
     if executor is None:
-        executor = make_executor(experiment["executor"], config, layout)
+        executor = make_executor(experiment["executor"], config, layout, f"hpo.{experiment['uid'][:8]}.")
     interval = LOCAL_TICK_S if executor.name == "local" else config.slurm.poll_interval_s
     driver = Driver(layout, config, store, executor, searcher, poll_interval_s=interval)
     driver.start(fresh=fresh)
@@ -149,3 +149,5 @@ def _drive(driver: Driver, lock: DriverLock, on_tick: Optional[Callable[[Driver]
             driver.checkpoint_searcher()
         raise
     driver.checkpoint_searcher()
+    if driver.done:
+        driver.executor.finish()

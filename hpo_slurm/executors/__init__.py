@@ -19,7 +19,18 @@ def resolve_executor_name(choice: str) -> str:
     return "slurm" if shutil.which("sbatch") else "local"
 
 
-def make_executor(name: str, config: ExperimentConfig, layout: ExperimentLayout) -> Executor:
+def make_executor(name: str, config: ExperimentConfig, layout: ExperimentLayout, job_prefix: str = "hpo.") -> Executor:
+    """The executor ``name`` for the experiment in ``layout``; with ``slurm.pool`` in the config, a pool
+    of worker jobs in front of it (``executors.pool``), whose job names start with ``job_prefix``."""
+    host = _executor(name, config, layout)
+    if name in ("local", "slurm") and config.slurm.pool is not None:
+        from hpo_slurm.executors.pool.executor import PoolExecutor
+
+        return PoolExecutor(host, config, layout, job_prefix)
+    return host
+
+
+def _executor(name: str, config: ExperimentConfig, layout: ExperimentLayout) -> Executor:
     if name == "local":
         from hpo_slurm.executors.local import LocalExecutor
 

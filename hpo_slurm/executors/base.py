@@ -61,6 +61,24 @@ class JobRequest:
 
 
 @dataclass(frozen=True)
+class WorkerBatch:
+    """Worker jobs of a pool (``slurm.pool``) to start as one submission: one job per name in ``names``
+    (a job array when several), each sized as one trial's job (``gpus``, ``placement``,
+    ``time_minutes``). ``job_name`` is unique on the cluster so a restarted driver can find them;
+    ``folder`` is theirs (scripts, logs). Each runs ``tasks.pool_worker.serve`` on the pool of the
+    experiment in ``experiment_dir``."""
+
+    job_name: str
+    names: Tuple[str, ...]
+    folder: Path
+    experiment_dir: Path
+    gpus: int
+    placement: Placement
+    time_minutes: Optional[int]
+    idle_timeout_s: float
+
+
+@dataclass(frozen=True)
 class Submitted:
     job_id: str
     gpus: str = ""  # the devices handed out, when the executor chooses them
@@ -112,6 +130,16 @@ class Executor:
         Raises SchedulerError when it cannot tell (then nothing may be submitted again)."""
         raise NotImplementedError
 
+    def submit_workers(self, batch: WorkerBatch) -> List[Submitted]:
+        """Start a pool's worker jobs; the result is in ``batch.names`` order. ``SubmitError`` as
+        ``submit``'s, its ``submitted`` keyed by worker name."""
+        raise UserError(f"the {self.name} executor cannot hold a pool of workers (slurm.pool)")
+
+    def find_workers(self, batch: WorkerBatch) -> Dict[str, str]:
+        """Worker name -> job id of the batch's jobs that were submitted (a crash before their ids were
+        recorded). Raises SchedulerError when it cannot tell."""
+        raise UserError(f"the {self.name} executor cannot hold a pool of workers (slurm.pool)")
+
     def adopt(self, job_id: str, gpus: str) -> None:
         """A job started by an earlier driver of this experiment is live: account for it."""
 
@@ -119,6 +147,10 @@ class Executor:
         """What the executor waits for now, on one line (a scheduler command that does not answer), or
         None. The driver shows it to ``status`` through its lock's heartbeat."""
         return None
+
+    def finish(self) -> None:
+        """The search is over and none of its runs is live: let go of what is held for it (a pool's
+        idle workers)."""
 
     def cancel(self, job_ids: Sequence[str]) -> None:
         """Stop the jobs (the trials get SIGTERM and checkpoint). Jobs that already ended are skipped.

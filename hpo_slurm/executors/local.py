@@ -20,10 +20,11 @@ from submitit.local import local as submitit_local
 
 from hpo_slurm.core.errors import UserError
 from hpo_slurm.tasks.job import run_job
+from hpo_slurm.tasks.pool_worker import serve
 from hpo_slurm.config.schema import ExperimentConfig
 from hpo_slurm.core.placement import Placement
 from hpo_slurm.executors.base import (
-    Executor, JobRequest, JobState, JobStatus, SubmitError, Submitted, placement_or_error,
+    Executor, JobRequest, JobState, JobStatus, SubmitError, Submitted, WorkerBatch, placement_or_error,
 )
 
 NO_TIME_LIMIT_MINUTES = 60 * 24 * 30
@@ -112,6 +113,32 @@ class LocalExecutor(Executor):
             self._gpus_by_job[job.job_id] = devices
             submitted.append(Submitted(job.job_id, ",".join(str(d) for d in devices)))
         return submitted
+
+    def submit_workers(self, batch: WorkerBatch) -> List[Submitted]:
+        """One local process per worker, in ``batch.folder/<name>``, with the GPUs of one trial each."""
+        submitted = []
+        for name in batch.names:
+            devices = self._take_gpus(batch.gpus) if self.total_gpus else []
+            executor = _DetachedLocalExecutor(folder=batch.folder / name)
+            executor.update_parameters(timeout_min=NO_TIME_LIMIT_MINUTES, signal_delay_s=self.signal_delay_s,
+                                       cuda_devices=",".join(str(d) for d in devices))
+            try:
+                job = executor.submit(serve, str(batch.experiment_dir), [name], batch.idle_timeout_s, None)
+            except OSError as exc:
+                raise SubmitError(f"could not start a local worker process: {exc}", retry=True,
+                                  submitted=dict(zip(batch.names, submitted))) from exc
+            self._processes[job.job_id] = job._process
+            self._gpus_by_job[job.job_id] = devices
+            submitted.append(Submitted(job.job_id, ",".join(str(d) for d in devices)))
+        return submitted
+
+    def find_workers(self, batch: WorkerBatch) -> Dict[str, str]:
+        found = {}
+        for name in batch.names:
+            pickles = sorted((batch.folder / name).glob("*_submitted.pkl"))
+            if pickles:
+                found[name] = pickles[-1].name.split("_")[0]
+        return found
 
     def _take_gpus(self, count: int) -> List[int]:
         busy = {d for devices in self._gpus_by_job.values() for d in devices}

@@ -16,7 +16,12 @@ EXECUTOR = "array"
 
 
 def check_sweepable(config: ExperimentConfig) -> None:
-    """A UserError naming ``launch`` when the config's searcher adapts to results."""
+    """A UserError naming ``launch`` when the config's searcher adapts to results, or asks for a pool of
+    workers (a sweep's array tasks are its workers: there is no driver to hand them runs)."""
+    if config.slurm.pool is not None:
+        raise UserError(f"{config.source}: slurm.pool: a sweep runs each trial as a task of a job array, with no "
+                        f"driver to hand runs to a pool's workers; remove slurm.pool, or use "
+                        f"`hpo-slurm launch {config.source}`")
     if config.searcher.name not in SWEEP_SEARCHERS:
         raise UserError(
             f"{config.source}: searcher.name: a sweep runs searches that need no decisions "

@@ -34,8 +34,10 @@ from hpo_slurm.config.schema import ExperimentConfig
 from hpo_slurm.core.placement import Placement
 from hpo_slurm.core.fsio import read_json, write_bytes_atomic, write_json_atomic
 from hpo_slurm.core.protocol import BatchManifest
+from hpo_slurm.tasks.pool_worker import serve
 from hpo_slurm.tasks.slurm_task import MANIFEST, SHARED_PICKLE, run_task
-from hpo_slurm.executors.base import Executor, JobRequest, JobState, JobStatus, SchedulerError, SubmitError, Submitted
+from hpo_slurm.executors.base import (Executor, JobRequest, JobState, JobStatus, SchedulerError, SubmitError, Submitted,
+                                      WorkerBatch)
 from hpo_slurm.executors.slurm.commands import (REQUEUED_AFTER, check_before_launch, cluster_config, has_accounting, jobs_named,
                                                 poll_jobs, scancel)
 from hpo_slurm.executors.slurm.outages import Outages
@@ -166,6 +168,40 @@ class SlurmExecutor(PartitionPlacement, Executor):
         executor.update_parameters(**self.sbatch_parameters(batch[0], name, len(batch)))
         job_ids = executor.submit_batch(DelayedSubmission(run_task, str(manifest)), len(batch))
         return [Submitted(job_id) for job_id in job_ids]
+
+    def submit_workers(self, batch: WorkerBatch) -> List[Submitted]:
+        """One sbatch for the batch: a job array of one task per worker (a lone job for one), sized as a
+        trial's job with the pool's time limit, running ``tasks.pool_worker.serve``."""
+        if self._learn_cluster() is None:
+            raise SubmitError("scontrol show config failed: the controller has not answered yet", retry=True)
+        try:
+            batch.folder.mkdir(parents=True, exist_ok=True)
+            request = JobRequest("pool", batch.job_name, batch.folder, batch.folder / "spec.json", batch.gpus,
+                                 batch.time_minutes, placement=batch.placement)
+            executor = BatchExecutor(folder=batch.folder, max_num_timeout=0)
+            parameters = self.sbatch_parameters(request, batch.job_name, len(batch.names))
+            if len(batch.names) > 1:
+                parameters["array_parallelism"] = len(batch.names)
+            executor.update_parameters(**parameters)
+            time_s = 60.0 * batch.time_minutes if batch.time_minutes else None
+            delayed = DelayedSubmission(serve, str(batch.experiment_dir), list(batch.names), batch.idle_timeout_s, time_s)
+            job_ids = executor.submit_batch(delayed, len(batch.names))
+        except Exception as exc:  # sbatch's own errors come through submitit as various types
+            message = _sbatch_message(exc)
+            raise SubmitError(message, retry=is_retryable(message), limit=is_submit_limit(message)) from exc
+        return [Submitted(job_id) for job_id in job_ids]
+
+    def find_workers(self, batch: WorkerBatch) -> Dict[str, str]:
+        if self._accounting is None and self._learn_cluster() is None:
+            raise SchedulerError("cannot look worker jobs up by name: the controller has not answered yet")
+        job_ids = sorted({job_id for job_id, _ in jobs_named([batch.job_name], self.user, self.accounting)
+                          .get(batch.job_name, [])})
+        if not job_ids:
+            return {}
+        if len(batch.names) == 1:
+            return {batch.names[0]: job_ids[0]}
+        base = job_ids[0].split("_")[0]
+        return {name: f"{base}_{index}" for index, name in enumerate(batch.names)}
 
     def check(self, gpus: int, time_minutes: Optional[int]) -> Optional[str]:
         """Before anything exists: let ``sbatch --test-only`` judge the script of one of this search's
