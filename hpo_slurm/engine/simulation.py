@@ -9,6 +9,11 @@ done. The driver is exactly ``launch``'s, with ``poll_interval_s=0``: ``Simulati
 mid-search and ``Simulation.open_driver()`` resumes it from experiment.db, as ``hpo-slurm resume`` does,
 while the simulated cluster keeps its jobs.
 
+With ``slurm.pool`` in the config the simulated cluster runs the runs on the pool's worker jobs (each
+waits in the queue once; ``executors.simulated_pool``); once the driver is done it ends them. The
+result then has a ``pool`` entry, ``compute_seconds`` counts the workers' lifetimes (idle included) and
+``queue_wait`` the worker jobs' waits.
+
 A simulated trial is the objective at a length, so a search without ``searcher.max_length`` (whose
 trials train until their own code stops) cannot be simulated: it is refused (``require_length``).
 """
@@ -30,6 +35,7 @@ from hpo_slurm.core.errors import ConfigError, UserError
 if TYPE_CHECKING:  # the config module is imported by the functions that read a config
     from hpo_slurm.config.schema import ExperimentConfig
 
+MAX_TICKS_AT_ONCE = 8  # with a pool, at most this many driver ticks in a row at one time (see Simulation.step)
 ObjectiveSpec = Union[str, Callable[[Dict[str, Any], int], Dict[str, Any]]]
 
 
@@ -158,9 +164,12 @@ class Simulation:
         self.metric = searcher_config.metric
         self.max_length = searcher_config.max_length
         self.smaller_is_better = searcher_config.smaller_is_better
+        pool = self.config.slurm.pool
+        limit_minutes = None if pool is None else pool.time_minutes or self.config.slurm.time_minutes
         self.executor = SimulatedExecutor(
             self.workspace, _CheckedObjective(load_objective(objective), self.metric), self.clock, workers,
             seed=seed, faults=faults or Faults(), on_validation=self._on_validation,
+            pool=pool, pool_time_limit_s=None if limit_minutes is None else 60.0 * limit_minutes,
         )
         self.workers = workers
         self.seed = seed
@@ -170,6 +179,9 @@ class Simulation:
         self.store = None
         self.ticks = 0
         self._idle_ticks = 0
+        self._tick_again = False  # with a pool: tick once more before the clock moves (see step)
+        self._again_ticks = 0
+        self._last_event_seq = -1
         self.restarts_of_driver = 0
         self.wall_seconds = 0.0
         # if set to a list: (perf_counter, trials created, last event seq) after each tick
@@ -211,13 +223,20 @@ class Simulation:
         return self.driver is not None and self.driver.done
 
     def step(self) -> bool:
-        """Advance to the next event and tick the driver. False once the search is over."""
+        """Advance to the next event and tick the driver. False once the search is over.
+
+        With a pool, a tick that changed the search (it logged events) is followed by another at the
+        same time before the clock moves on: the real driver polls again within seconds (its poll
+        interval), long before a worker's idle timeout or time limit, which the next event may be."""
         if self.driver is None:
             self.open_driver()
         if self.driver.done:
+            self.executor.finish()
             return False
         when = self.executor.next_event_time()
-        if when is not None:
+        if self._tick_again and (when is None or when > self.clock.t):
+            self._again_ticks += 1
+        elif when is not None:
             self._idle_ticks = 0
             self.clock.t = max(self.clock.t, when)
             self.executor.advance(self.clock.t)
@@ -226,6 +245,14 @@ class Simulation:
             if self._idle_ticks > 3:
                 raise RuntimeError("the simulation stalled: no job runs and the search is not over")
         self.driver.tick()
+        if self.driver.done:
+            self.executor.finish()  # with a pool, the driver ends its workers
+        elif self.executor.pool is not None:
+            seq = self.store.last_event_seq()
+            self._tick_again = seq != self._last_event_seq and self._again_ticks < MAX_TICKS_AT_ONCE
+            self._last_event_seq = seq
+            if not self._tick_again:
+                self._again_ticks = 0
         self.ticks += 1
         if self.tick_log is not None:
             self.tick_log.append((time.perf_counter(), len(self.driver.trials), self.store.last_event_seq()))
@@ -278,8 +305,9 @@ class Simulation:
             store.close()
         executor = self.executor
         makespan = executor.last_end
-        compute = executor.busy_seconds
-        return {
+        pool = executor.pool_summary()
+        compute = executor.busy_seconds if pool is None else executor.compute_seconds()
+        result = {
             "experiment": self.layout.name,
             "dir": str(self.layout.dir),
             "state": experiment["state"],
@@ -303,6 +331,9 @@ class Simulation:
             "driver_restarts": self.restarts_of_driver,
             "incumbent_trace": self.trace,
         }
+        if pool is not None:
+            result["pool"] = pool
+        return result
 
 
 def simulate(config_path: Union[str, Path], objective: ObjectiveSpec, root: Union[str, Path],

@@ -17,10 +17,18 @@ Faults are drawn per run from ``hash(seed, run id)``, so they do not depend on t
 happen: a straggler runs ``straggler_factor`` times slower; a failure ends the attempt at a uniformly
 drawn point, losing its work; a preemption ends it there too, but the trial checkpoints what it reached
 (as a real trial does on the preemption signal) and the next run continues from it.
+
+With a pool (``pool=``: the config's ``slurm.pool``) runs do not wait in the queue themselves: worker jobs
+do, once each, and then run the submitted runs FIFO one after another (``executors.simulated_pool``
+states the pool's contract). A worker at its time limit stops its run, which checkpoints what it reached
+and ends TIMEOUT (the driver resumes it without counting a restart); a preempted run ends its worker; a
+failed or cancelled run leaves its worker idle. ``compute_seconds()`` is then the workers' lifetimes,
+idle time included.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import heapq
 import math
@@ -30,10 +38,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Set, Tuple
 
+from hpo_slurm.config.pool_section import PoolSettings
 from hpo_slurm.core.protocol import MetricLine, RunResult, RunSpec, RunStatus, StopReason
 from hpo_slurm.core.rng import Rng
 from hpo_slurm.executors.base import Workspace
 from hpo_slurm.executors.base import Executor, JobRequest, JobState, JobStatus, Submitted
+from hpo_slurm.executors.simulated_pool import Worker, WorkerPool
 
 Objective = Callable[[Dict[str, Any], int], Dict[str, Any]]
 SIM_ROOT = Path("/simulated")  # run folders and spec paths the driver names; never created
@@ -41,6 +51,7 @@ SIM_ROOT = Path("/simulated")  # run folders and spec paths the driver names; ne
 RESULT_EXITED = RunResult(RunStatus.EXITED, 0)
 RESULT_PREEMPTED = RunResult(RunStatus.STOPPED, 0, stop_reason=StopReason.PREEMPTED)
 RESULT_SEARCH_STOPPED = RunResult(RunStatus.STOPPED, 0, stop_reason=StopReason.SEARCH_STOPPED)
+RESULT_TIME_LIMIT = RunResult(RunStatus.STOPPED, 0, stop_reason=StopReason.TIME_LIMIT)
 RESULT_INJECTED_FAILURE = RunResult(RunStatus.FAILED, 1, message="injected failure (simulated)")
 
 
@@ -83,7 +94,8 @@ class Faults:
             raise ValueError("queue_wait_median_s and queue_wait_sigma must not be negative")
 
     def queue_wait(self, seed: int, run_id: str) -> float:
-        """How long the job of ``run_id`` waits in the scheduler's queue (seconds; 0 without a wait)."""
+        """How long the job of ``run_id`` (or the pool's worker job of that name) waits in the scheduler's
+        queue (seconds; 0 without a wait)."""
         if self.queue_wait_median_s <= 0:
             return 0.0
         return self.queue_wait_median_s * math.exp(self.queue_wait_sigma * Rng(run_seed(seed, f"{run_id}/queue")).gauss())
@@ -169,7 +181,8 @@ def run_seed(seed: int, run_id: str) -> int:
 
 class _Job:
     __slots__ = ("job_id", "run_id", "name", "state", "exit_code", "start", "end", "outcome", "version",
-                 "trial_id", "to_length", "metrics", "reached")
+                 "trial_id", "to_length", "metrics", "reached", "hparams", "start_length", "seconds_from",
+                 "slowdown")
 
     def __init__(self, job_id: str, run_id: str, name: str):
         self.job_id = job_id
@@ -185,11 +198,17 @@ class _Job:
         self.to_length = 0
         self.metrics: Dict[str, Any] = {}
         self.reached = 0  # the length checkpointed at a preemption
+        self.hparams: Dict[str, Any] = {}
+        self.start_length = 0  # where the attempt started, and the objective's seconds there
+        self.seconds_from = 0.0
+        self.slowdown = 1.0  # wall seconds per training second (a straggler's factor)
 
 
 class SimulatedExecutor(Executor):
     """``workers`` identical workers behind a FIFO queue, on ``clock``. The simulation loop calls
-    ``next_event_time()`` and ``advance(now)``; the driver calls submit, poll, find, cancel."""
+    ``next_event_time()`` and ``advance(now)`` (and ``finish()`` once the driver is done); the
+    driver calls submit, poll, find, cancel. With ``pool`` the runs go to the pool's worker jobs, each
+    with the time limit ``pool_time_limit_s`` (None: none)."""
 
     name = "simulated"
 
@@ -203,6 +222,8 @@ class SimulatedExecutor(Executor):
         faults: Faults = Faults(),
         max_length: Optional[int] = None,
         on_validation: Optional[Callable[[int, int, Dict[str, Any], float], None]] = None,
+        pool: Optional[PoolSettings] = None,
+        pool_time_limit_s: Optional[float] = None,
     ):
         if workers < 1:
             raise ValueError(f"workers must be at least 1, got {workers}")
@@ -227,6 +248,11 @@ class SimulatedExecutor(Executor):
         self.timeline: Optional[List[Tuple[float, int, int]]] = None  # if a list: (t, running, queued) on changes
         self.counts = {"submitted": 0, "completed": 0, "failed": 0, "preempted": 0, "cancelled": 0,
                        "stragglers": 0}
+        self.pool: Optional[WorkerPool] = None
+        self._worker_of: Dict[str, Worker] = {}  # job id -> the pool's worker running it
+        if pool is not None:
+            self.pool = WorkerPool(pool, workers, functools.partial(faults.queue_wait, seed), pool_time_limit_s)
+            self.queue_waits = self.pool.waits  # the worker jobs wait in the queue, the runs do not
 
     # ---- the driver's side ------------------------------------------------------------------------
     def submit(self, requests: Sequence[JobRequest]) -> List[Submitted]:
@@ -236,6 +262,10 @@ class SimulatedExecutor(Executor):
             job = _Job(job_id, request.run_id, request.job_name)
             self.jobs[job_id] = job
             self._by_name[request.job_name] = job_id
+            if self.pool is not None:
+                self._queue.append(job)
+                submitted.append(Submitted(job_id))
+                continue
             wait = self.faults.queue_wait(self.seed, request.run_id)
             self.queue_waits.append(wait)
             if wait > 0:
@@ -266,6 +296,8 @@ class SimulatedExecutor(Executor):
                 continue
             if job.state == JobState.RUNNING:
                 self._stop_running(job, now)
+                if self.pool is not None:
+                    self.pool.release(self._worker_of.pop(job_id), now)
             elif job in self._queue:
                 self._queue.remove(job)  # (one still waiting in the scheduler's queue is skipped when due)
             job.state = JobState.CANCELLED
@@ -282,10 +314,17 @@ class SimulatedExecutor(Executor):
         while waiting and self.jobs[waiting[0][2]].state != JobState.PENDING:  # cancelled while it waited
             heapq.heappop(waiting)
         times = [queue[0][0] for queue in (events, waiting) if queue]
+        if self.pool is not None:
+            pool_time = self.pool.next_event_time()
+            if pool_time is not None:
+                times.append(pool_time)
         return min(times) if times else None
 
     def advance(self, now: float) -> None:
         """Everything that happens up to ``now`` (``clock.t``): runs end, queued runs take the freed workers."""
+        if self.pool is not None:
+            self._advance_pool(now)
+            return
         events = self._events
         while events and events[0][0] <= now:
             _, _, version, job_id = heapq.heappop(events)
@@ -299,23 +338,90 @@ class SimulatedExecutor(Executor):
         self._dispatch()
 
     def compute_seconds(self, now: Optional[float] = None) -> float:
-        """Worker-seconds spent so far, the running attempts' included."""
+        """Worker-seconds spent so far, the running attempts' included; with a pool, the worker jobs'
+        lifetimes, their idle time included."""
         now = self.clock.t if now is None else now
+        if self.pool is not None:
+            return self.pool.lifetime_seconds(now)
         return self.busy_seconds + sum(now - job.start for job in self._running.values())
 
     @property
     def idle(self) -> bool:
         return not self._running and not self._queue and self.next_event_time() is None
 
+    def finish(self) -> None:
+        """The search is over (``Executor.finish``): with a pool, its worker jobs end now (those still
+        in the queue are cancelled; a run one still holds, which a finished driver has cancelled
+        already, is stopped as cancelled). Without a pool, nothing happens."""
+        if self.pool is None or not self.pool.alive:
+            return
+        for job_id in list(self._worker_of):
+            job = self.jobs[job_id]
+            self._stop_running(job, self.clock.t)
+            job.state = JobState.CANCELLED
+            self.workspace.results[job.run_id] = RESULT_SEARCH_STOPPED
+            self.counts["cancelled"] += 1
+        self._worker_of.clear()
+        self.pool.close(self.clock.t)
+
+    def pool_summary(self) -> Optional[Dict[str, object]]:
+        """The pool's figures (``WorkerPool.summary``) at ``clock.t``; None without a pool."""
+        now = self.clock.t
+        busy = self.busy_seconds + sum(now - job.start for job in self._running.values())
+        return None if self.pool is None else self.pool.summary(now, busy)
+
     # ---- internals ---------------------------------------------------------------------------------
     def _dispatch(self) -> None:
-        while self._queue and len(self._running) < self.workers:
-            self._start(self._queue.popleft())
+        if self.pool is not None:
+            self._dispatch_pool(self.clock.t)
+        else:
+            while self._queue and len(self._running) < self.workers:
+                self._start(self._queue.popleft())
         if self.timeline is not None:
             self.timeline.append((self.clock.t, len(self._running), len(self._queue)))
 
-    def _start(self, job: _Job) -> None:
-        now = self.clock.t
+    def _dispatch_pool(self, now: float) -> None:
+        """Waiting runs go FIFO to idle workers; while some still wait, the pool grows."""
+        pool = self.pool
+        while True:
+            while self._queue and pool.has_idle:
+                job = self._queue.popleft()
+                self._worker_of[job.job_id] = pool.take(job.job_id)
+                self._start(job, now)
+            if not self._queue or not pool.grow(now, len(self._queue), len(self._running)):
+                return
+
+    def _advance_pool(self, now: float) -> None:
+        """``advance`` with a pool: run ends and worker events up to ``now``, in time order (a run
+        that ends at the moment its worker's time runs out ends first), each followed by a dispatch."""
+        events, pool = self._events, self.pool
+        while True:
+            while events and self.jobs[events[0][3]].version != events[0][2]:
+                heapq.heappop(events)
+            pool_time = pool.next_event_time()
+            if events and events[0][0] <= now and (pool_time is None or events[0][0] <= pool_time):
+                _, _, _, job_id = heapq.heappop(events)
+                job = self.jobs[job_id]
+                at = job.end
+                if job.state == JobState.RUNNING:
+                    self._end(job)
+            else:
+                due = pool.pop_due(now)
+                if due is None:
+                    break
+                at, kind, worker = due
+                if kind == "start":
+                    pool.start(worker, at)
+                elif kind == "limit":
+                    if worker.job_id is not None:
+                        self._stop_at_time_limit(self.jobs[worker.job_id], at)
+                    pool.end(worker, at, "time_limit")
+            self._dispatch_pool(at)
+        if self.timeline is not None:
+            self.timeline.append((self.clock.t, len(self._running), len(self._queue)))
+
+    def _start(self, job: _Job, at: Optional[float] = None) -> None:
+        now = self.clock.t if at is None else at
         spec = self.workspace.specs.pop(job.run_id)
         trial_id, to_length, hparams = spec.trial_id, spec.target_length, spec.hparams
         start_length = self.workspace.start_length(trial_id, spec.parent_checkpoint)
@@ -326,10 +432,12 @@ class SimulatedExecutor(Executor):
         faults = self.faults
         duration = work
         end_kind = "completed"
+        job.slowdown = 1.0
         if faults.stragglers or faults.failures or faults.preemptions:
             rng = Rng(run_seed(self.seed, job.run_id))
             if rng.random() < faults.stragglers:
                 duration *= faults.straggler_factor
+                job.slowdown = faults.straggler_factor
                 self.counts["stragglers"] += 1
             draw, at = rng.random(), rng.random()
             if draw < faults.failures:
@@ -344,6 +452,7 @@ class SimulatedExecutor(Executor):
         job.trial_id = trial_id
         job.to_length = to_length
         job.metrics = {key: value for key, value in result.items() if key != "seconds"}
+        job.hparams, job.start_length, job.seconds_from = hparams, start_length, seconds_from
         self.workspace.starts[job.run_id] = self.workspace.starts.get(job.run_id, 0) + 1
         self.workspace.times[job.run_id] = (self.clock.origin + now, None)
         self._running[job.job_id] = job
@@ -368,9 +477,28 @@ class SimulatedExecutor(Executor):
         self.busy_seconds += now - job.start
         self.last_end = max(self.last_end, now)
 
+    def _stop_at_time_limit(self, job: _Job, now: float) -> None:
+        """The worker running ``job`` reached its time limit at ``now``: the trial checkpoints what it
+        reached (as at a preemption) and the run ends TIMEOUT."""
+        trained = (now - job.start) / job.slowdown
+        reached = self._reached(job.hparams, job.start_length, job.to_length, job.seconds_from,
+                                job.seconds_from + trained) if job.to_length > job.start_length else job.start_length
+        self._stop_running(job, now)
+        del self._worker_of[job.job_id]
+        if reached > self.workspace.checkpoints.get(job.trial_id, 0):
+            self.workspace.checkpoints[job.trial_id] = reached
+        self.workspace.results[job.run_id] = RESULT_TIME_LIMIT
+        job.state, job.exit_code = JobState.TIMEOUT, 0
+
     def _end(self, job: _Job) -> None:
         now = job.end
         self._stop_running(job, now)
+        if self.pool is not None:
+            worker = self._worker_of.pop(job.job_id)
+            if job.outcome == "preempted":
+                self.pool.end(worker, now, "preempted")  # the scheduler took the worker's allocation
+            else:
+                self.pool.release(worker, now)
         workspace = self.workspace
         if job.outcome == "completed":
             workspace.lines.setdefault(job.trial_id, []).append(
