@@ -9,6 +9,7 @@ shows, so that cost follows the jobs running now, not the experiment's size."""
 from __future__ import annotations
 
 import json
+import time
 from typing import Any, Dict, List, Optional, Tuple, Union
 
 from hpo_slurm.core.errors import UserError
@@ -17,11 +18,13 @@ from hpo_slurm.experiment.lock import driver_alive
 from hpo_slurm.experiment.rows import RunRow, TrialRow
 from hpo_slurm.experiment.store import Store
 from hpo_slurm.reporting.nodes import last_attempt_nodes
+from hpo_slurm.reporting.pool import read_pool
 from hpo_slurm.core.types import RunState, TrialState
 
 TOP_TRIALS = 10  # trials listed by their best metric in every summary
 ACTIVE_RUNS = 20  # active (submitted or running) runs listed in a summary; run_counts has them all
 ACTIVE_RUN_STATES = (RunState.SUBMITTED.value, RunState.RUNNING.value)
+RUNNING_RUNS_READ = 10_000  # RUNNING runs whose hours so far count in a pool's run hours (at most one a worker)
 READ_CACHE_KIB = 64 * 1024  # SQLite page cache of the reading connection (the default is 2 MiB)
 TrialsWanted = Union[None, str, int]  # None: no listing; "all": every trial; N: the latest N trials
 
@@ -56,11 +59,19 @@ def summarize(layout: ExperimentLayout, trials: TrialsWanted = None, page_cache_
     recorded none yet); None for every other run. In a search without max_length, a training trial's
     ``target_length`` and its runs' ``to_length`` are 0 (NO_TARGET: it trains until its code stops)
     and ``length_done`` is the longest length it validated at. ``page_cache_kib``: the reading connection's SQLite page
-    cache (0: SQLite's default, for a long-lived process that reads often)."""
+    cache (0: SQLite's default, for a long-lived process that reads often).
+
+    ``pool``: None when the config has no ``slurm.pool``; else the pool of worker jobs, read from its
+    files after the database (``reporting.pool.read_pool``: ``max_workers``, ``idle_timeout_s``,
+    ``workers``, each with its job id, state, the run it holds, idle seconds, runs done, host, start and
+    end, and ``totals``: workers live, runs queued, worker hours and idle hours). Its ``run_hours`` are
+    the wall hours of the runs that ended plus those of the RUNNING runs so far."""
     from hpo_slurm.config.schema import load_config
 
     config = load_config(str(layout.config))
     smaller = config.searcher.smaller_is_better
+    pooled = config.slurm.pool
+    run_seconds, now = 0.0, time.time()
     store = Store.open_for_reading(layout.database)
     try:
         if page_cache_kib:
@@ -84,6 +95,9 @@ def summarize(layout: ExperimentLayout, trials: TrialsWanted = None, page_cache_
             active = store.runs_in_states(ACTIVE_RUN_STATES, ACTIVE_RUNS)  # oldest recorded first
             top_runs = store.runs_by_trial([t["id"] for t in top])
             listed = _listing(store, trials)
+            if pooled is not None:  # every run of a pooled search ran on its workers
+                held = store.runs_in_states((RunState.RUNNING.value,), RUNNING_RUNS_READ)
+                run_seconds = job_seconds + sum(max(0.0, now - r["started_at"]) for r in held if r["started_at"])
     finally:
         store.close()
     best = top[0] if top else None
@@ -116,6 +130,7 @@ def summarize(layout: ExperimentLayout, trials: TrialsWanted = None, page_cache_
         "created_at": experiment["created_at"],
         "ended_at": experiment["ended_at"],
     }
+    summary["pool"] = None if pooled is None else read_pool(layout.dir, pooled, run_seconds, now)
     if listed is not None:
         rows, runs = listed
         summary["trials"] = [_trial(t, runs.get(t["id"], []), nodes) for t in rows]

@@ -115,6 +115,8 @@ def summary_panel(s: Dict[str, Any]) -> Panel:
         Text(f"runs: {runs or 'none yet'}"),
         Text(f"{compute_text(s)}   checkpoints {_bytes(s['checkpoint_bytes'])}"),
     ]
+    if s.get("pool"):
+        lines.append(Text(pool_totals_text(s["pool"])))
     best = s["best"]
     if best:
         direction = "min" if s["smaller_is_better"] else "max"
@@ -211,11 +213,62 @@ def active_runs_table(summary: Dict[str, Any]) -> Table:
     return table
 
 
+POOL_STATE_STYLES = {"running": "cyan", "idle": "yellow", "queued": "blue", "ended": "dim"}
+
+
+def pool_totals_text(pool: Dict[str, Any]) -> str:
+    """``pool: 2 of at most 4 workers live, 1 run queued, worker-hours 3.50 (idle ~0.40)``; the hours
+    say over how many workers when older ended ones were not read, and ``idle ?`` when not known."""
+    totals = pool["totals"]
+    queued = totals["runs_queued"]
+    idle = "?" if totals["idle_hours"] is None else f"~{totals['idle_hours']:.2f}"
+    counted = (f" over {totals['workers_counted']} of {totals['workers_total']} workers"
+               if totals["workers_counted"] < totals["workers_total"] else "")
+    return (f"pool: {totals['workers_live']} of at most {pool['max_workers']} workers live, "
+            f"{queued} run{'s' * (queued != 1)} queued, worker-hours {totals['worker_hours']:.2f}{counted} "
+            f"(idle {idle})")
+
+
+def _pool_state(worker: Dict[str, Any]) -> Text:
+    state = worker["state"]
+    text = f"ended ({worker['ended_how']})" if state == "ended" and worker.get("ended_how") else state
+    if worker.get("silent"):
+        text += f" (silent {_duration(worker['beat_age_s'])})"
+    return Text(text, style=POOL_STATE_STYLES.get(state, ""))
+
+
+def _duration(seconds: Optional[float]) -> str:
+    """``45s``, ``12m``, ``3.5h``; ``-`` for None."""
+    if seconds is None:
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.0f}s"
+    return f"{seconds / 60:.0f}m" if seconds < 3600 else f"{seconds / 3600:.1f}h"
+
+
+def pool_table(pool: Dict[str, Any], width: Optional[int] = None) -> Table:
+    """The pool's workers (``status.summarize``'s ``pool``): worker, job, state, the run it holds, how
+    long it idles, runs done, host. Below COMPACT_BELOW columns of ``width`` the job ids are dropped
+    and the host folds, so states and numbers are never cut."""
+    compact = width is not None and width < COMPACT_BELOW
+    columns = ["worker"] + ([] if compact else ["job"]) + ["state", "run", "idle", "runs", "host"]
+    table = Table(title="Pool", title_justify="left")
+    for column in columns:
+        table.add_column(column, no_wrap=column != "host", overflow="fold")
+    for w in pool["workers"]:
+        cells = [w["name"]] + ([] if compact else [w["job_id"] or "-"])
+        cells += [_pool_state(w), w["run"] or "-", _duration(w["idle_s"]), str(w["runs"]), w["host"] or "-"]
+        table.add_row(*cells)
+    return table
+
+
 def print_summary(summary: Dict[str, Any], console: Optional[Console] = None) -> None:
-    """The summary panel, then the trial listing when the summary has one (``trials``), else the
-    active runs and the top trials."""
+    """The summary panel, the pool's workers when the search has a pool (``pool``), then the trial
+    listing when the summary has one (``trials``), else the active runs and the top trials."""
     console = console or output_console()
     console.print(summary_panel(summary))
+    if summary.get("pool") and summary["pool"]["workers"]:
+        console.print(pool_table(summary["pool"], width=console.width))
     if "trials" in summary:
         if summary["trials"]:
             console.print(trials_table(summary["trials"], width=console.width))
