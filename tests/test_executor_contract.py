@@ -14,7 +14,7 @@ the local executor's job is submitit's local controller, which exits 0 whatever 
 failed or cancelled trial ends COMPLETED there and only its result file tells (the driver reads it).
 Slurm's accounting can lag a moment behind its queue, so a Slurm job may briefly poll UNKNOWN.
 
-``local`` and ``simulated`` always run; ``slurm`` runs on the real local cluster (marked ``slurm``).
+``local``, ``pool`` (local worker processes) and ``simulated`` always run; ``slurm`` runs on the real local cluster (marked ``slurm``).
 Trials are tiny shell commands written into run specs by ``helpers_spec.make_run``.
 """
 
@@ -134,6 +134,33 @@ class LocalHarness(Harness):
         self._executor.cancel(self._job_ids)
 
 
+class PoolHarness(Harness):
+    """A pool of two local worker processes (``slurm.pool``) in front of the local executor: a run is
+    queued, then claimed by a worker, and its state read from the pool's files. Unlike submitit's local
+    controller a worker records its run's exit status, so a failed trial ends FAILED; a cancelled run
+    ends COMPLETED (its trial stopped as asked, its result says so) or CANCELLED (withdrawn before a
+    worker took it)."""
+
+    name = "pool"
+    cancelled_states = frozenset({JobState.COMPLETED, JobState.CANCELLED})
+    cancel_within_s = 10.0
+    unknown_job_id = "pool:t999-r1"
+
+    def __init__(self, tmp_path: Path):
+        super().__init__(tmp_path)
+        from hpo_slurm.executors.pool.executor import PoolExecutor
+
+        config_path = write_config(EXAMPLES / "quadratic" / "random.yaml", tmp_path / "contract.yaml",
+                                   name="contract", slurm={"pool": {"workers": 2, "idle_timeout": 5}})
+        self._executor = PoolExecutor(LocalExecutor(gpus=0, signal_delay_s=2), load_config(str(config_path)),
+                                      self.layout, self.prefix)
+        self._workspace = FileWorkspace(self.layout)
+
+    def close(self) -> None:
+        self._executor.finish()
+        self._executor.cancel([w.job_id for w in self._executor.record.live() if w.job_id])
+
+
 class SimulatedHarness(Harness):
     """One worker, so that a batch of two has one job waiting. The simulator draws failures per run
     with a probability, so a batch of failing trials gets an executor where every run fails; a batch
@@ -208,12 +235,12 @@ class SlurmHarness(Harness):
 
 
 HARNESSES: Dict[str, Callable[[Path], Harness]] = {
-    "local": LocalHarness, "simulated": SimulatedHarness, "slurm": SlurmHarness,
+    "local": LocalHarness, "pool": PoolHarness, "simulated": SimulatedHarness, "slurm": SlurmHarness,
 }
 
 
 @pytest.fixture(params=[
-    "local", "simulated", pytest.param("slurm", marks=pytest.mark.slurm),
+    "local", "pool", "simulated", pytest.param("slurm", marks=pytest.mark.slurm),
 ])
 def harness(request, tmp_path):
     if request.param == "slurm":

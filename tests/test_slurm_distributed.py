@@ -177,12 +177,14 @@ def test_a_node_set_down_mid_run_is_resumed_from_the_checkpoint_and_not_counted_
     assert probe_processes() == []
 
 
-def test_adaptive_asha_promotes_distributed_trials_from_their_checkpoints(tmp_path):
+@pytest.mark.parametrize("pool", [None, {"workers": 2, "idle_timeout": 30}], ids=["job-per-run", "pool"])
+def test_adaptive_asha_promotes_distributed_trials_from_their_checkpoints(tmp_path, pool):
+    """Also with a pool of workers (slurm.pool): each worker job spans the two nodes a trial needs."""
     config = probe_config(
         tmp_path / "model", "asha", slots=2,
         searcher={"name": "adaptive_asha", "max_trials": 4, "max_length": {"batches": 16}, "max_rungs": 2,
                   "divisor": 4, "mode": "aggressive", "max_concurrent_trials": 2},
-        slurm={"gpus_per_node": 1})  # 2 ranks on 2 nodes: two trials at once on the 2 x 2 GPUs
+        slurm={"gpus_per_node": 1, "pool": pool})  # 2 ranks on 2 nodes: two trials at once on the 2 x 2 GPUs
     root = tmp_path / "runs"
     done = cli("launch", str(config), "--root", str(root), "--executor", "slurm", timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -201,6 +203,15 @@ def test_adaptive_asha_promotes_distributed_trials_from_their_checkpoints(tmp_pa
         assert {r["env"]["SLURMD_NODENAME"] for r in seen.values()} == {"node1", "node2"}
         assert all(r["resumed_shards"] == ["shard-0", "shard-1"] and r["steps"][0] == 5 and r["finished"]
                    for r in seen.values())
+    if pool:  # every run went to one of at most a few worker jobs, each holding 2 nodes of 1 GPU
+        runs = [r for t in summary["trials"] for r in t["runs"]]
+        assert all(r["job_id"] == f"pool:{r['run_id']}" for r in runs)
+        workers = json.loads((experiment / "pool" / "workers.json").read_text())["workers"]
+        assert 2 <= len(workers) <= 3 < len(runs) + 1, workers
+        scripts = list(experiment.glob("pool/jobs/*/*_submission.sh"))
+        assert scripts and all({"#SBATCH --nodes=2", "#SBATCH --ntasks-per-node=1", "#SBATCH --gpus-per-node=1"}
+                               <= set(p.read_text().splitlines()) for p in scripts)
+        assert not (experiment / "jobs").exists()
 
 
 def test_ddp_digits_preempted_on_two_nodes_ends_bit_for_bit_as_an_uninterrupted_run(tmp_path):

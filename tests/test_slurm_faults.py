@@ -274,3 +274,36 @@ def test_what_slurm_clients_print_while_a_daemon_is_down_is_retried_or_waited_ou
     controller_down = "sbatch: error: Batch job submission failed: Unable to contact slurm controller (connect failure)"
     for message in (munge_down, controller_down):
         assert is_retryable(message) and is_unreachable(message)
+
+
+def test_a_pool_worker_whose_node_dies_loses_only_its_runs_work_since_its_checkpoint(quadratic, tmp_path, two_nodes):
+    """A search on a pool of 4 worker jobs (slurm.pool), two per node; node2 dies mid-run. Slurm
+    requeues its workers' jobs; the runs they held resume from their trials' checkpoints on the other
+    workers, as a run whose own job's node failed would: no restart counted, nothing run twice."""
+    config, local = configs(quadratic, "poolcrash", trials=6, length=40, sleep=0.3)
+    write_config(config, config, slurm={"pool": {"workers": 4, "idle_timeout": 20}})
+    root = tmp_path / "runs"
+    driver = launch(config, root)
+    running = running_jobs(root, "poolcrash", 4)
+    on_node2 = [r for r in running if r["nodes"] == ["node2"]]
+    assert on_node2, running
+    crash_node("node2")
+    finish(driver)
+    experiment = root / "poolcrash"
+    summary = status(root, "poolcrash")
+    assert summary["state"] == "COMPLETED", summary["state"]
+    runs = {r["run_id"]: r for t in summary["trials"] for r in t["runs"]}
+    for trial in summary["trials"]:
+        assert trial["state"] == "COMPLETED" and trial["restarts"] == 0, trial
+        lengths = [length for length, _ in validations(experiment, trial["id"])]
+        assert len(lengths) == len(set(lengths)), (trial["id"], lengths)
+    for run in on_node2:  # ended with its worker's node, then carried on by a new run of its trial
+        assert runs[run["run_id"]]["state"] in ("LOST", "PREEMPTED"), runs[run["run_id"]]
+        assert attempts(experiment, run["run_id"]) == 1
+    assert all(r["job_id"] == f"pool:{r['run_id']}" for r in runs.values())
+    assert db_count(experiment, "SELECT COUNT(*) FROM metrics") == metric_lines(experiment)
+    assert "Slurm requeued it after NODE_FAIL" in driver_log(experiment)
+    done = cli("launch", str(local), "--root", str(root), "--executor", "local", timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for trial in summary["trials"]:
+        assert validations(experiment, trial["id"]) == validations(root / "poolcrash-local", trial["id"]), trial["id"]
