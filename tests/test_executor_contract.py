@@ -158,7 +158,7 @@ class PoolHarness(Harness):
 
     def close(self) -> None:
         self._executor.finish()
-        self._executor.cancel([w.job_id for w in self._executor.record.live() if w.job_id])
+        self._executor.cancel([w.job_id for w in self._executor.workers.record.live() if w.job_id])
 
 
 class SimulatedHarness(Harness):

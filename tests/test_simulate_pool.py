@@ -3,7 +3,6 @@ the search's runs one after another; their whole lives, idle time included, are 
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 from typing import Any, Dict, Optional
 
@@ -12,6 +11,7 @@ import yaml
 
 from hpo_slurm.engine.simulation import Simulation, create_experiment, simulate
 from hpo_slurm.executors.simulated import Faults
+from test_simulate import comparable, rows
 
 REPO = Path(__file__).resolve().parent.parent
 HARTMANN = "hpo_slurm.benchmarks.hartmann:good"
@@ -31,18 +31,6 @@ def config(tmp_path: Path, pool: Optional[Dict[str, Any]], slurm: Optional[Dict[
     path = tmp_path / f"search-{len(list(tmp_path.glob('*.yaml')))}.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
-
-
-def rows(result, sql):
-    conn = sqlite3.connect(f"file:{Path(result['dir']) / 'experiment.db'}?mode=ro", uri=True)
-    try:
-        return conn.execute(sql).fetchall()
-    finally:
-        conn.close()
-
-
-def comparable(result):
-    return {k: v for k, v in result.items() if k not in ("experiment", "dir", "wall_seconds")}
 
 
 def test_runs_after_the_first_wave_take_started_workers_without_a_queue_wait(tmp_path):
@@ -174,7 +162,7 @@ def test_a_driver_killed_mid_search_resumes_to_the_same_pooled_search(tmp_path):
     sim.crash()  # the workers keep running and waiting; the resumed driver re-adopts their runs
     resumed = sim.run()
     assert resumed["driver_restarts"] == 1 and whole["pool"]["ended_by"]["time_limit"] > 0
-    assert {**comparable(resumed), "events": whole["events"], "driver_restarts": 0} == comparable(whole)
+    assert {**comparable(resumed), "events": whole["events"]} == comparable(whole)
 
 
 def test_a_cancelled_run_frees_its_worker_at_once(tmp_path):

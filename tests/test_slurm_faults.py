@@ -157,16 +157,23 @@ def driver_log(experiment: Path) -> str:
     return (experiment / "driver.log").read_text()
 
 
+def crash_node2_mid_search(config: Path, root: Path, name: str):
+    """Launch ``config`` under ``root`` and crash node2 once 4 of its runs train: (the driver's process,
+    the runs that were running on node2)."""
+    driver = launch(config, root)
+    running = running_jobs(root, name, 4)
+    on_node2 = [r for r in running if r["nodes"] == ["node2"]]
+    assert on_node2, running
+    crash_node("node2")
+    return driver, on_node2
+
+
 def test_a_node_that_dies_mid_run_is_resumed_elsewhere_without_a_restart(quadratic, tmp_path, two_nodes):
     """node2's slurmd and its jobs are SIGKILLed (a node losing power). slurmctld marks it DOWN after
     SlurmdTimeout and requeues its jobs (NODE_FAIL); they run again on node1 under the same job ids."""
     config, local = configs(quadratic, "crashed", trials=4, length=40, sleep=0.4)
     root = tmp_path / "runs"
-    driver = launch(config, root)
-    running = running_jobs(root, "crashed", 4)
-    on_node2 = [r for r in running if r["nodes"] == ["node2"]]
-    assert on_node2, running
-    crash_node("node2")
+    driver, on_node2 = crash_node2_mid_search(config, root, "crashed")
     wait_for(lambda: node_state("node2").startswith("down"), timeout=150, interval=2, what="node2 to be DOWN")
     finish(driver)
     assert_nothing_lost_or_run_twice(root, "crashed", local)
@@ -283,11 +290,7 @@ def test_a_pool_worker_whose_node_dies_loses_only_its_runs_work_since_its_checkp
     config, local = configs(quadratic, "poolcrash", trials=6, length=40, sleep=0.3)
     write_config(config, config, slurm={"pool": {"workers": 4, "idle_timeout": 20}})
     root = tmp_path / "runs"
-    driver = launch(config, root)
-    running = running_jobs(root, "poolcrash", 4)
-    on_node2 = [r for r in running if r["nodes"] == ["node2"]]
-    assert on_node2, running
-    crash_node("node2")
+    driver, on_node2 = crash_node2_mid_search(config, root, "poolcrash")
     finish(driver)
     experiment = root / "poolcrash"
     summary = status(root, "poolcrash")

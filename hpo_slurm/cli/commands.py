@@ -142,10 +142,11 @@ def launch(config_path: str, name, root, executor: str, context, detach: bool, a
 
     executor = resolve_executor_name(executor)
     if executor == "slurm":  # what Slurm would refuse is refused before anything is created
+        from hpo_slurm.config.pool_section import worker_time_minutes
         from hpo_slurm.executors.slurm.executor import SlurmExecutor
 
         pool = config.slurm.pool  # a pool's worker jobs ask for its own time limit
-        time_minutes = (pool.time_minutes if pool else None) or config.slurm.time_minutes
+        time_minutes = worker_time_minutes(pool, config.slurm.time_minutes) if pool else config.slurm.time_minutes
         warning = SlurmExecutor(config, root_path / name).check(config.slots_per_trial, time_minutes)
         if warning:
             _warn(warning)

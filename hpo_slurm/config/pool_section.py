@@ -38,6 +38,11 @@ class PoolSettings:
     idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S
 
 
+def worker_time_minutes(pool: PoolSettings, slurm_time_minutes: Optional[int]) -> Optional[int]:
+    """A worker job's time limit: the pool's own, else ``slurm.time``'s, else None (the partition's)."""
+    return pool.time_minutes or slurm_time_minutes
+
+
 def parse_pool(ck: Checker, value: Any, path: str) -> Optional[PoolSettings]:
     """``slurm.pool`` as ``PoolSettings``; null or absent is no pool. ``workers`` is required."""
     if value is None:

@@ -21,7 +21,7 @@ from typing import Any, Dict, Optional, Tuple
 from hpo_slurm.config import checks, hyperparameters, json_values, yaml12
 from hpo_slurm.config.sampler_section import SAMPLING_SEARCHERS, SamplerConfig, check_population, parse_sampler
 from hpo_slurm.config.pool_section import PoolSettings
-from hpo_slurm.config.slurm_section import parse_slurm
+from hpo_slurm.config.slurm_section import DEFAULT_POLL_INTERVAL_S, DEFAULT_SIGNAL_DELAY_S, parse_slurm
 from hpo_slurm.config.checks import LENGTH_UNITS, MAX_LENGTH, MAX_POWER, MAX_RUNGS, MAX_TRIALS, Checker, Length, show
 from hpo_slurm.core.errors import ConfigError
 from hpo_slurm.core.placement import PlacementError, place
@@ -96,8 +96,8 @@ class SlurmConfig:
     # extra sbatch options, name without dashes -> value; "" is a bare flag (--exclusive)
     extra_args: Tuple[Tuple[str, str], ...] = ()
     setup: Tuple[str, ...] = ()  # shell lines run before the trial: module load ..., conda activate ...
-    signal_delay_s: int = 120  # warning signal this long before the time limit
-    poll_interval_s: float = 10.0  # at most one squeue/sacct call this often
+    signal_delay_s: int = DEFAULT_SIGNAL_DELAY_S  # warning signal this long before the time limit
+    poll_interval_s: float = DEFAULT_POLL_INTERVAL_S  # at most one squeue/sacct call this often
     array_template: Optional[str] = None  # a copy of templates/sbatch/array.sbatch to use instead
     pool: Optional[PoolSettings] = None  # worker jobs that run one run after another (config.pool_section)
 

@@ -17,6 +17,8 @@ from hpo_slurm.config.slurm_time import slurm_time_minutes
 SLURM_KEYS = ("partition", "account", "qos", "time", "cpus_per_task", "mem", "constraint", "gpu_type",
               "gpus_per_node", "slots_per_node", "extra_args", "setup", "signal_delay", "poll_interval",
               "array_template", "sbatch_args", "pool")
+DEFAULT_SIGNAL_DELAY_S = 120  # the time-limit warning this long before the end (slurm.signal_delay)
+DEFAULT_POLL_INTERVAL_S = 10.0  # at most one squeue/sacct call this often (slurm.poll_interval)
 GPUS_PER_NODE_KEYS = ("gpus_per_node", "slots_per_node")  # one setting: hpo-slurm's name, Determined's
 _PLACEMENT = "set resources.slots_per_trial and slurm.gpus_per_node instead"
 # sbatch options with their own setting: extra_args must not set them, sbatch_args may (and sets it)
@@ -164,8 +166,24 @@ def parse_slurm(ck: Checker, value: Any, path: str, base_dir: str) -> Dict[str, 
             ck.fail(where, f"no such file: {resolved}")
         out["array_template"] = resolved
     if "pool" in given:
-        out["pool"] = parse_pool(ck, *given["pool"])
+        out["pool"] = pool = parse_pool(ck, *given["pool"])
+        _check_pool(ck, pool, out, given)
     return out
+
+
+def _check_pool(ck: Checker, pool: Any, out: Dict[str, Any], given: Dict[str, Tuple[Any, str]]) -> None:
+    """A worker job's time limit must leave room for its warning; an idle timeout shorter than the
+    driver's poll interval ends workers between a run and the next (a warning)."""
+    time_minutes = pool.time_minutes if pool.time_minutes else out.get("time_minutes")
+    delay = out.get("signal_delay_s", DEFAULT_SIGNAL_DELAY_S)
+    if time_minutes is not None and delay >= time_minutes * 60:
+        where = join(given["pool"][1], "time") if pool.time_minutes else given["time"][1]
+        ck.fail(where, f"a worker job's time limit must be longer than slurm.signal_delay ({delay} s), got "
+                       f"{time_minutes * 60} s")
+    poll = out.get("poll_interval_s", DEFAULT_POLL_INTERVAL_S)
+    if pool.idle_timeout_s < 2 * poll:
+        ck.warn(join(given["pool"][1], "idle_timeout"), f"{pool.idle_timeout_s:g} s is less than twice "
+                f"slurm.poll_interval ({poll:g} s): on Slurm, workers may end between one run and the next")
 
 
 def _setup_lines(ck: Checker, value: Any, path: str) -> Tuple[str, ...]:

@@ -11,7 +11,8 @@ Path arithmetic and the few small JSON files both sides read; stdlib only.
       workers/<name>/ended/<run>.json     how the run's process ended on this worker: {"exit_code"} or
                                           {"abandoned": true} for a run an earlier start of the worker's
                                           job held when it was killed (Slurm requeued the job)
-      workers/<name>/job/           the worker job's own submitit folder (script, logs)
+      jobs/<job name>/              the submitit folder of a batch of worker jobs (script, logs; a
+                                    local worker's in jobs/<job name>/<name>/)
 
 A run changes hands only by ``rename`` within one filesystem, which is atomic (also on NFS and Lustre): a
 queued run is claimed by exactly one worker, or withdrawn by the driver, never both. A run's own files
@@ -29,6 +30,7 @@ from typing import Any, Dict, List, Optional
 from hpo_slurm.core.fsio import read_json
 
 POOL_DIR = "pool"
+HEARTBEAT_S = 30.0  # a worker rewrites its heartbeat at least this often
 POOL_JOB_PREFIX = "pool:"  # a pooled run's job id: "pool:<run id>" (its worker is in the pool's files)
 
 
@@ -72,6 +74,9 @@ class PoolPaths:
     def workers(self) -> Path:
         return self.root / "workers"
 
+    def jobs(self, job_name: str) -> Path:
+        return self.root / "jobs" / job_name
+
     def worker(self, name: str) -> Path:
         return self.workers / name
 
@@ -86,8 +91,6 @@ class PoolPaths:
         folder = self.worker(name) / "ended"
         return folder if run_id is None else folder / f"{run_id}.json"
 
-    def job_folder(self, name: str) -> Path:
-        return self.worker(name) / "job"
 
 
 def queue_key(sequence: int, run_id: str) -> str:
@@ -101,8 +104,9 @@ def run_of_key(file_name: str) -> str:
 
 
 def read_optional(path: Path) -> Optional[Dict[str, Any]]:
-    """A small JSON file, or None when it is missing or half-written (its writer renames it into place,
-    so a reader sees it whole or not at all; a torn file is an older hpo-slurm's or a full disk's)."""
+    """A small JSON file that may be absent (a heartbeat, a run's end), or None when it is missing or
+    cannot be read now. Its writer renames it into place, so a reader sees it whole or not at all; for
+    a file whose absence would lose state (``workers.json``) read with ``fsio.read_json`` instead."""
     try:
         data = read_json(path)
     except (OSError, ValueError):

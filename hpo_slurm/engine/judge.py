@@ -9,10 +9,9 @@ from typing import Any, Mapping, Optional, Tuple
 from hpo_slurm.config.schema import NO_TARGET
 from hpo_slurm.core.protocol import RunResult, RunStatus, StopReason
 from hpo_slurm.core.types import RunState
-from hpo_slurm.executors.base import JobState, JobStatus
+from hpo_slurm.executors.base import SUBMISSION_REFUSED, JobState, JobStatus
 
 ENDED_BY_ITS_CODE = "its code ended the trial"  # TrialContext.end_trial: the search closes it
-SUBMISSION_REFUSED = "submission refused"  # the reason of a run whose sbatch was refused for good
 NODE_FAILED = "a node of its job failed"  # not the trial's failure: it resumes from its checkpoint
 # exit codes of a job killed by SIGTERM, SIGUSR1 or SIGUSR2 (as the signal number or 128 + it)
 STOP_SIGNAL_EXITS = frozenset(

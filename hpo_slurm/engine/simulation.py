@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple, Un
 
 import yaml
 
+from hpo_slurm.config.pool_section import worker_time_minutes
 from hpo_slurm.config.yaml12 import yaml_load
 from hpo_slurm.core.errors import ConfigError, UserError
 
@@ -165,7 +166,7 @@ class Simulation:
         self.max_length = searcher_config.max_length
         self.smaller_is_better = searcher_config.smaller_is_better
         pool = self.config.slurm.pool
-        limit_minutes = None if pool is None else pool.time_minutes or self.config.slurm.time_minutes
+        limit_minutes = None if pool is None else worker_time_minutes(pool, self.config.slurm.time_minutes)
         self.executor = SimulatedExecutor(
             self.workspace, _CheckedObjective(load_objective(objective), self.metric), self.clock, workers,
             seed=seed, faults=faults or Faults(), on_validation=self._on_validation,

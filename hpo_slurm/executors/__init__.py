@@ -19,9 +19,10 @@ def resolve_executor_name(choice: str) -> str:
     return "slurm" if shutil.which("sbatch") else "local"
 
 
-def make_executor(name: str, config: ExperimentConfig, layout: ExperimentLayout, job_prefix: str = "hpo.") -> Executor:
+def make_executor(name: str, config: ExperimentConfig, layout: ExperimentLayout, job_prefix: str) -> Executor:
     """The executor ``name`` for the experiment in ``layout``; with ``slurm.pool`` in the config, a pool
-    of worker jobs in front of it (``executors.pool``), whose job names start with ``job_prefix``."""
+    of worker jobs in front of it (``executors.pool``), whose job names start with ``job_prefix`` (the
+    experiment's own, unique on the cluster: its workers are looked up by name after a crash)."""
     host = _executor(name, config, layout)
     if name in ("local", "slurm") and config.slurm.pool is not None:
         from hpo_slurm.executors.pool.executor import PoolExecutor

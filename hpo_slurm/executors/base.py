@@ -15,6 +15,9 @@ from hpo_slurm.core.placement import Placement, PlacementError, place
 from hpo_slurm.core.protocol import MetricLine, RunResult, RunSpec, StopReason
 
 
+SUBMISSION_REFUSED = "submission refused"  # the reason of a job the scheduler refused for good
+
+
 class JobState(str, enum.Enum):
     PENDING = "PENDING"
     RUNNING = "RUNNING"
@@ -76,6 +79,7 @@ class WorkerBatch:
     placement: Placement
     time_minutes: Optional[int]
     idle_timeout_s: float
+    signal_delay_s: int = 0  # the time-limit warning comes this long before the end
 
 
 @dataclass(frozen=True)

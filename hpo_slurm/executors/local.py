@@ -116,15 +116,15 @@ class LocalExecutor(Executor):
 
     def submit_workers(self, batch: WorkerBatch) -> List[Submitted]:
         """One local process per worker, in ``batch.folder/<name>``, with the GPUs of one trial each."""
-        submitted = []
+        submitted: List[Submitted] = []
         for name in batch.names:
-            devices = self._take_gpus(batch.gpus) if self.total_gpus else []
-            executor = _DetachedLocalExecutor(folder=batch.folder / name)
-            executor.update_parameters(timeout_min=NO_TIME_LIMIT_MINUTES, signal_delay_s=self.signal_delay_s,
-                                       cuda_devices=",".join(str(d) for d in devices))
             try:
-                job = executor.submit(serve, str(batch.experiment_dir), [name], batch.idle_timeout_s, None)
-            except OSError as exc:
+                devices = self._take_gpus(batch.gpus) if self.total_gpus else []
+                executor = _DetachedLocalExecutor(folder=batch.folder / name)
+                executor.update_parameters(timeout_min=NO_TIME_LIMIT_MINUTES, signal_delay_s=self.signal_delay_s,
+                                           cuda_devices=",".join(str(d) for d in devices))
+                job = executor.submit(serve, str(batch.experiment_dir), [name], batch.idle_timeout_s)
+            except (OSError, SubmitError) as exc:
                 raise SubmitError(f"could not start a local worker process: {exc}", retry=True,
                                   submitted=dict(zip(batch.names, submitted))) from exc
             self._processes[job.job_id] = job._process

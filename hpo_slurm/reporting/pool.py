@@ -15,8 +15,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 from hpo_slurm.config.pool_section import PoolSettings
-from hpo_slurm.core.pool_files import PoolPaths, list_names, read_optional
-from hpo_slurm.tasks.pool_worker import HEARTBEAT_S
+from hpo_slurm.core.pool_files import HEARTBEAT_S, PoolPaths, list_names, read_optional
 
 ENDED_SHOWN = 4  # workers the record shows ended that are read and listed (the latest ones)
 SILENT_AFTER_S = 4 * HEARTBEAT_S  # a live worker whose last heartbeat is older than this is flagged silent

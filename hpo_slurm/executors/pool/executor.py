@@ -19,25 +19,23 @@ running)``: workers that idle end by themselves (``idle_timeout``), so it shrink
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 from hpo_slurm.config.schema import ExperimentConfig
 from hpo_slurm.core.fsio import write_json_atomic
 from hpo_slurm.core.layout import ExperimentLayout
 from hpo_slurm.core.placement import Placement
 from hpo_slurm.core.pool_files import PoolPaths, list_names, pool_job_id, pooled_run, queue_key, read_optional, run_of_key
-from hpo_slurm.executors.base import (Executor, JobRequest, JobState, JobStatus, SchedulerError, SubmitError, Submitted,
-                                      WorkerBatch)
-from hpo_slurm.executors.pool.record import WorkerEntry, WorkerRecord
+from hpo_slurm.executors.base import SUBMISSION_REFUSED, Executor, JobRequest, JobState, JobStatus, Submitted
+from hpo_slurm.executors.pool.workers import Workers
 
 log = logging.getLogger(__name__)
 
-WORKER_UNKNOWN_GRACE_S = 60.0  # a worker job the scheduler does not show yet this soon after sbatch is live
-RETRY_DELAYS_S = (5.0, 15.0, 60.0, 300.0)
-HOLDER_GONE_GRACE_S = 30.0  # how long a run whose worker went may take to write its result  # after failed worker submissions, one after another
+MISSING_POLLS = 3  # polls that must find a run neither queued nor claimed before it counts as gone
 
 
 class PoolExecutor(Executor):
@@ -46,29 +44,20 @@ class PoolExecutor(Executor):
     delivers_specs = False  # the driver writes each run's spec file; the queue entry points to it
 
     def __init__(self, host: Executor, config: ExperimentConfig, layout: ExperimentLayout, job_prefix: str,
-                 clock=time.time):
+                 clock: Callable[[], float] = time.time):
         if config.slurm.pool is None:
             raise ValueError("PoolExecutor needs slurm.pool in the config")
         self.host = host
         self.name = host.name
-        self.config = config
-        self.settings = config.slurm.pool
         self.layout = layout
         self.paths = PoolPaths(layout.dir)
-        self.job_prefix = job_prefix + "pool."
-        self.clock = clock
-        self.record = WorkerRecord(self.paths.record)
-        self._states: Dict[str, JobStatus] = {}  # worker name -> its job's state at the last poll
-        self._holder: Dict[str, str] = {}  # run id -> the worker that claimed it (claims are for good)
-        self._gone_since: Dict[str, float] = {}  # run id -> when its worker was first seen gone
-        self._failures = 0
-        self._next_try = 0.0
+        self.workers = Workers(host, config, self.paths, job_prefix + "pool.", clock)
+        self._holder: Dict[str, str] = {}  # run id -> the worker whose claimed/ holds it
+        self._missing: Dict[str, int] = {}  # run id -> polls in a row that found it nowhere
+        self._refused: Dict[str, str] = {}  # run id -> why the cluster refused its pool's workers for good
         for folder in (self.paths.queue, self.paths.withdrawn, self.paths.workers):
             folder.mkdir(parents=True, exist_ok=True)
         self.paths.closed.unlink(missing_ok=True)  # a driver runs the search: it is not over
-        for entry in self.record.live():
-            if entry.job_id is not None:
-                host.adopt(entry.job_id, entry.gpus)
 
     def placement(self, config: ExperimentConfig) -> Placement:
         return self.host.placement(config)
@@ -85,6 +74,9 @@ class PoolExecutor(Executor):
             write_json_atomic(self.paths.queue / queue_key(base + index, request.run_id), entry)
         self._top_up(self._queued())
         return [Submitted(pool_job_id(request.run_id)) for request in requests]
+
+    def finish(self) -> None:
+        self.workers.finish()
 
     def find(self, requests: Sequence[JobRequest]) -> Dict[str, str]:
         """Runs queued, withdrawn or claimed before a crash kept their job ids from the database."""
@@ -120,8 +112,8 @@ class PoolExecutor(Executor):
         The workers' heartbeats are read before the query: a worker the query shows queued held a run
         then only if an earlier start of its job did (it was requeued); one that claims a run after the
         query has started since."""
-        beats = {entry.name: read_optional(self.paths.alive(entry.name)) or {} for entry in self.record.live()}
-        self._poll_workers()
+        beats = self.workers.heartbeats()
+        self.workers.poll()
         queued = set(self._queued())
         withdrawn = {run_of_key(key) for key in list_names(self.paths.withdrawn)}
         statuses = {}
@@ -129,7 +121,9 @@ class PoolExecutor(Executor):
             run_id = pooled_run(job_id)
             if run_id is None:
                 continue
-            if run_id in queued:
+            if run_id in self._refused:
+                statuses[job_id] = JobStatus(JobState.FAILED, reason=f"{SUBMISSION_REFUSED}: {self._refused[run_id]}")
+            elif run_id in queued:
                 statuses[job_id] = JobStatus(JobState.PENDING)
             elif run_id in withdrawn:
                 statuses[job_id] = JobStatus(JobState.CANCELLED, reason="withdrawn from the pool's queue")
@@ -140,15 +134,15 @@ class PoolExecutor(Executor):
 
     def _run_status(self, run_id: str, beats: Dict[str, Dict]) -> JobStatus:
         worker = self._worker_of(run_id)
-        if worker is None:
-            return JobStatus(JobState.UNKNOWN, reason="neither queued nor claimed by a worker")
+        if worker is None:  # (a listing on a network filesystem may lag behind a rename: ask again first)
+            self._missing[run_id] = self._missing.get(run_id, 0) + 1
+            return JobStatus(JobState.UNKNOWN, reason="neither queued nor claimed by a worker",
+                             confirmed=self._missing[run_id] >= MISSING_POLLS)
+        self._missing.pop(run_id, None)
         ended = read_optional(self.paths.ended(worker, run_id))
         if ended is not None:
             return _ended_status(worker, ended)
-        state = self._states.get(worker)
-        entry = self.record.workers.get(worker)
-        if state is None and entry is not None and entry.ended is not None:
-            state = JobStatus(JobState(entry.ended))
+        state = self.workers.last_state(worker)
         if state is None or not state.confirmed:
             return JobStatus(JobState.PENDING, confirmed=False)  # nothing known of its worker yet
         if state.state == JobState.RUNNING:
@@ -169,146 +163,60 @@ class PoolExecutor(Executor):
         return self._after_grace(run_id, gone)
 
     def _after_grace(self, run_id: str, gone: JobStatus) -> JobStatus:
-        """``gone`` (how the run's worker went) once the run's process has had ``HOLDER_GONE_GRACE_S``
-        to write its result (a worker killed outright sends its run SIGTERM: it checkpoints and says
-        so); until then the run is reported as not known yet, and the driver waits."""
-        if self.layout.result_file(run_id).exists():
-            return gone
-        first = self._gone_since.setdefault(run_id, self.clock())
-        if self.clock() - first < HOLDER_GONE_GRACE_S:
+        """``gone`` (how the run's worker went) once the run's process has ended. On Slurm it ended with
+        its worker's job; a local worker killed outright sends its run SIGTERM, and the run checkpoints
+        and writes its result first: until its process (``attempts.jsonl`` names it) is gone, the run is
+        reported as not known yet and the driver waits, so it never resumes beside it."""
+        if self.host.name == "local" and _process_alive(self.layout, run_id):
             return JobStatus(JobState.PENDING, confirmed=False)
         return gone
 
     def _worker_of(self, run_id: str) -> Optional[str]:
-        if run_id not in self._holder:
-            for name in sorted(os.listdir(self.paths.workers)):
-                if self.paths.claimed(name, run_id).exists():
-                    self._holder[run_id] = name
-                    break
-        return self._holder.get(run_id)
+        """The worker whose ``claimed/`` holds the run (a worker that got a stop signal as it claimed
+        puts the run back in the queue, so a remembered holder is checked)."""
+        known = self._holder.get(run_id)
+        if known is not None and self.paths.claimed(known, run_id).exists():
+            return known
+        self._holder.pop(run_id, None)
+        for name in sorted(os.listdir(self.paths.workers)):
+            if self.paths.claimed(name, run_id).exists():
+                self._holder[run_id] = name
+                return name
+        return None
 
     def _queued(self) -> List[str]:
         return [run_of_key(key) for key in list_names(self.paths.queue)]
 
-    # ---- workers --------------------------------------------------------------------------------
-    def _poll_workers(self) -> None:
-        """Each live worker's job state; workers whose jobs ended are marked so in the record."""
-        bound = {entry.job_id: entry for entry in self.record.live() if entry.job_id is not None}
-        if not bound:
-            return
-        try:
-            states = self.host.poll(list(bound))
-        except SchedulerError as exc:
-            log.warning("pool: cannot ask about its worker jobs (%s)", exc)
-            return
-        changed = False
-        for job_id, status in states.items():
-            entry = bound[job_id]
-            self._states[entry.name] = status
-            if status.state.live or not status.confirmed:
-                continue
-            if status.state == JobState.UNKNOWN and self.clock() - entry.submitted < WORKER_UNKNOWN_GRACE_S:
-                continue
-            entry.ended = status.state.value
-            changed = True
-            detail = f": {status.reason}" if status.reason and status.reason != status.state.value else ""
-            log.info("pool: worker %s (job %s) ended (%s%s)", entry.name, job_id, status.state.value, detail)
-        if changed:
-            self.record.save()
-
     def _top_up(self, queued: Sequence[str], beats: Optional[Dict[str, Dict]] = None) -> None:
-        """Start workers until the pool holds ``min(workers, runs queued or running)`` live ones
-        (``beats``: the workers' heartbeats, read now when not given)."""
-        if self.clock() < self._next_try or not self._bind_unbound():
-            return
-        if beats is None:
-            beats = {entry.name: read_optional(self.paths.alive(entry.name)) or {} for entry in self.record.live()}
-        running = sum(1 for entry in self.record.live() if beats.get(entry.name, {}).get("run"))
-        want = min(self.settings.workers, len(queued) + running)
-        missing = want - len(self.record.live())
-        if missing <= 0:
-            return
-        try:
-            placement = self.host.placement(self.config)
-        except SchedulerError as exc:
-            self._failed(f"cannot place worker jobs yet ({exc})")
-            return
-        names = self.record.new_names(missing)
-        job_name = self.job_prefix + (names[0] if len(names) == 1 else f"{names[0]}+{len(names) - 1}")
-        now = self.clock()
-        for name in names:
-            self.record.workers[name] = WorkerEntry(name, job_name, names, now)
-        self.record.save()  # before sbatch: a crash after it finds them by job_name
-        batch = self._batch(job_name, names, placement)
-        try:
-            submitted = self.host.submit_workers(batch)
-        except SubmitError as exc:
-            self._bind(exc.submitted)
-            if not exc.retry:
-                for name in names:
-                    if self.record.workers[name].job_id is None:
-                        self.record.workers[name].ended = JobState.FAILED.value
-            self.record.save()
-            self._failed(f"worker submission failed ({exc})")
-            return
-        self._bind(dict(zip(names, submitted)))
-        self.record.save()
-        self._failures = 0
-        log.info("pool: started %d worker%s (%s) as %s", len(names), "s" * (len(names) > 1), ", ".join(names),
-                 submitted[0].job_id.split("_")[0])
+        """Grow the pool while runs wait; when the cluster refuses its workers for good, the queued runs
+        fail (``_refuse``)."""
+        refusal = self.workers.top_up(queued, beats)
+        if refusal is not None:
+            self._refuse(queued, refusal)
 
-    def _batch(self, job_name: str, names: Sequence[str], placement: Placement) -> WorkerBatch:
-        return WorkerBatch(job_name, tuple(names), self.paths.root / "jobs" / job_name, self.paths.experiment_dir,
-                           self.config.slots_per_trial, placement,
-                           self.settings.time_minutes or self.config.slurm.time_minutes, self.settings.idle_timeout_s)
-
-    def _bind(self, submitted: Dict[str, Submitted]) -> None:
-        for name, job in submitted.items():
-            self.record.workers[name].job_id = job.job_id
-            self.record.workers[name].gpus = job.gpus
-
-    def _bind_unbound(self) -> bool:
-        """Look up workers recorded without a job id; False when the host cannot tell now."""
-        unbound = self.record.unbound()
-        if not unbound:
-            return True
-        batches: Dict[str, WorkerEntry] = {}
-        for entry in unbound:
-            batches.setdefault(entry.batch, entry)
-        try:
-            for job_name, entry in batches.items():
-                found = self.host.find_workers(self._batch(job_name, entry.batch_names, Placement()))
-                for name in entry.batch_names:
-                    worker = self.record.workers[name]
-                    if worker.job_id is None and worker.live:
-                        if name in found:
-                            worker.job_id = found[name]
-                            log.info("pool: worker %s re-adopted as job %s", name, found[name])
-                        else:
-                            worker.ended = JobState.CANCELLED.value  # never went out
-        except SchedulerError as exc:
-            self._failed(f"cannot look up worker jobs yet ({exc})")
-            return False
-        self.record.save()
-        return True
-
-    def _failed(self, message: str) -> None:
-        delay = RETRY_DELAYS_S[min(self._failures, len(RETRY_DELAYS_S) - 1)]
-        self._failures += 1
-        self._next_try = self.clock() + delay
-        log.warning("pool: %s; trying again in %.0f s", message, delay)
-
-    def finish(self) -> None:
-        """The search is over: idle workers end at once (``closed``), queued worker jobs are cancelled."""
-        self.paths.closed.touch()
-        pending = [entry.job_id for entry in self.record.live()
-                   if entry.job_id is not None and self._states.get(entry.name, JobStatus(JobState.PENDING)).state
-                   == JobState.PENDING]
-        if pending:
+    def _refuse(self, queued: Sequence[str], message: str) -> None:
+        """The cluster refused the pool's worker jobs for good: the queued runs are taken back and end
+        as refused submissions (as runs with jobs of their own would), so the driver counts them against
+        ``max_restarts`` instead of waiting for workers that never come."""
+        log.warning("pool: the cluster refused its worker jobs (%s); the %d queued runs fail", message, len(queued))
+        for key in list_names(self.paths.queue):
             try:
-                self.host.cancel(pending)
-            except SchedulerError as exc:
-                log.warning("pool: could not cancel %d queued worker jobs (%s); they end once idle", len(pending), exc)
+                os.rename(self.paths.queue / key, self.paths.withdrawn / key)
+            except FileNotFoundError:
+                continue  # a live worker took it: it runs
+            self._refused[run_of_key(key)] = message
+
+
+def _process_alive(layout: ExperimentLayout, run_id: str) -> bool:
+    """Whether the process of the run's last attempt (its pid in ``attempts.jsonl``) is still a run's
+    process on this machine."""
+    try:
+        lines = layout.attempts_file(run_id).read_text(encoding="utf-8").splitlines()
+        pid = int(json.loads(lines[-1])["pid"])
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            return b"hpo_slurm.tasks.pool_run" in cmdline.read()
+    except (OSError, ValueError, KeyError, IndexError):  # no attempt recorded, or its process is gone
+        return False
 
 
 def _ended_status(worker: str, ended: Dict) -> JobStatus:

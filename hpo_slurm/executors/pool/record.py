@@ -11,10 +11,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
-from hpo_slurm.core.fsio import write_json_atomic
-from hpo_slurm.core.pool_files import read_optional
+from hpo_slurm.core.fsio import read_json, write_json_atomic
 
 
 @dataclass
@@ -39,15 +38,27 @@ class WorkerRecord:
     """``workers.json``: the next worker number and every worker this pool started, by name."""
 
     def __init__(self, path: Path):
+        """The record at ``path``, empty when there is none yet. One that cannot be read or parsed is an
+        error (OSError, ValueError): starting from an empty record would reuse worker names whose jobs
+        may still be live."""
         self.path = path
-        data = read_optional(path) or {}
+        try:
+            data = read_json(path)
+        except FileNotFoundError:
+            data = {}
         self.next = int(data.get("next", 1))
         self.workers: Dict[str, WorkerEntry] = {
             name: WorkerEntry(**fields) for name, fields in (data.get("workers") or {}).items()}
 
-    def new_names(self, count: int) -> List[str]:
-        names = [f"w{self.next + i}" for i in range(count)]
-        self.next += count
+    def new_names(self, count: int, taken: Callable[[str], bool]) -> List[str]:
+        """``count`` worker names never used before: none this record holds, none ``taken`` (a worker
+        folder exists)."""
+        names: List[str] = []
+        while len(names) < count:
+            name = f"w{self.next}"
+            self.next += 1
+            if name not in self.workers and not taken(name):
+                names.append(name)
         return names
 
     def live(self) -> List[WorkerEntry]:

@@ -184,7 +184,8 @@ class SlurmExecutor(PartitionPlacement, Executor):
                 parameters["array_parallelism"] = len(batch.names)
             executor.update_parameters(**parameters)
             time_s = 60.0 * batch.time_minutes if batch.time_minutes else None
-            delayed = DelayedSubmission(serve, str(batch.experiment_dir), list(batch.names), batch.idle_timeout_s, time_s)
+            delayed = DelayedSubmission(serve, str(batch.experiment_dir), list(batch.names), batch.idle_timeout_s, time_s,
+                                        batch.signal_delay_s)
             job_ids = executor.submit_batch(delayed, len(batch.names))
         except Exception as exc:  # sbatch's own errors come through submitit as various types
             message = _sbatch_message(exc)
