@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
+from hpo_slurm.core.errors import UserError
 from hpo_slurm.core.fsio import read_json, write_json_atomic
 
 
@@ -38,17 +39,20 @@ class WorkerRecord:
     """``workers.json``: the next worker number and every worker this pool started, by name."""
 
     def __init__(self, path: Path):
-        """The record at ``path``, empty when there is none yet. One that cannot be read or parsed is an
-        error (OSError, ValueError): starting from an empty record would reuse worker names whose jobs
-        may still be live."""
+        """The record at ``path``, empty when there is none yet. One that cannot be read or parsed is a
+        ``UserError`` naming the file: starting from an empty record would reuse worker names whose
+        jobs may still be live."""
         self.path = path
         try:
             data = read_json(path)
+            self.next = int(data.get("next", 1))
+            self.workers: Dict[str, WorkerEntry] = {
+                name: WorkerEntry(**fields) for name, fields in (data.get("workers") or {}).items()}
         except FileNotFoundError:
-            data = {}
-        self.next = int(data.get("next", 1))
-        self.workers: Dict[str, WorkerEntry] = {
-            name: WorkerEntry(**fields) for name, fields in (data.get("workers") or {}).items()}
+            self.next, self.workers = 1, {}
+        except (OSError, ValueError, TypeError, AttributeError) as exc:
+            raise UserError(f"{path}: the record of the pool's worker jobs cannot be read ({exc}); its workers "
+                            f"may still run: restore the file before the search goes on") from None
 
     def new_names(self, count: int, taken: Callable[[str], bool]) -> List[str]:
         """``count`` worker names never used before: none this record holds, none ``taken`` (a worker
