@@ -8,6 +8,7 @@ import os
 import random
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -145,3 +146,12 @@ def launch_with_kills(config: Path, root: Path, name: str, crash_points: List[st
     finished = cli(*args, timeout=240)
     assert finished.returncode == 0, finished.stderr[-3000:]
     return kills
+
+
+def db_count(experiment: Path, sql: str) -> int:
+    """The one number ``sql`` gives, read from the experiment's database without writing it."""
+    conn = sqlite3.connect(f"file:{experiment / 'experiment.db'}?mode=ro", uri=True)
+    try:
+        return conn.execute(sql).fetchone()[0]
+    finally:
+        conn.close()

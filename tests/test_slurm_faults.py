@@ -19,7 +19,7 @@ from typing import Any, Dict, List
 
 import pytest
 
-from driver_helpers import cli, copy_example, metric_lines, start_cli, status, wait_for, write_config
+from driver_helpers import cli, copy_example, db_count, metric_lines, start_cli, status, wait_for, write_config
 from slurm_cluster import (crash_node, multi_node_cluster, node_state, reconfigure, require_cluster, sacct_rows, slurm,
                            stop_daemon, wait_until_idle)
 
@@ -94,14 +94,6 @@ def stop_daemon_mid_search(quadratic: Path, root: Path, name: str, trials: int, 
 def finish(driver: subprocess.Popen, timeout: float = 400) -> None:
     out, err = driver.communicate(timeout=timeout)
     assert driver.returncode == 0, err[-3000:]
-
-
-def db_count(experiment: Path, sql: str) -> int:
-    conn = sqlite3.connect(f"file:{experiment / 'experiment.db'}?mode=ro", uri=True)
-    try:
-        return conn.execute(sql).fetchone()[0]
-    finally:
-        conn.close()
 
 
 def validations(experiment: Path, trial_id: int) -> List[tuple]:

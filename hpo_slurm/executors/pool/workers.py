@@ -72,8 +72,9 @@ class Workers:
             self.states[entry.name] = status
             if status.state.live or not status.confirmed:
                 continue
-            if status.state == JobState.UNKNOWN and self.clock() - entry.submitted < WORKER_UNKNOWN_GRACE_S:
-                continue
+            if (status.state == JobState.UNKNOWN and self.clock() - entry.submitted < WORKER_UNKNOWN_GRACE_S
+                    and not self.paths.alive(entry.name).exists()):
+                continue  # not shown yet just after sbatch; a worker with a heartbeat has run: it is gone
             entry.ended = status.state.value
             changed = True
             detail = f": {status.reason}" if status.reason and status.reason != status.state.value else ""
