@@ -1,7 +1,7 @@
 """The pool executor's decisions about runs whose workers the scheduler reports in a given state, on real
 files and real local worker processes where they matter: a refused worker submission fails the queued
 runs instead of leaving them waiting, a worker seen queued that claims a run after the query is
-running it, a requeued worker's run is resumed, a run found nowhere is asked about again before it is
+running it (also while accounting lags its start), a requeued worker's run is resumed, a run found nowhere is asked about again before it is
 gone, and a damaged record of the workers stops the driver instead of reusing worker names."""
 
 from __future__ import annotations
@@ -95,7 +95,9 @@ def test_a_worker_seen_queued_that_claimed_a_run_since_is_running_it_and_a_reque
     assert executor.poll([job_id])[job_id].state == JobState.RUNNING
     host.on_poll = lambda: None
 
-    # w1 held the run when the driver asked, and the scheduler says w1 is queued again: requeued
+    # w1 held the run when the driver asked and accounting still shows it queued (it lags a start): running
+    assert executor.poll([job_id])[job_id].state == JobState.RUNNING
+    # w1 held the run when the driver asked, and the scheduler says Slurm requeued w1: the run is let go
     host.states["900"] = JobStatus(JobState.PENDING, reason="requeued after PREEMPTED")
     status = executor.poll([job_id])[job_id]
     assert status.state == JobState.PREEMPTED and "requeued" in status.reason

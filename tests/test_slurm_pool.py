@@ -124,3 +124,34 @@ def test_a_pooled_adaptive_search_survives_a_driver_kill_and_preempted_workers(t
     assert jobs and all(".pool.w" in name for _, name, _ in jobs), jobs
     assert len(jobs) <= 6 < len(runs), (len(jobs), len(runs))
     assert "resumed:" in (experiment / "driver.log").read_text()
+
+
+def test_a_worker_at_its_time_limit_hands_its_run_on_to_a_new_worker(tmp_path):
+    """Worker jobs of 2 minutes (the time-limit warning 30 s before the end) and a trial that needs
+    about 100 s of training: the run on the first worker stops at the warning with a checkpoint, its
+    worker takes no more work and ends, and the trial finishes on a new worker, counted as a time limit
+    (not a preemption, not a restart)."""
+    model = copy_example("quadratic", tmp_path)
+    config = write_config(model / "single.yaml", model / "timed.yaml", name="timed",
+                          data={"sleep_per_unit": 1.0}, searcher={"max_length": {"batches": 100}},
+                          slurm={**SLURM, "signal_delay": 30, "pool": {"workers": 1, "time": 2, "idle_timeout": 20}})
+    root = tmp_path / "runs"
+    done = cli("launch", str(config), "--root", str(root), "--executor", "slurm", timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    experiment = root / "timed"
+    (trial,) = status(root, "timed")["trials"]
+    assert trial["state"] == "COMPLETED" and trial["restarts"] == 0 and trial["preemptions"] == 0, trial
+    states = [r["state"] for r in trial["runs"]]
+    assert states[-1] == "SUCCEEDED" and "TIMEOUT" in states and trial["time_limits"] == states.count("TIMEOUT"), states
+    for run in trial["runs"][:-1]:
+        result = json.loads((experiment / "runs" / run["run_id"] / "result.json").read_text())
+        assert result["stop_reason"] == "time_limit", result
+    # each worker that reached its time limit ran nothing after the run it stopped
+    ended = ended_runs(experiment)
+    workers = [w for r in trial["runs"] for w in ended[r["run_id"]]]
+    assert len(set(workers)) == len(workers) >= 2, ended
+    validations(experiment)  # no length validated twice
+    # every run went on from the last one's checkpoint: no length trained twice
+    trained = [json.loads(line)["length"] for line in (experiment / "trials" / "1" / "metrics.jsonl").read_text()
+               .splitlines() if '"training"' in line]
+    assert trained == sorted(set(trained)) and trained[-1] == 100, trained

@@ -16,6 +16,7 @@ from hpo_slurm.core.protocol import MetricLine, RunResult, RunSpec, StopReason
 
 
 SUBMISSION_REFUSED = "submission refused"  # the reason of a job the scheduler refused for good
+REQUEUED_AFTER = "requeued after "  # the reason of a PENDING job that Slurm requeued: "requeued after NODE_FAIL"
 
 
 class JobState(str, enum.Enum):

@@ -11,8 +11,8 @@ checkpoints where every run does, and its output to ``runs/<run>/<worker>_log.ou
 Stop signals the worker receives (a preemption's SIGTERM, the time limit's warning) go on to the run's
 process group (the trial checkpoints as in a job of its own; Slurm signals the ranks of a distributed
 run's step itself) and the worker takes no more work: it ends once the run has. Nor does it take a run
-once the time-limit warning may come (``signal_delay`` plus a minute before its job's end), which also
-covers a worker in the batch step, where that warning does not reach. A run whose stop file the driver
+once the time-limit warning is due (``signal_delay`` before its job's end), which also covers a worker
+in the batch step, where that warning does not reach. A run whose stop file the driver
 writes (the search no longer needs it) gets SIGTERM the same way, and a run's process gets SIGTERM when
 its worker dies.
 When Slurm requeues the worker's job (a preemption, a node failure), its next start first marks the run
@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from hpo_slurm.core.fsio import write_json_atomic
-from hpo_slurm.core.interruption import ALLOCATION_END_ENV, SLURM_SIGNAL_EARLY_S
+from hpo_slurm.core.interruption import ALLOCATION_END_ENV
 from hpo_slurm.core.layout import ExperimentLayout
 from hpo_slurm.core.protocol import ProtocolError, RunSpec
 from hpo_slurm.core.pool_files import HEARTBEAT_S, PoolPaths, list_names, read_optional, run_of_key
@@ -49,8 +49,8 @@ def serve(experiment_dir: str, names: Sequence[str], idle_timeout_s: float,
     """The entry of a worker job (one of ``names``, picked by its array task index): serve the pool of
     the experiment in ``experiment_dir``; returns how many runs it ran. ``time_limit_s``: the job's
     time limit, from which a run's process learns when the allocation ends when Slurm cannot say;
-    within ``signal_delay_s`` (plus the minute Slurm may signal early) of that end the worker takes no
-    more runs, also when the warning reaches only the job's steps (a worker in the batch step)."""
+    within ``signal_delay_s`` of that end the worker takes no more runs, also when the warning reaches
+    only the job's steps (a worker in the batch step)."""
     name = names[task_index(len(names))]
     return Worker(PoolPaths(Path(experiment_dir)), name, idle_timeout_s, time_limit_s, signal_delay_s).serve()
 
@@ -66,8 +66,8 @@ class Worker:
         self.layout = ExperimentLayout(paths.experiment_dir)
         self.started = time.time()
         self.allocation_end = self.started + time_limit_s if time_limit_s else None
-        # no new run once the time-limit warning may come (Slurm may send it up to a minute early)
-        self.last_claim = self.allocation_end - signal_delay_s - SLURM_SIGNAL_EARLY_S if self.allocation_end else None
+        # no new run once the time-limit warning is due
+        self.last_claim = self.allocation_end - signal_delay_s if self.allocation_end else None
         self.stop_signal: Optional[int] = None
         self.child: Optional[subprocess.Popen] = None
         self.runs: List[str] = []

@@ -30,7 +30,8 @@ from hpo_slurm.core.fsio import write_json_atomic
 from hpo_slurm.core.layout import ExperimentLayout
 from hpo_slurm.core.placement import Placement
 from hpo_slurm.core.pool_files import PoolPaths, list_names, pool_job_id, pooled_run, queue_key, read_optional, run_of_key
-from hpo_slurm.executors.base import SUBMISSION_REFUSED, Executor, JobRequest, JobState, JobStatus, Submitted
+from hpo_slurm.executors.base import (REQUEUED_AFTER, SUBMISSION_REFUSED, Executor, JobRequest, JobState, JobStatus,
+                                      Submitted)
 from hpo_slurm.executors.pool.workers import Workers
 
 log = logging.getLogger(__name__)
@@ -150,9 +151,12 @@ class PoolExecutor(Executor):
         # its worker's job was requeued or ended while it ran (its files were read after the query, so
         # a worker that ended by itself has written how the run ended): judged as the run's own job would be
         if state.state == JobState.PENDING:
+            # the scheduler's word lags a start (sacct shows a job that just started as pending): only a
+            # job it says it requeued, whose killed start held the run when it was asked, let it go
             held = beats.get(worker, {})
-            if held.get("run") != run_id or held.get("ended") is not None:
-                return JobStatus(JobState.RUNNING)  # a start of the worker after the query claimed it
+            if (not state.reason.startswith(REQUEUED_AFTER) or held.get("run") != run_id
+                    or held.get("ended") is not None):
+                return JobStatus(JobState.RUNNING)  # it claimed the run, so it has started
             cause = JobState.NODE_FAIL if "NODE_FAIL" in state.reason else JobState.PREEMPTED
             gone = JobStatus(cause, reason=f"its worker {worker}'s job was requeued ({state.reason or 'preempted'})")
         elif state.state == JobState.COMPLETED:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from hpo_slurm.core.errors import UserError
-from hpo_slurm.executors.base import JobState, JobStatus, SchedulerError, SubmitError
+from hpo_slurm.executors.base import REQUEUED_AFTER, JobState, JobStatus, SchedulerError, SubmitError
 from hpo_slurm.executors.slurm.outages import Outages
 from hpo_slurm.executors.slurm.parse import (
     is_not_judged_now, is_retryable, is_unreachable, parse_names, parse_sacct, parse_scontrol_config, parse_sinfo_gpus,
@@ -93,7 +93,6 @@ def check_before_launch(render: Callable[[Path], str], what: str) -> Optional[st
 
 
 REQUEUE_CANDIDATES = (JobState.NODE_FAIL, JobState.PREEMPTED)
-REQUEUED_AFTER = "requeued after "  # the reason of a PENDING job that Slurm requeued: "requeued after NODE_FAIL"
 
 
 def poll_jobs(job_ids: Sequence[str], user: str, accounting: Optional[bool],
