@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Set
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set
 
 import submitit
 from submitit.local import local as submitit_local
@@ -98,20 +98,10 @@ class LocalExecutor(Executor):
     def submit(self, requests: Sequence[JobRequest]) -> List[Submitted]:
         submitted = []
         for request in requests:
-            devices = self._take_gpus(request.gpus) if self.total_gpus else []
-            executor = _DetachedLocalExecutor(folder=request.run_dir)
-            executor.update_parameters(
-                timeout_min=NO_TIME_LIMIT_MINUTES,  # slurm.time is Slurm's; local runs have no limit
-                signal_delay_s=self.signal_delay_s,
-                cuda_devices=",".join(str(d) for d in devices),
-            )
             try:
-                job = executor.submit(run_job, str(request.spec_path))
+                submitted.append(self._start(request.run_dir, request.gpus, run_job, str(request.spec_path)))
             except OSError as exc:
                 raise SubmitError(f"could not start a local process: {exc}", retry=True) from exc
-            self._processes[job.job_id] = job._process
-            self._gpus_by_job[job.job_id] = devices
-            submitted.append(Submitted(job.job_id, ",".join(str(d) for d in devices)))
         return submitted
 
     def submit_workers(self, batch: WorkerBatch) -> List[Submitted]:
@@ -119,26 +109,31 @@ class LocalExecutor(Executor):
         submitted: List[Submitted] = []
         for name in batch.names:
             try:
-                devices = self._take_gpus(batch.gpus) if self.total_gpus else []
-                executor = _DetachedLocalExecutor(folder=batch.folder / name)
-                executor.update_parameters(timeout_min=NO_TIME_LIMIT_MINUTES, signal_delay_s=self.signal_delay_s,
-                                           cuda_devices=",".join(str(d) for d in devices))
-                job = executor.submit(serve, str(batch.experiment_dir), [name], batch.idle_timeout_s)
+                submitted.append(self._start(batch.folder / name, batch.gpus, serve, str(batch.experiment_dir), [name],
+                                             batch.idle_timeout_s))
             except (OSError, SubmitError) as exc:
                 raise SubmitError(f"could not start a local worker process: {exc}", retry=True,
                                   submitted=dict(zip(batch.names, submitted))) from exc
-            self._processes[job.job_id] = job._process
-            self._gpus_by_job[job.job_id] = devices
-            submitted.append(Submitted(job.job_id, ",".join(str(d) for d in devices)))
         return submitted
 
+    def _start(self, folder: Path, gpus: int, function: Callable[..., Any], *args: Any) -> Submitted:
+        """``function(*args)`` in a detached submitit controller with its submitit folder ``folder``, on
+        ``gpus`` of this machine's GPUs (SubmitError when too few are free; OSError when it cannot start)."""
+        devices = self._take_gpus(gpus) if self.total_gpus else []
+        executor = _DetachedLocalExecutor(folder=folder)
+        executor.update_parameters(
+            timeout_min=NO_TIME_LIMIT_MINUTES,  # slurm.time is Slurm's; local runs have no limit
+            signal_delay_s=self.signal_delay_s,
+            cuda_devices=",".join(str(d) for d in devices),
+        )
+        job = executor.submit(function, *args)
+        self._processes[job.job_id] = job._process
+        self._gpus_by_job[job.job_id] = devices
+        return Submitted(job.job_id, ",".join(str(d) for d in devices))
+
     def find_workers(self, batch: WorkerBatch) -> Dict[str, str]:
-        found = {}
-        for name in batch.names:
-            pickles = sorted((batch.folder / name).glob("*_submitted.pkl"))
-            if pickles:
-                found[name] = pickles[-1].name.split("_")[0]
-        return found
+        found = {name: _submitted_job_id(batch.folder / name) for name in batch.names}
+        return {name: job_id for name, job_id in found.items() if job_id is not None}
 
     def _take_gpus(self, count: int) -> List[int]:
         busy = {d for devices in self._gpus_by_job.values() for d in devices}
@@ -171,13 +166,8 @@ class LocalExecutor(Executor):
         self._gpus_by_job.pop(job_id, None)
 
     def find(self, requests: Sequence[JobRequest]) -> Dict[str, str]:
-        """submitit names the pickled job after the controller's pid once it has started it."""
-        found = {}
-        for request in requests:
-            pickles = sorted(Path(request.run_dir).glob("*_submitted.pkl"))
-            if pickles:
-                found[request.run_id] = pickles[-1].name.split("_")[0]
-        return found
+        found = {request.run_id: _submitted_job_id(Path(request.run_dir)) for request in requests}
+        return {run_id: job_id for run_id, job_id in found.items() if job_id is not None}
 
     def cancel(self, job_ids: Sequence[str]) -> None:
         """SIGTERM to each controller, which passes it to the trial: it checkpoints and exits."""
@@ -187,6 +177,13 @@ class LocalExecutor(Executor):
                     os.kill(int(job_id), signal.SIGTERM)
                 except ProcessLookupError:
                     pass
+
+
+def _submitted_job_id(folder: Path) -> Optional[str]:
+    """The job id of the controller started for ``folder``: submitit names the pickled job after the
+    controller's pid once it has started it. None when nothing was started there."""
+    pickles = sorted(folder.glob("*_submitted.pkl"))
+    return pickles[-1].name.split("_")[0] if pickles else None
 
 
 def _is_our_controller(job_id: str) -> bool:

@@ -24,7 +24,7 @@ import getpass
 import logging
 import shlex
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
 import cloudpickle
 import submitit
@@ -143,9 +143,7 @@ class SlurmExecutor(PartitionPlacement, Executor):
             try:
                 jobs = self._submit_batch(batch)
             except Exception as exc:  # sbatch's own errors come through submitit as various types
-                message = _sbatch_message(exc)
-                raise SubmitError(message, retry=is_retryable(message), submitted=submitted,
-                                  limit=is_submit_limit(message)) from exc
+                raise _refusal(exc, submitted) from exc
             submitted.update(zip((r.run_id for r in batch), jobs))
         return [submitted[r.run_id] for r in requests]  # batches group by resources: back to request order
 
@@ -164,45 +162,41 @@ class SlurmExecutor(PartitionPlacement, Executor):
         folder.mkdir(parents=True, exist_ok=True)
         manifest = folder / MANIFEST
         write_json_atomic(manifest, BatchManifest(tuple(r.spec for r in batch)).to_json())
+        return self._sbatch(folder, batch[0], name, len(batch), DelayedSubmission(run_task, str(manifest)))
+
+    def _sbatch(self, folder: Path, request: JobRequest, name: str, count: int, delayed: DelayedSubmission,
+                parallelism: Optional[int] = None) -> List[Submitted]:
+        """ONE sbatch named ``name`` in the submitit folder ``folder``: ``count`` jobs (an array when more
+        than one) sized as ``request``'s, each running ``delayed``; ``parallelism`` caps the array's tasks
+        at once (default: searcher.max_concurrent_trials). The jobs in task order."""
         executor = BatchExecutor(folder=folder, max_num_timeout=0)
-        executor.update_parameters(**self.sbatch_parameters(batch[0], name, len(batch)))
-        job_ids = executor.submit_batch(DelayedSubmission(run_task, str(manifest)), len(batch))
-        return [Submitted(job_id) for job_id in job_ids]
+        parameters = self.sbatch_parameters(request, name, count)
+        if parallelism and count > 1:
+            parameters["array_parallelism"] = parallelism
+        executor.update_parameters(**parameters)
+        return [Submitted(job_id) for job_id in executor.submit_batch(delayed, count)]
 
     def submit_workers(self, batch: WorkerBatch) -> List[Submitted]:
         """One sbatch for the batch: a job array of one task per worker (a lone job for one), sized as a
         trial's job with the pool's time limit, running ``tasks.pool_worker.serve``."""
         if self._learn_cluster() is None:
             raise SubmitError("scontrol show config failed: the controller has not answered yet", retry=True)
+        request = JobRequest("pool", batch.job_name, batch.folder, batch.folder / "spec.json", batch.gpus,
+                             batch.time_minutes, placement=batch.placement)
+        time_s = 60.0 * batch.time_minutes if batch.time_minutes else None
+        delayed = DelayedSubmission(serve, str(batch.experiment_dir), list(batch.names), batch.idle_timeout_s, time_s,
+                                    batch.signal_delay_s)
         try:
             batch.folder.mkdir(parents=True, exist_ok=True)
-            request = JobRequest("pool", batch.job_name, batch.folder, batch.folder / "spec.json", batch.gpus,
-                                 batch.time_minutes, placement=batch.placement)
-            executor = BatchExecutor(folder=batch.folder, max_num_timeout=0)
-            parameters = self.sbatch_parameters(request, batch.job_name, len(batch.names))
-            if len(batch.names) > 1:
-                parameters["array_parallelism"] = len(batch.names)
-            executor.update_parameters(**parameters)
-            time_s = 60.0 * batch.time_minutes if batch.time_minutes else None
-            delayed = DelayedSubmission(serve, str(batch.experiment_dir), list(batch.names), batch.idle_timeout_s, time_s,
-                                        batch.signal_delay_s)
-            job_ids = executor.submit_batch(delayed, len(batch.names))
+            return self._sbatch(batch.folder, request, batch.job_name, len(batch.names), delayed, len(batch.names))
         except Exception as exc:  # sbatch's own errors come through submitit as various types
-            message = _sbatch_message(exc)
-            raise SubmitError(message, retry=is_retryable(message), limit=is_submit_limit(message)) from exc
-        return [Submitted(job_id) for job_id in job_ids]
+            raise _refusal(exc) from exc
 
     def find_workers(self, batch: WorkerBatch) -> Dict[str, str]:
         if self._accounting is None and self._learn_cluster() is None:
             raise SchedulerError("cannot look worker jobs up by name: the controller has not answered yet")
-        job_ids = sorted({job_id for job_id, _ in jobs_named([batch.job_name], self.user, self.accounting)
-                          .get(batch.job_name, [])})
-        if not job_ids:
-            return {}
-        if len(batch.names) == 1:
-            return {batch.names[0]: job_ids[0]}
-        base = job_ids[0].split("_")[0]
-        return {name: f"{base}_{index}" for index, name in enumerate(batch.names)}
+        jobs = jobs_named([batch.job_name], self.user, self.accounting).get(batch.job_name, [])
+        return _in_task_order(batch.names, [job_id for job_id, _ in jobs])
 
     def check(self, gpus: int, time_minutes: Optional[int]) -> Optional[str]:
         """Before anything exists: let ``sbatch --test-only`` judge the script of one of this search's
@@ -287,14 +281,7 @@ class SlurmExecutor(PartitionPlacement, Executor):
                        for name, jobs in jobs_named(list(batches), self.user, self.accounting).items()}
         found: Dict[str, str] = {}
         for name, run_ids in batches.items():
-            job_ids = sorted(set(ids_by_name.get(name, [])))
-            if not job_ids:
-                continue
-            if len(run_ids) == 1:
-                mapping = {run_ids[0]: job_ids[0]}
-            else:
-                base = job_ids[0].split("_")[0]
-                mapping = {run_id: f"{base}_{index}" for index, run_id in enumerate(run_ids)}
+            mapping = _in_task_order(run_ids, ids_by_name.get(name, []))
             found.update((run_id, job_id) for run_id, job_id in mapping.items() if run_id in wanted)
         return found
 
@@ -303,6 +290,24 @@ class SlurmExecutor(PartitionPlacement, Executor):
 
     def cancel(self, job_ids: Sequence[str]) -> None:
         scancel(job_ids)
+
+
+def _in_task_order(keys: Sequence[str], job_ids: Sequence[str]) -> Dict[str, str]:
+    """Each key of a batch submitted as one sbatch (in task order) -> its job, from the job ids Slurm
+    lists under the batch's name: the lone job, or ``<array>_<index>``; {} when none is listed."""
+    ids = sorted(set(job_ids))
+    if not ids:
+        return {}
+    if len(keys) == 1:
+        return {keys[0]: ids[0]}
+    base = ids[0].split("_")[0]
+    return {key: f"{base}_{index}" for index, key in enumerate(keys)}
+
+
+def _refusal(exc: Exception, submitted: Optional[Mapping[str, Submitted]] = None) -> SubmitError:
+    """sbatch's error as a SubmitError: retryable or not, a queued-jobs cap or not, by its message."""
+    message = _sbatch_message(exc)
+    return SubmitError(message, retry=is_retryable(message), submitted=submitted, limit=is_submit_limit(message))
 
 
 def batch_name(batch: Iterable[JobRequest]) -> str:
