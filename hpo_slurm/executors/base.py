@@ -113,6 +113,9 @@ class Executor:
     # durably before the job can start) and the job writes ``spec_path`` itself; the driver then
     # writes no per-run spec file. False: the driver writes ``spec_path`` before ``submit``.
     delivers_specs = False
+    # True: a job's processes all end when the scheduler ends the job (Slurm's cgroup); False: a process
+    # the job started may outlive it (a local controller killed outright)
+    ends_processes_with_job = True
 
     def placement(self, config: ExperimentConfig) -> Placement:
         """Where each trial of ``config`` runs its ranks (``core.placement``): on one node here; the

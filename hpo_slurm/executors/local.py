@@ -80,6 +80,7 @@ class _DetachedLocalExecutor(submitit.LocalExecutor):
 
 class LocalExecutor(Executor):
     name = "local"
+    ends_processes_with_job = False  # a run's process outlives a controller killed outright
 
     def __init__(self, gpus: Optional[int] = None, signal_delay_s: int = 30):
         self.total_gpus = count_local_gpus() if gpus is None else gpus

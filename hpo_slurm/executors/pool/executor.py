@@ -167,11 +167,11 @@ class PoolExecutor(Executor):
         return self._after_grace(run_id, gone)
 
     def _after_grace(self, run_id: str, gone: JobStatus) -> JobStatus:
-        """``gone`` (how the run's worker went) once the run's process has ended. On Slurm it ended with
-        its worker's job; a local worker killed outright sends its run SIGTERM, and the run checkpoints
-        and writes its result first: until its process (``attempts.jsonl`` names it) is gone, the run is
-        reported as not known yet and the driver waits, so it never resumes beside it."""
-        if self.host.name == "local" and _process_alive(self.layout, run_id):
+        """``gone`` (how the run's worker went) once the run's process has ended. Where the host ends a
+        job's processes with it (Slurm) it has; a local worker killed outright sends its run SIGTERM, and
+        the run checkpoints and writes its result first: until its process (``attempts.jsonl`` names it)
+        is gone, the run is reported as not known yet and the driver waits, so it never resumes beside it."""
+        if not self.host.ends_processes_with_job and _process_alive(self.layout, run_id):
             return JobStatus(JobState.PENDING, confirmed=False)
         return gone
 
