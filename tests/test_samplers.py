@@ -54,8 +54,8 @@ def run(cfg: ExperimentConfig, stop_after: int = 10**9):
 
 def test_the_model_fits_even_when_the_cap_is_below_what_a_fit_needs(monkeypatch):
     calls = []
-    real = tpe.suggest
-    monkeypatch.setattr(tpe, "suggest", lambda *args: calls.append(len(args[2])) or real(*args))
+    real = tpe.suggest_encoded
+    monkeypatch.setattr(tpe, "suggest_encoded", lambda *args: calls.append(len(args[2])) or real(*args))
     searcher = run(config(SamplerConfig(name="tpe", min_points_in_model=5, max_points_in_model=6, random_fraction=0)))
     assert calls and max(calls) >= 10  # 2 x min_points results reached the model, past the cap of 6
     state = searcher.ctx.sampler.state
@@ -92,8 +92,8 @@ def test_a_search_keeps_the_sampler_it_started_with(started, now):
 
 def test_pbt_fits_its_model_on_each_round(monkeypatch):
     calls = []
-    real = tpe.suggest
-    monkeypatch.setattr(tpe, "suggest", lambda *args: calls.append(args[1]) or real(*args))
+    real = tpe.suggest_encoded
+    monkeypatch.setattr(tpe, "suggest_encoded", lambda *args: calls.append(args[1]) or real(*args))
     pbt = dict(name="pbt", population_size=6, num_rounds=6, length_per_round=2, truncate_fraction=0.5,
                resample_probability=1.0, perturb_factor=0.2, max_trials=1, max_length=1)
     searcher = run(config(SamplerConfig(name="tpe", random_fraction=0), **pbt))

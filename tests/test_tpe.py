@@ -328,3 +328,28 @@ def test_hpbandster_bandwidths_collapse_without_the_std_floor():
     floored = statistics.median(best(seed, SamplerConfig(name="tpe")) for seed in range(10))
     collapsed = statistics.median(best(seed, SamplerConfig(name="tpe", min_std=0.0)) for seed in range(10))
     assert floored < 0.2 * collapsed
+
+
+def test_rows_kept_by_trial_id_give_the_same_pick_as_encoding_every_draw():
+    from hpo_slurm.searchers.tpe import suggest_encoded
+    from hpo_slurm.searchers.tpe_encoding import EncodedRows, Encoding
+
+    rng = Rng(5)
+    configs = {trial_id: MIXED.sample(rng) for trial_id in range(200)}
+    configs[7] = {"lr": "not a number"}                      # does not fit: left out either way
+    options = SamplerConfig(name="tpe", max_points_in_model=40)
+    encoded = EncodedRows(Encoding(MIXED))
+    for trial_id in range(0, 200, 3):                         # slots freed and reused
+        encoded.rows([trial_id], {str(trial_id): configs[trial_id]})
+        encoded.forget(trial_id)
+    hparams = {str(trial_id): config for trial_id, config in configs.items()}
+    for step in range(5):
+        done = list(range(20 + 30 * step))
+        pending = list(range(len(done), len(done) + 9))
+        metrics = [float(len(json.dumps(configs[t], sort_keys=True)) % 17) for t in done]
+        expected = suggest(MIXED, options, [(configs[t], 4, m) for t, m in zip(done, metrics)],
+                           [configs[t] for t in pending], seed=step)
+        picked = suggest_encoded(encoded.encoding, options, metrics, encoded.rows(done, hparams),
+                                 encoded.rows(pending, hparams), seed=step)
+        assert picked == expected and picked is not None
+        assert_valid(MIXED, picked)

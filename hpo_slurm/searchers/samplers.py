@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import pickle
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional
 
 from hpo_slurm.config.sampler_section import SamplerConfig
 from hpo_slurm.config.space import Nested
@@ -76,6 +76,7 @@ class TPESampler(RandomSampler):
         self.state: Dict[str, Any] = pickle.loads(pickle.dumps(state, pickle.HIGHEST_PROTOCOL)) if state else {
             "hparams": {}, "open": {}, "pending": [], "results": {}}
         self._refs: Dict[str, int] = {}  # trial id -> how many kept results name it
+        self._encoded: Any = None  # tpe_encoding.EncodedRows: derived from the state, never saved
         for entries in self.state["results"].values():
             for _, trial_id in entries:
                 self._refs[str(trial_id)] = self._refs.get(str(trial_id), 0) + 1
@@ -102,18 +103,22 @@ class TPESampler(RandomSampler):
 
     def _suggest(self, space: Nested, seed: int) -> Optional[Dict[str, Any]]:
         """The model's pick, fitted on the longest length with enough results (``tpe.suggest``'s
-        rule: at least twice ``min_points_in_model``); only that length's results are handed over."""
-        from hpo_slurm.searchers.tpe import suggest
+        rule: at least twice ``min_points_in_model``); only that length's results are handed over,
+        as rows encoded once per trial and kept while the sampler keeps the trial's hyperparameters."""
+        from hpo_slurm.searchers import tpe
+        from hpo_slurm.searchers.tpe_encoding import EncodedRows, Encoding
 
         length = self._longest_ready()
         if length is None:
             return None
-        results = self.state["results"]
+        if self._encoded is None or self._encoded.encoding.space is not space:
+            self._encoded = EncodedRows(Encoding(space))
+        entries = self.state["results"][length]
         hparams = self.state["hparams"]
-        observations: List[Tuple[Dict[str, Any], int, float]] = [
-            (hparams[str(trial_id)], int(length), signed) for signed, trial_id in results[length]]
-        pending = [hparams[str(trial_id)] for trial_id in self.state["pending"]]
-        return suggest(space, self.options, observations, pending, seed)
+        encoded = self._encoded
+        return tpe.suggest_encoded(encoded.encoding, self.options, [signed for signed, _ in entries],
+                                   encoded.rows([trial_id for _, trial_id in entries], hparams),
+                                   encoded.rows(self.state["pending"], hparams), seed)
 
     # ---- what the search tells it -----------------------------------------------------------------
     def on_created(self, trial_id: int, hparams: Dict[str, Any]) -> None:
@@ -190,6 +195,8 @@ class TPESampler(RandomSampler):
         if key not in self.state["open"] and self._refs.get(key, 0) <= 0:
             self._refs.pop(key, None)
             self.state["hparams"].pop(key, None)
+            if self._encoded is not None:
+                self._encoded.forget(int(key))
 
 
 def make_sampler(options: SamplerConfig, smaller_is_better: bool, searched: int,

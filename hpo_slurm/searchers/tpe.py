@@ -6,9 +6,8 @@ suggestions made at once spread out), draws ``num_samples`` candidates around th
 widened bandwidths and returns the candidate with the best ``l(x) / g(x)``. It follows HpBandSter's
 BOHB config generator:
 
-- every searched leaf is encoded into the unit interval: a double linearly, a log in log space, an int
-  as a continuous value over [minval - 0.5, maxval + 0.5] (rounded back when decoded), a categorical as
-  the index of its value;
+- every searched leaf is a coordinate of the unit cube, a categorical's the index of its value
+  (``tpe_encoding``);
 - continuous dims have Gaussian kernels truncated to [0, 1] (renormalized); categorical dims have
   Aitchison-Aitken kernels (1 - bw on the same category, bw / (k - 1) on each other one);
 - bandwidths follow statsmodels' ``normal_reference`` rule, 1.06 * std * n ** (-1 / (d + 4)), floored
@@ -28,27 +27,29 @@ trials still training join the bad set; at most ``max_points_in_model`` results 
 share and an evenly spread subset of the rest by rank, see ``_select``); results whose hyperparameters
 do not fit the space (a missing key, an unknown category, a non-number) are left out.
 
+``suggest_encoded`` is the same pick from one length's results already encoded: a sampler keeps each
+trial's encoded row (``tpe_encoding.EncodedRows``) instead of encoding every result at every draw.
+
 No I/O, no clock, no global state: the same inputs and seed give the same output. The work is numpy
 over all points at once; ``benchmarks/throughput.py --sampler tpe`` measures it inside a search.
 """
 
 from __future__ import annotations
 
-import copy
 import math
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
 from hpo_slurm.config.sampler_section import SamplerConfig
-from hpo_slurm.config.space import Categorical, Const, Double, Int, Log, Nested, Param, build, lookup
+from hpo_slurm.config.space import Int, Nested
+from hpo_slurm.searchers.tpe_encoding import Dim, Encoding
 
 _MASK64 = (1 << 64) - 1
 _TINY_BANDWIDTH = 1e-12          # floor under min_bandwidth, so every log kernel stays finite
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 _UNIFORM_SCALE = 10.0            # a truncated normal this wide on [0, 1] is uniform within 0.5 %
 _REJECTION_ROUNDS = 64
-_NUMBER_TYPES = {int, float}
 _BLOCK_ELEMENTS = 1 << 18         # candidates x points scored at once
 
 
@@ -64,192 +65,53 @@ def suggest(space: Nested, options: SamplerConfig,
     ``seed``: a 64-bit integer for this call's randomness.
 
     A space without searched leaves has a single configuration, which is returned."""
-    searched = space.searched()
-    dims = [_Dim(param) for _, param in searched]
-    if not dims:
-        return _decode(space, dims, np.zeros(0))
-    paths = [path for path, _ in searched]
-    min_points, cap = options.min_points(len(dims)), options.cap(len(dims))
-
+    encoding = Encoding(space)
+    if not encoding.dims:
+        return encoding.decode(np.zeros(0))
+    min_points = options.min_points(len(encoding.dims))
     by_length: Dict[int, List[int]] = {}
     for i, (_, length, _) in enumerate(observations):
         by_length.setdefault(int(length), []).append(i)
+    pending_rows = encoding.rows(pending)
     for length in sorted(by_length, reverse=True):
         rows = by_length[length]
         if len(rows) < 2 * min_points:
             continue
-        metrics = np.array([_finite_or_inf(observations[i][2]) for i in rows], dtype=float)
-        order = np.argsort(metrics, kind="stable")            # ties: the earlier observation first
-        kept = _select(len(rows), cap, min_points, options.top_n_percent)
-        chosen = [observations[rows[int(order[j])]][0] for j in kept]
-        data = _encode(dims, paths, chosen)                     # best first, invalid rows dropped
-        split = _split(len(data), min_points, options.top_n_percent)
-        if split is None:
-            continue
-        n_good, n_bad = split
-        good, bad = data[:n_good], data[n_good:n_good + n_bad]
-        liars = list(pending)
-        if len(liars) > cap:
-            liars = [liars[j] for j in _spread(len(liars), cap)]
-        if liars:
-            bad = np.concatenate([bad, _encode(dims, paths, liars)])
-        return _decode(space, dims, _pick(dims, good, bad, options, seed))
+        picked = suggest_encoded(encoding, options, [observations[i][2] for i in rows],
+                                 encoding.rows([observations[i][0] for i in rows]), pending_rows, seed)
+        if picked is not None:
+            return picked
     return None
 
 
-# ---- encoding -------------------------------------------------------------------------------------
-class _Dim:
-    """One searched leaf: how its values map into [0, 1] (or onto category indices) and back."""
-
-    def __init__(self, param: Param):
-        self.param = param
-        self.categories = 0                       # > 0: a categorical with that many values
-        if isinstance(param, Categorical):
-            if not param.vals:
-                raise ValueError("a categorical hyperparameter needs at least one value")
-            self.categories = len(param.vals)
-            self._index: Dict[Any, int] = {}
-            for i, val in enumerate(param.vals):
-                try:
-                    self._index.setdefault((type(val), val), i)
-                except TypeError:                 # unhashable: found by the slow path
-                    pass
-        elif isinstance(param, Int):
-            self.low, self.width = param.minval - 0.5, float(param.maxval - param.minval + 1)
-        elif isinstance(param, Double):                 # in halves: no overflow on huge ranges
-            self.low = float(param.minval) / 2.0
-            self.width = float(param.maxval) / 2.0 - self.low
-        elif isinstance(param, Log):
-            self.low, self.width = float(param.minval), float(param.maxval - param.minval)
-            self.log_base = math.log(param.base)
-        else:
-            raise TypeError(f"not a hyperparameter: {param!r}")
-
-    @property
-    def continuous(self) -> bool:
-        return self.categories == 0
-
-    def encode(self, value: Any) -> float:
-        """``value`` in the unit interval (a category's index), or nan when it does not fit."""
-        if value is _MISSING:
-            return math.nan
-        if self.categories:
-            return self._category(value)
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            return math.nan
-        x = float(value)
-        if isinstance(self.param, Log):
-            if not x > 0.0 or self.log_base == 0.0:
-                return math.nan
-            x = math.log(x) / self.log_base
-        elif isinstance(self.param, Double):
-            x = x / 2.0
-        if not math.isfinite(x):
-            return math.nan
-        if self.width <= 0.0:
-            return 0.5
-        return min(1.0, max(0.0, (x - self.low) / self.width))
-
-    def encode_column(self, values: List[Any]) -> np.ndarray:
-        """``encode`` of each value, vectorized when the values are plain numbers or known categories."""
-        if self.categories:
-            try:
-                return np.array([self._index[(type(v), v)] for v in values], dtype=float)
-            except (KeyError, TypeError):
-                return np.array([self.encode(v) for v in values], dtype=float)
-        if not set(map(type, values)) <= _NUMBER_TYPES:
-            return np.array([self.encode(v) for v in values], dtype=float)
-        x = np.array(values, dtype=float)
-        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            if isinstance(self.param, Log):
-                x = np.log(np.where(x > 0.0, x, np.nan)) / self.log_base if self.log_base else x * np.nan
-            elif isinstance(self.param, Double):
-                x = x / 2.0
-            if self.width <= 0.0:
-                u = np.where(np.isfinite(x), 0.5, np.nan)
-            else:
-                u = np.clip((x - self.low) / self.width, 0.0, 1.0)
-        return np.where(np.isfinite(x), u, np.nan)
-
-    def _category(self, value: Any) -> float:
-        try:
-            return float(self._index[(type(value), value)])
-        except (KeyError, TypeError):
-            pass
-        vals = self.param.vals
-        for i, val in enumerate(vals):
-            try:
-                if val == value:
-                    return float(i)
-            except Exception:                     # a value whose comparison raises does not match
-                pass
-        plain = _plain(value)                     # e.g. a tuple that came back from JSON as a list
-        for i, val in enumerate(vals):
-            if _plain(val) == plain:
-                return float(i)
-        return math.nan
-
-    def decode(self, u: float) -> Any:
-        param = self.param
-        if self.categories:
-            return copy.deepcopy(param.vals[int(u)])
-        if isinstance(param, Int):
-            return min(param.maxval, param.minval + math.floor(u * self.width))
-        if isinstance(param, Double):
-            x = (1.0 - u) * float(param.minval) + u * float(param.maxval)
-            return min(float(param.maxval), max(float(param.minval), x))
-        x = self.low + u * self.width
-        bounds = (param.base ** param.minval, param.base ** param.maxval)
-        return min(max(bounds), max(min(bounds), param.base ** x))
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    return value
-
-
-def _encode(dims: List[_Dim], paths: List[Tuple[str, ...]], configs: Sequence[Mapping[str, Any]]) -> np.ndarray:
-    """Rows of encoded leaves, in the order of ``configs``; a config that does not fit is left out."""
-    rows = np.empty((len(configs), len(dims)))
-    for c, (dim, path) in enumerate(zip(dims, paths)):
-        rows[:, c] = dim.encode_column(_column(configs, path))
-    return rows[~np.isnan(rows).any(axis=1)]
-
-
-_MISSING = object()
-
-
-def _column(configs: Sequence[Mapping[str, Any]], path: Tuple[str, ...]) -> List[Any]:
-    """The value at ``path`` of every config (``_MISSING`` where there is none)."""
-    try:
-        if len(path) == 1:
-            key = path[0]
-            return [config[key] for config in configs]
-        return [lookup(config, path) for config in configs]  # type: ignore[arg-type]
-    except (KeyError, TypeError, IndexError):
-        pass
-    values = []
-    for config in configs:
-        try:
-            values.append(lookup(config, path))  # type: ignore[arg-type]
-        except (KeyError, TypeError, IndexError):
-            values.append(_MISSING)
-    return values
-
-
-def _decode(space: Nested, dims: List[_Dim], vector: np.ndarray) -> Dict[str, Any]:
-    values: Dict[Tuple[str, ...], Any] = {}
-    searched = iter(zip(dims, vector.tolist()))
-    for path, param in space.leaves():
-        if isinstance(param, Const):
-            values[path] = copy.deepcopy(param.val)
-        else:
-            dim, u = next(searched)
-            values[path] = dim.decode(u)
-    return build(values)
+def suggest_encoded(encoding: Encoding, options: SamplerConfig, metrics: Sequence[float], rows: np.ndarray,
+                    pending_rows: np.ndarray, seed: int) -> Optional[Dict[str, Any]]:
+    """``suggest`` for one length whose results are already encoded: ``metrics`` (signed, in arrival
+    order) and ``rows`` (``encoding.rows`` of their hyperparameters, aligned with ``metrics``), and the
+    encoded pending trials. None when, after leaving out rows that do not fit the space, either density
+    would hold fewer than ``min_points`` results. The same inputs give the same pick as ``suggest``
+    given those hyperparameters: a caller may keep the rows of the trials it knows instead of encoding
+    them for every draw."""
+    dims = encoding.dims
+    if not dims:
+        return encoding.decode(np.zeros(0))
+    min_points, cap = options.min_points(len(dims)), options.cap(len(dims))
+    values = _finite_or_inf_array(metrics)
+    order = np.argsort(values, kind="stable")                  # ties: the earlier observation first
+    kept = order[_select(len(values), cap, min_points, options.top_n_percent)]
+    data = rows[kept]
+    data = data[~np.isnan(data).any(axis=1)]                    # best first, invalid rows dropped
+    split = _split(len(data), min_points, options.top_n_percent)
+    if split is None:
+        return None
+    n_good, n_bad = split
+    good, bad = data[:n_good], data[n_good:n_good + n_bad]
+    if len(pending_rows) > cap:
+        pending_rows = pending_rows[_spread(len(pending_rows), cap)]
+    liars = pending_rows[~np.isnan(pending_rows).any(axis=1)]
+    if len(liars):
+        bad = np.concatenate([bad, liars])
+    return encoding.decode(_pick(dims, good, bad, options, seed))
 
 
 def _finite_or_inf(metric: Any) -> float:
@@ -258,6 +120,17 @@ def _finite_or_inf(metric: Any) -> float:
     except (TypeError, ValueError):
         return math.inf
     return value if math.isfinite(value) else math.inf    # -inf counts as bad too, as in BOHB
+
+
+def _finite_or_inf_array(metrics: Sequence[Any]) -> np.ndarray:
+    """``_finite_or_inf`` of each metric, as one array."""
+    try:
+        values = np.asarray(metrics, dtype=float)
+    except (TypeError, ValueError):
+        return np.array([_finite_or_inf(m) for m in metrics], dtype=float)
+    if values.ndim != 1:
+        return np.array([_finite_or_inf(m) for m in metrics], dtype=float)
+    return np.where(np.isfinite(values), values, math.inf)
 
 
 # ---- which observations enter the fit --------------------------------------------------------------
@@ -295,7 +168,7 @@ class _KDE:
     """A product kernel density over the encoded dims: truncated Gaussians on the continuous ones,
     Aitchison-Aitken kernels on the categorical ones."""
 
-    def __init__(self, data: np.ndarray, dims: List[_Dim], min_bandwidth: float, min_std: float):
+    def __init__(self, data: np.ndarray, dims: List[Dim], min_bandwidth: float, min_std: float):
         n, d = data.shape
         self.n = n
         cont = np.array([dim.continuous for dim in dims], dtype=bool)
@@ -362,7 +235,7 @@ def _phi(x: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.sign(x) * erf)
 
 
-def _pick(dims: List[_Dim], good: np.ndarray, bad: np.ndarray, options: SamplerConfig, seed: int) -> np.ndarray:
+def _pick(dims: List[Dim], good: np.ndarray, bad: np.ndarray, options: SamplerConfig, seed: int) -> np.ndarray:
     """The encoded candidate with the best log l(x) - log g(x) among ``num_samples`` drawn around the
     good points with the good bandwidths times ``bandwidth_factor``."""
     rng = np.random.Generator(np.random.PCG64(int(seed) & _MASK64))
