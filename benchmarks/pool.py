@@ -37,7 +37,7 @@ from common import median, save, table, write_config  # noqa: E402
 
 from hpo_slurm.config.pool_section import DEFAULT_IDLE_TIMEOUT_S  # noqa: E402
 from hpo_slurm.engine.simulation import simulate  # noqa: E402
-from hpo_slurm.executors.simulated import Faults  # noqa: E402
+from hpo_slurm.executors.simulated_world import Faults  # noqa: E402
 
 OBJECTIVE = "hpo_slurm.benchmarks.hartmann:good"
 SIGMA = 1.0

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from common import median, save, table, write_config  # noqa: E402
 
 from hpo_slurm.engine.simulation import simulate  # noqa: E402
-from hpo_slurm.executors.simulated import Faults  # noqa: E402
+from hpo_slurm.executors.simulated_world import Faults  # noqa: E402
 
 OBJECTIVE = "hpo_slurm.benchmarks.hartmann:good"
 WORKERS = 32

@@ -132,7 +132,7 @@ def main() -> None:
     parser.add_argument("--tag", default="utilization", help="name of the JSON file under benchmarks/results")
     args = parser.parse_args()
 
-    from hpo_slurm.executors.simulated import Faults
+    from hpo_slurm.executors.simulated_world import Faults
     from hpo_slurm.engine.simulation import Simulation, create_experiment
 
     faults = Faults(stragglers=args.stragglers, straggler_factor=args.straggler_factor)

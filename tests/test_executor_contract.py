@@ -36,7 +36,8 @@ from hpo_slurm.core.protocol import RunResult, RunSpec, RunStatus
 from hpo_slurm.engine.workspace import FileWorkspace
 from hpo_slurm.executors.base import Executor, JobRequest, JobState, JobStatus, Submitted, Workspace
 from hpo_slurm.executors.local import LocalExecutor
-from hpo_slurm.executors.simulated import Faults, SimulatedExecutor, SimulatedWorkspace, VirtualClock
+from hpo_slurm.executors.simulated import SimulatedExecutor
+from hpo_slurm.executors.simulated_world import Faults, SimulatedWorkspace, VirtualClock
 from hpo_slurm.trial import SPEC_ENV
 
 # What the trials do: shell commands for real processes; for the simulator, how long they last.

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from hpo_slurm.cli import cli
 from hpo_slurm.executors.base import JobState, JobStatus, SchedulerError, SubmitError
-from hpo_slurm.executors.simulated import Faults
+from hpo_slurm.executors.simulated_world import Faults
 from hpo_slurm.config.schema import load_config
 from hpo_slurm.config.yaml12 import yaml_load
 from hpo_slurm.engine.simulation import Simulation, create_experiment, dump_config, simulate

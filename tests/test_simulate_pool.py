@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from hpo_slurm.engine.simulation import Simulation, create_experiment, simulate
-from hpo_slurm.executors.simulated import Faults
+from hpo_slurm.executors.simulated_world import Faults
 from test_simulate import comparable, rows
 
 REPO = Path(__file__).resolve().parent.parent

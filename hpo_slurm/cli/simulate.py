@@ -52,7 +52,7 @@ def register(cli: click.Group) -> None:
         import json
 
         from hpo_slurm.engine.simulation import simulate
-        from hpo_slurm.executors.simulated import Faults
+        from hpo_slurm.executors.simulated_world import Faults
 
         if failures + preemptions > 1:
             raise UserError("--failures plus --preemptions must not exceed 1")

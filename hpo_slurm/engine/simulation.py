@@ -147,7 +147,8 @@ class Simulation:
     def __init__(self, layout, objective: ObjectiveSpec, workers: int = 16, seed: int = 0, faults=None,
                  searcher=None):
         from hpo_slurm.config.schema import load_config
-        from hpo_slurm.executors.simulated import Faults, SimulatedExecutor, SimulatedWorkspace, VirtualClock
+        from hpo_slurm.executors.simulated import SimulatedExecutor
+        from hpo_slurm.executors.simulated_world import Faults, SimulatedWorkspace, VirtualClock
         from hpo_slurm.experiment.store import Store
 
         self.layout = layout
