@@ -353,3 +353,40 @@ def test_rows_kept_by_trial_id_give_the_same_pick_as_encoding_every_draw():
                                  encoded.rows(pending, hparams), seed=step)
         assert picked == expected and picked is not None
         assert_valid(MIXED, picked)
+
+
+def test_a_value_encodes_the_same_whatever_it_is_encoded_with():
+    import numpy as np
+
+    from hpo_slurm.searchers.tpe_encoding import Dim
+
+    rng = Rng(11)
+    for param in (Log(-8, 3), Double(-2.0, 3.0), Int(1, 8), Log(-3, 2, base=2)):
+        dim = Dim(param)
+        values = [param.sample(rng) for _ in range(2000)] + [3.165176942175519e-05, 10 ** 400]
+        alone = [dim.encode_column([v])[0] for v in values]
+        plain = dim.encode_column(values)
+        mixed = dim.encode_column(values + ["not a number", None, True])
+        assert plain.tobytes() == mixed[:len(values)].tobytes() == np.array(alone).tobytes()
+        assert all(math.isnan(u) for u in mixed[len(values) - 1:])       # too big, a string, None, a bool
+
+
+def test_rows_encoded_before_an_unfit_trial_give_the_same_picks():
+    from hpo_slurm.searchers.tpe import suggest_encoded
+    from hpo_slurm.searchers.tpe_encoding import EncodedRows, Encoding
+
+    space = Nested((("lr", Log(-8, 3)), ("x", Double(0.0, 1.0))))
+    rng = Rng(3)
+    configs = {t: space.sample(rng) for t in range(40)}
+    configs[0] = {"lr": 3.165176942175519e-05, "x": 0.5}
+    configs[40] = {"lr": "bad", "x": 0.5}
+    hparams = {str(t): c for t, c in configs.items()}
+    options = SamplerConfig(name="tpe")
+    encoded = EncodedRows(Encoding(space))
+    encoded.rows(list(range(40)), hparams)                                  # encoded before trial 40 came
+    done = list(range(41))
+    metrics = [abs(math.log10(c["lr"]) + 4) if t != 40 else 1.0 for t, c in configs.items()]
+    for seed in range(20):
+        expected = suggest(space, options, [(configs[t], 1, m) for t, m in zip(done, metrics)], [], seed=seed)
+        assert suggest_encoded(encoded.encoding, options, metrics, encoded.rows(done, hparams),
+                               encoded.rows([], hparams), seed=seed) == expected

@@ -60,31 +60,25 @@ class Dim:
             return math.nan
         if self.categories:
             return self._category(value)
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            return math.nan
-        x = float(value)
-        if isinstance(self.param, Log):
-            if not x > 0.0 or self.log_base == 0.0:
-                return math.nan
-            x = math.log(x) / self.log_base
-        elif isinstance(self.param, Double):
-            x = x / 2.0
-        if not math.isfinite(x):
-            return math.nan
-        if self.width <= 0.0:
-            return 0.5
-        return min(1.0, max(0.0, (x - self.low) / self.width))
+        return float(self.encode_column([value])[0])
 
     def encode_column(self, values: List[Any]) -> np.ndarray:
-        """``encode`` of each value, vectorized when the values are plain numbers or known categories."""
+        """``encode`` of each value. A value's code never depends on the others in ``values`` (numbers
+        all go through the same numpy arithmetic), so rows encoded one at a time or all at once agree
+        to the last bit."""
         if self.categories:
             try:
                 return np.array([self._index[(type(v), v)] for v in values], dtype=float)
             except (KeyError, TypeError):
                 return np.array([self.encode(v) for v in values], dtype=float)
-        if not set(map(type, values)) <= _NUMBER_TYPES:
-            return np.array([self.encode(v) for v in values], dtype=float)
-        x = np.array(values, dtype=float)
+        x = None
+        if set(map(type, values)) <= _NUMBER_TYPES:
+            try:
+                x = np.array(values, dtype=float)
+            except OverflowError:                 # an int beyond float's range
+                pass
+        if x is None:
+            x = np.array([_number(v) for v in values], dtype=float)
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             if isinstance(self.param, Log):
                 x = np.log(np.where(x > 0.0, x, np.nan)) / self.log_base if self.log_base else x * np.nan
@@ -126,6 +120,16 @@ class Dim:
         x = self.low + u * self.width
         bounds = (param.base ** param.minval, param.base ** param.maxval)
         return min(max(bounds), max(min(bounds), param.base ** x))
+
+
+def _number(value: Any) -> float:
+    """A plain int or float (not a bool) as a float; nan for anything else or out of float's range."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return math.nan
+    try:
+        return float(value)
+    except OverflowError:
+        return math.nan
 
 
 def _plain(value: Any) -> Any:
