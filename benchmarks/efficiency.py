@@ -210,7 +210,8 @@ def one_seed(name: str, seed: int, n: int, workers: int, root: Path, many: Optio
              peer_cap: float = 2.0) -> Dict[str, Any]:
     """One seed of one objective: random search sets the target and the budget, then every method in
     ``methods`` runs; per method the compute to the target / budget, the best at max_length, the best
-    within ``FRACTIONS`` of the budget (``<method>_at``) and the compute spent when it ended / budget."""
+    within ``FRACTIONS`` of the budget (``<method>_at``), the compute spent when it ended / budget and the
+    compute at its first full-length result / budget (``<method>_first``)."""
     from hpo_slurm.config.schema import load_config
     from hpo_slurm.searchers.adaptive_asha import bracket_rungs
     from hpo_slurm.engine.simulation import load_objective, simulate
