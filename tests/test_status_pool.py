@@ -108,6 +108,25 @@ def test_rich_status_shows_the_pool_table_and_totals(finished):
     assert all(len(line) <= 70 for line in narrow.splitlines())
 
 
+def test_the_live_view_shows_the_pool_table(finished):
+    import io
+
+    from rich.console import Console
+
+    from hpo_slurm.core.layout import ExperimentLayout
+    from hpo_slurm.reporting import live
+
+    root, name, _ = finished
+    buffer = io.StringIO()
+    console = Console(file=buffer, width=160, height=60, force_terminal=True, color_system=None)
+    live.watch_status(ExperimentLayout(root / name), console=console, interval=0.01, iterations=2)
+    frame = buffer.getvalue()
+    header = next(line for line in frame.splitlines() if "worker" in line and "state" in line)
+    assert [cell.strip() for cell in header.strip("┃ ").split("┃")] == \
+        ["worker", "job", "state", "run", "idle", "runs", "host"]
+    assert len(re.findall(r"│ w[12] ", frame)) >= 2 and "ended (search over)" in frame
+
+
 def test_a_worker_holds_a_running_run_mid_search(tmp_path):
     """A slowed search: some worker shows the run it holds, which the database has RUNNING."""
     config = pooled_config(tmp_path, "live", 0.5, max_trials=4, max_concurrent_trials=2)
