@@ -7,14 +7,14 @@ from __future__ import annotations
 import contextlib
 import datetime
 import time
-from typing import Any, Callable, Iterator, List, Optional
+from typing import Any, Callable, Iterator, Optional
 
 from rich.console import Console, Group
 from rich.live import Live
 
 from hpo_slurm.core.layout import ExperimentLayout
 from hpo_slurm.reporting.status import TrialsWanted, summarize
-from hpo_slurm.reporting.views import output_console, pool_table, print_summary, summary_panel, trials_table
+from hpo_slurm.reporting.views import output_console, print_summary, summary_head, trials_table
 
 REFRESH_S = 1.0
 VISIBLE_TRIALS = 15
@@ -22,13 +22,10 @@ ProgressCallback = Callable[[float, Optional[float]], None]
 
 
 def _renderable(layout: ExperimentLayout, width: Optional[int] = None) -> Group:
-    """One frame: the summary panel, the pool's workers when the search has a pool, the latest trials."""
+    """One frame: ``summary_head`` (the summary panel, the pool's workers), then the latest trials."""
     summary = summarize(layout, trials=VISIBLE_TRIALS)
-    parts: List[Any] = [summary_panel(summary)]
-    if summary.get("pool") and summary["pool"]["workers"]:
-        parts.append(pool_table(summary["pool"], width=width))
-    parts.append(trials_table(summary["trials"], limit=VISIBLE_TRIALS, width=width, one_line=True))
-    return Group(*parts)
+    return Group(*summary_head(summary, width),
+                 trials_table(summary["trials"], limit=VISIBLE_TRIALS, width=width, one_line=True))
 
 
 @contextlib.contextmanager

@@ -262,13 +262,21 @@ def pool_table(pool: Dict[str, Any], width: Optional[int] = None) -> Table:
     return table
 
 
-def print_summary(summary: Dict[str, Any], console: Optional[Console] = None) -> None:
-    """The summary panel, the pool's workers when the search has a pool (``pool``), then the trial
-    listing when the summary has one (``trials``), else the active runs and the top trials."""
-    console = console or output_console()
-    console.print(summary_panel(summary))
+def summary_head(summary: Dict[str, Any], width: Optional[int] = None) -> List[Any]:
+    """What every view of a search starts with: the summary panel, then the pool's workers when the
+    search has a pool with workers (``pool``)."""
+    head: List[Any] = [summary_panel(summary)]
     if summary.get("pool") and summary["pool"]["workers"]:
-        console.print(pool_table(summary["pool"], width=console.width))
+        head.append(pool_table(summary["pool"], width=width))
+    return head
+
+
+def print_summary(summary: Dict[str, Any], console: Optional[Console] = None) -> None:
+    """``summary_head``, then the trial listing when the summary has one (``trials``), else the active
+    runs and the top trials."""
+    console = console or output_console()
+    for part in summary_head(summary, console.width):
+        console.print(part)
     if "trials" in summary:
         if summary["trials"]:
             console.print(trials_table(summary["trials"], width=console.width))
