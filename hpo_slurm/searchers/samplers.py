@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import math
 import pickle
-from typing import Any, Callable, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
 
 from hpo_slurm.config.sampler_section import SamplerConfig
 from hpo_slurm.config.space import Nested
 from hpo_slurm.core.rng import Rng
 from hpo_slurm.core.types import ExitReason
 from hpo_slurm.searchers.base import WORST, signed_metric
+
+if TYPE_CHECKING:  # numpy is imported only by searches that use the model
+    from hpo_slurm.searchers.tpe_encoding import EncodedRows
 
 
 class RandomSampler:
@@ -76,7 +79,7 @@ class TPESampler(RandomSampler):
         self.state: Dict[str, Any] = pickle.loads(pickle.dumps(state, pickle.HIGHEST_PROTOCOL)) if state else {
             "hparams": {}, "open": {}, "pending": [], "results": {}}
         self._refs: Dict[str, int] = {}  # trial id -> how many kept results name it
-        self._encoded: Any = None  # tpe_encoding.EncodedRows: derived from the state, never saved
+        self._encoded: Optional[EncodedRows] = None  # derived from the state, never saved
         for entries in self.state["results"].values():
             for _, trial_id in entries:
                 self._refs[str(trial_id)] = self._refs.get(str(trial_id), 0) + 1

@@ -201,6 +201,8 @@ class EncodedRows:
             self._free.append(index)
 
     def _take(self) -> int:
+        """A free slot: a forgotten one, else the next unused (slots in use and free ones are always
+        0 .. n-1, so with none free the next is ``len(_slot)``), growing the array when it is full."""
         if self._free:
             return self._free.pop()
         used = len(self._slot)

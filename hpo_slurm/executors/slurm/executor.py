@@ -36,8 +36,8 @@ from hpo_slurm.core.fsio import read_json, write_bytes_atomic, write_json_atomic
 from hpo_slurm.core.protocol import BatchManifest
 from hpo_slurm.tasks.pool_worker import serve
 from hpo_slurm.tasks.slurm_task import MANIFEST, SHARED_PICKLE, run_task
-from hpo_slurm.executors.base import (REQUEUED_AFTER, Executor, JobRequest, JobState, JobStatus, SchedulerError, SubmitError, Submitted,
-                                      WorkerBatch)
+from hpo_slurm.executors.base import (REQUEUED_AFTER, Executor, JobRequest, JobState, JobStatus, SchedulerError,
+                                      SubmitError, Submitted, WorkerBatch)
 from hpo_slurm.executors.slurm.commands import (check_before_launch, cluster_config, has_accounting, jobs_named,
                                                 poll_jobs, scancel)
 from hpo_slurm.executors.slurm.outages import Outages
